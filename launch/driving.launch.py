@@ -1,0 +1,57 @@
+"""Driving perception pipeline: ``ros2 launch seg_perception driving.launch.py``.
+
+Arguments:
+  camera_topic         sensor_msgs/Image topic of the camera (default /camera/image_raw)
+  params_file          parameter file (default: the installed config/driving.yaml)
+  semantic_checkpoint  weights for the semantic node; empty keeps the params file's value
+  use_sim_time         true when replaying bags with /clock
+The nodes come from seg_perception.pipeline_spec, which the no-ROS-install runner reads too.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from seg_perception.pipeline_spec import (CONFIG_FILE, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE, PACKAGE,
+                                          checkpoint_argument)
+
+
+def _pipeline_nodes(context):
+    use_sim_time = LaunchConfiguration('use_sim_time').perform(context).lower() in ('true', '1', 'yes')
+    nodes = []
+    for pipeline_node in DRIVING_PIPELINE:
+        overrides = {'use_sim_time': use_sim_time}
+        checkpoint = LaunchConfiguration(checkpoint_argument(pipeline_node)).perform(context)
+        if checkpoint:
+            overrides['checkpoint'] = checkpoint
+        nodes.append(Node(
+            package=PACKAGE,
+            executable=pipeline_node.executable,
+            name=pipeline_node.name,
+            output='screen',
+            emulate_tty=True,
+            parameters=[LaunchConfiguration('params_file'), overrides],
+            remappings=[(pipeline_node.camera_input, LaunchConfiguration('camera_topic'))],
+        ))
+    return nodes
+
+
+def generate_launch_description():
+    default_params_file = os.path.join(get_package_share_directory(PACKAGE), 'config', CONFIG_FILE)
+    arguments = [
+        DeclareLaunchArgument('camera_topic', default_value=DEFAULT_CAMERA_TOPIC,
+                              description='sensor_msgs/Image topic of the camera'),
+        DeclareLaunchArgument('params_file', default_value=default_params_file,
+                              description='ROS 2 parameter file for the pipeline nodes'),
+        DeclareLaunchArgument('use_sim_time', default_value='false',
+                              description='use /clock (bag replay) instead of the system clock'),
+    ]
+    arguments += [
+        DeclareLaunchArgument(checkpoint_argument(pipeline_node), default_value='',
+                              description=f'weights for {pipeline_node.name}; empty keeps the params file value')
+        for pipeline_node in DRIVING_PIPELINE
+    ]
+    return LaunchDescription(arguments + [OpaqueFunction(function=_pipeline_nodes)])

@@ -1,0 +1,34 @@
+"""The interface every inference backend implements.
+
+Backends take whole batches (N images of one size) because one process serves several cameras
+with one engine; callers never see tensors, devices or sessions.
+"""
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot be created or cannot run a batch."""
+
+
+class Backend(abc.ABC):
+    """Runs a deployment graph: uint8 RGB batch (N, 3, H, W) -> named output arrays (N, ...)."""
+
+    #: short engine name, e.g. "pytorch", "onnxruntime", "tensorrt"
+    name: str = ''
+
+    def __init__(self, output_names: tuple[str, ...], device: str, precision: str) -> None:
+        self.output_names = output_names
+        self.device = device
+        self.precision = precision
+
+    @abc.abstractmethod
+    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one batch; ``images`` is C-contiguous uint8 (N, 3, H, W)."""
+
+    def describe(self) -> str:
+        """One line for logs and diagnostics."""
+        return f'{self.name} on {self.device} ({self.precision})'

@@ -1,0 +1,81 @@
+"""Reading checkpoints without executing code, and loading them with every key accounted for."""
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+LOGGER = logging.getLogger(__name__)
+
+# Containers that training frameworks wrap a state dict in (torchvision scripts, VainF, mmseg, ...).
+STATE_DICT_CONTAINER_KEYS = ('state_dict', 'model_state', 'model')
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read safely or does not fit the network."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file or a torch file loaded with ``weights_only=True``.
+
+    A file whose unpickling would run code is refused, never executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint {path} does not exist')
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        if path.suffix == '.safetensors':
+            loaded = load_file(str(path), device='cpu')
+        else:
+            loaded = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f'checkpoint {path} needs code to be unpickled and was refused (only tensors and plain '
+            f'containers are loaded; re-save it as a plain state dict or safetensors): {error}') from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, SafetensorError) as error:
+        raise CheckpointError(f'checkpoint {path} is corrupt or not a checkpoint: {error}') from None
+    return _unwrap_state_dict(loaded, path)
+
+
+def _unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(loaded, Mapping) and not _is_tensor_mapping(loaded):
+        container_key = next((key for key in STATE_DICT_CONTAINER_KEYS if key in loaded), None)
+        if container_key is None:
+            raise CheckpointError(
+                f'checkpoint {path} holds no state dict (top-level keys: {sorted(map(str, loaded))[:10]})')
+        loaded = loaded[container_key]
+    if not isinstance(loaded, Mapping):
+        raise CheckpointError(f'checkpoint {path} holds a {type(loaded).__name__}, not a state dict')
+    return dict(loaded)
+
+
+def _is_tensor_mapping(mapping: Mapping) -> bool:
+    return bool(mapping) and all(isinstance(value, torch.Tensor) for value in mapping.values())
+
+
+def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state_dict`` into ``module``; any missing, unexpected or misshaped key is an error
+    that names the keys, so a wrong checkpoint never half-loads silently."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshaped = sorted(
+        f'{key}: checkpoint {tuple(state_dict[key].shape)} vs network {tuple(expected[key].shape)}'
+        for key in set(expected) & set(state_dict) if state_dict[key].shape != expected[key].shape)
+    problems = []
+    for title, keys in (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', misshaped)):
+        if keys:
+            shown = ', '.join(keys[:20]) + (f', ... ({len(keys)} in all)' if len(keys) > 20 else '')
+            problems.append(f'{title}: {shown}')
+    if problems:
+        raise CheckpointError(f'checkpoint {source} does not fit the network; ' + '; '.join(problems))
+    module.load_state_dict(state_dict, strict=True)
+    LOGGER.info('loaded %d tensors from %s', len(state_dict), source)

@@ -1,0 +1,1 @@
+"""Networks, laid out like torchvision's models: backbone, head and deployment wrapper apart."""

@@ -1,0 +1,138 @@
+"""Semantic segmentation of camera images at their own resolution, in batches.
+
+``SemanticSegmenter`` is what nodes and evaluation tools call: it resizes images to the network
+input, runs a backend on the whole batch, and brings class ids back to each camera's resolution.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from seg_models.backends.base import Backend, BackendError
+from seg_models.checkpoints import load_state_dict_strict, read_state_dict
+from seg_models.labels import LabelSet, get_label_set
+from seg_models.models.deeplabv3plus import BACKBONES, deeplabv3plus
+from seg_models.models.semantic_inference import SemanticInference
+
+LOGGER = logging.getLogger(__name__)
+
+ARCHITECTURE_PREFIX = 'deeplabv3plus_'
+SEMANTIC_ARCHITECTURES = tuple(ARCHITECTURE_PREFIX + backbone for backbone in BACKBONES)
+UNTRAINED_WARNING = (
+    'NO CHECKPOINT GIVEN: the network runs with UNTRAINED (random) weights and its outputs are '
+    'meaningless. Pass a checkpoint to get real segmentation.')
+
+
+@dataclass(frozen=True)
+class SemanticModelConfig:
+    """Everything needed to build a semantic segmenter; nodes fill it from their parameters."""
+
+    architecture: str = 'deeplabv3plus_mobilenet_v3_large'
+    output_stride: int = 16
+    label_set: str = 'cityscapes'
+    checkpoint: str = ''  # empty: untrained weights (loudly reported)
+    backend: str = 'auto'
+    device: str = 'cpu'
+    precision: str = 'fp32'
+    input_size: Optional[tuple[int, int]] = None  # (height, width); None: each image's own size
+    with_confidence: bool = False
+
+
+@dataclass
+class SemanticResult:
+    """One image's result at the image's own resolution."""
+
+    class_ids: np.ndarray  # (H, W) uint8, or uint16 for label sets above 255 classes
+    confidence: Optional[np.ndarray] = None  # (H, W) float32 in 0..1 (top softmax probability)
+
+
+class SemanticSegmenter:
+    """Backend + label set + the resizing that maps camera pixels to network pixels and back."""
+
+    def __init__(self, backend: Backend, label_set: LabelSet, input_size: Optional[tuple[int, int]] = None,
+                 weights_source: str = '') -> None:
+        self.backend = backend
+        self.label_set = label_set
+        self.input_size = input_size
+        self.weights_source = weights_source
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.weights_source)
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """RGB uint8 (H, W, 3) images -> one contiguous uint8 batch (N, 3, h, w) at network size."""
+        target = self.input_size or images[0].shape[:2]
+        resized = [image if image.shape[:2] == tuple(target)
+                   else cv2.resize(image, (target[1], target[0]), interpolation=cv2.INTER_LINEAR)
+                   for image in images]
+        if len({image.shape for image in resized}) != 1:
+            raise ValueError('images of a batch must share one size when no network input size is set')
+        return np.ascontiguousarray(np.stack(resized).transpose(0, 3, 1, 2))
+
+    def segment(self, images: Sequence[np.ndarray]) -> list[SemanticResult]:
+        """Class ids (and confidence where the graph has it) for each image, at its resolution."""
+        if not images:
+            return []
+        outputs = self.backend.infer(self.preprocess(images))
+        dtype = self.label_set.class_id_dtype
+        results = []
+        for index, image in enumerate(images):
+            height, width = image.shape[:2]
+            class_ids = _resize_to(outputs['class_ids'][index].astype(dtype, copy=False), height, width,
+                                   cv2.INTER_NEAREST)
+            confidence = outputs.get('confidence')
+            if confidence is not None:
+                confidence = _resize_to(confidence[index], height, width, cv2.INTER_LINEAR)
+            results.append(SemanticResult(class_ids=class_ids, confidence=confidence))
+        return results
+
+
+def _resize_to(array: np.ndarray, height: int, width: int, interpolation: int) -> np.ndarray:
+    if array.shape == (height, width):
+        return array
+    return cv2.resize(array, (width, height), interpolation=interpolation)
+
+
+def build_semantic_network(config: SemanticModelConfig, label_set: LabelSet) -> tuple[torch.nn.Module, str]:
+    """The DeepLabv3+ network with the checkpoint's weights; returns (network, weights source).
+
+    An empty weights source means untrained weights.
+    """
+    if config.architecture not in SEMANTIC_ARCHITECTURES:
+        raise ValueError(f'unknown semantic architecture {config.architecture!r}; '
+                         f'known: {", ".join(SEMANTIC_ARCHITECTURES)}')
+    network = deeplabv3plus(config.architecture[len(ARCHITECTURE_PREFIX):], label_set.num_classes,
+                            config.output_stride)
+    if not config.checkpoint:
+        LOGGER.warning(UNTRAINED_WARNING)
+        return network, ''
+    load_state_dict_strict(network, read_state_dict(config.checkpoint), config.checkpoint)
+    return network, config.checkpoint
+
+
+def create_semantic_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
+    """Build network, weights and backend from ``config``, logging which backend was chosen and why."""
+    label_set = get_label_set(config.label_set)
+    network, weights_source = build_semantic_network(config, label_set)
+    class_id_dtype = torch.uint8 if label_set.class_id_dtype == np.uint8 else torch.int32
+    graph = SemanticInference(network, class_id_dtype=class_id_dtype, with_confidence=config.with_confidence)
+    backend = _create_backend(config, graph)
+    LOGGER.info('semantic segmenter: %s, label set %s, backend %s', config.architecture, label_set.name,
+                backend.describe())
+    return SemanticSegmenter(backend, label_set, config.input_size, weights_source)
+
+
+def _create_backend(config: SemanticModelConfig, graph: SemanticInference) -> Backend:
+    from seg_models.backends.pytorch import PyTorchBackend
+
+    if config.backend not in ('auto', 'pytorch'):
+        raise BackendError(f'unknown backend {config.backend!r}; available: auto, pytorch')
+    if config.backend == 'auto':
+        LOGGER.info('backend auto: pytorch (the only backend in this build)')
+    return PyTorchBackend(graph, graph.output_names, device=config.device, precision=config.precision)

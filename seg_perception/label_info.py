@@ -1,0 +1,32 @@
+"""The label-set message a segmentation node publishes once, transient-local, beside its outputs."""
+from __future__ import annotations
+
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from seg_perception_msgs.msg import LabelSet as LabelSetMsg
+from seg_perception_msgs.msg import SegmentationClass
+
+from seg_models.labels import LabelClass, LabelSet
+
+LABEL_INFO_SUFFIX = '/label_info'
+
+# Reliable + transient local: a subscriber that joins later (with transient-local durability)
+# still receives the one message published at start-up.
+LABEL_INFO_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def label_set_to_msg(label_set: LabelSet, threshold: float = 0.0) -> LabelSetMsg:
+    msg = LabelSetMsg(name=label_set.name, ignore_id=label_set.ignore_id, threshold=float(threshold))
+    msg.classes = [
+        SegmentationClass(class_id=label.id, name=label.name, red=label.color[0], green=label.color[1],
+                          blue=label.color[2], is_thing=label.is_thing)
+        for label in label_set.classes
+    ]
+    return msg
+
+
+def label_set_from_msg(msg: LabelSetMsg) -> LabelSet:
+    """The label set a node announced, for consumers that colour or name its outputs."""
+    classes = tuple(LabelClass(id=c.class_id, name=c.name, color=(c.red, c.green, c.blue), is_thing=c.is_thing)
+                    for c in msg.classes)
+    return LabelSet(name=msg.name, classes=classes, ignore_id=msg.ignore_id)

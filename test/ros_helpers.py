@@ -1,0 +1,83 @@
+"""Helpers for tests that run real nodes: node processes, a test node, waiting on messages."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'
+CAMVID_IMAGES = SHARED_DATA / 'camvid_seq05vd' / 'images'
+
+
+class NodeProcess:
+    """A node in its own process (as launch starts it), stopped with SIGINT; output kept for asserts."""
+
+    def __init__(self, module: str, ros_args: list[str], log_path: Path) -> None:
+        self.command = [sys.executable, '-m', module, '--ros-args', *ros_args]
+        self.log_path = log_path
+        self.process: Optional[subprocess.Popen] = None
+
+    def __enter__(self) -> 'NodeProcess':
+        self._log = open(self.log_path, 'w')
+        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                        env=dict(os.environ))
+        return self
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+class ProbeNode:
+    """An rclpy node with its own context, spun by the waiting helpers."""
+
+    def __init__(self, name: str) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = Node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def spin_until(self, condition: Callable[[], bool], timeout: float, check: Callable[[], None] = lambda: None
+                   ) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            check()
+            self.executor.spin_once(timeout_sec=0.05)
+        return condition()
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, seconds)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)

@@ -1,0 +1,48 @@
+"""Label sets come from cityscapesscripts, not retyped, and behave as nodes and evaluation expect."""
+import numpy as np
+import pytest
+from cityscapesscripts.helpers.labels import labels as cityscapes_labels
+
+from seg_models.labels import LabelClass, LabelSet, cityscapes, cityscapes_things, get_label_set
+
+
+def test_cityscapes_has_the_19_train_classes_in_train_id_order():
+    label_set = cityscapes()
+    official = {label.trainId: label for label in cityscapes_labels if 0 <= label.trainId < 255}
+    assert label_set.num_classes == 19 == len(official)
+    for label in label_set.classes:
+        assert label.name == official[label.id].name
+        assert label.color == tuple(official[label.id].color)
+        assert label.is_thing == official[label.id].hasInstances
+    assert label_set.names[0] == 'road' and label_set.names[18] == 'bicycle'
+    assert label_set.ignore_id == 255 and label_set.class_id_dtype == np.uint8
+
+
+def test_cityscapes_things_are_the_8_instance_classes():
+    things = cityscapes_things()
+    assert things.names == ['person', 'rider', 'car', 'truck', 'bus', 'train', 'motorcycle', 'bicycle']
+    assert all(label.is_thing for label in things.classes)
+
+
+def test_palette_maps_ids_to_colours_and_ignore_to_black():
+    label_set = cityscapes()
+    palette = label_set.palette()
+    assert palette.shape == (256, 3)
+    assert tuple(palette[0]) == (128, 64, 128)  # road
+    assert tuple(palette[255]) == (0, 0, 0)
+
+
+def test_large_label_sets_use_16_bit_ids():
+    classes = tuple(LabelClass(i, f'c{i}', (i % 256, 0, 0), False) for i in range(300))
+    label_set = LabelSet('big', classes, ignore_id=65535)
+    assert label_set.class_id_dtype == np.uint16
+    assert label_set.palette().shape == (65536, 3)
+
+
+def test_invalid_label_sets_are_refused():
+    with pytest.raises(ValueError, match='0..N-1'):
+        LabelSet('gap', (LabelClass(1, 'a', (0, 0, 0), False),))
+    with pytest.raises(ValueError, match='collides'):
+        LabelSet('clash', (LabelClass(0, 'a', (0, 0, 0), False),), ignore_id=0)
+    with pytest.raises(ValueError, match='known: cityscapes'):
+        get_label_set('nope')
