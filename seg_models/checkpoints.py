@@ -37,12 +37,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             loaded = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f'checkpoint {path} needs code to be unpickled and was refused (only tensors and plain '
-            f'containers are loaded; re-save it as a plain state dict or safetensors): {error}') from None
+        reason = _weights_unpickler_reason(str(error))
+        if 'Unsupported global' in reason:
+            raise CheckpointError(
+                f'checkpoint {path} needs code to be unpickled and was refused (only tensors and plain '
+                f'containers are loaded; re-save it as a plain state dict or safetensors): {reason}') from None
+        raise CheckpointError(f'checkpoint {path} is corrupt or not a checkpoint: {reason}') from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, SafetensorError) as error:
         raise CheckpointError(f'checkpoint {path} is corrupt or not a checkpoint: {error}') from None
     return _unwrap_state_dict(loaded, path)
+
+
+def _weights_unpickler_reason(message: str) -> str:
+    """The one line of torch's long weights-only error that says what was wrong."""
+    marker = 'WeightsUnpickler error:'
+    if marker not in message:
+        return message.strip().splitlines()[0] if message.strip() else 'unreadable pickle data'
+    return message.split(marker, 1)[1].strip().split('. ')[0].strip()
 
 
 def _unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:

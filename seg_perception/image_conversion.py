@@ -14,7 +14,12 @@ from std_msgs.msg import Header
 
 
 class ImageConversionError(ValueError):
-    """An image message that cannot be turned into an RGB array."""
+    """An image message that cannot be turned into an RGB array; ``kind`` names the problem class
+    (for per-kind throttling and counters)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -40,19 +45,19 @@ def image_msg_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     encoding = ENCODINGS.get(msg.encoding)
     if encoding is None:
         raise ImageConversionError(
-            f'unsupported encoding {msg.encoding!r}; supported: {", ".join(sorted(ENCODINGS))}')
+            'encoding', f'unsupported encoding {msg.encoding!r}; supported: {", ".join(sorted(ENCODINGS))}')
     height, width = msg.height, msg.width
     if height == 0 or width == 0:
-        raise ImageConversionError(f'zero-size image ({width}x{height})')
+        raise ImageConversionError('zero_size', f'zero-size image ({width}x{height})')
     if height * width > max_pixels:
         raise ImageConversionError(
-            f'image {width}x{height} has {height * width} pixels, above the limit of {max_pixels}')
+            'too_large', f'image {width}x{height} has {height * width} pixels, above the limit of {max_pixels}')
     row_bytes = width * encoding.channels * np.dtype(encoding.dtype).itemsize
     if msg.step < row_bytes:
-        raise ImageConversionError(f'step {msg.step} is below {row_bytes} bytes per row for {width} px {msg.encoding}')
+        raise ImageConversionError('step', f'step {msg.step} is below {row_bytes} bytes per row for {width} px {msg.encoding}')
     if len(msg.data) != msg.step * height:
         raise ImageConversionError(
-            f'data holds {len(msg.data)} bytes but step * height = {msg.step} * {height} = {msg.step * height}')
+            'data_length', f'data holds {len(msg.data)} bytes but step * height = {msg.step} * {height} = {msg.step * height}')
     rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, msg.step)[:, :row_bytes]
     pixels = rows.view(encoding.dtype).reshape(height, width, encoding.channels)
     if encoding.to_rgb is None:

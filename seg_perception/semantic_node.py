@@ -23,6 +23,7 @@ from seg_perception.image_conversion import (DEFAULT_MAX_PIXELS, ImageConversion
 from seg_perception.label_info import LABEL_INFO_QOS, LABEL_INFO_SUFFIX, label_set_to_msg
 from seg_perception.node_main import main_for
 from seg_perception.parameters import ParameterSpec, declare_parameters
+from seg_perception.throttled_log import ThrottledErrorLog
 from seg_perception.topics import (CAMERA_INPUT, COLOR_OUTPUT, OUTPUT_QOS, RELIABILITY_CHOICES, SEMANTIC_OUTPUT,
                                    input_qos)
 
@@ -70,6 +71,7 @@ class SemanticSegmentationNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._parameters = declare_parameters(self, SEMANTIC_PARAMETERS)
+        self._input_errors = ThrottledErrorLog(self.get_logger().error, ERROR_THROTTLE_SEC)
         self._segmenter = create_semantic_segmenter(semantic_config_from_parameters(self._parameters))
         if not self._segmenter.is_trained:
             self.get_logger().warning('*' * 20 + ' ' + UNTRAINED_WARNING + ' ' + '*' * 20)
@@ -91,8 +93,7 @@ class SemanticSegmentationNode(Node):
         try:
             rgb = image_msg_to_rgb(msg, self._parameters['max_image_pixels'])
         except ImageConversionError as error:
-            self.get_logger().error(f'dropped image (frame_id {msg.header.frame_id!r}): {error}',
-                                    throttle_duration_sec=ERROR_THROTTLE_SEC)
+            self._input_errors.error(error.kind, f'dropped image (frame_id {msg.header.frame_id!r}): {error}')
             return
         result = self._segmenter.segment([rgb])[0]
         self._class_id_publisher.publish(class_ids_to_image_msg(result.class_ids, msg.header))

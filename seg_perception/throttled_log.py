@@ -1,0 +1,30 @@
+"""Errors throttled per kind of problem, so a flood of one bad input cannot hide another."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+
+class ThrottledErrorLog:
+    """Logs the first error of each kind, then at most one per ``period_sec``, with the number of
+    occurrences suppressed in between (rclpy's own throttling is per call site, not per kind)."""
+
+    def __init__(self, log_error: Callable[[str], None], period_sec: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log_error = log_error
+        self._period_sec = period_sec
+        self._clock = clock
+        self._last_report: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def error(self, kind: str, message: str) -> None:
+        now = self._clock()
+        last = self._last_report.get(kind)
+        if last is not None and now - last < self._period_sec:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        suppressed = self._suppressed.pop(kind, 0)
+        if suppressed:
+            message += f' ({suppressed} more like this in the last {now - last:.0f} s)'
+        self._last_report[kind] = now
+        self._log_error(message)
