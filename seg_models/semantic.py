@@ -66,31 +66,44 @@ class SemanticSegmenter:
         return bool(self.weights_source)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """RGB uint8 (H, W, 3) images -> one contiguous uint8 batch (N, 3, h, w) at network size."""
-        target = self.input_size or images[0].shape[:2]
-        resized = [image if image.shape[:2] == tuple(target)
+        """RGB uint8 (H, W, 3) images of one size -> contiguous uint8 batch (N, 3, h, w) at network size."""
+        target = tuple(self.input_size or images[0].shape[:2])
+        resized = [image if image.shape[:2] == target
                    else cv2.resize(image, (target[1], target[0]), interpolation=cv2.INTER_LINEAR)
                    for image in images]
-        if len({image.shape for image in resized}) != 1:
-            raise ValueError('images of a batch must share one size when no network input size is set')
         return np.ascontiguousarray(np.stack(resized).transpose(0, 3, 1, 2))
 
     def segment(self, images: Sequence[np.ndarray]) -> list[SemanticResult]:
-        """Class ids (and confidence where the graph has it) for each image, at its resolution."""
-        if not images:
-            return []
-        outputs = self.backend.infer(self.preprocess(images))
-        dtype = self.label_set.class_id_dtype
-        results = []
-        for index, image in enumerate(images):
-            height, width = image.shape[:2]
-            class_ids = _resize_to(outputs['class_ids'][index].astype(dtype, copy=False), height, width,
-                                   cv2.INTER_NEAREST)
-            confidence = outputs.get('confidence')
-            if confidence is not None:
-                confidence = _resize_to(confidence[index], height, width, cv2.INTER_LINEAR)
-            results.append(SemanticResult(class_ids=class_ids, confidence=confidence))
+        """Class ids (and confidence where the graph has it) for each image, at its resolution.
+
+        With a fixed input size the whole batch is one backend call; without one, images are
+        grouped by size (several cameras of different resolutions) and each group is one call.
+        """
+        results: list[Optional[SemanticResult]] = [None] * len(images)
+        for indices in self._batches(images):
+            batch = [images[index] for index in indices]
+            outputs = self.backend.infer(self.preprocess(batch))
+            for position, index in enumerate(indices):
+                results[index] = self._result_at_camera_size(outputs, position, images[index].shape[:2])
         return results
+
+    def _batches(self, images: Sequence[np.ndarray]) -> list[list[int]]:
+        if self.input_size is not None:
+            return [list(range(len(images)))] if images else []
+        groups: dict[tuple, list[int]] = {}
+        for index, image in enumerate(images):
+            groups.setdefault(image.shape[:2], []).append(index)
+        return list(groups.values())
+
+    def _result_at_camera_size(self, outputs: dict[str, np.ndarray], position: int,
+                               size: tuple[int, int]) -> SemanticResult:
+        height, width = size
+        class_ids = outputs['class_ids'][position].astype(self.label_set.class_id_dtype, copy=False)
+        confidence = outputs.get('confidence')
+        return SemanticResult(
+            class_ids=_resize_to(class_ids, height, width, cv2.INTER_NEAREST),
+            confidence=None if confidence is None else _resize_to(confidence[position], height, width,
+                                                                  cv2.INTER_LINEAR))
 
 
 def _resize_to(array: np.ndarray, height: int, width: int, interpolation: int) -> np.ndarray:

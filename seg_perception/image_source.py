@@ -26,24 +26,24 @@ IMAGE_SOURCE_PARAMETERS = (
 class ImageSourceNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__('image_source', **kwargs)
-        self._parameters = declare_parameters(self, IMAGE_SOURCE_PARAMETERS)
+        self._settings = declare_parameters(self, IMAGE_SOURCE_PARAMETERS)
         self._frames = self._open()
         self._publisher = self.create_publisher(Image, CAMERA_INPUT, OUTPUT_QOS)
-        self._timer = self.create_timer(1.0 / self._parameters['rate_hz'], self._publish_next)
+        self._timer = self.create_timer(1.0 / self._settings['rate_hz'], self._publish_next)
 
     def _open(self):
-        return open_frames(self._parameters['source'], self._parameters['max_frames'])
+        return open_frames(self._settings['source'], self._settings['max_frames'])
 
     def _publish_next(self) -> None:
         frame = next(self._frames, None)
         if frame is None:
-            if not self._parameters['loop']:
+            if not self._settings['loop']:
                 self.get_logger().info('source exhausted; stopping publication')
                 self._timer.cancel()
                 return
             self._frames = self._open()
             frame = next(self._frames)
-        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self._parameters['frame_id'])
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self._settings['frame_id'])
         self._publisher.publish(array_to_image_msg(frame.rgb, 'rgb8', header))
 
 

@@ -70,12 +70,12 @@ def semantic_config_from_parameters(values: dict[str, Any]) -> SemanticModelConf
 class SemanticSegmentationNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        self._parameters = declare_parameters(self, SEMANTIC_PARAMETERS)
+        self._settings = declare_parameters(self, SEMANTIC_PARAMETERS)
         self._input_errors = ThrottledErrorLog(self.get_logger().error, ERROR_THROTTLE_SEC)
-        self._segmenter = create_semantic_segmenter(semantic_config_from_parameters(self._parameters))
+        self._segmenter = create_semantic_segmenter(semantic_config_from_parameters(self._settings))
         if not self._segmenter.is_trained:
             self.get_logger().warning('*' * 20 + ' ' + UNTRAINED_WARNING + ' ' + '*' * 20)
-        self.get_logger().info(f'model {self._parameters["architecture"]}, label set '
+        self.get_logger().info(f'model {self._settings["architecture"]}, label set '
                                f'{self._segmenter.label_set.name}, backend {self._segmenter.backend.describe()}')
 
         self._label_info_publisher = self.create_publisher(
@@ -87,11 +87,11 @@ class SemanticSegmentationNode(Node):
         self._class_id_publisher = self.create_publisher(Image, SEMANTIC_OUTPUT, OUTPUT_QOS)
         self._color_publisher = self.create_publisher(Image, COLOR_OUTPUT, OUTPUT_QOS)
         self._subscription = self.create_subscription(
-            Image, CAMERA_INPUT, self._on_image, input_qos(self._parameters['input_reliability']))
+            Image, CAMERA_INPUT, self._on_image, input_qos(self._settings['input_reliability']))
 
     def _on_image(self, msg: Image) -> None:
         try:
-            rgb = image_msg_to_rgb(msg, self._parameters['max_image_pixels'])
+            rgb = image_msg_to_rgb(msg, self._settings['max_image_pixels'])
         except ImageConversionError as error:
             self._input_errors.error(error.kind, f'dropped image (frame_id {msg.header.frame_id!r}): {error}')
             return

@@ -1,0 +1,132 @@
+"""The colcon install tree is complete, and the launch file, config and nodes agree with each other."""
+from __future__ import annotations
+
+import ast
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from rcl_interfaces.srv import GetParameters, ListParameters
+from rclpy.parameter import parameter_value_to_python
+
+from launch_recorder import LaunchDescription, OpaqueFunction, load_launch_file, resolve
+from ros_helpers import NodeProcess, ProbeNode
+from seg_perception.pipeline_spec import DRIVING_PIPELINE, PACKAGE, checkpoint_argument
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INSTALL = REPO_ROOT / 'install'
+SHARE = INSTALL / PACKAGE / 'share' / PACKAGE
+
+
+def console_scripts() -> dict[str, str]:
+    """executable -> 'module:function', read from setup.py's entry points."""
+    tree = ast.parse((REPO_ROOT / 'setup.py').read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict) and any(isinstance(k, ast.Constant) and k.value == 'console_scripts'
+                                              for k in node.keys):
+            scripts = ast.literal_eval(node.values[0])
+            return dict(re.fullmatch(r'\s*(\S+)\s*=\s*(\S+)\s*', line).groups() for line in scripts)
+    raise AssertionError('setup.py declares no console_scripts')
+
+
+def test_install_tree_holds_launch_config_markers_and_entry_points():
+    assert (SHARE / 'launch' / 'driving.launch.py').read_text() == (REPO_ROOT / 'launch' / 'driving.launch.py').read_text()
+    assert (SHARE / 'config' / 'driving.yaml').read_text() == (REPO_ROOT / 'config' / 'driving.yaml').read_text()
+    assert (SHARE / 'package.xml').is_file()
+    assert (INSTALL / PACKAGE / 'share' / 'ament_index' / 'resource_index' / 'packages' / PACKAGE).is_file()
+    for executable, target in console_scripts().items():
+        script = INSTALL / PACKAGE / 'lib' / PACKAGE / executable
+        assert script.is_file() and os.access(script, os.X_OK), f'{executable} not installed under lib/{PACKAGE}'
+        module = target.split(':')[0]
+        assert module in script.read_text() or executable in script.read_text()
+    msgs = INSTALL / 'seg_perception_msgs'
+    for name in ('InstanceMask', 'InstanceMaskArray', 'SegmentationClass', 'LabelSet'):
+        assert (msgs / 'share' / 'seg_perception_msgs' / 'msg' / f'{name}.msg').is_file()
+
+
+def test_installed_entry_point_runs_the_node(tmp_path):
+    """The installed script starts the real node (here it stops on a refused parameter value)."""
+    script = INSTALL / PACKAGE / 'lib' / PACKAGE / 'semantic_node'
+    process = NodeProcess('seg_perception.semantic_node', ['-p', 'output_stride:=4'], tmp_path / 'log')
+    process.command = [str(script), '--ros-args', '-p', 'output_stride:=4']
+    with process:
+        assert process.wait(timeout=90) == 1
+        assert "parameter 'output_stride' = 4 is not allowed" in process.output()
+
+
+def recorded_launch(monkeypatch, **arguments):
+    module = load_launch_file(SHARE / 'launch' / 'driving.launch.py', monkeypatch)
+    description = module.generate_launch_description()
+    assert isinstance(description, LaunchDescription)
+    context = {entity.name: entity.default_value for entity in description.entities if hasattr(entity, 'name')}
+    context.update(arguments)
+    nodes = []
+    for entity in description.entities:
+        if isinstance(entity, OpaqueFunction):
+            nodes += entity.function(context)
+    return context, nodes
+
+
+def test_launch_file_starts_every_pipeline_node_with_its_executable(monkeypatch):
+    context, nodes = recorded_launch(monkeypatch)
+    assert context['params_file'] == str(SHARE / 'config' / 'driving.yaml')
+    scripts = console_scripts()
+    assert [(n.kwargs['executable'], n.kwargs['name']) for n in nodes] == \
+        [(p.executable, p.name) for p in DRIVING_PIPELINE]
+    for node, pipeline_node in zip(nodes, DRIVING_PIPELINE):
+        assert node.kwargs['package'] == PACKAGE
+        assert scripts[node.kwargs['executable']] == f'{pipeline_node.module}:main'
+        remappings = [(source, resolve(target, context)) for source, target in node.kwargs['remappings']]
+        assert remappings == [('image', '/camera/image_raw')]
+
+
+def test_launch_checkpoint_argument_overrides_only_when_given(monkeypatch):
+    _, nodes = recorded_launch(monkeypatch)
+    assert all(set(n.kwargs['parameters'][1]) == {'use_sim_time'} for n in nodes)
+    arguments = {checkpoint_argument(p): f'/weights/{p.name}.pth' for p in DRIVING_PIPELINE}
+    _, nodes = recorded_launch(monkeypatch, use_sim_time='true', **arguments)
+    for node, pipeline_node in zip(nodes, DRIVING_PIPELINE):
+        assert node.kwargs['parameters'][1] == {'use_sim_time': True,
+                                                'checkpoint': f'/weights/{pipeline_node.name}.pth'}
+
+
+def _call(probe: ProbeNode, client, request):
+    assert client.wait_for_service(timeout_sec=60), f'service {client.srv_name} not available'
+    future = client.call_async(request)
+    assert probe.spin_until(future.done, 30)
+    return future.result()
+
+
+def test_nodes_declare_every_parameter_launch_and_config_give_them(monkeypatch, tmp_path):
+    """Start each node the way the launch file does and ask it, over ROS services, what it declared."""
+    context, nodes = recorded_launch(monkeypatch, camera_topic='/launch_check/image_raw')
+    config = yaml.safe_load(Path(context['params_file']).read_text())
+    for node in nodes:
+        name = node.kwargs['name']
+        from_config = config[name]['ros__parameters']
+        from_launch = node.kwargs['parameters'][1]
+        ros_args = ['-r', f'__node:={name}', '--params-file', resolve(node.kwargs['parameters'][0], context)]
+        ros_args += [arg for source, target in node.kwargs['remappings']
+                     for arg in ('-r', f'{source}:={resolve(target, context)}')]
+        ros_args += [arg for key, value in from_launch.items() for arg in ('-p', f'{key}:={str(value).lower()}')]
+        module = console_scripts()[node.kwargs['executable']].split(':')[0]
+        with NodeProcess(module, ros_args, tmp_path / f'{name}.log') as process:
+            probe = ProbeNode('launch_check_probe')
+            try:
+                listed = _call(probe, probe.node.create_client(ListParameters, f'/{name}/list_parameters'),
+                               ListParameters.Request())
+                declared = set(listed.result.names)
+                assert set(from_config) <= declared, f'{name} does not declare {set(from_config) - declared}'
+                assert set(from_launch) <= declared, f'{name} does not declare {set(from_launch) - declared}'
+                expected = {**from_config, **from_launch}
+                values = _call(probe, probe.node.create_client(GetParameters, f'/{name}/get_parameters'),
+                               GetParameters.Request(names=list(expected)))
+                actual = dict(zip(expected, map(parameter_value_to_python, values.values)))
+                assert actual == expected, f'{name} did not take the config and launch values'
+                assert probe.spin_until(lambda: probe.node.count_publishers('/segmentation/semantic') > 0
+                                        and probe.node.count_subscribers('/launch_check/image_raw') > 0, 30)
+            finally:
+                probe.close()
+            assert process.alive(), process.output()

@@ -1,0 +1,60 @@
+"""SemanticSegmenter: batches of any camera size in, class ids at each camera's resolution out."""
+import numpy as np
+import pytest
+import torch
+
+from seg_models.models.semantic_inference import IMAGENET_MEAN, IMAGENET_STD
+from seg_models.semantic import SemanticModelConfig, build_semantic_network, create_semantic_segmenter
+from seg_models.labels import cityscapes
+
+
+@pytest.fixture(scope='module')
+def segmenter():
+    torch.manual_seed(0)
+    return create_semantic_segmenter(SemanticModelConfig(input_size=(64, 96), with_confidence=True))
+
+
+def test_mixed_camera_sizes_in_one_batch_come_back_at_their_own_size(segmenter):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((360, 480), (720, 1280), (64, 96))]
+    results = segmenter.segment(images)
+    assert [r.class_ids.shape for r in results] == [(360, 480), (720, 1280), (64, 96)]
+    for result in results:
+        assert result.class_ids.dtype == np.uint8 and result.class_ids.max() < 19
+        assert result.confidence.dtype == np.float32
+        assert 0.0 < result.confidence.min() and result.confidence.max() <= 1.0
+    assert not segmenter.is_trained
+
+
+def test_class_ids_are_the_argmax_of_the_network_on_normalised_pixels(segmenter):
+    image = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    network = segmenter.backend.module.network
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    normalised = (tensor - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = network(normalised).argmax(1)[0].numpy().astype(np.uint8)
+    np.testing.assert_array_equal(segmenter.segment([image])[0].class_ids, expected)
+
+
+def test_without_input_size_each_image_runs_at_its_own_size_grouped_by_size():
+    calls = []
+    own_size = create_semantic_segmenter(SemanticModelConfig())
+    infer = own_size.backend.infer
+    own_size.backend.infer = lambda batch: calls.append(batch.shape) or infer(batch)
+    sizes = [(32, 48), (40, 48), (32, 48)]
+    results = own_size.segment([np.zeros((h, w, 3), np.uint8) for h, w in sizes])
+    assert [r.class_ids.shape for r in results] == sizes
+    assert sorted(calls) == [(1, 3, 40, 48), (2, 3, 32, 48)]  # one backend call per size
+
+
+def test_untrained_network_is_reported_loudly(caplog):
+    network, source = build_semantic_network(SemanticModelConfig(), cityscapes())
+    assert source == ''
+    assert 'UNTRAINED' in caplog.text
+
+
+def test_unknown_architecture_and_backend_are_refused():
+    with pytest.raises(ValueError, match='unknown semantic architecture'):
+        create_semantic_segmenter(SemanticModelConfig(architecture='deeplabv3plus_vgg'))
+    with pytest.raises(Exception, match='unknown backend'):
+        create_semantic_segmenter(SemanticModelConfig(backend='tensorrt_nope'))
