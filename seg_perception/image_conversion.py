@@ -84,3 +84,17 @@ def class_ids_to_image_msg(class_ids: np.ndarray, header: Header) -> Image:
     if class_ids.ndim != 2 or class_ids.dtype not in encodings:
         raise ValueError(f'class ids must be a 2-D uint8 or uint16 array, got {class_ids.dtype} {class_ids.shape}')
     return array_to_image_msg(class_ids, encodings[class_ids.dtype], header)
+
+
+OUTPUT_ENCODINGS = {'mono8': (np.uint8, 1), 'mono16': (np.uint16, 1), 'rgb8': (np.uint8, 3)}
+
+
+def output_msg_to_array(msg: Image) -> np.ndarray:
+    """Array of an output image this package publishes (mono8/mono16 class ids, rgb8 views):
+    (H, W) for mono, (H, W, 3) for rgb8. For consumers and tools."""
+    if msg.encoding not in OUTPUT_ENCODINGS:
+        raise ImageConversionError('encoding', f'not an output encoding: {msg.encoding!r}')
+    dtype, channels = OUTPUT_ENCODINGS[msg.encoding]
+    rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
+    pixels = rows[:, :msg.width * channels * np.dtype(dtype).itemsize].view(dtype)
+    return pixels.reshape(msg.height, msg.width) if channels == 1 else pixels.reshape(msg.height, msg.width, 3)

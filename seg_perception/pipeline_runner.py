@@ -28,7 +28,7 @@ from std_msgs.msg import Header
 from tqdm import tqdm
 
 from seg_perception.frame_sources import SYNTHETIC, open_frames
-from seg_perception.image_conversion import array_to_image_msg
+from seg_perception.image_conversion import array_to_image_msg, output_msg_to_array
 from seg_perception.label_info import LABEL_INFO_QOS, LABEL_INFO_SUFFIX
 from seg_perception.pipeline_spec import (CONFIG_FILE, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE, PACKAGE,
                                           PipelineNode, checkpoint_argument)
@@ -79,13 +79,6 @@ class OutputCollector(Node):
     @staticmethod
     def _keep(store: dict, msg: Image) -> None:
         store[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
-
-
-def image_msg_to_array(msg: Image) -> np.ndarray:
-    dtype = np.uint16 if msg.encoding == 'mono16' else np.uint8
-    channels = 3 if msg.encoding == 'rgb8' else 1
-    pixels = np.frombuffer(msg.data, dtype=dtype).reshape(msg.height, msg.width, channels)
-    return pixels[:, :, 0] if channels == 1 else pixels
 
 
 class PipelineProcesses:
@@ -153,8 +146,8 @@ def run(source: str, output: Path, config: Path, camera_topic: str, overrides: d
                 _spin_until(collector, processes, lambda: key in collector.class_ids and key in collector.colors,
                             FRAME_TIMEOUT_SEC, f'output for frame {frame.name}')
                 latencies.append(time.monotonic() - started)
-                cv2.imwrite(str(output / 'labels' / f'{frame.name}.png'), image_msg_to_array(collector.class_ids.pop(key)))
-                color = image_msg_to_array(collector.colors.pop(key))
+                cv2.imwrite(str(output / 'labels' / f'{frame.name}.png'), output_msg_to_array(collector.class_ids.pop(key)))
+                color = output_msg_to_array(collector.colors.pop(key))
                 cv2.imwrite(str(output / 'color' / f'{frame.name}.png'), cv2.cvtColor(color, cv2.COLOR_RGB2BGR))
                 written += 1
     finally:

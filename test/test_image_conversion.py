@@ -6,7 +6,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from seg_perception.image_conversion import (ImageConversionError, array_to_image_msg, class_ids_to_image_msg,
-                                             image_msg_to_rgb)
+                                             image_msg_to_rgb, output_msg_to_array)
 from seg_perception.throttled_log import ThrottledErrorLog
 
 RGB = np.random.default_rng(0).integers(0, 256, (7, 11, 3), dtype=np.uint8)
@@ -40,7 +40,8 @@ def test_header_is_copied_and_class_ids_choose_mono8_or_mono16():
     assert (msg.encoding, msg.step, msg.header.frame_id, msg.header.stamp.sec) == ('mono8', 6, 'cam', 5)
     msg16 = class_ids_to_image_msg(np.full((4, 6), 300, np.uint16), header)
     assert (msg16.encoding, msg16.step) == ('mono16', 12)
-    assert np.frombuffer(msg16.data, np.uint16).max() == 300
+    np.testing.assert_array_equal(output_msg_to_array(msg16), np.full((4, 6), 300, np.uint16))
+    np.testing.assert_array_equal(output_msg_to_array(array_to_image_msg(RGB, 'rgb8', header)), RGB)
     with pytest.raises(ValueError):
         class_ids_to_image_msg(np.zeros((4, 6), np.int64), header)
 

@@ -18,7 +18,7 @@ from seg_models.labels import cityscapes
 from seg_models.models.deeplabv3plus import deeplabv3plus
 from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
 from seg_perception.frame_sources import synthetic_frames
-from seg_perception.image_conversion import array_to_image_msg
+from seg_perception.image_conversion import array_to_image_msg, output_msg_to_array as as_array
 from seg_perception.label_info import LABEL_INFO_QOS
 from seg_perception.topics import OUTPUT_QOS
 
@@ -77,12 +77,6 @@ class SemanticClient:
         assert self.probe.spin_until(lambda: key in store, timeout, self._check_alive), \
             f'no output for stamp {key}:\n{self.node.output()}'
         return store[key]
-
-
-def as_array(msg: Image) -> np.ndarray:
-    channels = {'mono8': 1, 'rgb8': 3}[msg.encoding]
-    array = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, channels)
-    return array[:, :, 0] if channels == 1 else array
 
 
 @pytest.fixture(scope='module')
