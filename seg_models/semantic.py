@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 import cv2
@@ -41,6 +42,7 @@ class SemanticModelConfig:
     precision: str = 'fp32'
     input_size: Optional[tuple[int, int]] = None  # (height, width); None: each image's own size
     with_confidence: bool = False
+    engine_dir: str = ''  # where exported ONNX files are kept (onnxruntime backend); empty: a temp dir
 
 
 @dataclass
@@ -141,11 +143,30 @@ def create_semantic_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
     return SemanticSegmenter(backend, label_set, config.input_size, weights_source)
 
 
+BACKENDS = ('auto', 'pytorch', 'onnxruntime')
+
+
 def _create_backend(config: SemanticModelConfig, graph: SemanticInference) -> Backend:
     from seg_models.backends.pytorch import PyTorchBackend
 
-    if config.backend not in ('auto', 'pytorch'):
-        raise BackendError(f'unknown backend {config.backend!r}; available: auto, pytorch')
+    if config.backend not in BACKENDS:
+        raise BackendError(f'unknown backend {config.backend!r}; available: {", ".join(BACKENDS)}')
     if config.backend == 'auto':
-        LOGGER.info('backend auto: pytorch (the only backend in this build)')
+        LOGGER.info('backend auto: pytorch (TensorRT is not in this build; onnxruntime is opt-in until the '
+                    'engine cache lands)')
+    if config.backend == 'onnxruntime':
+        return _onnxruntime_backend(config, graph)
     return PyTorchBackend(graph, graph.output_names, device=config.device, precision=config.precision)
+
+
+def _onnxruntime_backend(config: SemanticModelConfig, graph: SemanticInference) -> Backend:
+    import tempfile
+
+    from seg_models.backends.onnxruntime import OnnxRuntimeBackend
+    from seg_models.export import export_semantic_onnx
+
+    engine_dir = Path(config.engine_dir or tempfile.mkdtemp(prefix='seg_models_'))
+    onnx_path = engine_dir / f'{config.architecture}_os{config.output_stride}_{config.label_set}.onnx'
+    export_semantic_onnx(graph, onnx_path, config.label_set, example_size=config.input_size or (512, 1024))
+    LOGGER.info('exported %s for ONNX Runtime', onnx_path)
+    return OnnxRuntimeBackend(onnx_path, device=config.device)

@@ -15,7 +15,7 @@ from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import LabelSet as LabelSetMsg
 
 from seg_models.labels import LABEL_SETS
-from seg_models.semantic import (SEMANTIC_ARCHITECTURES, UNTRAINED_WARNING, SemanticModelConfig,
+from seg_models.semantic import (BACKENDS, SEMANTIC_ARCHITECTURES, UNTRAINED_WARNING, SemanticModelConfig,
                                  create_semantic_segmenter)
 from seg_models.visualize import colorize
 from seg_perception.image_conversion import (DEFAULT_MAX_PIXELS, ImageConversionError, array_to_image_msg,
@@ -39,7 +39,8 @@ SEMANTIC_PARAMETERS = (
     ParameterSpec('checkpoint', '', 'Weights file (.pth/.pt read with weights_only, or .safetensors). '
                                     'Empty: untrained weights, reported loudly.'),
     ParameterSpec('backend', 'auto', 'Inference backend; auto picks the fastest available and logs why.',
-                  choices=('auto', 'pytorch')),
+                  choices=BACKENDS),
+    ParameterSpec('engine_dir', '', 'Folder for exported ONNX models (onnxruntime backend); empty: a temp dir.'),
     ParameterSpec('device', 'cpu', 'Device for the PyTorch backend: cpu, cuda or cuda:N.'),
     ParameterSpec('precision', 'fp32', 'Arithmetic precision of the backend.', choices=('fp32', 'fp16')),
     ParameterSpec('input_height', 0, 'Network input height in pixels; 0 = each camera image as it is.',
@@ -64,7 +65,7 @@ def semantic_config_from_parameters(values: dict[str, Any]) -> SemanticModelConf
     return SemanticModelConfig(
         architecture=values['architecture'], output_stride=values['output_stride'], label_set=values['label_set'],
         checkpoint=values['checkpoint'], backend=values['backend'], device=values['device'],
-        precision=values['precision'], input_size=input_size)
+        precision=values['precision'], input_size=input_size, engine_dir=values['engine_dir'])
 
 
 class SemanticSegmentationNode(Node):

@@ -1,0 +1,63 @@
+"""ONNX export + ONNX Runtime reproduce the PyTorch reference on real driving frames."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from ros_helpers import CAMVID_IMAGES
+from seg_models.backends.base import BackendError
+from seg_models.backends.onnxruntime import OnnxRuntimeBackend
+from seg_models.models.deeplabv3plus import deeplabv3plus
+from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
+from seg_perception.frame_sources import synthetic_frames
+
+
+def driving_frames(count: int) -> list[np.ndarray]:
+    """CamVid frames where ../shared is present, generated frames otherwise."""
+    paths = sorted(CAMVID_IMAGES.glob('*.png'))[:count] if CAMVID_IMAGES.is_dir() else []
+    if paths:
+        return [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in paths]
+    return [frame.rgb for frame in synthetic_frames(count, width=480, height=360)]
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp('weights') / 'mobilenet.pth'
+    torch.save(deeplabv3plus('mobilenet_v3_large', num_classes=19).state_dict(), path)
+    return path
+
+
+def test_onnxruntime_matches_pytorch_on_driving_frames(checkpoint, tmp_path):
+    frames = driving_frames(4)
+    common = dict(checkpoint=str(checkpoint), input_size=(256, 512), with_confidence=True)
+    reference = create_semantic_segmenter(SemanticModelConfig(backend='pytorch', **common))
+    onnx_runtime = create_semantic_segmenter(SemanticModelConfig(backend='onnxruntime', engine_dir=str(tmp_path),
+                                                                 **common))
+    assert onnx_runtime.backend.name == 'onnxruntime'
+    exported = onnx.load(str(next(tmp_path.glob('*.onnx'))))
+    assert {p.key: p.value for p in exported.metadata_props}['seg_models.label_set'] == 'cityscapes'
+    expected, actual = reference.segment(frames), onnx_runtime.segment(frames)  # one batch of 4
+    for want, got in zip(expected, actual):
+        assert got.class_ids.shape == want.class_ids.shape == frames[0].shape[:2]
+        assert np.mean(got.class_ids == want.class_ids) >= 0.995
+        assert np.abs(got.confidence - want.confidence).max() < 1e-3
+
+
+def test_exported_graph_takes_any_batch_and_size(checkpoint, tmp_path):
+    segmenter = create_semantic_segmenter(SemanticModelConfig(checkpoint=str(checkpoint), backend='onnxruntime',
+                                                              engine_dir=str(tmp_path), input_size=(64, 96)))
+    backend = segmenter.backend
+    for shape in ((1, 3, 64, 96), (3, 3, 72, 128)):
+        outputs = backend.infer(np.zeros(shape, np.uint8))
+        assert outputs['class_ids'].shape == (shape[0], *shape[2:]) and outputs['class_ids'].dtype == np.uint8
+
+
+def test_corrupt_onnx_file_gives_a_clear_error(tmp_path):
+    broken = tmp_path / 'broken.onnx'
+    broken.write_bytes(b'\x08\x07 not a model')
+    with pytest.raises(BackendError, match='ONNX Runtime cannot load'):
+        OnnxRuntimeBackend(broken)
