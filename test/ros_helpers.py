@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import cv2
+import numpy as np
 import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
@@ -17,6 +19,16 @@ from rclpy.node import Node
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'
 CAMVID_IMAGES = SHARED_DATA / 'camvid_seq05vd' / 'images'
+
+
+def driving_frames(count: int) -> list[np.ndarray]:
+    """RGB CamVid frames (480x360) where ../shared is present, generated frames of that size otherwise."""
+    from seg_perception.frame_sources import synthetic_frames
+
+    paths = sorted(CAMVID_IMAGES.glob('*.png'))[:count] if CAMVID_IMAGES.is_dir() else []
+    if paths:
+        return [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in paths]
+    return [frame.rgb for frame in synthetic_frames(count, width=480, height=360)]
 
 
 class NodeProcess:

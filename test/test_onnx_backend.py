@@ -1,26 +1,16 @@
 """ONNX export + ONNX Runtime reproduce the PyTorch reference on real driving frames."""
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import pytest
 import torch
 
-from ros_helpers import CAMVID_IMAGES
+from ros_helpers import driving_frames
 from seg_models.backends.base import BackendError
 from seg_models.backends.onnxruntime import OnnxRuntimeBackend
 from seg_models.models.deeplabv3plus import deeplabv3plus
 from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
-from seg_perception.frame_sources import synthetic_frames
-
-
-def driving_frames(count: int) -> list[np.ndarray]:
-    """CamVid frames where ../shared is present, generated frames otherwise."""
-    paths = sorted(CAMVID_IMAGES.glob('*.png'))[:count] if CAMVID_IMAGES.is_dir() else []
-    if paths:
-        return [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in paths]
-    return [frame.rgb for frame in synthetic_frames(count, width=480, height=360)]
 
 
 @pytest.fixture(scope='module')

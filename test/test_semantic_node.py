@@ -13,11 +13,10 @@ from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import LabelSet
 from std_msgs.msg import Header
 
-from ros_helpers import CAMVID_IMAGES, NodeProcess, ProbeNode
+from ros_helpers import NodeProcess, ProbeNode, driving_frames
 from seg_models.labels import cityscapes
 from seg_models.models.deeplabv3plus import deeplabv3plus
 from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
-from seg_perception.frame_sources import synthetic_frames
 from seg_perception.image_conversion import array_to_image_msg, output_msg_to_array as as_array
 from seg_perception.label_info import LABEL_INFO_QOS
 from seg_perception.topics import OUTPUT_QOS
@@ -29,11 +28,7 @@ _stamps = itertools.count(1)
 
 
 def camera_frame() -> np.ndarray:
-    """A real CamVid frame where ../shared is present, else a generated one (480x360 either way)."""
-    paths = sorted(CAMVID_IMAGES.glob('*.png')) if CAMVID_IMAGES.is_dir() else []
-    if paths:
-        return cv2.cvtColor(cv2.imread(str(paths[0])), cv2.COLOR_BGR2RGB)
-    return next(synthetic_frames(1, width=480, height=360)).rgb
+    return driving_frames(1)[0]
 
 
 def encode(rgb: np.ndarray, encoding: str) -> np.ndarray:
