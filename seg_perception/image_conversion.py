@@ -39,6 +39,11 @@ ENCODINGS: dict[str, _Encoding] = {
 
 DEFAULT_MAX_PIXELS = 8192 * 8192
 
+# Encodings of the images this package publishes: encoding -> (dtype, channels).
+OUTPUT_ENCODINGS = {'mono8': (np.uint8, 1), 'mono16': (np.uint16, 1), 'rgb8': (np.uint8, 3)}
+CLASS_ID_ENCODINGS = {np.dtype(dtype): encoding for encoding, (dtype, channels) in OUTPUT_ENCODINGS.items()
+                      if channels == 1}
+
 
 def image_msg_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """RGB uint8 array (H, W, 3) of ``msg``, checked against its declared size, step and encoding."""
@@ -80,13 +85,10 @@ def array_to_image_msg(array: np.ndarray, encoding: str, header: Header) -> Imag
 
 def class_ids_to_image_msg(class_ids: np.ndarray, header: Header) -> Image:
     """mono8 (uint8 ids) or mono16 (uint16 ids) class-id image."""
-    encodings = {np.dtype(np.uint8): 'mono8', np.dtype(np.uint16): 'mono16'}
-    if class_ids.ndim != 2 or class_ids.dtype not in encodings:
+    if class_ids.ndim != 2 or class_ids.dtype not in CLASS_ID_ENCODINGS:
         raise ValueError(f'class ids must be a 2-D uint8 or uint16 array, got {class_ids.dtype} {class_ids.shape}')
-    return array_to_image_msg(class_ids, encodings[class_ids.dtype], header)
+    return array_to_image_msg(class_ids, CLASS_ID_ENCODINGS[class_ids.dtype], header)
 
-
-OUTPUT_ENCODINGS = {'mono8': (np.uint8, 1), 'mono16': (np.uint16, 1), 'rgb8': (np.uint8, 3)}
 
 
 def output_msg_to_array(msg: Image) -> np.ndarray:

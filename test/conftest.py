@@ -1,7 +1,9 @@
-"""Test set-up: DDS kept on this machine, on a domain of this test run's own."""
+"""Test set-up: DDS kept on this machine, on a domain of this test run's own; shared fixtures."""
 import os
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_DIR = Path(__file__).resolve().parent
@@ -13,3 +15,17 @@ os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(TEST_DIR / 'fastdds_localhost.
 # Test the source tree, also in node processes started by tests.
 os.environ['PYTHONPATH'] = os.pathsep.join([str(REPO_ROOT), os.environ.get('PYTHONPATH', '')])
 sys.path.insert(0, str(REPO_ROOT))
+
+
+@pytest.fixture(scope='session')
+def checkpoint(tmp_path_factory) -> Path:
+    """A DeepLabv3+ MobileNetV3 checkpoint in torchvision layout with random weights, as a user
+    would pass one."""
+    import torch
+
+    from seg_models.models.deeplabv3plus import deeplabv3plus
+
+    torch.manual_seed(7)
+    path = tmp_path_factory.mktemp('weights') / 'deeplabv3plus_mobilenet.pth'
+    torch.save(deeplabv3plus('mobilenet_v3_large', num_classes=19).state_dict(), path)
+    return path

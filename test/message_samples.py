@@ -1,6 +1,6 @@
 """Deterministic sample messages, built the same way in a publishing process and in the test."""
 import numpy as np
-from sensor_msgs.msg import Image, RegionOfInterest
+from sensor_msgs.msg import RegionOfInterest
 from seg_perception_msgs.msg import InstanceMask, InstanceMaskArray
 from std_msgs.msg import Header
 from builtin_interfaces.msg import Time

@@ -1,5 +1,4 @@
 """DeepLabv3+ is built as in Chen et al. 2018, and checkpoints load safely with every key checked."""
-import pickle
 from pathlib import Path
 
 import pytest

@@ -6,7 +6,6 @@ import os
 import re
 from pathlib import Path
 
-import pytest
 import yaml
 from rcl_interfaces.srv import GetParameters, ListParameters
 from rclpy.parameter import parameter_value_to_python

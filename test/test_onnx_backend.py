@@ -1,24 +1,13 @@
 """ONNX export + ONNX Runtime reproduce the PyTorch reference on real driving frames."""
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from ros_helpers import driving_frames
 from seg_models.backends.base import BackendError
 from seg_models.backends.onnxruntime import OnnxRuntimeBackend
-from seg_models.models.deeplabv3plus import deeplabv3plus
 from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(3)
-    path = tmp_path_factory.mktemp('weights') / 'mobilenet.pth'
-    torch.save(deeplabv3plus('mobilenet_v3_large', num_classes=19).state_dict(), path)
-    return path
 
 
 def test_onnxruntime_matches_pytorch_on_driving_frames(checkpoint, tmp_path):

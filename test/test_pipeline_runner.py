@@ -1,7 +1,6 @@
 """The no-launch runner (README's main job) runs the pipeline nodes and leaves correct outputs."""
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import LabelSet
@@ -15,7 +13,6 @@ from std_msgs.msg import Header
 
 from ros_helpers import NodeProcess, ProbeNode, driving_frames
 from seg_models.labels import cityscapes
-from seg_models.models.deeplabv3plus import deeplabv3plus
 from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
 from seg_perception.image_conversion import array_to_image_msg, output_msg_to_array as as_array
 from seg_perception.label_info import LABEL_INFO_QOS
@@ -72,15 +69,6 @@ class SemanticClient:
         assert self.probe.spin_until(lambda: key in store, timeout, self._check_alive), \
             f'no output for stamp {key}:\n{self.node.output()}'
         return store[key]
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory) -> Path:
-    """A checkpoint in torchvision layout with random weights, as a user would pass one."""
-    torch.manual_seed(7)
-    path = tmp_path_factory.mktemp('weights') / 'deeplabv3plus_mobilenet.pth'
-    torch.save(deeplabv3plus('mobilenet_v3_large', num_classes=19).state_dict(), path)
-    return path
 
 
 @pytest.fixture(scope='module')
