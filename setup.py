@@ -14,6 +14,7 @@ setup(
         ('share/' + PACKAGE_NAME, ['package.xml']),
         ('share/' + PACKAGE_NAME + '/launch', glob('launch/*.launch.py')),
         ('share/' + PACKAGE_NAME + '/config', glob('config/*.yaml')),
+        ('share/' + PACKAGE_NAME + '/config/label_sets', glob('config/label_sets/*.yaml')),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

@@ -5,7 +5,9 @@ taken from their official sources (cityscapesscripts) instead of being retyped h
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -87,16 +89,100 @@ def cityscapes_things() -> LabelSet:
     return LabelSet(name='cityscapes_things', classes=classes, ignore_id=255)
 
 
+def coco_things() -> LabelSet:
+    """COCO's 80 detection classes, ids 0..79 in category order (names from torchvision's weights meta)."""
+    names = [name for name in coco_category_names() if name not in _COCO_PLACEHOLDERS]
+    classes = tuple(LabelClass(id=index, name=name, color=_generated_color(index), is_thing=True)
+                    for index, name in enumerate(names))
+    return LabelSet(name='coco_things', classes=classes, ignore_id=255)
+
+
+_COCO_PLACEHOLDERS = ('__background__', 'N/A')
+
+
+def coco_category_names() -> list[str]:
+    """torchvision's 91-entry COCO list: index = category id Mask R-CNN predicts, with placeholders
+    '__background__' (0) and 'N/A' (ids unused by COCO 2017)."""
+    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+
+    return list(MaskRCNN_ResNet50_FPN_Weights.COCO_V1.meta['categories'])
+
+
+#: COCO classes with a Cityscapes instance class of the same meaning. Cityscapes' 'rider' has no
+#: COCO counterpart (COCO labels riders as 'person'), so a COCO model never produces it.
+COCO_TO_CITYSCAPES_THINGS = {
+    'person': 'person', 'car': 'car', 'truck': 'truck', 'bus': 'bus', 'train': 'train',
+    'motorcycle': 'motorcycle', 'bicycle': 'bicycle',
+}
+
+
+def _generated_color(index: int) -> tuple[int, int, int]:
+    # Well-spread, stable colours for label sets that define none (golden-ratio hue steps).
+    import colorsys
+
+    red, green, blue = colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.65, 0.95)
+    return int(red * 255), int(green * 255), int(blue * 255)
+
+
+def load_label_set_file(path: str | Path) -> LabelSet:
+    """A label set from a YAML data file (format: config/label_sets/mapillary_vistas_v1.2.yaml).
+
+    Entries with ``evaluate: false`` are not predicted; the first of them becomes the ignore id.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+        entries = document['classes']
+        evaluated = [entry for entry in entries if entry.get('evaluate', True)]
+        ignored = [entry for entry in entries if not entry.get('evaluate', True)]
+        classes = tuple(
+            LabelClass(id=index, name=str(entry['name']), color=tuple(int(c) for c in entry['color']),
+                       is_thing=bool(entry.get('instances', False)))
+            for index, entry in enumerate(evaluated))
+        ignore_id = int(ignored[0]['id']) if ignored else int(document.get('ignore_id', 255))
+        return LabelSet(name=str(document['name']), classes=classes, ignore_id=ignore_id)
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f'label set file {path} is not usable: {error}') from None
+
+
+def label_set_dirs() -> list[Path]:
+    """Where label-set data files live: the source tree's config/, then every ament prefix's share
+    folder of seg_perception (found through the environment, so no ROS import is needed)."""
+    dirs = [Path(__file__).resolve().parents[1] / 'config' / 'label_sets']
+    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
+        if prefix:
+            dirs.append(Path(prefix) / 'share' / 'seg_perception' / 'config' / 'label_sets')
+    return [directory for directory in dirs if directory.is_dir()]
+
+
+def mapillary_vistas() -> LabelSet:
+    """Mapillary Vistas v1.2: 65 evaluated classes, ids = Vistas label ids, 65 (unlabeled) = ignore."""
+    for directory in label_set_dirs():
+        candidate = directory / 'mapillary_vistas_v1.2.yaml'
+        if candidate.is_file():
+            return load_label_set_file(candidate)
+    raise ValueError('mapillary_vistas_v1.2.yaml not found in config/label_sets of the source tree or of '
+                     'any AMENT_PREFIX_PATH entry')
+
+
 LABEL_SETS: dict[str, Callable[[], LabelSet]] = {
     'cityscapes': cityscapes,
     'cityscapes_things': cityscapes_things,
+    'mapillary_vistas': mapillary_vistas,
+    'coco_things': coco_things,
 }
 
 
 def get_label_set(name: str) -> LabelSet:
-    """The label set registered under ``name``; a clear error lists the known names."""
+    """The label set registered under ``name``, or read from ``name`` when it is a .yaml path;
+    a clear error lists the known names."""
+    if name.endswith(('.yaml', '.yml')):
+        return load_label_set_file(name)
     try:
         factory = LABEL_SETS[name]
     except KeyError:
-        raise ValueError(f'unknown label set {name!r}; known: {", ".join(sorted(LABEL_SETS))}') from None
+        raise ValueError(f'unknown label set {name!r}; known: {", ".join(sorted(LABEL_SETS))} '
+                         f'or a label-set .yaml file') from None
     return factory()

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from seg_models.backends.base import Backend, BackendError
+from seg_models.backends.base import Backend
+from seg_models.backends.factory import BACKENDS, BackendSettings, DeploymentGraph, create_backend
+from seg_models.checkpoint_formats import import_deeplabv3plus
 from seg_models.checkpoints import load_state_dict_strict, read_state_dict
+from seg_models.export import export_semantic_onnx
 from seg_models.labels import LabelSet, get_label_set
 from seg_models.models.deeplabv3plus import BACKBONES, deeplabv3plus
 from seg_models.models.semantic_inference import SemanticInference
@@ -42,7 +44,13 @@ class SemanticModelConfig:
     precision: str = 'fp32'
     input_size: Optional[tuple[int, int]] = None  # (height, width); None: each image's own size
     with_confidence: bool = False
-    engine_dir: str = ''  # where exported ONNX files are kept (onnxruntime backend); empty: a temp dir
+    engine_dir: str = ''  # engine cache (ONNX files, TensorRT engines); empty: the default cache
+    calibration_images: str = ''  # folder of images for TensorRT INT8 calibration
+    model_metadata: str = ''  # bring your own model: metadata .yaml naming an ONNX file (see external.py)
+
+    def backend_settings(self) -> BackendSettings:
+        return BackendSettings(backend=self.backend, device=self.device, precision=self.precision,
+                               engine_dir=self.engine_dir, calibration_images=self.calibration_images)
 
 
 @dataclass
@@ -117,56 +125,61 @@ def _resize_to(array: np.ndarray, height: int, width: int, interpolation: int) -
 def build_semantic_network(config: SemanticModelConfig, label_set: LabelSet) -> tuple[torch.nn.Module, str]:
     """The DeepLabv3+ network with the checkpoint's weights; returns (network, weights source).
 
-    An empty weights source means untrained weights.
+    The checkpoint's format (ours/torchvision layout, VainF, mmsegmentation) is recognised from its
+    keys and decides the head layout. An empty weights source means untrained weights.
     """
     if config.architecture not in SEMANTIC_ARCHITECTURES:
         raise ValueError(f'unknown semantic architecture {config.architecture!r}; '
                          f'known: {", ".join(SEMANTIC_ARCHITECTURES)}')
-    network = deeplabv3plus(config.architecture[len(ARCHITECTURE_PREFIX):], label_set.num_classes,
-                            config.output_stride)
+    backbone = config.architecture[len(ARCHITECTURE_PREFIX):]
     if not config.checkpoint:
         LOGGER.warning(UNTRAINED_WARNING)
-        return network, ''
-    load_state_dict_strict(network, read_state_dict(config.checkpoint), config.checkpoint)
+        return deeplabv3plus(backbone, label_set.num_classes, config.output_stride), ''
+    checkpoint_format, state_dict = import_deeplabv3plus(read_state_dict(config.checkpoint))
+    LOGGER.info('checkpoint %s is in %s format (head layout %s)', config.checkpoint, checkpoint_format.name,
+                checkpoint_format.head_layout)
+    network = deeplabv3plus(backbone, label_set.num_classes, config.output_stride, checkpoint_format.head_layout)
+    load_state_dict_strict(network, state_dict, config.checkpoint)
     return network, config.checkpoint
 
 
 def create_semantic_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
     """Build network, weights and backend from ``config``, logging which backend was chosen and why."""
+    if config.model_metadata:
+        return _external_segmenter(config)
     label_set = get_label_set(config.label_set)
     network, weights_source = build_semantic_network(config, label_set)
     class_id_dtype = torch.uint8 if label_set.class_id_dtype == np.uint8 else torch.int32
     graph = SemanticInference(network, class_id_dtype=class_id_dtype, with_confidence=config.with_confidence)
-    backend = _create_backend(config, graph)
+    backend = create_backend(semantic_deployment_graph(config, graph, label_set), config.backend_settings())
     LOGGER.info('semantic segmenter: %s, label set %s, backend %s', config.architecture, label_set.name,
                 backend.describe())
     return SemanticSegmenter(backend, label_set, config.input_size, weights_source)
 
 
-BACKENDS = ('auto', 'pytorch', 'onnxruntime')
+def semantic_deployment_graph(config: SemanticModelConfig, graph: SemanticInference,
+                              label_set: LabelSet) -> DeploymentGraph:
+    """How the semantic graph is exported and what its cached artifacts depend on."""
+    example_size = config.input_size or (512, 1024)
+    return DeploymentGraph(
+        name=f'{config.architecture}_os{config.output_stride}_{label_set.name}',
+        output_names=graph.output_names, module=graph, input_size=config.input_size,
+        export=lambda path: export_semantic_onnx(graph, path, label_set.name, example_size=example_size),
+        key={'label_set': label_set.name, 'num_classes': label_set.num_classes,
+             'normalisation': {'mean': list(graph.mean.flatten().tolist()), 'std': list(graph.std.flatten().tolist())},
+             'outputs': list(graph.output_names), 'class_id_dtype': str(graph.class_id_dtype)})
 
 
-def _create_backend(config: SemanticModelConfig, graph: SemanticInference) -> Backend:
-    from seg_models.backends.pytorch import PyTorchBackend
+def _external_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
+    from seg_models.external import ExternalSemanticBackend, load_external_model
 
-    if config.backend not in BACKENDS:
-        raise BackendError(f'unknown backend {config.backend!r}; available: {", ".join(BACKENDS)}')
-    if config.backend == 'auto':
-        LOGGER.info('backend auto: pytorch (TensorRT is not in this build; onnxruntime is opt-in until the '
-                    'engine cache lands)')
-    if config.backend == 'onnxruntime':
-        return _onnxruntime_backend(config, graph)
-    return PyTorchBackend(graph, graph.output_names, device=config.device, precision=config.precision)
-
-
-def _onnxruntime_backend(config: SemanticModelConfig, graph: SemanticInference) -> Backend:
-    import tempfile
-
-    from seg_models.backends.onnxruntime import OnnxRuntimeBackend
-    from seg_models.export import export_semantic_onnx
-
-    engine_dir = Path(config.engine_dir or tempfile.mkdtemp(prefix='seg_models_'))
-    onnx_path = engine_dir / f'{config.architecture}_os{config.output_stride}_{config.label_set}.onnx'
-    export_semantic_onnx(graph, onnx_path, config.label_set, example_size=config.input_size or (512, 1024))
-    LOGGER.info('exported %s for ONNX Runtime', onnx_path)
-    return OnnxRuntimeBackend(onnx_path, device=config.device)
+    spec = load_external_model(config.model_metadata)
+    label_set = get_label_set(spec.label_set)
+    graph = DeploymentGraph(name=f'external_{spec.onnx.stem}', output_names=(spec.output_name,),
+                            onnx_file=spec.onnx, input_size=spec.input_size,
+                            key={'label_set': label_set.name, 'model_metadata': spec.as_key()})
+    inner = create_backend(graph, config.backend_settings())
+    backend = ExternalSemanticBackend(inner, spec, with_confidence=config.with_confidence)
+    LOGGER.info('semantic segmenter: external model %s, label set %s, backend %s', spec.onnx, label_set.name,
+                backend.describe())
+    return SemanticSegmenter(backend, label_set, spec.input_size or config.input_size, str(spec.onnx))

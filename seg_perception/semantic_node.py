@@ -15,7 +15,8 @@ from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import LabelSet as LabelSetMsg
 
 from seg_models.labels import LABEL_SETS
-from seg_models.semantic import (BACKENDS, SEMANTIC_ARCHITECTURES, UNTRAINED_WARNING, SemanticModelConfig,
+from seg_models.backends.factory import BACKENDS
+from seg_models.semantic import (SEMANTIC_ARCHITECTURES, UNTRAINED_WARNING, SemanticModelConfig,
                                  create_semantic_segmenter)
 from seg_models.visualize import colorize
 from seg_perception.image_conversion import (DEFAULT_MAX_PIXELS, ImageConversionError, array_to_image_msg,

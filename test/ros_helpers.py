@@ -21,14 +21,19 @@ SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'
 CAMVID_IMAGES = SHARED_DATA / 'camvid_seq05vd' / 'images'
 
 
-def driving_frames(count: int) -> list[np.ndarray]:
-    """RGB CamVid frames (480x360) where ../shared is present, generated frames of that size otherwise."""
+def driving_frames(count: int, size: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """RGB CamVid frames (480x360) where ../shared is present, generated frames of that size otherwise;
+    resized to ``size`` (height, width) when given."""
     from seg_perception.frame_sources import synthetic_frames
 
     paths = sorted(CAMVID_IMAGES.glob('*.png'))[:count] if CAMVID_IMAGES.is_dir() else []
     if paths:
-        return [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in paths]
-    return [frame.rgb for frame in synthetic_frames(count, width=480, height=360)]
+        frames = [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in paths]
+    else:
+        frames = [frame.rgb for frame in synthetic_frames(count, width=480, height=360)]
+    if size is not None:
+        frames = [cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA) for frame in frames]
+    return frames
 
 
 class NodeProcess:

@@ -1,12 +1,12 @@
 """ONNX export + ONNX Runtime reproduce the PyTorch reference on real driving frames."""
 
 import numpy as np
-import onnx
 import pytest
 
 from ros_helpers import driving_frames
 from seg_models.backends.base import BackendError
 from seg_models.backends.onnxruntime import OnnxRuntimeBackend
+from seg_models.export import read_onnx_metadata
 from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
 
 
@@ -17,8 +17,8 @@ def test_onnxruntime_matches_pytorch_on_driving_frames(checkpoint, tmp_path):
     onnx_runtime = create_semantic_segmenter(SemanticModelConfig(backend='onnxruntime', engine_dir=str(tmp_path),
                                                                  **common))
     assert onnx_runtime.backend.name == 'onnxruntime'
-    exported = onnx.load(str(next(tmp_path.glob('*.onnx'))))
-    assert {p.key: p.value for p in exported.metadata_props}['seg_models.label_set'] == 'cityscapes'
+    metadata = read_onnx_metadata(next(tmp_path.glob('*.onnx')))
+    assert metadata['label_set'] == 'cityscapes' and metadata['kind'] == 'semantic'
     expected, actual = reference.segment(frames), onnx_runtime.segment(frames)  # one batch of 4
     for want, got in zip(expected, actual):
         assert got.class_ids.shape == want.class_ids.shape == frames[0].shape[:2]

@@ -11,7 +11,7 @@ from seg_models.labels import cityscapes
 @pytest.fixture(scope='module')
 def segmenter():
     torch.manual_seed(0)
-    return create_semantic_segmenter(SemanticModelConfig(input_size=(64, 96), with_confidence=True))
+    return create_semantic_segmenter(SemanticModelConfig(input_size=(64, 96), with_confidence=True, backend='pytorch'))
 
 
 def test_mixed_camera_sizes_in_one_batch_come_back_at_their_own_size(segmenter):
@@ -38,7 +38,7 @@ def test_class_ids_are_the_argmax_of_the_network_on_normalised_pixels(segmenter)
 
 def test_without_input_size_each_image_runs_at_its_own_size_grouped_by_size():
     calls = []
-    own_size = create_semantic_segmenter(SemanticModelConfig())
+    own_size = create_semantic_segmenter(SemanticModelConfig(backend='pytorch'))
     infer = own_size.backend.infer
     own_size.backend.infer = lambda batch: calls.append(batch.shape) or infer(batch)
     sizes = [(32, 48), (40, 48), (32, 48)]
@@ -58,3 +58,16 @@ def test_unknown_architecture_and_backend_are_refused():
         create_semantic_segmenter(SemanticModelConfig(architecture='deeplabv3plus_vgg'))
     with pytest.raises(Exception, match='unknown backend'):
         create_semantic_segmenter(SemanticModelConfig(backend='tensorrt_nope'))
+
+
+def test_auto_backend_names_its_choice_and_reason(caplog, tmp_path):
+    """Without TensorRT and a GPU (as on CI), auto takes ONNX Runtime and says why."""
+    from seg_models.backends.tensorrt import tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason()
+    if reason is None:
+        pytest.skip('TensorRT and a GPU are present: auto picks TensorRT here')
+    caplog.set_level('INFO')
+    segmenter = create_semantic_segmenter(SemanticModelConfig(input_size=(64, 96), engine_dir=str(tmp_path)))
+    assert segmenter.backend.name == 'onnxruntime'
+    assert f'backend onnxruntime: TensorRT unusable ({reason})' in caplog.text

@@ -4,6 +4,7 @@ Weights are never downloaded: backbones start random and receive weights from ch
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torchvision
@@ -27,12 +28,29 @@ def _dilation_pattern(output_stride: int) -> list[bool]:
     return patterns[output_stride]
 
 
-def resnet_encoder(depth: int, output_stride: int) -> tuple[nn.Module, EncoderFeatures]:
-    """ResNet-50/101 with atrous convolutions; 'low' = layer1 (stride 4), 'out' = layer4."""
+def _deep_stem(stem_channels: int = 64) -> nn.Sequential:
+    """ResNet-C stem (Bag of Tricks; mmseg's ResNetV1c): three 3x3 convs instead of one 7x7."""
+    half = stem_channels // 2
+    layers = []
+    for in_channels, out_channels, stride in ((3, half, 2), (half, half, 1), (half, stem_channels, 1)):
+        layers += [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+                   nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def resnet_encoder(depth: int, output_stride: int, deep_stem: bool = False) -> tuple[nn.Module, EncoderFeatures]:
+    """ResNet-50/101 with atrous convolutions; 'low' = layer1 (stride 4), 'out' = layer4.
+
+    ``deep_stem`` swaps the 7x7 stem for the ResNet-C stem under the name ``stem``.
+    """
     constructors = {50: torchvision.models.resnet50, 101: torchvision.models.resnet101}
     if depth not in constructors:
         raise ValueError(f'ResNet depth must be 50 or 101, got {depth}')
     resnet = constructors[depth](weights=None, replace_stride_with_dilation=_dilation_pattern(output_stride))
+    if deep_stem:
+        resnet = nn.Sequential(OrderedDict(
+            [('stem', _deep_stem()), ('maxpool', resnet.maxpool)]
+            + [(name, getattr(resnet, name)) for name in ('layer1', 'layer2', 'layer3', 'layer4')]))
     encoder = IntermediateLayerGetter(resnet, return_layers={'layer1': 'low', 'layer4': 'out'})
     return encoder, EncoderFeatures(low_level_channels=256, out_channels=2048)
 

@@ -2,6 +2,14 @@
 
 Layout follows torchvision: the backbone returns named feature maps, the head turns them into
 logits, the model only wires the two and restores the input resolution.
+
+Three head layouts exist because the public checkpoints people have differ in structure, not
+only in key names (``HEAD_LAYOUTS``):
+
+- ``paper``: torchvision's ASPP, 48-channel projection, two 3x3 convs of 256 (the paper's decoder);
+- ``vainf``: VainF/DeepLabV3Plus-Pytorch: the same ASPP, one 3x3 conv of 256 in the decoder;
+- ``mmseg``: mmsegmentation's DepthwiseSeparableASPPHead on a ResNetV1c (deep-stem) encoder:
+  separable atrous branches, a 3x3 ASPP bottleneck, two separable 3x3 decoder convs, 512 channels.
 """
 from __future__ import annotations
 
@@ -13,36 +21,80 @@ from torchvision.models.segmentation.deeplabv3 import ASPP
 from seg_models.models.backbones import EncoderFeatures, mobilenet_v3_large_encoder, resnet_encoder
 
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
+HEAD_LAYOUTS = ('paper', 'vainf', 'mmseg')
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1,
+                 groups: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation,
+                  groups=groups, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
 
 
-class DeepLabV3PlusHead(nn.Module):
-    """ASPP on the deep features, then the decoder: 48-channel low-level projection, concatenation
-    with the upsampled ASPP output, two 3x3 convs of 256 channels and a 1x1 classifier."""
+def separable_conv(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Sequential:
+    """Depthwise 3x3 (atrous) conv then pointwise 1x1 conv, each with BN and ReLU."""
+    return nn.Sequential(conv_bn_relu(in_channels, in_channels, 3, dilation, groups=in_channels),
+                         conv_bn_relu(in_channels, out_channels, 1))
 
-    def __init__(self, features: EncoderFeatures, num_classes: int, atrous_rates: tuple[int, int, int],
-                 aspp_channels: int = 256, low_level_projection_channels: int = 48,
-                 decoder_channels: int = 256) -> None:
+
+class SeparableASPP(nn.Module):
+    """ASPP with depthwise-separable atrous branches (mmsegmentation's variant): image pooling,
+    a 1x1 branch and one separable branch per rate, fused by a 3x3 conv."""
+
+    def __init__(self, in_channels: int, atrous_rates: tuple[int, ...], channels: int) -> None:
         super().__init__()
-        self.aspp = ASPP(features.out_channels, atrous_rates, aspp_channels)
-        self.low_level_projection = _conv_bn_relu(features.low_level_channels, low_level_projection_channels, 1)
-        self.fuse = nn.Sequential(
-            _conv_bn_relu(aspp_channels + low_level_projection_channels, decoder_channels, 3),
-            _conv_bn_relu(decoder_channels, decoder_channels, 3),
-        )
-        self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
+        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), conv_bn_relu(in_channels, channels, 1))
+        self.branches = nn.ModuleList(
+            [conv_bn_relu(in_channels, channels, 1)] + [separable_conv(in_channels, channels, rate)
+                                                        for rate in atrous_rates])
+        self.project = conv_bn_relu(channels * (len(atrous_rates) + 2), channels, 3)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = F.interpolate(self.image_pool(features), size=features.shape[-2:], mode='bilinear',
+                               align_corners=False)
+        return self.project(torch.cat([pooled] + [branch(features) for branch in self.branches], dim=1))
+
+
+class DeepLabV3PlusHead(nn.Module):
+    """Context module (ASPP) on the deep features, then the decoder: low-level projection,
+    concatenation [upsampled context, projected low-level], fuse convs and a 1x1 classifier."""
+
+    def __init__(self, aspp: nn.Module, low_level_projection: nn.Module, fuse: nn.Module,
+                 classifier: nn.Module) -> None:
+        super().__init__()
+        self.aspp = aspp
+        self.low_level_projection = low_level_projection
+        self.fuse = fuse
+        self.classifier = classifier
 
     def forward(self, low_level: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
         low_level = self.low_level_projection(low_level)
         context = F.interpolate(self.aspp(deep), size=low_level.shape[-2:], mode='bilinear', align_corners=False)
         return self.classifier(self.fuse(torch.cat([context, low_level], dim=1)))
+
+
+def deeplabv3plus_head(features: EncoderFeatures, num_classes: int, atrous_rates: tuple[int, int, int],
+                       layout: str = 'paper') -> DeepLabV3PlusHead:
+    """The head in one of ``HEAD_LAYOUTS``; 48 low-level channels in all of them."""
+    low_channels = 48
+    projection = conv_bn_relu(features.low_level_channels, low_channels, 1)
+    if layout == 'mmseg':
+        channels = 512
+        return DeepLabV3PlusHead(
+            SeparableASPP(features.out_channels, atrous_rates, channels), projection,
+            nn.Sequential(separable_conv(channels + low_channels, channels), separable_conv(channels, channels)),
+            nn.Conv2d(channels, num_classes, 1))
+    channels = 256
+    fuse_convs = [conv_bn_relu(channels + low_channels, channels, 3)]
+    if layout == 'paper':
+        fuse_convs.append(conv_bn_relu(channels, channels, 3))
+    elif layout != 'vainf':
+        raise ValueError(f'unknown DeepLabv3+ head layout {layout!r}; known: {", ".join(HEAD_LAYOUTS)}')
+    return DeepLabV3PlusHead(ASPP(features.out_channels, atrous_rates, channels), projection,
+                             nn.Sequential(*fuse_convs), nn.Conv2d(channels, num_classes, 1))
 
 
 class DeepLabV3Plus(nn.Module):
@@ -62,12 +114,16 @@ class DeepLabV3Plus(nn.Module):
 BACKBONES = ('resnet50', 'resnet101', 'mobilenet_v3_large')
 
 
-def deeplabv3plus(backbone: str, num_classes: int, output_stride: int = 16) -> DeepLabV3Plus:
-    """DeepLabv3+ with random weights on ``backbone`` (one of BACKBONES) at ``output_stride``."""
+def deeplabv3plus(backbone: str, num_classes: int, output_stride: int = 16, layout: str = 'paper') -> DeepLabV3Plus:
+    """DeepLabv3+ with random weights on ``backbone`` (one of BACKBONES) at ``output_stride``,
+    head in ``layout`` (one of HEAD_LAYOUTS; mmseg implies a deep-stem ResNet)."""
     if backbone == 'mobilenet_v3_large':
+        if layout == 'mmseg':
+            raise ValueError('the mmseg layout exists for ResNet encoders only')
         encoder, features = mobilenet_v3_large_encoder(output_stride)
     elif backbone in ('resnet50', 'resnet101'):
-        encoder, features = resnet_encoder(int(backbone[len('resnet'):]), output_stride)
+        encoder, features = resnet_encoder(int(backbone[len('resnet'):]), output_stride,
+                                           deep_stem=layout == 'mmseg')
     else:
         raise ValueError(f'unknown DeepLabv3+ backbone {backbone!r}; known: {", ".join(BACKBONES)}')
-    return DeepLabV3Plus(encoder, DeepLabV3PlusHead(features, num_classes, ASPP_RATES[output_stride]))
+    return DeepLabV3Plus(encoder, deeplabv3plus_head(features, num_classes, ASPP_RATES[output_stride], layout))

@@ -1,0 +1,162 @@
+"""Choosing and creating a backend for a deployment graph, with artifacts kept in the engine cache.
+
+Semantic and instance models share this path: a ``DeploymentGraph`` says how to export itself and
+what its artifacts depend on; ``create_backend`` turns it into a PyTorch, ONNX Runtime or TensorRT
+backend, reusing cached ONNX files and engines whose recorded inputs still match.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from seg_models.backends.base import Backend, BackendError
+from seg_models.engine_cache import EngineCache, file_sha256, module_sha256
+from seg_models.export import ONNX_OPSET
+
+LOGGER = logging.getLogger(__name__)
+BACKENDS = ('auto', 'pytorch', 'onnxruntime', 'tensorrt')
+PRECISIONS = ('fp32', 'fp16', 'int8')
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """How to run a model; nodes and the CLI fill it from parameters/flags."""
+
+    backend: str = 'auto'
+    device: str = 'cpu'  # PyTorch / ONNX Runtime device; TensorRT always runs on a CUDA device
+    precision: str = 'fp32'
+    engine_dir: str = ''  # engine cache folder; empty: the default cache (see engine_cache)
+    calibration_images: str = ''  # folder of images for INT8 calibration
+    max_batch: int = 4  # TensorRT profile: largest batch (cameras served together)
+
+
+@dataclass
+class DeploymentGraph:
+    """A model ready to deploy: the graph, how to export it, and what its artifacts depend on."""
+
+    name: str  # artifact stem, e.g. "deeplabv3plus_resnet50_os16_cityscapes"
+    output_names: tuple[str, ...]
+    key: dict  # label set, normalisation, graph options: recorded in every artifact's sidecar
+    module: Optional[nn.Module] = None  # None for a user-supplied ONNX file
+    export: Optional[Callable[[Path], None]] = None
+    onnx_file: Optional[Path] = None  # a user-supplied ONNX file, used as it is
+    input_size: Optional[tuple[int, int]] = None  # fixed (H, W), None: dynamic
+    fixed_batch: Optional[int] = None  # batch size baked into the graph, None: dynamic
+    extra: dict = field(default_factory=dict)
+
+
+def choose_backend(requested: str, graph: DeploymentGraph) -> tuple[str, str]:
+    """The backend to use and the reason, for the log."""
+    from seg_models.backends.tensorrt import tensorrt_unavailable_reason
+
+    if requested not in BACKENDS:
+        raise BackendError(f'unknown backend {requested!r}; available: {", ".join(BACKENDS)}')
+    if requested != 'auto':
+        return requested, 'requested'
+    trt_missing = tensorrt_unavailable_reason()
+    if trt_missing is None and graph.input_size is None:
+        trt_missing = 'the model has no fixed input size (TensorRT engines are built for one)'
+    if trt_missing is None:
+        return 'tensorrt', 'a CUDA GPU and TensorRT are present: the fastest path'
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        if graph.module is None:
+            raise BackendError('this ONNX model needs onnxruntime or TensorRT, and neither is installed') from None
+        return 'pytorch', f'TensorRT unusable ({trt_missing}) and onnxruntime not installed'
+    return 'onnxruntime', f'TensorRT unusable ({trt_missing}); ONNX Runtime is the fastest CPU path'
+
+
+def create_backend(graph: DeploymentGraph, settings: BackendSettings) -> Backend:
+    """A ready backend for ``graph``; which one and why is logged."""
+    name, reason = choose_backend(settings.backend, graph)
+    LOGGER.info('backend %s: %s', name, reason)
+    if name == 'pytorch':
+        if graph.module is None:
+            raise BackendError('a user-supplied ONNX model cannot run on the pytorch backend')
+        from seg_models.backends.pytorch import PyTorchBackend
+
+        return PyTorchBackend(graph.module, graph.output_names, device=settings.device,
+                              precision=settings.precision)
+    cache = EngineCache(settings.engine_dir or None)
+    if name == 'onnxruntime':
+        from seg_models.backends.onnxruntime import OnnxRuntimeBackend
+
+        if settings.precision != 'fp32':
+            raise BackendError(f'the onnxruntime backend runs fp32 only, not {settings.precision}')
+        return OnnxRuntimeBackend(onnx_artifact(graph, cache), device=settings.device)
+    return _tensorrt_backend(graph, settings, cache)
+
+
+def onnx_artifact(graph: DeploymentGraph, cache: EngineCache) -> Path:
+    """The graph's ONNX file: the user's own, or our export, reused while the weights are unchanged."""
+    if graph.onnx_file is not None:
+        return graph.onnx_file
+    key = {'format': 'onnx', 'opset': ONNX_OPSET, 'torch': torch.__version__,
+           'weights_sha256': module_sha256(graph.module), **graph.key}
+    path, entry = cache.get_or_build(graph.name, '.onnx', key, graph.export, load=lambda path: path)
+    LOGGER.info('ONNX model %s (%s)', path, 'reused: ' + entry.reason if entry.reused else entry.reason)
+    return path
+
+
+def _tensorrt_backend(graph: DeploymentGraph, settings: BackendSettings, cache: EngineCache) -> Backend:
+    from seg_models.backends.tensorrt import (InputShapes, TensorRTBackend, build_engine, entropy_calibrator,
+                                              gpu_identity, tensorrt_unavailable_reason)
+
+    missing = tensorrt_unavailable_reason()
+    if missing:
+        raise BackendError(f'TensorRT backend unavailable: {missing}')
+    if graph.input_size is None:
+        raise BackendError('TensorRT needs a fixed network input size: set input_height and input_width')
+    if settings.precision not in PRECISIONS:
+        raise BackendError(f'precision must be one of {PRECISIONS}, not {settings.precision!r}')
+    import tensorrt
+
+    onnx_path = onnx_artifact(graph, cache)
+    height, width = graph.input_size
+    if graph.fixed_batch:
+        batches = (graph.fixed_batch,) * 3
+    else:
+        batches = (1, 1, max(1, settings.max_batch))
+    shapes = InputShapes(*[(batch, 3, height, width) for batch in batches])
+    engine_device = settings.device if settings.device.startswith('cuda') else 'cuda'
+    key = {'format': 'tensorrt', 'onnx_sha256': file_sha256(onnx_path), 'tensorrt': tensorrt.__version__,
+           **gpu_identity(torch.device(engine_device).index or 0),
+           'precision': settings.precision, 'input_shapes': shapes.as_key(), **graph.key}
+    stem = f'{graph.name}_{settings.precision}_{height}x{width}'
+
+    def build(path: Path) -> None:
+        calibrator = None
+        if settings.precision == 'int8':
+            images = load_calibration_images(settings.calibration_images)
+            calibrator = entropy_calibrator(images, graph.input_size,
+                                            cache.artifact_path(stem, '.calibration'), batch_size=batches[1])
+        build_engine(onnx_path, path, settings.precision, shapes, calibrator, show_progress=True)
+
+    if settings.precision == 'int8':
+        key['calibration_images'] = _folder_fingerprint(settings.calibration_images)
+    backend, entry = cache.get_or_build(
+        stem, '.engine', key, build, load=lambda path: TensorRTBackend(path, engine_device, settings.precision))
+    LOGGER.info('TensorRT engine %s (%s)', entry.path, 'reused' if entry.reused else entry.reason)
+    return backend
+
+
+def load_calibration_images(folder: str) -> list[np.ndarray]:
+    """RGB uint8 images of a calibration folder (sorted, so calibration is reproducible)."""
+    import cv2
+
+    paths = sorted(path for path in Path(folder).glob('*') if path.suffix.lower() in IMAGE_SUFFIXES) if folder else []
+    if not paths:
+        raise BackendError(f'int8 needs calibration images; none found in {folder!r}')
+    return [cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for path in paths]
+
+
+def _folder_fingerprint(folder: str) -> list[str]:
+    return sorted(path.name for path in Path(folder).glob('*') if path.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,218 @@
+"""TensorRT backend: engines built from our ONNX files on the GPU that runs them.
+
+Building is separate from running (``build_engine`` vs ``TensorRTBackend``) so engines can be
+built ahead of time (``seg-models build``) and nodes only deserialize. Device memory comes from
+torch's CUDA allocator, so no pycuda/cuda-python dependency is needed. Written against the
+TensorRT 10 Python API (JetPack 6 and current x86 releases).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from seg_models.backends.base import Backend, BackendError
+
+LOGGER = logging.getLogger(__name__)
+PRECISIONS = ('fp32', 'fp16', 'int8')
+WORKSPACE_BYTES = 4 << 30
+
+
+def tensorrt_unavailable_reason() -> Optional[str]:
+    """Why TensorRT cannot run here, or None when it can (module importable and a CUDA GPU seen)."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return 'the tensorrt Python module is not installed'
+    if not torch.cuda.is_available():
+        return 'no CUDA GPU is visible'
+    return None
+
+
+def gpu_identity(device_index: int = 0) -> dict[str, str]:
+    """GPU name and compute capability: an engine only runs on the GPU model it was built for."""
+    properties = torch.cuda.get_device_properties(device_index)
+    return {'gpu': properties.name, 'compute_capability': f'{properties.major}.{properties.minor}'}
+
+
+@dataclass(frozen=True)
+class InputShapes:
+    """Optimization profile of the single image input: (N, 3, H, W) at min / opt / max."""
+
+    minimum: tuple[int, int, int, int]
+    optimum: tuple[int, int, int, int]
+    maximum: tuple[int, int, int, int]
+
+    def as_key(self) -> dict[str, list[int]]:
+        return {'min': list(self.minimum), 'opt': list(self.optimum), 'max': list(self.maximum)}
+
+
+def _trt():
+    import tensorrt
+
+    return tensorrt
+
+
+def _logger():
+    trt = _trt()
+    return trt.Logger(trt.Logger.WARNING)
+
+
+class _TqdmProgress:
+    """TensorRT's builder phases as tqdm bars (seg-models build shows them)."""
+
+    def __new__(cls):
+        trt = _trt()
+        from tqdm import tqdm
+
+        class Monitor(trt.IProgressMonitor):
+            def __init__(self) -> None:
+                trt.IProgressMonitor.__init__(self)
+                self.bars = {}
+
+            def phase_start(self, phase_name, parent_phase, num_steps):
+                self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, leave=parent_phase is None)
+
+            def step_complete(self, phase_name, step):
+                bar = self.bars.get(phase_name)
+                if bar is not None:
+                    bar.update(step + 1 - bar.n)
+                return True  # never cancel
+
+            def phase_finish(self, phase_name):
+                bar = self.bars.pop(phase_name, None)
+                if bar is not None:
+                    bar.close()
+
+        return Monitor()
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str, shapes: InputShapes,
+                 calibrator=None, show_progress: bool = False) -> None:
+    """Parse ``onnx_path`` and write a serialized engine to ``engine_path``.
+
+    int8 needs ``calibrator`` (see ``EntropyCalibrator``); fp16/int8 keep fp32 where TensorRT finds
+    a layer faster or unsupported in the lower precision.
+    """
+    if precision not in PRECISIONS:
+        raise BackendError(f'TensorRT precision must be one of {PRECISIONS}, not {precision!r}')
+    trt = _trt()
+    logger = _logger()
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = '; '.join(str(parser.get_error(index)) for index in range(parser.num_errors))
+        raise BackendError(f'TensorRT cannot parse {onnx_path}: {errors}')
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    profile = builder.create_optimization_profile()
+    input_name = network.get_input(0).name
+    profile.set_shape(input_name, shapes.minimum, shapes.optimum, shapes.maximum)
+    config.add_optimization_profile(profile)
+    if precision in ('fp16', 'int8'):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == 'int8':
+        if calibrator is None:
+            raise BackendError('int8 needs a folder of calibration images')
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = calibrator
+        config.set_calibration_profile(profile)
+    if show_progress:
+        config.progress_monitor = _TqdmProgress()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendError(f'TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)')
+    Path(engine_path).write_bytes(bytes(serialized))
+
+
+def entropy_calibrator(images: Sequence[np.ndarray], input_size: tuple[int, int], cache_path: str | Path,
+                       batch_size: int = 1):
+    """An IInt8EntropyCalibrator2 that feeds uint8 RGB ``images`` resized to ``input_size`` and
+    keeps its result in ``cache_path`` (reused by later builds of the same model)."""
+    trt = _trt()
+    if not hasattr(trt, 'IInt8EntropyCalibrator2'):
+        raise BackendError(f'TensorRT {trt.__version__} has no implicit INT8 calibration; use fp16')
+    import cv2
+
+    cache_path = Path(cache_path)
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.batches = [images[start:start + batch_size] for start in range(0, len(images), batch_size)]
+            self.batches = [batch for batch in self.batches if len(batch) == batch_size]
+            self.device_batch = None
+
+        def get_batch_size(self):
+            return batch_size
+
+        def get_batch(self, names):
+            if not self.batches:
+                return None
+            batch = self.batches.pop(0)
+            resized = [cv2.resize(image, (input_size[1], input_size[0]), interpolation=cv2.INTER_LINEAR)
+                       for image in batch]
+            array = np.ascontiguousarray(np.stack(resized).transpose(0, 3, 1, 2))
+            self.device_batch = torch.from_numpy(array).cuda()
+            return [int(self.device_batch.data_ptr())]
+
+        def read_calibration_cache(self):
+            return cache_path.read_bytes() if cache_path.is_file() else None
+
+        def write_calibration_cache(self, cache):
+            cache_path.write_bytes(bytes(cache))
+
+    return EntropyCalibrator()
+
+
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16,
+                 np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64,
+                 np.dtype(np.uint8): torch.uint8, np.dtype(np.int8): torch.int8, np.dtype(np.bool_): torch.bool}
+
+
+class TensorRTBackend(Backend):
+    name = 'tensorrt'
+
+    def __init__(self, engine_path: str | Path, device: str = 'cuda', precision: str = 'fp16') -> None:
+        reason = tensorrt_unavailable_reason()
+        if reason:
+            raise BackendError(f'TensorRT backend unavailable: {reason}')
+        trt = _trt()
+        self.torch_device = torch.device(device if device.startswith('cuda') else 'cuda')
+        torch.cuda.set_device(self.torch_device)
+        self.runtime = trt.Runtime(_logger())
+        self.engine = self.runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+        if self.engine is None:
+            raise BackendError(f'{engine_path} is not a TensorRT engine for TensorRT {trt.__version__} on this GPU '
+                               f'(corrupt, or built by another version or for another GPU)')
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(index) for index in range(self.engine.num_io_tensors)]
+        inputs = [name for name in names if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT]
+        if len(inputs) != 1:
+            raise BackendError(f'{engine_path}: expected one image input, found {inputs}')
+        self.input_name = inputs[0]
+        self.dtypes = {name: np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))) for name in names}
+        self.stream = torch.cuda.Stream(self.torch_device)
+        super().__init__(tuple(name for name in names if name != self.input_name), str(self.torch_device), precision)
+
+    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.cuda.stream(self.stream):
+            batch = torch.from_numpy(images).to(self.torch_device, non_blocking=True)
+            if not self.context.set_input_shape(self.input_name, tuple(batch.shape)):
+                raise BackendError(f'input shape {tuple(batch.shape)} is outside the engine\'s profile')
+            self.context.set_tensor_address(self.input_name, batch.data_ptr())
+            outputs = {}
+            for name in self.output_names:
+                shape = tuple(self.context.get_tensor_shape(name))
+                outputs[name] = torch.empty(shape, dtype=_TORCH_DTYPES[self.dtypes[name]], device=self.torch_device)
+                self.context.set_tensor_address(name, outputs[name].data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise BackendError('TensorRT execution failed')
+            host = {name: tensor.cpu() for name, tensor in outputs.items()}
+        self.stream.synchronize()
+        return {name: tensor.numpy() for name, tensor in host.items()}

@@ -1,0 +1,118 @@
+"""Importing the public DeepLabv3+ checkpoint formats into this package's network layout.
+
+Each format is recognised from its keys, fixes the head layout the network must be built with
+(see ``models.deeplabv3plus.HEAD_LAYOUTS``) and is renamed key by key. Keys that only training
+used (mmseg's auxiliary head) are dropped by name and logged; anything else that does not fit is
+left for ``load_state_dict_strict`` to report.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from seg_models.checkpoints import CheckpointError
+
+LOGGER = logging.getLogger(__name__)
+LOW_LEVEL_CHANNELS = 48
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    name: str
+    head_layout: str
+    convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def _native(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return state_dict
+
+
+def _from_vainf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """VainF/DeepLabV3Plus-Pytorch: ``classifier.{aspp,project,classifier}``; its decoder concatenates
+    [low-level, context], ours [context, low-level], so the first fuse conv's input channels swap."""
+    renames = (('classifier.aspp.', 'head.aspp.'), ('classifier.project.', 'head.low_level_projection.'),
+               ('classifier.classifier.0.', 'head.fuse.0.0.'), ('classifier.classifier.1.', 'head.fuse.0.1.'),
+               ('classifier.classifier.3.', 'head.classifier.'))
+    converted = {}
+    for key, tensor in state_dict.items():
+        if key.startswith('backbone.low_level_features') or key.startswith('backbone.high_level_features'):
+            raise CheckpointError('VainF MobileNetV2 checkpoints are not supported (its MobileNetV2 encoder is '
+                                  'not torchvision\'s); use a ResNet-50/101 checkpoint')
+        for old, new in renames:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        converted[key] = tensor
+    weight = converted.get('head.fuse.0.0.weight')
+    if weight is not None:
+        converted['head.fuse.0.0.weight'] = torch.cat(
+            [weight[:, LOW_LEVEL_CHANNELS:], weight[:, :LOW_LEVEL_CHANNELS]], dim=1)
+    return converted
+
+
+_MMSEG_MODULES = (('decode_head.image_pool.', 'head.aspp.image_pool.'),
+                  ('decode_head.aspp_modules.', 'head.aspp.branches.'),
+                  ('decode_head.bottleneck.', 'head.aspp.project.'),
+                  ('decode_head.c1_bottleneck.', 'head.low_level_projection.'),
+                  ('decode_head.sep_bottleneck.', 'head.fuse.'),
+                  ('decode_head.conv_seg.', 'head.classifier.'))
+# mmcv's ConvModule is (conv, bn, act) and DepthwiseSeparableConvModule (depthwise, pointwise);
+# ours are Sequentials, so the names become positions.
+_MMCV_PARTS = (('.depthwise_conv.', '.0.'), ('.pointwise_conv.', '.1.'), ('.conv.', '.0.'), ('.bn.', '.1.'))
+_MMSEG_TRAINING_ONLY = ('auxiliary_head.',)
+
+
+def _from_mmseg(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """mmsegmentation DepthwiseSeparableASPPHead + ResNetV1c (``backbone.`` / ``decode_head.``)."""
+    converted, dropped = {}, []
+    for key, tensor in state_dict.items():
+        if key.startswith(_MMSEG_TRAINING_ONLY):
+            dropped.append(key)
+            continue
+        for old, new in _MMSEG_MODULES:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                if new != 'head.classifier.':
+                    for part, position in _MMCV_PARTS:
+                        key = key.replace(part, position)
+                break
+        converted[key] = tensor
+    if dropped:
+        LOGGER.info('mmseg checkpoint: dropped %d training-only keys (%s)', len(dropped),
+                    ', '.join(sorted({key.split('.')[0] for key in dropped})))
+    return converted
+
+
+FORMATS = {
+    'seg_models': CheckpointFormat('seg_models', 'paper', _native),
+    'vainf': CheckpointFormat('vainf', 'vainf', _from_vainf),
+    'mmseg': CheckpointFormat('mmseg', 'mmseg', _from_mmseg),
+}
+
+
+def strip_wrapper_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` prefix that (Distributed)DataParallel training adds to every key."""
+    if state_dict and all(key.startswith('module.') for key in state_dict):
+        return {key[len('module.'):]: tensor for key, tensor in state_dict.items()}
+    return state_dict
+
+
+def detect_format(state_dict: dict[str, torch.Tensor]) -> CheckpointFormat:
+    """Which public format ``state_dict`` is in, from its key layout."""
+    keys = list(state_dict)
+    if any(key.startswith('decode_head.') for key in keys):
+        return FORMATS['mmseg']
+    if any(re.match(r'classifier\.(aspp|project|classifier)\.', key) for key in keys):
+        return FORMATS['vainf']
+    return FORMATS['seg_models']
+
+
+def import_deeplabv3plus(state_dict: dict[str, torch.Tensor]) -> tuple[CheckpointFormat, dict[str, torch.Tensor]]:
+    """(format, state dict renamed to this package's layout for ``format.head_layout``)."""
+    state_dict = strip_wrapper_prefix(state_dict)
+    checkpoint_format = detect_format(state_dict)
+    return checkpoint_format, checkpoint_format.convert(state_dict)

@@ -1,0 +1,61 @@
+"""The Mask R-CNN deployment graph: fixed-size uint8 images in, fixed-size detection tensors out.
+
+TensorRT needs static shapes, so the graph pads every image's detections to ``max_detections``
+(padding rows have score 0 and are counted out by ``num_detections``). Masks leave the graph as
+the mask head's low-resolution probabilities; they are pasted once, at the camera's resolution,
+on the host (seg_models.instance_postprocess), never resized twice.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.image_list import ImageList
+
+INSTANCE_OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'mask_probs', 'num_detections')
+SIZE_DIVISOR = 32  # FPN strides: every level must tile the image exactly
+
+
+class InstanceInference(nn.Module):
+    """uint8 RGB (N, 3, H, W) -> boxes (N, K, 4) x1y1x2y2 in input pixels, scores (N, K),
+    labels (N, K) int32 network class index, mask_probs (N, K, M, M) float, num_detections (N,) int32.
+
+    Normalisation is torchvision's (``model.transform``); its resizing is bypassed because the
+    caller already resized to the fixed input size.
+    """
+
+    def __init__(self, model: MaskRCNN) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.max_detections = model.roi_heads.detections_per_img
+        self.register_buffer('mean', torch.tensor(model.transform.image_mean).view(1, 3, 1, 1) * 255,
+                             persistent=False)
+        self.register_buffer('std', torch.tensor(model.transform.image_std).view(1, 3, 1, 1) * 255,
+                             persistent=False)
+
+    output_names = INSTANCE_OUTPUT_NAMES
+
+    def forward(self, images: torch.Tensor):
+        height, width = images.shape[-2:]
+        if not torch.jit.is_tracing() and (height % SIZE_DIVISOR or width % SIZE_DIVISOR):
+            raise ValueError(f'Mask R-CNN input {height}x{width} must be a multiple of {SIZE_DIVISOR}')
+        normalised = (images.float() - self.mean) / self.std
+        image_sizes = [(int(height), int(width))] * images.shape[0]
+        features = self.model.backbone(normalised)
+        proposals, _ = self.model.rpn(ImageList(normalised, image_sizes), features)
+        detections, _ = self.model.roi_heads(features, proposals, image_sizes)
+        return (
+            torch.stack([self._pad(d['boxes']) for d in detections]),
+            torch.stack([self._pad(d['scores']) for d in detections]),
+            torch.stack([self._pad(d['labels'].to(torch.int32)) for d in detections]),
+            torch.stack([self._pad(d['masks'][:, 0]) for d in detections]),
+            # Counted with a sum, not len(): a traced len() would freeze into a constant.
+            torch.stack([torch.ones_like(d['scores']).sum().to(torch.int32) for d in detections]),
+        )
+
+    def _pad(self, values: torch.Tensor) -> torch.Tensor:
+        """Pad the detection dimension (first) with zeros up to ``max_detections``."""
+        missing = self.max_detections - values.shape[0]
+        padding = [0, 0] * (values.dim() - 1) + [0, missing]
+        return F.pad(values, padding)

@@ -1,0 +1,148 @@
+"""Mask R-CNN: torchvision's semantics end to end, ONNX Runtime parity, class mapping, filters."""
+import numpy as np
+import pytest
+import torch
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.ops import box_iou
+
+from ros_helpers import driving_frames
+from seg_models.instance import InstanceModelConfig, class_map, create_instance_segmenter
+from seg_models.instance_postprocess import InstanceFilter, box_roi, paste_mask_in_roi
+from seg_models.labels import cityscapes_things, coco_category_names, get_label_set
+from seg_models.models.maskrcnn import mask_rcnn
+
+INPUT_SIZE = (256, 512)
+KEEP_ALL = InstanceFilter(score_threshold=0.0, max_instances=20)
+
+
+@pytest.fixture(scope='module')
+def maskrcnn_checkpoint(tmp_path_factory):
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp('maskrcnn') / 'maskrcnn_cityscapes.pth'
+    torch.save(mask_rcnn('maskrcnn_resnet50_fpn', 9).state_dict(), path)
+    return path
+
+
+def config(checkpoint, **overrides):
+    settings = dict(checkpoint=str(checkpoint), input_size=INPUT_SIZE, max_detections=20, selection=KEEP_ALL,
+                    backend='pytorch')
+    settings.update(overrides)
+    return InstanceModelConfig(**settings)
+
+
+def test_cropped_paste_equals_torchvision_paste_inside_the_box():
+    rng = np.random.default_rng(0)
+    image_size = (120, 200)
+    boxes = torch.tensor([[10.3, 20.7, 90.2, 100.9], [0.0, 0.0, 5.5, 3.2], [150.5, 60.1, 200.0, 120.0],
+                          [40.0, 40.0, 40.6, 41.0]])
+    probabilities = torch.from_numpy(rng.random((len(boxes), 28, 28), dtype=np.float32))
+    reference = paste_masks_in_image(probabilities[:, None], boxes, image_size)[:, 0] > 0.5
+    for index, box in enumerate(boxes):
+        x, y, width, height = box_roi(box.numpy(), image_size)
+        crop = paste_mask_in_roi(probabilities[index], box, (x, y, width, height), 0.5)
+        np.testing.assert_array_equal(crop, reference[index, y:y + height, x:x + width].numpy())
+        assert crop.any() or index == 3
+
+
+def test_instances_equal_torchvision_maskrcnn_own_postprocessing(maskrcnn_checkpoint):
+    """Same weights through torchvision's complete forward (its transform at scale 1, its paste at
+    camera size) and through our graph + host post-processing: same boxes, scores, masks."""
+    segmenter = create_instance_segmenter(config(maskrcnn_checkpoint))
+    frame = driving_frames(1, size=INPUT_SIZE)[0]
+    model = mask_rcnn('maskrcnn_resnet50_fpn', 9, max_detections=20)
+    model.load_state_dict(torch.load(maskrcnn_checkpoint, weights_only=True))
+    model.transform.min_size, model.transform.max_size = (INPUT_SIZE[0],), INPUT_SIZE[1]
+    with torch.no_grad():
+        expected = model.eval()([torch.from_numpy(frame).permute(2, 0, 1).float() / 255])[0]
+    result = segmenter.segment([frame])[0]
+    assert len(result.instances) == len(expected['scores']) > 0
+    for instance, box, score, label, mask in zip(result.instances, expected['boxes'], expected['scores'],
+                                                 expected['labels'], expected['masks']):
+        np.testing.assert_allclose(instance.box, box.numpy(), atol=1e-3)
+        assert abs(instance.score - float(score)) < 1e-5 and instance.class_id == int(label) - 1
+        x, y, width, height = instance.roi
+        np.testing.assert_array_equal(instance.mask, (mask[0] > 0.5)[y:y + height, x:x + width].numpy())
+
+
+def test_onnxruntime_matches_pytorch_detections_on_driving_frames(maskrcnn_checkpoint, tmp_path):
+    frames = driving_frames(2)
+    reference = create_instance_segmenter(config(maskrcnn_checkpoint)).segment(frames)
+    onnx_runtime = create_instance_segmenter(config(maskrcnn_checkpoint, backend='onnxruntime',
+                                                    engine_dir=str(tmp_path)))
+    assert onnx_runtime.backend.name == 'onnxruntime'
+    actual = onnx_runtime.segment(frames)
+    for want, got in zip(reference, actual):
+        assert len(got.instances) == len(want.instances) > 0
+        ious = box_iou(torch.tensor([i.box for i in got.instances]), torch.tensor([i.box for i in want.instances]))
+        got_masks, want_masks = got.full_frame_masks(), want.full_frame_masks()
+        for index, instance in enumerate(got.instances):
+            match = int(ious[index].argmax())
+            assert ious[index, match] >= 0.99 and instance.class_id == want.instances[match].class_id
+            union = np.logical_or(got_masks[index], want_masks[match]).sum()
+            assert union == 0 or np.logical_and(got_masks[index], want_masks[match]).sum() / union >= 0.98
+
+
+def test_fixed_batch_graph_serves_any_number_of_cameras(maskrcnn_checkpoint, tmp_path):
+    frames = driving_frames(3)
+    single = create_instance_segmenter(config(maskrcnn_checkpoint)).segment(frames)
+    batched = create_instance_segmenter(config(maskrcnn_checkpoint, backend='onnxruntime', batch_size=2,
+                                               engine_dir=str(tmp_path)))
+    assert batched.batch_size == 2
+    results = batched.segment(frames)  # 2 + 1 padded
+    assert [r.image_size for r in results] == [f.shape[:2] for f in frames]
+    assert [len(r.instances) for r in results] == [len(r.instances) for r in single]
+
+
+def test_score_threshold_class_filter_and_empty_frames(maskrcnn_checkpoint):
+    frame = driving_frames(1)[0]
+    everything = create_instance_segmenter(config(maskrcnn_checkpoint)).segment([frame])[0]
+    present = sorted({i.class_id for i in everything.instances})
+    only_one = create_instance_segmenter(config(maskrcnn_checkpoint, selection=InstanceFilter(
+        score_threshold=0.0, class_ids=(present[0],)))).segment([frame])[0]
+    assert only_one.instances and {i.class_id for i in only_one.instances} == {present[0]}
+    cutoff = sorted(i.score for i in everything.instances)[len(everything.instances) // 2]
+    confident = create_instance_segmenter(config(maskrcnn_checkpoint, selection=InstanceFilter(
+        score_threshold=cutoff))).segment([frame])[0]
+    assert confident.instances and all(i.score >= cutoff for i in confident.instances)
+    nothing = create_instance_segmenter(config(maskrcnn_checkpoint, selection=InstanceFilter(
+        score_threshold=1.01))).segment([frame])[0]
+    assert nothing.instances == [] and nothing.full_frame_masks().shape == (0, *frame.shape[:2])
+
+
+def test_coco_classes_map_onto_cityscapes_things():
+    coco = get_label_set('coco_things')
+    mapping = class_map(coco_category_names(), coco, cityscapes_things())
+    names = coco_category_names()
+    things = cityscapes_things().names
+    assert things[mapping[names.index('person')]] == 'person' and things[mapping[names.index('car')]] == 'car'
+    assert mapping[names.index('airplane')] == -1 and mapping[0] == -1  # unmapped class, background
+    assert 'rider' not in {things[i] for i in mapping if i >= 0}
+    assert (mapping >= 0).sum() == 7
+
+
+def test_torchvision_coco_checkpoint_loads_and_publishes_cityscapes_classes(tmp_path):
+    """torchvision's COCO Mask R-CNN layout (91 classes) loads unchanged; outputs come mapped."""
+    torch.manual_seed(5)
+    source = mask_rcnn('maskrcnn_resnet50_fpn', 91, max_detections=20)
+    path = tmp_path / 'maskrcnn_resnet50_fpn_coco.pth'
+    torch.save(source.state_dict(), path)
+    frame = driving_frames(1, size=INPUT_SIZE)[0]
+    coco = create_instance_segmenter(config(path, label_set='coco_things'))
+    for name, tensor in source.state_dict().items():
+        torch.testing.assert_close(coco.backend.module.model.state_dict()[name], tensor, rtol=0, atol=0)
+    coco_instances = coco.segment([frame])[0].instances
+    mapped = create_instance_segmenter(config(path, label_set='coco_things', output_label_set='cityscapes_things'))
+    assert mapped.label_set.name == 'cityscapes_things'
+    mapped_instances = mapped.segment([frame])[0].instances
+    expected = [i for i in coco_instances if i.class_name in ('person', 'car', 'truck', 'bus', 'train', 'motorcycle',
+                                                             'bicycle')]
+    assert [(i.class_name, i.score) for i in mapped_instances] == [(i.class_name, i.score) for i in expected]
+
+
+def test_bad_settings_are_refused(maskrcnn_checkpoint):
+    with pytest.raises(ValueError, match='multiple of 32'):
+        create_instance_segmenter(config(maskrcnn_checkpoint, input_size=(250, 500)))
+    with pytest.raises(ValueError, match='unknown instance architecture'):
+        create_instance_segmenter(config(maskrcnn_checkpoint, architecture='yolo'))
+    with pytest.raises(Exception, match='does not fit the network'):
+        create_instance_segmenter(config(maskrcnn_checkpoint, label_set='coco_things'))
