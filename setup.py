@@ -28,6 +28,7 @@ setup(
             'semantic_node = seg_perception.semantic_node:main',
             'image_source = seg_perception.image_source:main',
             'run_pipeline = seg_perception.pipeline_runner:main',
+            'seg-models = seg_models.cli:main',
         ],
     },
 )

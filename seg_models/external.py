@@ -37,6 +37,7 @@ class ExternalModelSpec:
     channel_order: str
     output: str
     output_name: str = 'output'
+    batch_size: Optional[int] = None  # fixed batch of the ONNX input, None: dynamic
 
     def as_key(self) -> dict:
         return {'input_size': list(self.input_size) if self.input_size else None, 'mean': list(self.mean),
@@ -77,12 +78,13 @@ def load_external_model(metadata_path: str | Path) -> ExternalModelSpec:
         label_set = str(metadata_path.parent / label_set)
     import onnx
 
-    output_name = onnx.load(str(onnx_path), load_external_data=False).graph.output[0].name
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    batch_dim = graph.input[0].type.tensor_type.shape.dim[0].dim_value
     return ExternalModelSpec(onnx=onnx_path, label_set=label_set,
                              input_size=tuple(input_size) if input_size else None,
                              mean=tuple(float(v) for v in document['mean']), std=tuple(float(v) for v in document['std']),
                              channel_order=document.get('channel_order', 'rgb'), output=document['output'],
-                             output_name=output_name)
+                             output_name=graph.output[0].name, batch_size=batch_dim or None)
 
 
 class ExternalSemanticBackend(Backend):
@@ -103,7 +105,9 @@ class ExternalSemanticBackend(Backend):
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         pixels = images[:, ::-1] if self.spec.channel_order == 'bgr' else images
         normalised = np.ascontiguousarray((pixels.astype(np.float32) - self.mean) * self.scale)
-        raw = self.inner.infer(normalised)[self.spec.output_name]
+        step = self.spec.batch_size or len(normalised)  # models exported with a fixed batch run in chunks
+        raw = np.concatenate([self.inner.infer(normalised[start:start + step])[self.spec.output_name]
+                              for start in range(0, len(normalised), step)])
         if self.spec.output == 'class_ids':
             return {'class_ids': raw.astype(np.int64)}
         outputs = {'class_ids': raw.argmax(axis=1)}

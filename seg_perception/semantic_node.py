@@ -15,7 +15,7 @@ from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import LabelSet as LabelSetMsg
 
 from seg_models.labels import LABEL_SETS
-from seg_models.backends.factory import BACKENDS
+from seg_models.backends.factory import BACKENDS, PRECISIONS
 from seg_models.semantic import (SEMANTIC_ARCHITECTURES, UNTRAINED_WARNING, SemanticModelConfig,
                                  create_semantic_segmenter)
 from seg_models.visualize import colorize
@@ -41,9 +41,14 @@ SEMANTIC_PARAMETERS = (
                                     'Empty: untrained weights, reported loudly.'),
     ParameterSpec('backend', 'auto', 'Inference backend; auto picks the fastest available and logs why.',
                   choices=BACKENDS),
-    ParameterSpec('engine_dir', '', 'Folder for exported ONNX models (onnxruntime backend); empty: a temp dir.'),
+    ParameterSpec('model_metadata', '', 'Bring your own model: metadata .yaml naming an ONNX file, its input '
+                                        'size, normalisation and label set. Replaces architecture/checkpoint.'),
+    ParameterSpec('engine_dir', '', 'Engine cache for exported ONNX models and TensorRT engines (pre-build them '
+                                    'with `seg-models build`); empty: $SEG_MODELS_CACHE_DIR or ~/.cache/seg_models.'),
+    ParameterSpec('calibration_images', '', 'Folder of camera images for TensorRT INT8 calibration.'),
     ParameterSpec('device', 'cpu', 'Device for the PyTorch backend: cpu, cuda or cuda:N.'),
-    ParameterSpec('precision', 'fp32', 'Arithmetic precision of the backend.', choices=('fp32', 'fp16')),
+    ParameterSpec('precision', 'fp32', 'Arithmetic precision of the backend (int8: TensorRT only).',
+                  choices=PRECISIONS),
     ParameterSpec('input_height', 0, 'Network input height in pixels; 0 = each camera image as it is.',
                   value_range=(0, 8192)),
     ParameterSpec('input_width', 0, 'Network input width in pixels; 0 = each camera image as it is.',
@@ -66,7 +71,8 @@ def semantic_config_from_parameters(values: dict[str, Any]) -> SemanticModelConf
     return SemanticModelConfig(
         architecture=values['architecture'], output_stride=values['output_stride'], label_set=values['label_set'],
         checkpoint=values['checkpoint'], backend=values['backend'], device=values['device'],
-        precision=values['precision'], input_size=input_size, engine_dir=values['engine_dir'])
+        precision=values['precision'], input_size=input_size, engine_dir=values['engine_dir'],
+        calibration_images=values['calibration_images'], model_metadata=values['model_metadata'])
 
 
 class SemanticSegmentationNode(Node):

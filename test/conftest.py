@@ -1,6 +1,7 @@
 """Test set-up: DDS kept on this machine, on a domain of this test run's own; shared fixtures."""
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ TEST_DIR = Path(__file__).resolve().parent
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ['ROS_DOMAIN_ID'] = str(1 + os.getpid() % 100)
 os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(TEST_DIR / 'fastdds_localhost.xml')
+# Exported ONNX files and engines of this run stay out of the user's cache.
+os.environ['SEG_MODELS_CACHE_DIR'] = tempfile.mkdtemp(prefix='seg_models_test_cache_')
 # Test the source tree, also in node processes started by tests.
 os.environ['PYTHONPATH'] = os.pathsep.join([str(REPO_ROOT), os.environ.get('PYTHONPATH', '')])
 sys.path.insert(0, str(REPO_ROOT))

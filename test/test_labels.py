@@ -46,3 +46,36 @@ def test_invalid_label_sets_are_refused():
         LabelSet('clash', (LabelClass(0, 'a', (0, 0, 0), False),), ignore_id=0)
     with pytest.raises(ValueError, match='known: cityscapes'):
         get_label_set('nope')
+
+
+def test_mapillary_vistas_v1_2_has_its_66_labels():
+    import yaml
+
+    from seg_models.labels import label_set_dirs
+
+    document = yaml.safe_load((label_set_dirs()[0] / 'mapillary_vistas_v1.2.yaml').read_text())
+    assert len(document['classes']) == 66 and [c['id'] for c in document['classes']] == list(range(66))
+    vistas = get_label_set('mapillary_vistas')
+    assert vistas.num_classes == 65 and vistas.ignore_id == 65  # 'void--unlabeled' is not predicted
+    assert sum(label.is_thing for label in vistas.classes) == 37  # Vistas' instance-annotated classes
+    by_name = {label.name: label for label in vistas.classes}
+    assert by_name['construction--flat--road'].color == (128, 64, 128) and not by_name['construction--flat--road'].is_thing
+    assert by_name['object--vehicle--car'].is_thing and by_name['object--vehicle--car'].id == 55
+    assert len({label.color for label in vistas.classes}) == 65
+
+
+def test_coco_things_are_the_80_named_categories():
+    coco = get_label_set('coco_things')
+    assert coco.num_classes == 80 and coco.names[0] == 'person' and coco.names[-1] == 'toothbrush'
+    assert 'N/A' not in coco.names and all(label.is_thing for label in coco.classes)
+
+
+def test_label_set_files_load_and_bad_files_are_named(tmp_path):
+    good = tmp_path / 'lanes.yaml'
+    good.write_text('name: lanes\nclasses:\n  - {id: 0, name: lane, color: [255, 255, 0]}\n'
+                    '  - {id: 1, name: curb, color: [0, 0, 255], instances: false}\n')
+    assert get_label_set(str(good)).names == ['lane', 'curb']
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('name: bad\nclasses: [{id: 0}]\n')
+    with pytest.raises(ValueError, match='bad.yaml is not usable'):
+        get_label_set(str(bad))

@@ -1,0 +1,205 @@
+"""``seg-models`` (also ``python -m seg_models``): export, build, inspect and benchmark models.
+
+  seg-models export --task semantic --checkpoint ckpt.pth --output model.onnx
+  seg-models build  --task instance --backend tensorrt --precision fp16 --input-size 1024 2048
+  seg-models info   ~/.cache/seg_models            (or a .onnx file)
+  seg-models bench  --architecture deeplabv3plus_mobilenet_v3_large --input-size 512 1024
+
+``build`` fills the engine cache that nodes read, so no node waits minutes for an engine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from seg_models.backends.base import BackendError
+from seg_models.backends.factory import BACKENDS, PRECISIONS
+from seg_models.checkpoints import CheckpointError
+
+LOGGER = logging.getLogger('seg_models')
+TASKS = ('semantic', 'instance')
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--task', choices=TASKS, default='semantic')
+    parser.add_argument('--architecture', help='default: deeplabv3plus_mobilenet_v3_large / maskrcnn_resnet50_fpn')
+    parser.add_argument('--checkpoint', default='', help='weights file; empty: untrained weights')
+    parser.add_argument('--label-set', help='default: cityscapes / cityscapes_things')
+    parser.add_argument('--output-stride', type=int, default=16, choices=(8, 16))
+    parser.add_argument('--model-metadata', default='', help='bring-your-own ONNX model metadata (.yaml)')
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('HEIGHT', 'WIDTH'), default=(512, 1024))
+    parser.add_argument('--batch-size', type=int, default=1, help='instance graphs: images per call')
+    parser.add_argument('--backend', choices=BACKENDS, default='auto')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--precision', choices=PRECISIONS, default='fp32')
+    parser.add_argument('--engine-dir', default='', help='engine cache; default: $SEG_MODELS_CACHE_DIR or '
+                                                         '~/.cache/seg_models')
+    parser.add_argument('--calibration-images', default='', help='folder of images for int8')
+
+
+def model_config(args: argparse.Namespace, backend: Optional[str] = None):
+    """The Semantic/InstanceModelConfig the nodes would build from the same settings."""
+    common = dict(checkpoint=args.checkpoint, backend=backend or args.backend, device=args.device,
+                  precision=args.precision, engine_dir=args.engine_dir, calibration_images=args.calibration_images,
+                  input_size=tuple(args.input_size))
+    if args.task == 'semantic':
+        from seg_models.semantic import SemanticModelConfig
+
+        return SemanticModelConfig(architecture=args.architecture or 'deeplabv3plus_mobilenet_v3_large',
+                                   label_set=args.label_set or 'cityscapes', output_stride=args.output_stride,
+                                   model_metadata=args.model_metadata, **common)
+    from seg_models.instance import InstanceModelConfig
+
+    return InstanceModelConfig(architecture=args.architecture or 'maskrcnn_resnet50_fpn',
+                               label_set=args.label_set or 'cityscapes_things', batch_size=args.batch_size, **common)
+
+
+def create_segmenter(config):
+    from seg_models.instance import InstanceModelConfig, create_instance_segmenter
+    from seg_models.semantic import create_semantic_segmenter
+
+    if isinstance(config, InstanceModelConfig):
+        return create_instance_segmenter(config)
+    return create_semantic_segmenter(config)
+
+
+def command_export(args: argparse.Namespace) -> int:
+    from seg_models.export import export_instance_onnx, export_semantic_onnx
+
+    config = model_config(args, backend='pytorch')
+    segmenter = create_segmenter(config)
+    graph = segmenter.backend.module
+    if args.task == 'semantic':
+        graph.with_confidence = args.confidence
+        export_semantic_onnx(graph, args.output, segmenter.label_set.name, example_size=tuple(args.input_size))
+    else:
+        from seg_models.labels import get_label_set
+        from seg_models.models.maskrcnn import network_classes_for
+
+        classes = network_classes_for(get_label_set(config.label_set))
+        export_instance_onnx(graph, args.output, config.label_set, classes, tuple(args.input_size), args.batch_size)
+    print(f'wrote {args.output}')
+    return 0
+
+
+def command_build(args: argparse.Namespace) -> int:
+    """Pre-build the artifacts the nodes will load, exactly as they would build them."""
+    started = time.perf_counter()
+    segmenter = create_segmenter(model_config(args))
+    print(f'ready: {segmenter.backend.describe()} in {time.perf_counter() - started:.1f} s; '
+          f'cache {args.engine_dir or "default"} (see `seg-models info`)')
+    return 0
+
+
+def command_info(args: argparse.Namespace) -> int:
+    from seg_models.engine_cache import EngineCache, default_cache_dir
+    from seg_models.export import read_onnx_metadata
+
+    target = Path(args.path) if args.path else default_cache_dir()
+    if target.is_dir():
+        entries = EngineCache(target).entries()
+        print(f'{target}: {len(entries)} artifact(s)')
+        for path, key in entries:
+            size = f'{path.stat().st_size / 1e6:.1f} MB' if path.is_file() else 'missing'
+            print(f'- {path.name} ({size})')
+            for field, value in (key or {'sidecar': 'unreadable'}).items():
+                print(f'    {field}: {json.dumps(value)}')
+        return 0
+    if target.suffix == '.onnx':
+        import onnx
+
+        model = onnx.load(str(target), load_external_data=False)
+        print(f'{target}: opset {model.opset_import[0].version}')
+        for kind, values in (('input', model.graph.input), ('output', model.graph.output)):
+            for value in values:
+                dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+                print(f'  {kind} {value.name}: {onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type)} {dims}')
+        for field, value in read_onnx_metadata(target).items():
+            print(f'  {field}: {json.dumps(value)}')
+        return 0
+    sidecar = target.with_name(target.name + '.json')
+    if sidecar.is_file():
+        print(sidecar.read_text())
+        return 0
+    print(f'{target}: not a cache folder, an ONNX file or an artifact with a sidecar', file=sys.stderr)
+    return 2
+
+
+def command_bench(args: argparse.Namespace) -> int:
+    """Same frames through each available backend; a table of latencies and ratios to the first."""
+    from seg_models.backends.tensorrt import tensorrt_unavailable_reason
+
+    rng = np.random.default_rng(0)
+    height, width = args.input_size
+    frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(args.batch_size)]
+    rows = []
+    for backend in args.backends:
+        if backend == 'tensorrt' and tensorrt_unavailable_reason():
+            print(f'skipping tensorrt: {tensorrt_unavailable_reason()}')
+            continue
+        segmenter = create_segmenter(model_config(args, backend=backend))
+        for _ in range(args.warmup):
+            segmenter.segment(frames)
+        timings = []
+        for _ in range(args.iterations):
+            started = time.perf_counter()
+            segmenter.segment(frames)
+            timings.append(time.perf_counter() - started)
+        rows.append((segmenter.backend.describe(), float(np.median(timings)) * 1000, float(np.min(timings)) * 1000))
+    if not rows:
+        return 1
+    baseline = rows[0][1]
+    print(f'\n{args.task} {args.architecture or "(default)"} at {height}x{width}, batch {args.batch_size}, '
+          f'{args.iterations} iterations (median):')
+    print(f'{"backend":<40} {"median ms":>10} {"min ms":>10} {"speed-up vs " + rows[0][0].split()[0]:>22}')
+    for name, median, minimum in rows:
+        print(f'{name:<40} {median:>10.1f} {minimum:>10.1f} {baseline / median:>21.2f}x')
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='seg-models', description=__doc__.split('\n\n')[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument('--verbose', action='store_true', help='log what is built, reused and why')
+    commands = parser.add_subparsers(dest='command', required=True)
+    add = lambda name, help: commands.add_parser(name, help=help, parents=[common])  # noqa: E731
+    export = add('export', 'write the deployment graph as ONNX')
+    _model_arguments(export)
+    export.add_argument('--output', required=True)
+    export.add_argument('--confidence', action='store_true', help='semantic: add the confidence output')
+    export.set_defaults(run=command_export)
+    build = add('build', 'pre-build ONNX files / TensorRT engines into the engine cache')
+    _model_arguments(build)
+    build.set_defaults(run=command_build)
+    info = add('info', 'describe an ONNX file, an artifact or the engine cache')
+    info.add_argument('path', nargs='?', default='')
+    info.set_defaults(run=command_info)
+    bench = add('bench', 'one input through each backend, latency table with ratios')
+    _model_arguments(bench)
+    bench.add_argument('--backends', nargs='+', default=['pytorch', 'onnxruntime', 'tensorrt'],
+                       choices=[b for b in BACKENDS if b != 'auto'])
+    bench.add_argument('--iterations', type=int, default=10)
+    bench.add_argument('--warmup', type=int, default=2)
+    bench.set_defaults(run=command_bench)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format='%(levelname)s %(message)s')
+    try:
+        return args.run(args)
+    except (BackendError, CheckpointError, ValueError, OSError) as error:
+        print(f'seg-models {args.command}: {error}', file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

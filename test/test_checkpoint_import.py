@@ -1,0 +1,200 @@
+"""Public DeepLabv3+ checkpoint formats import into our network and reproduce the source network.
+
+Each source network below is written independently in its project's own module structure
+(VainF/DeepLabV3Plus-Pytorch, mmsegmentation's DepthwiseSeparableASPPHead on ResNetV1c), so
+its state dict has the real key layout; random weights, saved in the project's real container.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.segmentation.deeplabv3 import ASPP
+
+from seg_models.checkpoints import CheckpointError
+from seg_models.labels import cityscapes
+from seg_models.semantic import SemanticModelConfig, build_semantic_network
+
+
+def randomise_batch_norm(module: nn.Module) -> None:
+    """Non-trivial running statistics, so a BN loaded into the wrong place shows in the outputs."""
+    generator = torch.Generator().manual_seed(11)
+    for layer in module.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.running_mean.copy_(torch.randn(layer.num_features, generator=generator) * 0.1)
+            layer.running_var.copy_(torch.rand(layer.num_features, generator=generator) + 0.5)
+            layer.weight.data.copy_(torch.rand(layer.num_features, generator=generator) + 0.5)
+            layer.bias.data.copy_(torch.randn(layer.num_features, generator=generator) * 0.1)
+
+
+class VainFHead(nn.Module):
+    """VainF's DeepLabHeadV3Plus: classifier(cat[low-level, context])."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.project = nn.Sequential(nn.Conv2d(256, 48, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU(inplace=True))
+        self.aspp = ASPP(2048, [6, 12, 18])  # VainF's ASPP has torchvision's structure and names
+        self.classifier = nn.Sequential(nn.Conv2d(304, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256),
+                                        nn.ReLU(inplace=True), nn.Conv2d(256, num_classes, 1))
+
+    def forward(self, features):
+        low = self.project(features['low_level'])
+        context = F.interpolate(self.aspp(features['out']), size=low.shape[2:], mode='bilinear', align_corners=False)
+        return self.classifier(torch.cat([low, context], dim=1))
+
+
+class VainFDeepLabV3Plus(nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        resnet = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=[False, False, True])
+        self.backbone = IntermediateLayerGetter(resnet, return_layers={'layer4': 'out', 'layer1': 'low_level'})
+        self.classifier = VainFHead(num_classes)
+
+    def forward(self, images):
+        return F.interpolate(self.classifier(self.backbone(images)), size=images.shape[2:], mode='bilinear',
+                             align_corners=False)
+
+
+class ConvModule(nn.Module):
+    """mmcv's ConvModule: conv (no bias before BN), bn, activate."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, dilation=1, groups=1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2),
+                              dilation=dilation, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.activate = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.activate(self.bn(self.conv(x)))
+
+
+class DepthwiseSeparableConvModule(nn.Module):
+    def __init__(self, in_channels, out_channels, dilation=1):
+        super().__init__()
+        self.depthwise_conv = ConvModule(in_channels, in_channels, 3, dilation, groups=in_channels)
+        self.pointwise_conv = ConvModule(in_channels, out_channels, 1)
+
+    def forward(self, x):
+        return self.pointwise_conv(self.depthwise_conv(x))
+
+
+class MMSegHead(nn.Module):
+    """mmseg's DepthwiseSeparableASPPHead (channels 512, c1 48, dilations 1/12/24/36)."""
+
+    def __init__(self, num_classes, channels=512):
+        super().__init__()
+        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvModule(2048, channels, 1))
+        self.aspp_modules = nn.ModuleList([ConvModule(2048, channels, 1)] + [
+            DepthwiseSeparableConvModule(2048, channels, dilation) for dilation in (12, 24, 36)])
+        self.bottleneck = ConvModule(5 * channels, channels, 3)
+        self.c1_bottleneck = ConvModule(256, 48, 1)
+        self.sep_bottleneck = nn.Sequential(DepthwiseSeparableConvModule(channels + 48, channels),
+                                            DepthwiseSeparableConvModule(channels, channels))
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, inputs):
+        x = inputs[3]
+        pooled = F.interpolate(self.image_pool(x), size=x.shape[2:], mode='bilinear', align_corners=False)
+        output = self.bottleneck(torch.cat([pooled] + [module(x) for module in self.aspp_modules], dim=1))
+        c1 = self.c1_bottleneck(inputs[0])
+        output = F.interpolate(output, size=c1.shape[2:], mode='bilinear', align_corners=False)
+        return self.conv_seg(self.sep_bottleneck(torch.cat([output, c1], dim=1)))
+
+
+class MMSegResNetV1c(nn.Module):
+    def __init__(self):
+        super().__init__()
+        resnet = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=[False, True, True])
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
+        self.maxpool = resnet.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
+
+    def forward(self, x):
+        x = self.maxpool(self.stem(x))
+        outs = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            outs.append(x)
+        return outs
+
+
+class MMSegEncoderDecoder(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.backbone = MMSegResNetV1c()
+        self.decode_head = MMSegHead(num_classes)
+        self.auxiliary_head = nn.Sequential(ConvModule(1024, 256, 3), nn.Conv2d(256, num_classes, 1))
+
+    def forward(self, images):
+        return F.interpolate(self.decode_head(self.backbone(images)), size=images.shape[2:], mode='bilinear',
+                             align_corners=False)
+
+
+def normalised_input():
+    return torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+
+
+def assert_same_outputs(source: nn.Module, checkpoint, output_stride: int):
+    network, _ = build_semantic_network(SemanticModelConfig(architecture='deeplabv3plus_resnet50',
+                                                            output_stride=output_stride, checkpoint=str(checkpoint)),
+                                        cityscapes())
+    images = normalised_input()
+    with torch.no_grad():
+        expected, actual = source.eval()(images), network.eval()(images)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+    assert np.mean((actual.argmax(1) == expected.argmax(1)).numpy()) == 1.0
+
+
+def test_vainf_checkpoint_reproduces_the_vainf_network(tmp_path):
+    torch.manual_seed(0)
+    source = VainFDeepLabV3Plus(19)
+    randomise_batch_norm(source)
+    optimizer = torch.optim.SGD(source.parameters(), lr=0.01, momentum=0.9)
+    path = tmp_path / 'best_deeplabv3plus_resnet50_cityscapes_os16.pth'
+    torch.save({'cur_itrs': 30000, 'model_state': source.state_dict(), 'optimizer_state': optimizer.state_dict(),
+                'best_score': 0.7645}, path)
+    assert_same_outputs(source, path, output_stride=16)
+
+
+def test_vainf_checkpoint_saved_from_data_parallel_loads(tmp_path):
+    torch.manual_seed(1)
+    source = VainFDeepLabV3Plus(19)
+    path = tmp_path / 'data_parallel.pth'
+    torch.save({'model_state': {f'module.{key}': value for key, value in source.state_dict().items()}}, path)
+    assert_same_outputs(source, path, output_stride=16)
+
+
+def test_mmseg_checkpoint_reproduces_the_mmseg_network(tmp_path, caplog):
+    torch.manual_seed(0)
+    source = MMSegEncoderDecoder(19)
+    randomise_batch_norm(source)
+    path = tmp_path / 'deeplabv3plus_r50-d8_512x1024_80k_cityscapes.pth'
+    torch.save({'meta': {'mmseg_version': '1.2.2', 'dataset_meta': {'classes': tuple(cityscapes().names)}},
+                'state_dict': source.state_dict()}, path)
+    caplog.set_level('INFO')
+    assert_same_outputs(source, path, output_stride=8)
+    assert 'mmseg checkpoint: dropped' in caplog.text and 'auxiliary_head' in caplog.text
+
+
+def test_foreign_checkpoint_with_wrong_classes_names_the_mismatch(tmp_path):
+    source = VainFDeepLabV3Plus(21)  # VOC classes, not Cityscapes
+    path = tmp_path / 'voc.pth'
+    torch.save({'model_state': source.state_dict()}, path)
+    with pytest.raises(CheckpointError, match=r'head\.classifier\.weight: checkpoint \(21, 256, 1, 1\)'):
+        build_semantic_network(SemanticModelConfig(architecture='deeplabv3plus_resnet50', checkpoint=str(path)),
+                               cityscapes())
+
+
+def test_vainf_mobilenet_checkpoint_is_refused_clearly(tmp_path):
+    path = tmp_path / 'mobilenet.pth'
+    torch.save({'model_state': {'backbone.low_level_features.0.0.weight': torch.zeros(1),
+                                'classifier.classifier.3.weight': torch.zeros(1)}}, path)
+    with pytest.raises(CheckpointError, match='MobileNetV2 checkpoints are not supported'):
+        build_semantic_network(SemanticModelConfig(architecture='deeplabv3plus_resnet50', checkpoint=str(path)),
+                               cityscapes())

@@ -1,0 +1,126 @@
+"""TensorRT engines on a real GPU: FP16 DeepLabv3+ ResNet-50 and Mask R-CNN at 1024x2048, parity
+with PyTorch on the same GPU, engine-cache reuse and rebuild. Skipped, with the reason, where
+TensorRT or a CUDA GPU is missing (CI, CPU-only machines)."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from seg_models.backends.tensorrt import tensorrt_unavailable_reason
+
+UNAVAILABLE = tensorrt_unavailable_reason()
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f'TensorRT tests need TensorRT and a GPU: {UNAVAILABLE}')
+
+FULL_SIZE = (1024, 2048)
+
+
+def frames(count):
+    from ros_helpers import driving_frames
+
+    return driving_frames(count, size=FULL_SIZE)
+
+
+def median_ms(function, repeats=10):
+    function()
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        timings.append(time.perf_counter() - started)
+    return 1000 * float(np.median(timings))
+
+
+@pytest.fixture(scope='module')
+def resnet_checkpoint(tmp_path_factory):
+    from seg_models.models.deeplabv3plus import deeplabv3plus
+
+    torch.manual_seed(21)
+    path = tmp_path_factory.mktemp('trt') / 'deeplabv3plus_resnet50.pth'
+    torch.save(deeplabv3plus('resnet50', 19).state_dict(), path)
+    return path
+
+
+def test_fp16_deeplabv3plus_engine_matches_pytorch_on_the_gpu(resnet_checkpoint, tmp_path, capsys):
+    from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
+
+    common = dict(architecture='deeplabv3plus_resnet50', checkpoint=str(resnet_checkpoint), input_size=FULL_SIZE,
+                  device='cuda', engine_dir=str(tmp_path))
+    reference = create_semantic_segmenter(SemanticModelConfig(backend='pytorch', **common))
+    engine = create_semantic_segmenter(SemanticModelConfig(backend='tensorrt', precision='fp16', **common))
+    images = frames(2)
+    for want, got in zip(reference.segment(images), engine.segment(images)):
+        assert np.mean(want.class_ids == got.class_ids) >= 0.995
+    with capsys.disabled():
+        print(f'\nDeepLabv3+ R50 1024x2048: pytorch fp32 {median_ms(lambda: reference.segment(images[:1])):.1f} ms, '
+              f'TensorRT fp16 {median_ms(lambda: engine.segment(images[:1])):.1f} ms per frame (end to end)')
+
+
+def test_fp16_maskrcnn_engine_matches_pytorch_on_the_gpu(tmp_path, capsys):
+    from torchvision.ops import box_iou
+
+    from seg_models.instance import InstanceModelConfig, create_instance_segmenter
+    from seg_models.instance_postprocess import InstanceFilter
+    from seg_models.models.maskrcnn import mask_rcnn
+
+    torch.manual_seed(22)
+    checkpoint = tmp_path / 'maskrcnn.pth'
+    torch.save(mask_rcnn('maskrcnn_resnet50_fpn', 9).state_dict(), checkpoint)
+    common = dict(checkpoint=str(checkpoint), input_size=FULL_SIZE, device='cuda', engine_dir=str(tmp_path),
+                  selection=InstanceFilter(score_threshold=0.3))
+    reference = create_instance_segmenter(InstanceModelConfig(backend='pytorch', **common))
+    engine = create_instance_segmenter(InstanceModelConfig(backend='tensorrt', precision='fp16', **common))
+    image = frames(1)
+    want, got = reference.segment(image)[0], engine.segment(image)[0]
+    assert want.instances and got.instances
+    ious = box_iou(torch.tensor([i.box for i in want.instances]), torch.tensor([i.box for i in got.instances]))
+    want_masks, got_masks = want.full_frame_masks(), got.full_frame_masks()
+    matched = 0
+    for index in range(len(want.instances)):
+        match = int(ious[index].argmax())
+        if ious[index, match] < 0.9:
+            continue
+        union = np.logical_or(want_masks[index], got_masks[match]).sum()
+        assert np.logical_and(want_masks[index], got_masks[match]).sum() / max(union, 1) >= 0.95
+        matched += 1
+    assert matched >= 0.9 * len(want.instances)
+    with capsys.disabled():
+        print(f'\nMask R-CNN R50-FPN 1024x2048: pytorch fp32 {median_ms(lambda: reference.segment(image)):.1f} ms, '
+              f'TensorRT fp16 {median_ms(lambda: engine.segment(image)):.1f} ms per frame (end to end)')
+
+
+def test_engine_is_reused_and_a_corrupt_engine_is_rebuilt(resnet_checkpoint, tmp_path, caplog):
+    from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
+
+    caplog.set_level('INFO')
+    config = SemanticModelConfig(architecture='deeplabv3plus_mobilenet_v3_large', input_size=(256, 512),
+                                 backend='tensorrt', precision='fp16', engine_dir=str(tmp_path), checkpoint='')
+    torch.manual_seed(0)
+    create_semantic_segmenter(config)
+    engine = next(tmp_path.glob('*.engine'))
+    engine.write_bytes(engine.read_bytes()[:1000])
+    caplog.clear()
+    torch.manual_seed(0)
+    segmenter = create_semantic_segmenter(config)
+    assert 'corrupt' in caplog.text
+    assert segmenter.segment([np.zeros((256, 512, 3), np.uint8)])[0].class_ids.shape == (256, 512)
+
+
+def test_int8_engine_calibrates_from_a_folder_and_keeps_the_cache(resnet_checkpoint, tmp_path):
+    import cv2
+    import tensorrt
+
+    if not hasattr(tensorrt, 'IInt8EntropyCalibrator2'):
+        pytest.skip(f'TensorRT {tensorrt.__version__} has no implicit INT8 calibration')
+    from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
+
+    calibration = tmp_path / 'calibration'
+    calibration.mkdir()
+    for index, frame in enumerate(frames(4)):
+        cv2.imwrite(str(calibration / f'{index:03d}.png'), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    segmenter = create_semantic_segmenter(SemanticModelConfig(
+        architecture='deeplabv3plus_resnet50', checkpoint=str(resnet_checkpoint), input_size=(512, 1024),
+        backend='tensorrt', precision='int8', engine_dir=str(tmp_path / 'engines'),
+        calibration_images=str(calibration)))
+    assert list((tmp_path / 'engines').glob('*.calibration'))
+    assert segmenter.segment(frames(1))[0].class_ids.shape == FULL_SIZE
