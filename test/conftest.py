@@ -20,15 +20,20 @@ os.environ['PYTHONPATH'] = os.pathsep.join([str(REPO_ROOT), os.environ.get('PYTH
 sys.path.insert(0, str(REPO_ROOT))
 
 
+def random_checkpoint(path: Path, build, seed: int) -> Path:
+    """Save the state dict of ``build()`` (random weights from ``seed``) as a user's checkpoint file."""
+    import torch
+
+    torch.manual_seed(seed)
+    torch.save(build().state_dict(), path)
+    return path
+
+
 @pytest.fixture(scope='session')
 def checkpoint(tmp_path_factory) -> Path:
     """A DeepLabv3+ MobileNetV3 checkpoint in torchvision layout with random weights, as a user
     would pass one."""
-    import torch
-
     from seg_models.models.deeplabv3plus import deeplabv3plus
 
-    torch.manual_seed(7)
-    path = tmp_path_factory.mktemp('weights') / 'deeplabv3plus_mobilenet.pth'
-    torch.save(deeplabv3plus('mobilenet_v3_large', num_classes=19).state_dict(), path)
-    return path
+    return random_checkpoint(tmp_path_factory.mktemp('weights') / 'deeplabv3plus_mobilenet.pth',
+                             lambda: deeplabv3plus('mobilenet_v3_large', num_classes=19), seed=7)

@@ -5,6 +5,7 @@ import torch
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.ops import box_iou
 
+from conftest import random_checkpoint
 from ros_helpers import driving_frames
 from seg_models.instance import InstanceModelConfig, class_map, create_instance_segmenter
 from seg_models.instance_postprocess import InstanceFilter, box_roi, paste_mask_in_roi
@@ -17,10 +18,8 @@ KEEP_ALL = InstanceFilter(score_threshold=0.0, max_instances=20)
 
 @pytest.fixture(scope='module')
 def maskrcnn_checkpoint(tmp_path_factory):
-    torch.manual_seed(3)
-    path = tmp_path_factory.mktemp('maskrcnn') / 'maskrcnn_cityscapes.pth'
-    torch.save(mask_rcnn('maskrcnn_resnet50_fpn', 9).state_dict(), path)
-    return path
+    return random_checkpoint(tmp_path_factory.mktemp('maskrcnn') / 'maskrcnn_cityscapes.pth',
+                             lambda: mask_rcnn('maskrcnn_resnet50_fpn', 9), seed=3)
 
 
 def config(checkpoint, **overrides):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import random_checkpoint
 from seg_models.backends.tensorrt import tensorrt_unavailable_reason
 
 UNAVAILABLE = tensorrt_unavailable_reason()
@@ -35,10 +36,8 @@ def median_ms(function, repeats=10):
 def resnet_checkpoint(tmp_path_factory):
     from seg_models.models.deeplabv3plus import deeplabv3plus
 
-    torch.manual_seed(21)
-    path = tmp_path_factory.mktemp('trt') / 'deeplabv3plus_resnet50.pth'
-    torch.save(deeplabv3plus('resnet50', 19).state_dict(), path)
-    return path
+    return random_checkpoint(tmp_path_factory.mktemp('trt') / 'deeplabv3plus_resnet50.pth',
+                             lambda: deeplabv3plus('resnet50', 19), seed=21)
 
 
 def test_fp16_deeplabv3plus_engine_matches_pytorch_on_the_gpu(resnet_checkpoint, tmp_path, capsys):
@@ -63,9 +62,7 @@ def test_fp16_maskrcnn_engine_matches_pytorch_on_the_gpu(tmp_path, capsys):
     from seg_models.instance_postprocess import InstanceFilter
     from seg_models.models.maskrcnn import mask_rcnn
 
-    torch.manual_seed(22)
-    checkpoint = tmp_path / 'maskrcnn.pth'
-    torch.save(mask_rcnn('maskrcnn_resnet50_fpn', 9).state_dict(), checkpoint)
+    checkpoint = random_checkpoint(tmp_path / 'maskrcnn.pth', lambda: mask_rcnn('maskrcnn_resnet50_fpn', 9), seed=22)
     common = dict(checkpoint=str(checkpoint), input_size=FULL_SIZE, device='cuda', engine_dir=str(tmp_path),
                   selection=InstanceFilter(score_threshold=0.3))
     reference = create_instance_segmenter(InstanceModelConfig(backend='pytorch', **common))
