@@ -33,6 +33,8 @@ def console_scripts() -> dict[str, str]:
 def test_install_tree_holds_launch_config_markers_and_entry_points():
     assert (SHARE / 'launch' / 'driving.launch.py').read_text() == (REPO_ROOT / 'launch' / 'driving.launch.py').read_text()
     assert (SHARE / 'config' / 'driving.yaml').read_text() == (REPO_ROOT / 'config' / 'driving.yaml').read_text()
+    vistas = 'mapillary_vistas_v1.2.yaml'
+    assert (SHARE / 'config' / 'label_sets' / vistas).read_bytes() == (REPO_ROOT / 'config' / 'label_sets' / vistas).read_bytes()
     assert (SHARE / 'package.xml').is_file()
     assert (INSTALL / PACKAGE / 'share' / 'ament_index' / 'resource_index' / 'packages' / PACKAGE).is_file()
     for executable, target in console_scripts().items():
