@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from seg_models.backends.base import Backend
-from seg_models.backends.factory import BACKENDS, BackendSettings, DeploymentGraph, create_backend
+from seg_models.backends.factory import BackendSettings, DeploymentGraph, create_backend
 from seg_models.checkpoint_formats import import_deeplabv3plus
 from seg_models.checkpoints import load_state_dict_strict, read_state_dict
 from seg_models.export import export_semantic_onnx

@@ -7,7 +7,7 @@ backend, reusing cached ONNX files and engines whose recorded inputs still match
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -49,7 +49,6 @@ class DeploymentGraph:
     onnx_file: Optional[Path] = None  # a user-supplied ONNX file, used as it is
     input_size: Optional[tuple[int, int]] = None  # fixed (H, W), None: dynamic
     fixed_batch: Optional[int] = None  # batch size baked into the graph, None: dynamic
-    extra: dict = field(default_factory=dict)
 
 
 def choose_backend(requested: str, graph: DeploymentGraph) -> tuple[str, str]:

@@ -62,33 +62,31 @@ def _logger():
     return trt.Logger(trt.Logger.WARNING)
 
 
-class _TqdmProgress:
-    """TensorRT's builder phases as tqdm bars (seg-models build shows them)."""
+def tqdm_progress_monitor():
+    """A TensorRT IProgressMonitor that shows the builder's phases as tqdm bars (``seg-models build``)."""
+    trt = _trt()
+    from tqdm import tqdm
 
-    def __new__(cls):
-        trt = _trt()
-        from tqdm import tqdm
+    class TqdmProgressMonitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.bars = {}
 
-        class Monitor(trt.IProgressMonitor):
-            def __init__(self) -> None:
-                trt.IProgressMonitor.__init__(self)
-                self.bars = {}
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, leave=parent_phase is None)
 
-            def phase_start(self, phase_name, parent_phase, num_steps):
-                self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, leave=parent_phase is None)
+        def step_complete(self, phase_name, step):
+            bar = self.bars.get(phase_name)
+            if bar is not None:
+                bar.update(step + 1 - bar.n)
+            return True  # never cancel
 
-            def step_complete(self, phase_name, step):
-                bar = self.bars.get(phase_name)
-                if bar is not None:
-                    bar.update(step + 1 - bar.n)
-                return True  # never cancel
+        def phase_finish(self, phase_name):
+            bar = self.bars.pop(phase_name, None)
+            if bar is not None:
+                bar.close()
 
-            def phase_finish(self, phase_name):
-                bar = self.bars.pop(phase_name, None)
-                if bar is not None:
-                    bar.close()
-
-        return Monitor()
+    return TqdmProgressMonitor()
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str, shapes: InputShapes,
@@ -122,8 +120,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = calibrator
         config.set_calibration_profile(profile)
-    if show_progress:
-        config.progress_monitor = _TqdmProgress()
+    monitor = tqdm_progress_monitor() if show_progress else None  # kept alive until the build ends
+    if monitor is not None:
+        config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BackendError(f'TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)')
