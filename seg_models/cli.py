@@ -20,7 +20,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from seg_models.backends.base import BackendError
-from seg_models.backends.factory import BACKENDS, PRECISIONS
+from seg_models.backends.base import PRECISIONS
+from seg_models.backends.factory import BACKENDS
 from seg_models.checkpoints import CheckpointError
 
 LOGGER = logging.getLogger('seg_models')

@@ -97,7 +97,8 @@ def coco_things() -> LabelSet:
     return LabelSet(name='coco_things', classes=classes, ignore_id=255)
 
 
-_COCO_PLACEHOLDERS = ('__background__', 'N/A')
+BACKGROUND = '__background__'  # class index 0 of detection networks
+_COCO_PLACEHOLDERS = (BACKGROUND, 'N/A')
 
 
 def coco_category_names() -> list[str]:
@@ -127,7 +128,8 @@ def _generated_color(index: int) -> tuple[int, int, int]:
 def load_label_set_file(path: str | Path) -> LabelSet:
     """A label set from a YAML data file (format: config/label_sets/mapillary_vistas_v1.2.yaml).
 
-    Entries with ``evaluate: false`` are not predicted; the first of them becomes the ignore id.
+    Each entry keeps its recorded ``id``. Entries with ``evaluate: false`` are not predicted; the
+    first of them becomes the ignore id. The predicted ids must be 0..N-1 (LabelSet checks).
     """
     import yaml
 
@@ -138,9 +140,9 @@ def load_label_set_file(path: str | Path) -> LabelSet:
         evaluated = [entry for entry in entries if entry.get('evaluate', True)]
         ignored = [entry for entry in entries if not entry.get('evaluate', True)]
         classes = tuple(
-            LabelClass(id=index, name=str(entry['name']), color=tuple(int(c) for c in entry['color']),
+            LabelClass(id=int(entry['id']), name=str(entry['name']), color=tuple(int(c) for c in entry['color']),
                        is_thing=bool(entry.get('instances', False)))
-            for index, entry in enumerate(evaluated))
+            for entry in evaluated)
         ignore_id = int(ignored[0]['id']) if ignored else int(document.get('ignore_id', 255))
         return LabelSet(name=str(document['name']), classes=classes, ignore_id=ignore_id)
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:

@@ -11,7 +11,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
+from seg_models.image_files import IMAGE_SUFFIXES, image_files, read_rgb
+
 SYNTHETIC = 'synthetic'
 
 
@@ -22,14 +23,11 @@ class Frame:
 
 
 def folder_frames(folder: Path) -> Iterator[Frame]:
-    paths = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+    paths = image_files(folder)
     if not paths:
         raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {folder}')
     for path in paths:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f'cannot decode image {path}')
-        yield Frame(path.stem, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        yield Frame(path.stem, read_rgb(path))
 
 
 def video_frames(path: Path) -> Iterator[Frame]:

@@ -15,7 +15,8 @@ from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import LabelSet as LabelSetMsg
 
 from seg_models.labels import LABEL_SETS
-from seg_models.backends.factory import BACKENDS, PRECISIONS
+from seg_models.backends.base import PRECISIONS
+from seg_models.backends.factory import BACKENDS
 from seg_models.semantic import (SEMANTIC_ARCHITECTURES, UNTRAINED_WARNING, SemanticModelConfig,
                                  create_semantic_segmenter)
 from seg_models.visualize import colorize

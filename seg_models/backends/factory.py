@@ -11,18 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
 from seg_models.backends.base import Backend, BackendError
 from seg_models.engine_cache import EngineCache, file_sha256, module_sha256
 from seg_models.export import ONNX_OPSET
+from seg_models.image_files import image_files, read_rgb
 
 LOGGER = logging.getLogger(__name__)
 BACKENDS = ('auto', 'pytorch', 'onnxruntime', 'tensorrt')
-PRECISIONS = ('fp32', 'fp16', 'int8')
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
 
 
 @dataclass(frozen=True)
@@ -114,8 +112,6 @@ def _tensorrt_backend(graph: DeploymentGraph, settings: BackendSettings, cache: 
         raise BackendError(f'TensorRT backend unavailable: {missing}')
     if graph.input_size is None:
         raise BackendError('TensorRT needs a fixed network input size: set input_height and input_width')
-    if settings.precision not in PRECISIONS:
-        raise BackendError(f'precision must be one of {PRECISIONS}, not {settings.precision!r}')
     import tensorrt
 
     onnx_path = onnx_artifact(graph, cache)
@@ -131,31 +127,27 @@ def _tensorrt_backend(graph: DeploymentGraph, settings: BackendSettings, cache: 
            'precision': settings.precision, 'input_shapes': shapes.as_key(), **graph.key}
     stem = f'{graph.name}_{settings.precision}_{height}x{width}'
 
+    calibration_files = calibration_image_files(settings.calibration_images) if settings.precision == 'int8' else []
+    if calibration_files:
+        key['calibration_images'] = [path.name for path in calibration_files]
+
     def build(path: Path) -> None:
         calibrator = None
-        if settings.precision == 'int8':
-            images = load_calibration_images(settings.calibration_images)
+        if calibration_files:
+            images = [read_rgb(path) for path in calibration_files]
             calibrator = entropy_calibrator(images, graph.input_size,
                                             cache.artifact_path(stem, '.calibration'), batch_size=batches[1])
         build_engine(onnx_path, path, settings.precision, shapes, calibrator, show_progress=True)
 
-    if settings.precision == 'int8':
-        key['calibration_images'] = _folder_fingerprint(settings.calibration_images)
     backend, entry = cache.get_or_build(
         stem, '.engine', key, build, load=lambda path: TensorRTBackend(path, engine_device, settings.precision))
     LOGGER.info('TensorRT engine %s (%s)', entry.path, 'reused' if entry.reused else entry.reason)
     return backend
 
 
-def load_calibration_images(folder: str) -> list[np.ndarray]:
-    """RGB uint8 images of a calibration folder (sorted, so calibration is reproducible)."""
-    import cv2
-
-    paths = sorted(path for path in Path(folder).glob('*') if path.suffix.lower() in IMAGE_SUFFIXES) if folder else []
+def calibration_image_files(folder: str) -> list[Path]:
+    """The INT8 calibration set; their names go into the engine's key, so a new set rebuilds it."""
+    paths = image_files(folder) if folder and Path(folder).is_dir() else []
     if not paths:
         raise BackendError(f'int8 needs calibration images; none found in {folder!r}')
-    return [cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for path in paths]
-
-
-def _folder_fingerprint(folder: str) -> list[str]:
-    return sorted(path.name for path in Path(folder).glob('*') if path.suffix.lower() in IMAGE_SUFFIXES)
+    return paths

@@ -15,10 +15,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from seg_models.backends.base import Backend, BackendError
+from seg_models.backends.base import PRECISIONS, Backend, BackendError
 
 LOGGER = logging.getLogger(__name__)
-PRECISIONS = ('fp32', 'fp16', 'int8')
 WORKSPACE_BYTES = 4 << 30
 
 
@@ -169,9 +168,8 @@ def entropy_calibrator(images: Sequence[np.ndarray], input_size: tuple[int, int]
     return EntropyCalibrator()
 
 
-_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16,
-                 np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64,
-                 np.dtype(np.uint8): torch.uint8, np.dtype(np.int8): torch.int8, np.dtype(np.bool_): torch.bool}
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
 
 
 class TensorRTBackend(Backend):
@@ -208,7 +206,7 @@ class TensorRTBackend(Backend):
             outputs = {}
             for name in self.output_names:
                 shape = tuple(self.context.get_tensor_shape(name))
-                outputs[name] = torch.empty(shape, dtype=_TORCH_DTYPES[self.dtypes[name]], device=self.torch_device)
+                outputs[name] = torch.empty(shape, dtype=_torch_dtype(self.dtypes[name]), device=self.torch_device)
                 self.context.set_tensor_address(name, outputs[name].data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise BackendError('TensorRT execution failed')

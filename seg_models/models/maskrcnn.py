@@ -11,14 +11,13 @@ from typing import Callable
 import torchvision
 from torchvision.models.detection import MaskRCNN
 
-from seg_models.labels import LabelSet, coco_category_names
+from seg_models.labels import BACKGROUND, LabelSet, coco_category_names
 
 MASK_RCNN_BUILDERS: dict[str, Callable[..., MaskRCNN]] = {
     'maskrcnn_resnet50_fpn': torchvision.models.detection.maskrcnn_resnet50_fpn,
     'maskrcnn_resnet50_fpn_v2': torchvision.models.detection.maskrcnn_resnet50_fpn_v2,
 }
 MASK_RCNN_ARCHITECTURES = tuple(MASK_RCNN_BUILDERS)
-BACKGROUND = '__background__'
 
 
 def network_classes_for(label_set: LabelSet) -> list[str]:
