@@ -26,6 +26,7 @@ setup(
     entry_points={
         'console_scripts': [
             'semantic_node = seg_perception.semantic_node:main',
+            'semantic_lifecycle_node = seg_perception.semantic_lifecycle_node:main',
             'image_source = seg_perception.image_source:main',
             'run_pipeline = seg_perception.pipeline_runner:main',
             'seg-models = seg_models.cli:main',

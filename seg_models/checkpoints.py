@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 import pickle
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -14,6 +15,19 @@ LOGGER = logging.getLogger(__name__)
 
 # Containers that training frameworks wrap a state dict in (torchvision scripts, VainF, mmseg, ...).
 STATE_DICT_CONTAINER_KEYS = ('state_dict', 'model_state', 'model')
+
+
+UNTRAINED_SEED = 0
+
+
+@contextmanager
+def reproducible_untrained_weights() -> Iterator[None]:
+    """Networks built inside get the same random initial weights every time (the caller's random
+    state is left as it was): an untrained node behaves the same after a restart or a lifecycle
+    re-activation, and its exported ONNX file is reused from the engine cache."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_SEED)
+        yield
 
 
 class CheckpointError(RuntimeError):

@@ -17,7 +17,7 @@ import torch
 
 from seg_models.backends.base import Backend
 from seg_models.backends.factory import BackendSettings, DeploymentGraph, create_backend
-from seg_models.checkpoints import load_state_dict_strict, read_state_dict
+from seg_models.checkpoints import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
 from seg_models.checkpoint_formats import strip_wrapper_prefix
 from seg_models.export import export_instance_onnx
 from seg_models.instance_postprocess import InstanceFilter, InstanceResult, instances_from_outputs
@@ -121,8 +121,9 @@ class InstanceSegmenter:
 
 def build_instance_network(config: InstanceModelConfig, network_classes: list[str]) -> tuple[torch.nn.Module, str]:
     """Mask R-CNN with the checkpoint's weights (torchvision layout, e.g. torchvision's COCO weights)."""
-    network = mask_rcnn(config.architecture, len(network_classes), max_detections=config.max_detections,
-                        score_threshold=min(0.05, config.selection.score_threshold))
+    with reproducible_untrained_weights():
+        network = mask_rcnn(config.architecture, len(network_classes), max_detections=config.max_detections,
+                            score_threshold=min(0.05, config.selection.score_threshold))
     if not config.checkpoint:
         LOGGER.warning(UNTRAINED_WARNING)
         return network, ''

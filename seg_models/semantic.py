@@ -16,7 +16,7 @@ import torch
 from seg_models.backends.base import Backend
 from seg_models.backends.factory import BackendSettings, DeploymentGraph, create_backend
 from seg_models.checkpoint_formats import import_deeplabv3plus
-from seg_models.checkpoints import load_state_dict_strict, read_state_dict
+from seg_models.checkpoints import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
 from seg_models.export import export_semantic_onnx
 from seg_models.labels import LabelSet, get_label_set
 from seg_models.models.deeplabv3plus import BACKBONES, deeplabv3plus
@@ -59,6 +59,16 @@ class SemanticResult:
 
     class_ids: np.ndarray  # (H, W) uint8, or uint16 for label sets above 255 classes
     confidence: Optional[np.ndarray] = None  # (H, W) float32 in 0..1 (top softmax probability)
+
+    def unlabel_below(self, threshold: float, ignore_id: int) -> 'SemanticResult':
+        """Pixels whose confidence is below ``threshold`` become ``ignore_id`` (unlabeled): better no
+        answer than a guess, for consumers that act on every labelled pixel."""
+        if threshold <= 0:
+            return self
+        if self.confidence is None:
+            raise ValueError('a confidence threshold needs a model built with confidence output')
+        return SemanticResult(np.where(self.confidence < threshold, self.class_ids.dtype.type(ignore_id),
+                                       self.class_ids), self.confidence)
 
 
 class SemanticSegmenter:
@@ -134,7 +144,8 @@ def build_semantic_network(config: SemanticModelConfig, label_set: LabelSet) -> 
     backbone = config.architecture[len(ARCHITECTURE_PREFIX):]
     if not config.checkpoint:
         LOGGER.warning(UNTRAINED_WARNING)
-        return deeplabv3plus(backbone, label_set.num_classes, config.output_stride), ''
+        with reproducible_untrained_weights():
+            return deeplabv3plus(backbone, label_set.num_classes, config.output_stride), ''
     checkpoint_format, state_dict = import_deeplabv3plus(read_state_dict(config.checkpoint))
     LOGGER.info('checkpoint %s is in %s format (head layout %s)', config.checkpoint, checkpoint_format.name,
                 checkpoint_format.head_layout)

@@ -12,6 +12,9 @@ from typing import Any, Optional, Sequence
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 
+from seg_models.backends.base import PRECISIONS
+from seg_models.backends.factory import BACKENDS
+
 
 class ParameterValueError(ValueError):
     """A parameter value outside its range or allowed choices."""
@@ -55,3 +58,31 @@ def declare_parameters(node: Node, specs: Sequence[ParameterSpec]) -> dict[str, 
         spec.check(value)
         values[spec.name] = value
     return values
+
+
+# Parameters every segmentation node shares (backend and network input), declared from this table
+# by the semantic and the instance node alike.
+BACKEND_PARAMETERS = (
+    ParameterSpec('backend', 'auto', 'Inference backend; auto picks the fastest available and logs why.',
+                  choices=BACKENDS),
+    ParameterSpec('engine_dir', '', 'Engine cache for exported ONNX models and TensorRT engines (pre-build '
+                                    'them with `seg-models build`); empty: $SEG_MODELS_CACHE_DIR or '
+                                    '~/.cache/seg_models.'),
+    ParameterSpec('calibration_images', '', 'Folder of camera images for TensorRT INT8 calibration.'),
+    ParameterSpec('device', 'cpu', 'Device for the PyTorch backend: cpu, cuda or cuda:N.'),
+    ParameterSpec('precision', 'fp32', 'Arithmetic precision of the backend (int8: TensorRT only).',
+                  choices=PRECISIONS),
+    ParameterSpec('input_height', 0, 'Network input height in pixels; 0 = each camera image as it is '
+                                     '(or the model\'s native size).', value_range=(0, 8192)),
+    ParameterSpec('input_width', 0, 'Network input width in pixels; 0 = each camera image as it is '
+                                    '(or the model\'s native size).', value_range=(0, 8192)),
+)
+
+
+def network_input_size(values: dict[str, Any]) -> Optional[tuple[int, int]]:
+    """(height, width) from input_height/input_width; None (camera resolution) when both are 0."""
+    if values['input_height'] and values['input_width']:
+        return values['input_height'], values['input_width']
+    if values['input_height'] or values['input_width']:
+        raise ParameterValueError('set both input_height and input_width, or neither (0 = camera resolution)')
+    return None

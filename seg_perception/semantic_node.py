@@ -1,38 +1,42 @@
 """Semantic segmentation node: camera images in, per-pixel class-id images out.
 
-Subscribes:  image (sensor_msgs/Image; remap to the camera topic)
+Subscribes:  image (sensor_msgs/Image, any supported encoding; remap to the camera topic), or
+             image/compressed (sensor_msgs/CompressedImage) with input_transport: compressed
 Publishes:   segmentation/semantic (sensor_msgs/Image mono8/mono16 class ids, camera resolution,
-             header copied from the input image)
+             header copied from the input image; 255 / 65535 = unlabeled)
+             segmentation/semantic/confidence (mono8 0-255 or 32FC1 0..1; confidence_output)
              segmentation/semantic/label_info (seg_perception_msgs/LabelSet, transient local, once)
-             ~/color (sensor_msgs/Image rgb8 palette view, computed only while subscribed)
+             ~/color, ~/overlay (rgb8 palette view, and palette blended with the camera image;
+             computed only while subscribed)
+             ~/processing_time (seg_perception_msgs/FrameTiming), /diagnostics
+Input, worker, lazy mode, diagnostics and lifecycle: ``camera_pipeline``, shared with every node.
 """
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Sequence
 
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import LabelSet as LabelSetMsg
 
+from seg_models.backends.base import release_device_memory
 from seg_models.labels import LABEL_SETS
-from seg_models.backends.base import PRECISIONS
-from seg_models.backends.factory import BACKENDS
-from seg_models.semantic import (SEMANTIC_ARCHITECTURES, UNTRAINED_WARNING, SemanticModelConfig,
+from seg_models.semantic import (SEMANTIC_ARCHITECTURES, UNTRAINED_WARNING, SemanticModelConfig, SemanticResult,
                                  create_semantic_segmenter)
-from seg_models.visualize import colorize
-from seg_perception.image_conversion import (DEFAULT_MAX_PIXELS, ImageConversionError, array_to_image_msg,
-                                             class_ids_to_image_msg, image_msg_to_rgb)
+from seg_models.visualize import colorize, overlay
+from seg_perception.camera_pipeline import (CAMERA_PIPELINE_PARAMETERS, CameraFrame, Outputs, StageTimes)
+from seg_perception.image_conversion import array_to_image_msg, class_ids_to_image_msg, confidence_to_image_msg
 from seg_perception.label_info import LABEL_INFO_QOS, LABEL_INFO_SUFFIX, label_set_to_msg
 from seg_perception.node_main import main_for
-from seg_perception.parameters import ParameterSpec, declare_parameters
-from seg_perception.throttled_log import ThrottledErrorLog
-from seg_perception.topics import (CAMERA_INPUT, COLOR_OUTPUT, OUTPUT_QOS, RELIABILITY_CHOICES, SEMANTIC_OUTPUT,
-                                   input_qos)
+from seg_perception.parameters import BACKEND_PARAMETERS, ParameterSpec, network_input_size
+from seg_perception.segmentation_node import ManagedSegmentationNode, NodeDefinition, SegmentationNode
+from seg_perception.topics import COLOR_OUTPUT, CONFIDENCE_OUTPUT, OVERLAY_OUTPUT, SEMANTIC_OUTPUT
 
 NODE_NAME = 'semantic_segmentation'
-ERROR_THROTTLE_SEC = 5.0
+CONFIDENCE_CHOICES = ('none', 'mono8', '32FC1')
 
-SEMANTIC_PARAMETERS = (
+SEMANTIC_MODEL_PARAMETERS = (
     ParameterSpec('architecture', 'deeplabv3plus_mobilenet_v3_large', 'DeepLabv3+ encoder variant.',
                   choices=SEMANTIC_ARCHITECTURES),
     ParameterSpec('output_stride', 16, 'Encoder output stride (8 is finer and slower; MobileNet: 16 only).',
@@ -40,75 +44,107 @@ SEMANTIC_PARAMETERS = (
     ParameterSpec('label_set', 'cityscapes', 'Classes the network outputs.', choices=tuple(LABEL_SETS)),
     ParameterSpec('checkpoint', '', 'Weights file (.pth/.pt read with weights_only, or .safetensors). '
                                     'Empty: untrained weights, reported loudly.'),
-    ParameterSpec('backend', 'auto', 'Inference backend; auto picks the fastest available and logs why.',
-                  choices=BACKENDS),
     ParameterSpec('model_metadata', '', 'Bring your own model: metadata .yaml naming an ONNX file, its input '
                                         'size, normalisation and label set. Replaces architecture/checkpoint.'),
-    ParameterSpec('engine_dir', '', 'Engine cache for exported ONNX models and TensorRT engines (pre-build them '
-                                    'with `seg-models build`); empty: $SEG_MODELS_CACHE_DIR or ~/.cache/seg_models.'),
-    ParameterSpec('calibration_images', '', 'Folder of camera images for TensorRT INT8 calibration.'),
-    ParameterSpec('device', 'cpu', 'Device for the PyTorch backend: cpu, cuda or cuda:N.'),
-    ParameterSpec('precision', 'fp32', 'Arithmetic precision of the backend (int8: TensorRT only).',
-                  choices=PRECISIONS),
-    ParameterSpec('input_height', 0, 'Network input height in pixels; 0 = each camera image as it is.',
-                  value_range=(0, 8192)),
-    ParameterSpec('input_width', 0, 'Network input width in pixels; 0 = each camera image as it is.',
-                  value_range=(0, 8192)),
-    ParameterSpec('input_reliability', 'best_effort',
-                  'QoS reliability of the camera subscription: best_effort for live cameras, reliable '
-                  'for bag replay. Either way only the newest frame is kept.', choices=RELIABILITY_CHOICES),
-    ParameterSpec('max_image_pixels', DEFAULT_MAX_PIXELS, 'Images with more pixels are rejected with an error.',
-                  value_range=(1, 2**31 - 1)),
+    ParameterSpec('confidence_output', 'none', 'Per-pixel confidence (top class probability) on '
+                                               'segmentation/semantic/confidence: mono8 (0-255) or 32FC1 (0..1).',
+                  choices=CONFIDENCE_CHOICES),
+    ParameterSpec('confidence_threshold', 0.0, 'Pixels less confident than this are published as unlabeled '
+                                               '(0: every pixel keeps its class).', value_range=(0.0, 1.0)),
+    ParameterSpec('overlay_alpha', 0.5, 'Weight of the class colours in ~/overlay.', value_range=(0.0, 1.0)),
 )
+
+SEMANTIC_PARAMETERS = SEMANTIC_MODEL_PARAMETERS + BACKEND_PARAMETERS + CAMERA_PIPELINE_PARAMETERS
 
 
 def semantic_config_from_parameters(values: dict[str, Any]) -> SemanticModelConfig:
     """Model configuration from the node's declared parameter values."""
-    input_size = None
-    if values['input_height'] and values['input_width']:
-        input_size = (values['input_height'], values['input_width'])
-    elif values['input_height'] or values['input_width']:
-        raise ValueError('set both input_height and input_width, or neither (0 = camera resolution)')
     return SemanticModelConfig(
         architecture=values['architecture'], output_stride=values['output_stride'], label_set=values['label_set'],
         checkpoint=values['checkpoint'], backend=values['backend'], device=values['device'],
-        precision=values['precision'], input_size=input_size, engine_dir=values['engine_dir'],
-        calibration_images=values['calibration_images'], model_metadata=values['model_metadata'])
+        precision=values['precision'], input_size=network_input_size(values), engine_dir=values['engine_dir'],
+        calibration_images=values['calibration_images'], model_metadata=values['model_metadata'],
+        with_confidence=values['confidence_output'] != 'none' or values['confidence_threshold'] > 0)
 
 
-class SemanticSegmentationNode(Node):
-    def __init__(self, **kwargs) -> None:
-        super().__init__(NODE_NAME, **kwargs)
-        self._settings = declare_parameters(self, SEMANTIC_PARAMETERS)
-        self._input_errors = ThrottledErrorLog(self.get_logger().error, ERROR_THROTTLE_SEC)
-        self._segmenter = create_semantic_segmenter(semantic_config_from_parameters(self._settings))
-        if not self._segmenter.is_trained:
-            self.get_logger().warning('*' * 20 + ' ' + UNTRAINED_WARNING + ' ' + '*' * 20)
-        self.get_logger().info(f'model {self._settings["architecture"]}, label set '
-                               f'{self._segmenter.label_set.name}, backend {self._segmenter.backend.describe()}')
+class SemanticProcessor:
+    """The semantic model and its output messages, plugged into the camera pipeline."""
 
-        self._label_info_publisher = self.create_publisher(
-            LabelSetMsg, SEMANTIC_OUTPUT + LABEL_INFO_SUFFIX, LABEL_INFO_QOS)
-        label_info = label_set_to_msg(self._segmenter.label_set)
-        label_info.header.stamp = self.get_clock().now().to_msg()
+    def __init__(self, node: Node, settings: dict[str, Any], outputs: Outputs) -> None:
+        self._node = node
+        self._settings = settings
+        self._config = semantic_config_from_parameters(settings)
+        self._segmenter = None
+        self.load()
+        self.label_set = self._segmenter.label_set
+        self._label_info_publisher = node.create_publisher(LabelSetMsg, SEMANTIC_OUTPUT + LABEL_INFO_SUFFIX,
+                                                           LABEL_INFO_QOS)
+        label_info = label_set_to_msg(self.label_set, settings['confidence_threshold'])
+        label_info.header.stamp = node.get_clock().now().to_msg()
         self._label_info_publisher.publish(label_info)
+        self._class_id_publisher = outputs.create(Image, SEMANTIC_OUTPUT)
+        self._color_publisher = outputs.create(Image, COLOR_OUTPUT)
+        self._overlay_publisher = outputs.create(Image, OVERLAY_OUTPUT)
+        self._confidence_publisher = (outputs.create(Image, CONFIDENCE_OUTPUT)
+                                      if settings['confidence_output'] != 'none' else None)
 
-        self._class_id_publisher = self.create_publisher(Image, SEMANTIC_OUTPUT, OUTPUT_QOS)
-        self._color_publisher = self.create_publisher(Image, COLOR_OUTPUT, OUTPUT_QOS)
-        self._subscription = self.create_subscription(
-            Image, CAMERA_INPUT, self._on_image, input_qos(self._settings['input_reliability']))
-
-    def _on_image(self, msg: Image) -> None:
-        try:
-            rgb = image_msg_to_rgb(msg, self._settings['max_image_pixels'])
-        except ImageConversionError as error:
-            self._input_errors.error(error.kind, f'dropped image (frame_id {msg.header.frame_id!r}): {error}')
+    def load(self) -> None:
+        if self._segmenter is not None:
             return
-        result = self._segmenter.segment([rgb])[0]
-        self._class_id_publisher.publish(class_ids_to_image_msg(result.class_ids, msg.header))
-        if self._color_publisher.get_subscription_count() > 0:
-            color = colorize(result.class_ids, self._segmenter.label_set)
-            self._color_publisher.publish(array_to_image_msg(color, 'rgb8', msg.header))
+        self._segmenter = create_semantic_segmenter(self._config)
+        self.is_trained = self._segmenter.is_trained
+        if not self.is_trained:
+            self._node.get_logger().warning('*' * 20 + ' ' + UNTRAINED_WARNING + ' ' + '*' * 20)
+        backend = self._segmenter.backend
+        self._description = {
+            'backend': backend.name, 'device': backend.device, 'precision': backend.precision,
+            'model': self._config.model_metadata or self._config.architecture,
+            'weights': self._segmenter.weights_source or 'untrained', 'label set': self._segmenter.label_set.name}
+        self._node.get_logger().info(f'model {self._description["model"]}, label set '
+                                     f'{self._segmenter.label_set.name}, backend {backend.describe()}')
+
+    def release(self) -> None:
+        self._segmenter = None
+        release_device_memory()
+
+    def model_description(self) -> dict[str, str]:
+        return self._description
+
+    def process(self, frames: Sequence[CameraFrame]) -> StageTimes:
+        started = time.perf_counter()
+        results = self._segmenter.segment([frame.rgb for frame in frames])
+        inferred = time.perf_counter()
+        for frame, result in zip(frames, results):
+            self._publish(frame, result.unlabel_below(self._settings['confidence_threshold'],
+                                                      self.label_set.ignore_id))
+        return StageTimes(inference_ms=(inferred - started) * 1e3, publish_ms=(time.perf_counter() - inferred) * 1e3)
+
+    def _publish(self, frame: CameraFrame, result: SemanticResult) -> None:
+        header = frame.header
+        self._class_id_publisher.publish(class_ids_to_image_msg(result.class_ids, header))
+        if self._confidence_publisher is not None and self._confidence_publisher.get_subscription_count():
+            self._confidence_publisher.publish(
+                confidence_to_image_msg(result.confidence, self._settings['confidence_output'], header))
+        if self._color_publisher.get_subscription_count():
+            self._color_publisher.publish(array_to_image_msg(colorize(result.class_ids, self.label_set), 'rgb8',
+                                                             header))
+        if self._overlay_publisher.get_subscription_count():
+            blended = overlay(frame.rgb, result.class_ids, self.label_set, self._settings['overlay_alpha'])
+            self._overlay_publisher.publish(array_to_image_msg(blended, 'rgb8', header))
+
+    def destroy(self) -> None:
+        self._node.destroy_publisher(self._label_info_publisher)
+
+
+SEMANTIC_NODE = NodeDefinition(NODE_NAME, SEMANTIC_PARAMETERS, SemanticProcessor)
+
+
+class SemanticSegmentationNode(SegmentationNode):
+    definition = SEMANTIC_NODE
+
+
+class ManagedSemanticSegmentationNode(ManagedSegmentationNode):
+    definition = SEMANTIC_NODE
 
 
 def main() -> None:

@@ -8,10 +8,15 @@ from __future__ import annotations
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 CAMERA_INPUT = 'image'  # image_transport-style input name; launch remaps it to the camera topic
+COMPRESSED_SUFFIX = '/compressed'  # image_transport's compressed transport: <image topic>/compressed
 SEMANTIC_OUTPUT = 'segmentation/semantic'
+CONFIDENCE_OUTPUT = 'segmentation/semantic/confidence'
 COLOR_OUTPUT = '~/color'
+OVERLAY_OUTPUT = '~/overlay'
+PROCESSING_TIME_OUTPUT = '~/processing_time'
 
 RELIABILITY_CHOICES = ('best_effort', 'reliable')
+TRANSPORT_CHOICES = ('raw', 'compressed')
 
 
 def input_qos(reliability: str) -> QoSProfile:

@@ -1,11 +1,15 @@
 """Image message conversion: every supported encoding, padded rows, and each kind of bad input."""
+import struct
+import zlib
+
 import cv2
 import numpy as np
 import pytest
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from seg_perception.image_conversion import (ImageConversionError, array_to_image_msg, class_ids_to_image_msg,
+from seg_perception.image_conversion import (CAMERA_ENCODINGS, ImageConversionError, array_to_image_msg,
+                                             class_ids_to_image_msg, compressed_msg_to_rgb, cv_bridge_if_installed,
                                              image_msg_to_rgb, output_msg_to_array)
 from seg_perception.throttled_log import ThrottledErrorLog
 
@@ -81,3 +85,143 @@ def test_throttled_log_reports_each_kind_and_counts_the_suppressed():
     now[0] = 6.0
     log.error('encoding', 'bad encoding')
     assert logged == ['bad encoding', 'bad step', 'bad encoding (1 more like this in the last 6 s)']
+
+
+# --- camera encodings beyond 8-bit colour: Bayer, YUV 4:2:2, 16 bit, compressed ---------------------
+
+def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """A Bayer sensor's raw image of ``rgb``: each pixel keeps the one colour its filter passes."""
+    channel = {'r': 0, 'g': 1, 'b': 2}
+    raw = np.zeros(rgb.shape[:2], rgb.dtype)
+    for letter, (dy, dx) in zip(pattern, [(0, 0), (0, 1), (1, 0), (1, 1)]):
+        raw[dy::2, dx::2] = rgb[dy::2, dx::2, channel[letter]]
+    return raw
+
+
+@pytest.mark.parametrize('pattern', ['rggb', 'bggr', 'gbrg', 'grbg'])
+@pytest.mark.parametrize('bits', [8, 16])
+def test_bayer_patterns_demosaic_to_the_right_colours(pattern, bits):
+    dtype, scale = (np.uint8, 1) if bits == 8 else (np.uint16, 257)
+    for colour in ([200, 0, 0], [0, 180, 0], [0, 0, 160], [90, 140, 30]):
+        flat = np.tile(np.array(colour, dtype) * scale, (8, 10, 1))
+        rgb = image_msg_to_rgb(array_to_image_msg(_mosaic(flat, pattern), f'bayer_{pattern}{bits}', Header()))
+        assert rgb.shape == (8, 10, 3) and rgb.dtype == np.uint8
+        np.testing.assert_allclose(rgb[2:-2, 2:-2], np.tile(colour, (4, 6, 1)), atol=1)
+
+
+def _bt601_yuv(rgb: np.ndarray) -> np.ndarray:
+    """Y, U, V planes (video range) of ``rgb``, written from the BT.601 equations, not OpenCV."""
+    r, g, b = (rgb[..., c].astype(np.float64) for c in range(3))
+    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+    return np.clip(np.round(np.stack([y, u, v], -1)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize('encoding, order', [('yuv422', ('U', 'Y0', 'V', 'Y1')),
+                                             ('yuv422_yuy2', ('Y0', 'U', 'Y1', 'V'))])
+def test_yuv422_byte_orders(encoding, order):
+    pairs = np.repeat(RGB[:, :5], 2, axis=1)  # pixel pairs share chroma in 4:2:2: one colour per pair
+    yuv = _bt601_yuv(pairs)
+    first, second = yuv[:, 0::2], yuv[:, 1::2]
+    samples = {'Y0': first[..., 0], 'Y1': second[..., 0], 'U': first[..., 1], 'V': first[..., 2]}
+    packed = np.stack([samples[name] for name in order], -1).reshape(pairs.shape[0], pairs.shape[1], 2)
+    rgb = image_msg_to_rgb(array_to_image_msg(packed, encoding, Header()))
+    np.testing.assert_allclose(rgb.astype(int), pairs.astype(int), atol=3)
+
+
+def test_yuv422_with_an_odd_width_is_refused():
+    msg = array_to_image_msg(np.zeros((4, 5, 2), np.uint8), 'yuv422', Header())
+    with pytest.raises(ImageConversionError, match='even width') as error:
+        image_msg_to_rgb(msg)
+    assert error.value.kind == 'odd_width'
+
+
+@pytest.mark.parametrize('encoding, to_encoding', [
+    ('rgb16', None), ('bgr16', cv2.COLOR_RGB2BGR), ('rgba16', cv2.COLOR_RGB2RGBA), ('bgra16', cv2.COLOR_RGB2BGRA)])
+@pytest.mark.parametrize('big_endian', [False, True])
+def test_16_bit_encodings_keep_their_top_byte_in_either_byte_order(encoding, to_encoding, big_endian):
+    wide = RGB.astype(np.uint16) * 256 + 77  # the low byte must not leak into the result
+    pixels = wide if to_encoding is None else cv2.cvtColor(wide, to_encoding)
+    if big_endian:
+        pixels = pixels.astype('>u2')
+    msg = array_to_image_msg(pixels.view(np.uint8).reshape(pixels.shape[0], -1), encoding, Header())
+    msg.width, msg.is_bigendian = RGB.shape[1], int(big_endian)
+    np.testing.assert_array_equal(image_msg_to_rgb(msg), RGB)
+
+
+def test_mono16_narrows_to_gray_rgb():
+    gray = RGB[:, :, 1]
+    rgb = image_msg_to_rgb(array_to_image_msg(gray.astype(np.uint16) << 8, 'mono16', Header()))
+    assert all(np.array_equal(rgb[:, :, c], gray) for c in range(3))
+
+
+def test_bayer_image_too_small_to_demosaic_is_a_named_error_or_an_image():
+    msg = array_to_image_msg(np.zeros((1, 1), np.uint8), 'bayer_rggb8', Header())
+    try:
+        assert image_msg_to_rgb(msg).shape == (1, 1, 3)
+    except ImageConversionError as error:
+        assert error.kind == 'conversion'
+
+
+def _compressed(image: np.ndarray, extension: str, fmt: str) -> CompressedImage:
+    ok, encoded = cv2.imencode(extension, image)
+    assert ok
+    return CompressedImage(format=fmt, data=encoded.tobytes())
+
+
+def test_png_compressed_images_decode_losslessly():
+    bgr = cv2.cvtColor(RGB, cv2.COLOR_RGB2BGR)
+    np.testing.assert_array_equal(compressed_msg_to_rgb(_compressed(bgr, '.png', 'rgb8; png compressed bgr8')), RGB)
+    gray16 = RGB[:, :, 2].astype(np.uint16) << 8
+    rgb = compressed_msg_to_rgb(_compressed(gray16, '.png', 'mono16; png compressed mono16'))
+    assert all(np.array_equal(rgb[:, :, c], RGB[:, :, 2]) for c in range(3))
+
+
+def test_jpeg_compressed_images_decode_close_to_the_original():
+    smooth = cv2.resize(RGB, (160, 112), interpolation=cv2.INTER_CUBIC)
+    msg = _compressed(cv2.cvtColor(smooth, cv2.COLOR_RGB2BGR), '.jpg', 'rgb8; jpeg compressed bgr8')
+    rgb = compressed_msg_to_rgb(msg)
+    assert rgb.shape == (112, 160, 3)
+    assert np.abs(rgb.astype(int) - smooth).mean() < 6
+
+
+def _png_claiming_size(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (valid CRC), followed by a tiny image's data."""
+    data = bytearray(cv2.imencode('.png', np.zeros((2, 2), np.uint8))[1].tobytes())
+    data[16:24] = struct.pack('>II', width, height)
+    data[29:33] = struct.pack('>I', zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+@pytest.mark.parametrize('data, kind, words', [
+    (b'', 'zero_size', 'no data'),
+    (b'\xff\xd8\xff\xe0 not really a jpeg', 'undecodable', 'cannot be decoded'),
+    (b'garbage' * 20, 'undecodable', 'cannot be decoded'),
+    (_png_claiming_size(10000, 8000), 'too_large', 'above the limit'),
+    (_png_claiming_size(60000, 60000), 'too_large', 'too large'),
+    (_png_claiming_size(8, 8), 'undecodable', 'cannot be decoded'),  # header fine, data truncated
+], ids=['empty', 'jpeg_marker_only', 'garbage', 'above_limit', 'decompression_bomb', 'truncated'])
+def test_bad_compressed_images_raise_a_named_error(data, kind, words):
+    with pytest.raises(ImageConversionError, match=words) as error:
+        compressed_msg_to_rgb(CompressedImage(format='png', data=data), max_pixels=50_000_000)
+    assert error.value.kind == kind
+
+
+CV_BRIDGE = cv_bridge_if_installed()
+
+
+@pytest.mark.skipif(CV_BRIDGE is None, reason='cv_bridge (ROS 2) is not installed here; with it the node '
+                                              'converts through cv_bridge, checked here against ours')
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'rgba8', 'mono8', 'bayer_rggb8', 'bayer_grbg8', 'yuv422',
+                                      'yuv422_yuy2', 'rgb16', 'mono16'])
+def test_cv_bridge_and_our_conversion_agree(encoding):
+    channels = CAMERA_ENCODINGS[encoding].channels
+    dtype = CAMERA_ENCODINGS[encoding].dtype
+    raw = np.random.default_rng(1).integers(0, np.iinfo(dtype).max, (8, 12, channels), dtype=dtype)
+    msg = array_to_image_msg(raw.reshape(8, 12 * channels) if channels > 1 else raw[:, :, 0], encoding, Header())
+    msg.width = 12
+    ours = image_msg_to_rgb(msg)
+    theirs = image_msg_to_rgb(msg, bridge=CV_BRIDGE)
+    assert ours.shape == (8, 12, 3)
+    np.testing.assert_allclose(theirs.astype(int), ours.astype(int), atol=1)

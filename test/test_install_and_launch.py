@@ -9,10 +9,12 @@ from pathlib import Path
 import yaml
 from rcl_interfaces.srv import GetParameters, ListParameters
 from rclpy.parameter import parameter_value_to_python
+from sensor_msgs.msg import Image
 
 from launch_recorder import LaunchDescription, OpaqueFunction, load_launch_file, resolve
 from ros_helpers import NodeProcess, ProbeNode
 from seg_perception.pipeline_spec import DRIVING_PIPELINE, PACKAGE, checkpoint_argument
+from seg_perception.topics import OUTPUT_QOS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTALL = REPO_ROOT / 'install'
@@ -126,6 +128,8 @@ def test_nodes_declare_every_parameter_launch_and_config_give_them(monkeypatch, 
                                GetParameters.Request(names=list(expected)))
                 actual = dict(zip(expected, map(parameter_value_to_python, values.values)))
                 assert actual == expected, f'{name} did not take the config and launch values'
+                # Lazy by config: the camera subscription appears once someone listens to an output.
+                probe.node.create_subscription(Image, '/segmentation/semantic', lambda msg: None, OUTPUT_QOS)
                 assert probe.spin_until(lambda: probe.node.count_publishers('/segmentation/semantic') > 0
                                         and probe.node.count_subscribers('/launch_check/image_raw') > 0, 30)
             finally:

@@ -6,6 +6,8 @@ with one engine; callers never see tensors, devices or sessions.
 from __future__ import annotations
 
 import abc
+import gc
+import sys
 
 import numpy as np
 
@@ -36,3 +38,12 @@ class Backend(abc.ABC):
     def describe(self) -> str:
         """One line for logs and diagnostics."""
         return f'{self.name} on {self.device} ({self.precision})'
+
+
+def release_device_memory() -> None:
+    """Give accelerator memory back after the last reference to a backend was dropped (a lifecycle
+    node's deactivate): collect the engine, session or module, then empty torch's CUDA cache."""
+    gc.collect()
+    torch = sys.modules.get('torch')
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -1,0 +1,303 @@
+"""The input/output pipeline every segmentation node shares: camera in, model, outputs out.
+
+A node supplies a ``FrameProcessor`` (the model and its output messages); this module does the
+rest, the same way for every node:
+
+* subscribes to ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage), the
+  image_transport names, resolved through the node's remappings;
+* hands frames to an inference worker thread through a newest-frame slot per camera: the
+  executor keeps receiving while the model runs, older frames are dropped and counted, so there
+  is never a backlog;
+* converts any supported encoding (``image_conversion``) and refuses bad images with a throttled
+  error naming the problem; nothing is published for them;
+* lazy mode: while nothing subscribes to any output, it does not even subscribe to the camera;
+* publishes ``~/processing_time`` (FrameTiming) per frame and a status on ``/diagnostics``;
+* follows the lifecycle: configure (load model, create publishers), activate (subscribe),
+  deactivate (unsubscribe, stop the worker, release the model and its GPU memory), cleanup.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+from rclpy.node import Node
+from rclpy.publisher import Publisher
+from rclpy.qos import QoSProfile
+from rclpy.time import Time
+from sensor_msgs.msg import CompressedImage, Image
+from seg_perception_msgs.msg import FrameTiming
+from std_msgs.msg import Header
+
+from seg_perception.diagnostics import DIAGNOSTICS_TOPIC, PipelineState, pipeline_status
+from seg_perception.frame_queue import NewestFrameSlots, PendingFrame
+from seg_perception.image_conversion import (DEFAULT_MAX_PIXELS, ImageConversionError, compressed_msg_to_rgb,
+                                             cv_bridge_if_installed, image_msg_to_rgb)
+from seg_perception.parameters import ParameterSpec
+from seg_perception.pipeline_statistics import PipelineStatistics
+from seg_perception.throttled_log import ThrottledErrorLog
+from seg_perception.topics import (CAMERA_INPUT, COMPRESSED_SUFFIX, OUTPUT_QOS, PROCESSING_TIME_OUTPUT,
+                                   RELIABILITY_CHOICES, TRANSPORT_CHOICES, input_qos)
+
+ERROR_THROTTLE_SEC = 5.0
+WORKER_POLL_SEC = 0.25
+DIAGNOSTICS_QOS = QoSProfile(depth=10)
+
+CAMERA_PIPELINE_PARAMETERS = (
+    ParameterSpec('input_transport', 'raw', 'raw: sensor_msgs/Image on "image"; compressed: '
+                                            'sensor_msgs/CompressedImage (JPEG/PNG) on "image/compressed". '
+                                            'Remap "image" to the camera topic either way.',
+                  choices=TRANSPORT_CHOICES),
+    ParameterSpec('input_reliability', 'best_effort',
+                  'QoS reliability of the camera subscription: best_effort (sensor data) for live cameras, '
+                  'reliable for bag replay. Either way only the newest frame is kept.', choices=RELIABILITY_CHOICES),
+    ParameterSpec('max_image_pixels', DEFAULT_MAX_PIXELS, 'Images with more pixels are refused with an error.',
+                  value_range=(1, 2**31 - 1)),
+    ParameterSpec('lazy', True, 'Run nothing (not even the camera subscription) while no one subscribes to any '
+                                'output; false: always run.'),
+    ParameterSpec('diagnostics_period_sec', 1.0, 'Period of the status on /diagnostics.', value_range=(0.1, 60.0)),
+    ParameterSpec('input_timeout_sec', 5.0, 'Subscribed but no image for this long: warning in the log and on '
+                                            '/diagnostics (missing or misnamed camera topic).',
+                  value_range=(0.1, 3600.0)),
+)
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """A converted camera image and the header of the message it came in."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8
+    header: Header
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """Time a processor spent on one batch."""
+
+    inference_ms: float
+    publish_ms: float
+
+
+class FrameProcessor(Protocol):
+    """What a segmentation node plugs into the pipeline: its model and its output messages."""
+
+    is_trained: bool
+
+    def load(self) -> None:
+        """Make the model ready (again, after ``release``)."""
+
+    def release(self) -> None:
+        """Drop the model and its accelerator memory (lifecycle deactivate)."""
+
+    def process(self, frames: Sequence[CameraFrame]) -> StageTimes:
+        """Run the model on the batch and publish every output for each frame."""
+
+    def model_description(self) -> dict[str, str]:
+        """backend, device, model, precision, label set ... for diagnostics."""
+
+    def destroy(self) -> None:
+        """Destroy the processor's publishers."""
+
+
+class Outputs:
+    """A node's output publishers; lazy mode asks whether anyone subscribes to any of them."""
+
+    def __init__(self, node: Node, on_subscribers_changed: Callable[[], None]) -> None:
+        self._node = node
+        self._on_subscribers_changed = on_subscribers_changed
+        self._publishers: list[Publisher] = []
+
+    def create(self, msg_type: Any, topic: str, qos: QoSProfile = OUTPUT_QOS) -> Publisher:
+        callbacks = PublisherEventCallbacks(matched=lambda _info: self._on_subscribers_changed())
+        publisher = self._node.create_publisher(msg_type, topic, qos, event_callbacks=callbacks)
+        self._publishers.append(publisher)
+        return publisher
+
+    def any_subscribed(self) -> bool:
+        return any(publisher.get_subscription_count() > 0 for publisher in self._publishers)
+
+    def destroy(self) -> None:
+        for publisher in self._publishers:
+            self._node.destroy_publisher(publisher)
+        self._publishers.clear()
+
+
+ProcessorFactory = Callable[[Node, dict, Outputs], FrameProcessor]
+
+
+class CameraPipeline:
+    def __init__(self, node: Node, settings: dict[str, Any], make_processor: ProcessorFactory) -> None:
+        self._node = node
+        self._settings = settings
+        self._make_processor = make_processor
+        self._log = node.get_logger()
+        self._errors = ThrottledErrorLog(self._log.error, ERROR_THROTTLE_SEC)
+        self._warnings = ThrottledErrorLog(self._log.warning, ERROR_THROTTLE_SEC * 2)
+        self._bridge = cv_bridge_if_installed()
+        self._compressed = settings['input_transport'] == 'compressed'
+        self.input_topic = node.resolve_topic_name(CAMERA_INPUT) + (COMPRESSED_SUFFIX if self._compressed else '')
+        self._slots = NewestFrameSlots()
+        self.statistics = PipelineStatistics(time.monotonic())
+        self._active = False
+        self._processor: Optional[FrameProcessor] = None
+        self._outputs: Optional[Outputs] = None
+        self._subscription = None
+        self._subscribed_since = 0.0
+        self._worker: Optional[threading.Thread] = None
+        self._timing_publisher = None
+        self._diagnostics_publisher = None
+        self._diagnostics_timer = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def configure(self) -> None:
+        """Load the model and create every publisher (raises on bad parameters or checkpoints)."""
+        self._outputs = Outputs(self._node, self._update_input_subscription)
+        self._processor = self._make_processor(self._node, self._settings, self._outputs)
+        self._timing_publisher = self._node.create_publisher(FrameTiming, PROCESSING_TIME_OUTPUT, OUTPUT_QOS)
+        self._diagnostics_publisher = self._node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
+                                                                  DIAGNOSTICS_QOS)
+        self._diagnostics_timer = self._node.create_timer(self._settings['diagnostics_period_sec'],
+                                                          self._publish_diagnostics)
+        converter = 'cv_bridge' if self._bridge is not None else 'seg_perception.image_conversion'
+        self._log.info(f'input {self.input_topic} ({"CompressedImage" if self._compressed else "Image"}, '
+                       f'{self._settings["input_reliability"]}, converted by {converter}); '
+                       f'lazy: {self._settings["lazy"]}')
+
+    def activate(self) -> None:
+        self._processor.load()
+        self.statistics.restart_windows(time.monotonic())
+        self._slots.reopen()
+        self._active = True
+        self._worker = threading.Thread(target=self._work, name='inference_worker', daemon=True)
+        self._worker.start()
+        self._update_input_subscription()
+
+    def deactivate(self) -> None:
+        self._active = False
+        self._update_input_subscription()
+        self._slots.close()
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
+        self._processor.release()
+
+    def cleanup(self) -> None:
+        if self._active:
+            self.deactivate()
+        for timer in (self._diagnostics_timer,):
+            if timer is not None:
+                self._node.destroy_timer(timer)
+        for publisher in (self._timing_publisher, self._diagnostics_publisher):
+            if publisher is not None:
+                self._node.destroy_publisher(publisher)
+        self._diagnostics_timer = self._timing_publisher = self._diagnostics_publisher = None
+        if self._processor is not None:
+            self._processor.destroy()
+            self._processor = None
+        if self._outputs is not None:
+            self._outputs.destroy()
+            self._outputs = None
+
+    # --- input ------------------------------------------------------------------------------------
+    def _wants_input(self) -> bool:
+        return self._active and (not self._settings['lazy'] or self._outputs.any_subscribed())
+
+    def _update_input_subscription(self) -> None:
+        """Subscribe to the camera while active and (unless lazy is off) someone listens."""
+        wanted = self._wants_input()
+        if wanted and self._subscription is None:
+            callbacks = SubscriptionEventCallbacks(
+                message_lost=lambda info: self.statistics.frames_lost(info.total_count_change),
+                incompatible_qos=self._on_incompatible_qos)
+            self._subscription = self._node.create_subscription(
+                CompressedImage if self._compressed else Image, self.input_topic, self._on_message,
+                input_qos(self._settings['input_reliability']), event_callbacks=callbacks)
+            self._subscribed_since = time.monotonic()
+            self._log.info(f'subscribed to {self.input_topic}')
+        elif not wanted and self._subscription is not None:
+            self._node.destroy_subscription(self._subscription)
+            self._subscription = None
+            reason = 'inactive' if not self._active else 'nothing subscribes to the outputs (lazy)'
+            self._log.info(f'unsubscribed from {self.input_topic}: {reason}')
+
+    def _on_incompatible_qos(self, info: Any) -> None:
+        self._warnings.error('incompatible_qos', (
+            f'a publisher on {self.input_topic} offers QoS incompatible with this subscription '
+            f'({info.last_policy_kind.name}); its images never arrive. Set input_reliability to match it '
+            f'(now {self._settings["input_reliability"]!r}).'))
+
+    def _on_message(self, msg: Any) -> None:
+        replaced = self._slots.put(self.input_topic, msg)
+        self.statistics.frame_received(time.monotonic(), replaced)
+
+    # --- worker -----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while self._active:
+            pending = self._slots.take(WORKER_POLL_SEC)
+            if pending:
+                self._process(pending)
+
+    def _convert(self, msg: Any) -> np.ndarray:
+        if self._compressed:
+            return compressed_msg_to_rgb(msg, self._settings['max_image_pixels'], self._bridge)
+        return image_msg_to_rgb(msg, self._settings['max_image_pixels'], self._bridge)
+
+    def _process(self, pending: list[PendingFrame]) -> None:
+        taken = time.monotonic()
+        accepted: list[tuple[PendingFrame, CameraFrame, float]] = []
+        for item in pending:
+            started = time.perf_counter()
+            try:
+                rgb = self._convert(item.msg)
+            except ImageConversionError as error:
+                self.statistics.input_error(time.monotonic(), error.kind)
+                self._errors.error(error.kind, f'dropped image on {self.input_topic} '
+                                               f'(frame_id {item.msg.header.frame_id!r}): {error}')
+                continue
+            accepted.append((item, CameraFrame(rgb, item.msg.header), (time.perf_counter() - started) * 1e3))
+        if not accepted:
+            return
+        try:
+            times = self._processor.process([frame for _, frame, _ in accepted])
+        except Exception as error:  # noqa: BLE001 - a failing batch must not end the worker
+            self._errors.error('inference', f'inference failed, frames dropped: {type(error).__name__}: {error}')
+            return
+        now = self._node.get_clock().now()
+        received, dropped = self.statistics.totals()
+        for item, frame, conversion_ms in accepted:
+            latency_ms = (now - Time.from_msg(frame.header.stamp, clock_type=now.clock_type)).nanoseconds / 1e6
+            processing_ms = conversion_ms + times.inference_ms + times.publish_ms
+            self.statistics.frame_published(time.monotonic(), latency_ms, processing_ms)
+            self._timing_publisher.publish(FrameTiming(
+                header=frame.header, latency_ms=latency_ms, queue_ms=(taken - item.received) * 1e3,
+                conversion_ms=conversion_ms, inference_ms=times.inference_ms, publish_ms=times.publish_ms,
+                batch_size=len(accepted), frames_received=received, frames_dropped=dropped))
+
+    # --- diagnostics ------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        self._update_input_subscription()  # also catches subscriber changes the matched events missed
+        now = time.monotonic()
+        snapshot = self.statistics.snapshot(now)
+        silence = None
+        if self._subscription is not None:
+            silence = now - self._subscribed_since
+            if snapshot.seconds_since_input is not None:
+                silence = min(silence, snapshot.seconds_since_input)
+            if silence > self._settings['input_timeout_sec']:
+                publishers = self._node.count_publishers(self.input_topic)
+                self._warnings.error('no_input', f'no images on {self.input_topic} for {silence:.0f} s '
+                                                 f'({publishers} publishers on it)')
+        serving = 'inactive' if not self._active else ('active' if self._subscription is not None else 'idle')
+        model = self._processor.model_description()
+        state = PipelineState(serving=serving, input_topic=self.input_topic, input_silence_sec=silence,
+                              input_timeout_sec=self._settings['input_timeout_sec'],
+                              trained=self._processor.is_trained, model=model)
+        status = pipeline_status(f'{self._node.get_name()}: camera pipeline', model.get('device', ''), snapshot,
+                                 state)
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self._node.get_clock().now().to_msg()
+        self._diagnostics_publisher.publish(array)
