@@ -7,10 +7,11 @@ import cv2
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from seg_perception_msgs.msg import LabelSet
 from std_msgs.msg import Header
 
+from camera_encodings import ALL_ENCODINGS, encode_image_msg
 from ros_helpers import NodeProcess, ProbeNode, driving_frames
 from seg_models.labels import cityscapes
 from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
@@ -28,28 +29,23 @@ def camera_frame() -> np.ndarray:
     return driving_frames(1)[0]
 
 
-def encode(rgb: np.ndarray, encoding: str) -> np.ndarray:
-    conversions = {'rgb8': None, 'bgr8': cv2.COLOR_RGB2BGR, 'rgba8': cv2.COLOR_RGB2RGBA,
-                   'bgra8': cv2.COLOR_RGB2BGRA, 'mono8': cv2.COLOR_RGB2GRAY}
-    return rgb if conversions[encoding] is None else cv2.cvtColor(rgb, conversions[encoding])
-
-
 class SemanticClient:
     """Publishes camera images to the node and collects its outputs by stamp."""
 
-    def __init__(self, probe: ProbeNode, node: NodeProcess) -> None:
-        self.probe, self.node = probe, node
+    def __init__(self, probe: ProbeNode, node: NodeProcess, camera_type=Image,
+                 camera_topic: str = '/camera/image_raw', namespace: str = '') -> None:
+        self.probe, self.node, self.namespace = probe, node, namespace
         self.labels: dict[tuple[int, int], Image] = {}
-        self.colors: dict[tuple[int, int], Image] = {}
-        self.publisher = probe.node.create_publisher(Image, '/camera/image_raw', OUTPUT_QOS)
-        probe.node.create_subscription(Image, '/segmentation/semantic', self._store(self.labels), OUTPUT_QOS)
+        self.publisher = probe.node.create_publisher(camera_type, camera_topic, OUTPUT_QOS)
+        self.subscribe('/segmentation/semantic', self.labels)
 
-    @staticmethod
-    def _store(store):
-        return lambda msg: store.__setitem__((msg.header.stamp.sec, msg.header.stamp.nanosec), msg)
-
-    def subscribe_color(self) -> None:
-        self.probe.node.create_subscription(Image, '/semantic_segmentation/color', self._store(self.colors), OUTPUT_QOS)
+    def subscribe(self, topic: str, store: dict | None = None, msg_type=Image) -> dict:
+        """Keep every message on ``topic`` (in the node's namespace) by stamp, in ``store``."""
+        store = {} if store is None else store
+        self.probe.node.create_subscription(
+            msg_type, self.namespace + topic, lambda msg: store.__setitem__((msg.header.stamp.sec, msg.header.stamp.nanosec), msg),
+            OUTPUT_QOS)
+        return store
 
     def _check_alive(self) -> None:
         assert self.node.alive(), f'node died:\n{self.node.output()}'
@@ -58,7 +54,7 @@ class SemanticClient:
         assert self.probe.spin_until(lambda: self.publisher.get_subscription_count() > 0, NODE_START_TIMEOUT,
                                      self._check_alive), f'node never subscribed:\n{self.node.output()}'
 
-    def send(self, msg: Image, frame_id: str = 'front_camera') -> tuple[int, int]:
+    def send(self, msg, frame_id: str = 'front_camera') -> tuple[int, int]:
         stamp = Time(sec=1000 + next(_stamps), nanosec=250_000_000)
         msg.header = Header(stamp=stamp, frame_id=frame_id)
         self.publisher.publish(msg)
@@ -76,22 +72,23 @@ def semantic(tmp_path_factory, checkpoint):
     log = tmp_path_factory.mktemp('logs') / 'semantic_node.log'
     ros_args = ['-r', 'image:=/camera/image_raw', '-p', 'input_height:=96', '-p', 'input_width:=128',
                 '-p', 'input_reliability:=reliable', '-p', f'max_image_pixels:={MAX_PIXELS}',
-                '-p', f'checkpoint:={checkpoint}']
+                '-p', f'checkpoint:={checkpoint}', '-p', 'confidence_output:=32FC1', '-p', 'overlay_alpha:=0.25']
     with NodeProcess('seg_perception.semantic_node', ros_args, log) as node:
         probe = ProbeNode('semantic_probe')
         try:
             client = SemanticClient(probe, node)
-            client.subscribe_color()
+            client.colors = client.subscribe('/semantic_segmentation/color')
+            client.overlays = client.subscribe('/semantic_segmentation/overlay')
+            client.confidences = client.subscribe('/segmentation/semantic/confidence')
             client.wait_ready()
             yield client
         finally:
             probe.close()
 
 
-@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8'])
+@pytest.mark.parametrize('encoding', ALL_ENCODINGS)
 def test_label_image_keeps_header_and_camera_resolution(semantic, encoding):
-    rgb = camera_frame()
-    key = semantic.send(array_to_image_msg(encode(rgb, encoding), encoding, Header()))
+    key = semantic.send(encode_image_msg(camera_frame(), encoding))
     labels = semantic.result(key)
     assert (labels.header.stamp.sec, labels.header.stamp.nanosec) == key
     assert labels.header.frame_id == 'front_camera'
@@ -102,10 +99,14 @@ def test_label_image_keeps_header_and_camera_resolution(semantic, encoding):
 def test_output_equals_the_segmenter_with_the_same_checkpoint(semantic, checkpoint):
     """The node runs the network it was given: its pixels equal seg_models' own result."""
     rgb = camera_frame()
-    key = semantic.send(array_to_image_msg(encode(rgb, 'bgr8'), 'bgr8', Header()))
-    segmenter = create_semantic_segmenter(SemanticModelConfig(checkpoint=str(checkpoint), input_size=(96, 128)))
-    expected = segmenter.segment([rgb])[0].class_ids
-    np.testing.assert_array_equal(as_array(semantic.result(key)), expected)
+    key = semantic.send(encode_image_msg(rgb, 'bgr8'))
+    segmenter = create_semantic_segmenter(SemanticModelConfig(checkpoint=str(checkpoint), input_size=(96, 128),
+                                                              with_confidence=True))
+    expected = segmenter.segment([rgb])[0]
+    np.testing.assert_array_equal(as_array(semantic.result(key)), expected.class_ids)
+    confidence = semantic.result(key, semantic.confidences)
+    assert (confidence.encoding, confidence.height, confidence.width) == ('32FC1', 360, 480)
+    np.testing.assert_allclose(as_array(confidence), expected.confidence, atol=1e-4)
     assert 'UNTRAINED' not in semantic.node.output()
 
 
@@ -119,12 +120,17 @@ def test_padded_rows_are_read_correctly(semantic):
     np.testing.assert_array_equal(as_array(semantic.result(semantic.send(msg))), as_array(reference))
 
 
-def test_color_view_is_the_palette_of_the_labels(semantic):
-    key = semantic.send(array_to_image_msg(camera_frame(), 'rgb8', Header()))
+def test_color_and_overlay_views_show_the_labels(semantic):
+    rgb = camera_frame()
+    key = semantic.send(array_to_image_msg(rgb, 'rgb8', Header()))
     labels = as_array(semantic.result(key))
     color = semantic.result(key, semantic.colors)
     assert color.encoding == 'rgb8' and color.header.frame_id == 'front_camera'
     np.testing.assert_array_equal(as_array(color), cityscapes().palette()[labels])
+    overlay = semantic.result(key, semantic.overlays)
+    assert (overlay.encoding, overlay.height, overlay.width) == ('rgb8', 360, 480)
+    expected = 0.75 * rgb.astype(np.float64) + 0.25 * cityscapes().palette()[labels]
+    assert np.abs(as_array(overlay).astype(np.float64) - expected).max() <= 1.0
 
 
 def test_label_set_reaches_a_late_subscriber(semantic):
@@ -158,6 +164,65 @@ def test_bad_images_are_dropped_with_a_named_error_and_the_node_keeps_serving(se
             f'no error naming {problem!r} in the node log:\n{semantic.node.output()}'
         semantic.result(semantic.send(good))  # still serving
         assert key not in semantic.labels, f'published a result for a bad image ({problem})'
+
+
+@pytest.fixture(scope='module')
+def compressed(tmp_path_factory, checkpoint):
+    """A node on image/compressed with mono8 confidence, whose threshold (the test frame's median
+    confidence) unlabels about half the pixels; in its own namespace, beside the other node."""
+    segmenter = create_semantic_segmenter(SemanticModelConfig(checkpoint=str(checkpoint), input_size=(96, 128),
+                                                              with_confidence=True))
+    threshold = round(float(np.median(segmenter.segment([camera_frame()])[0].confidence)), 6)
+    ros_args = ['-r', '__ns:=/compressed', '-r', 'image:=/camera/image_raw', '-p', 'input_height:=96',
+                '-p', 'input_width:=128', '-p', 'input_reliability:=reliable', '-p', f'checkpoint:={checkpoint}',
+                '-p', 'input_transport:=compressed', '-p', 'confidence_output:=mono8',
+                '-p', f'confidence_threshold:={threshold}']
+    with NodeProcess('seg_perception.semantic_node', ros_args, tmp_path_factory.mktemp('logs') / 'log') as node:
+        probe = ProbeNode('compressed_probe')
+        try:
+            client = SemanticClient(probe, node, CompressedImage, '/camera/image_raw/compressed', '/compressed')
+            client.confidences = client.subscribe('/segmentation/semantic/confidence')
+            client.label_sets = []
+            probe.node.create_subscription(LabelSet, '/compressed/segmentation/semantic/label_info',
+                                           client.label_sets.append, LABEL_INFO_QOS)
+            client.wait_ready()
+            client.segmenter, client.threshold = segmenter, threshold
+            yield client
+        finally:
+            probe.close()
+
+
+def _compressed_msg(rgb: np.ndarray, extension: str) -> CompressedImage:
+    encoded = cv2.imencode(extension, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1]
+    return CompressedImage(format=f'rgb8; {extension[1:]} compressed bgr8', data=encoded.tobytes())
+
+
+def test_png_input_gives_the_segmenter_result_with_unsure_pixels_unlabeled(compressed):
+    rgb = camera_frame()
+    key = compressed.send(_compressed_msg(rgb, '.png'))
+    labels = as_array(compressed.result(key))
+    expected = compressed.segmenter.segment([rgb])[0]
+    np.testing.assert_array_equal(labels, expected.unlabel_below(compressed.threshold, 255).class_ids)
+    assert 0.2 < np.mean(labels == 255) < 0.8
+    confidence = compressed.result(key, compressed.confidences)
+    assert confidence.encoding == 'mono8'
+    assert np.abs(as_array(confidence).astype(int) - np.rint(expected.confidence * 255)).max() <= 1
+    assert compressed.probe.spin_until(lambda: compressed.label_sets, 10)
+    assert compressed.label_sets[0].threshold == pytest.approx(compressed.threshold)
+
+
+def test_jpeg_input_keeps_header_and_camera_resolution(compressed):
+    key = compressed.send(_compressed_msg(camera_frame(), '.jpg'), frame_id='left_camera')
+    labels = compressed.result(key)
+    assert (labels.header.stamp.sec, labels.header.stamp.nanosec) == key
+    assert (labels.header.frame_id, labels.height, labels.width, labels.encoding) == ('left_camera', 360, 480, 'mono8')
+
+
+def test_undecodable_compressed_image_is_dropped_with_a_named_error(compressed):
+    key = compressed.send(CompressedImage(format='jpeg', data=b'\xff\xd8 not a jpeg at all'))
+    assert compressed.probe.spin_until(lambda: 'cannot be decoded' in compressed.node.output(), FRAME_TIMEOUT)
+    compressed.result(compressed.send(_compressed_msg(camera_frame(), '.png')))  # still serving
+    assert key not in compressed.labels
 
 
 def test_invalid_parameter_stops_start_up_with_a_clear_message(tmp_path):
