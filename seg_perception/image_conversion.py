@@ -12,6 +12,7 @@ log it (throttled), publish nothing for that frame and keep serving.
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -111,10 +112,13 @@ def image_msg_pixels(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
 
 
 def _to_8_bits(pixels: np.ndarray) -> np.ndarray:
-    """Samples narrowed to uint8: 16-bit data keeps its top 8 bits (byte order resolved)."""
+    """Samples narrowed to uint8: 16-bit data keeps its most significant byte, picked straight out
+    of the buffer (no arithmetic), whichever the byte order."""
     if pixels.dtype.itemsize == 1:
         return pixels
-    return (pixels.astype(np.uint16) >> 8).astype(np.uint8)
+    big_endian = pixels.dtype.byteorder == '>' or (pixels.dtype.byteorder == '=' and sys.byteorder == 'big')
+    high_byte = 0 if big_endian else 1
+    return np.ascontiguousarray(pixels.view(np.uint8)[..., high_byte::2])
 
 
 def image_msg_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS, bridge: Optional[Any] = None) -> np.ndarray:

@@ -203,3 +203,12 @@ def test_cv_bridge_and_our_conversion_agree(encoding):
     theirs = image_msg_to_rgb(msg, bridge=CV_BRIDGE)
     assert ours.shape == (8, 12, 3)
     np.testing.assert_allclose(theirs.astype(int), ours.astype(int), atol=1)
+
+
+def test_conversion_benchmark_times_every_encoding():
+    from seg_perception.benchmark import conversion_costs
+
+    frame = np.random.default_rng(2).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    rows = conversion_costs(frame, repeats=1)
+    assert [name for name, _ in rows] == list(CAMERA_ENCODINGS) + ['compressed jpg', 'compressed png']
+    assert all(cost >= 0 for _, cost in rows)

@@ -1,0 +1,173 @@
+"""Benchmarks of the node around the model, printed as ratios measured side by side in one run.
+
+    python -m seg_perception.benchmark latency      # node end to end vs the bare backend call
+    python -m seg_perception.benchmark conversion   # camera message -> RGB, ms per megapixel
+
+``latency`` starts the semantic node in its own process (as launch does) and, alternating frame by
+frame on the same camera frames, times (a) the bare backend call on the preprocessed batch in this
+process and (b) image published -> class-id image received from the node. Their ratio is what the
+node costs on top of the model: DDS both ways, conversion, resizing, message fill.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image
+from seg_perception_msgs.msg import FrameTiming
+from std_msgs.msg import Header
+
+from seg_models.semantic import create_semantic_segmenter
+from seg_perception.frame_sources import SYNTHETIC, open_frames
+from seg_perception.image_conversion import (CAMERA_ENCODINGS, array_to_image_msg, compressed_msg_to_rgb,
+                                             image_msg_to_rgb)
+from seg_perception.pipeline_runner import PipelineProcesses
+from seg_perception.semantic_node import NODE_NAME, SEMANTIC_PARAMETERS, semantic_config_from_parameters
+from seg_perception.topics import OUTPUT_QOS, SEMANTIC_OUTPUT
+
+CAMERA_TOPIC = '/benchmark/image_raw'
+
+
+def camera_frames(source: str, count: int, height: int, width: int) -> list[np.ndarray]:
+    frames = [frame.rgb for frame in open_frames(source, count)]
+    return [cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA) for frame in frames]
+
+
+def _median_ms(run: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
+
+
+def conversion_costs(rgb: np.ndarray, repeats: int) -> list[tuple[str, float]]:
+    """(encoding, ms per megapixel) for every camera encoding and for JPEG/PNG compressed input."""
+    height, width = rgb.shape[:2]
+    megapixels = height * width / 1e6
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, encoding in CAMERA_ENCODINGS.items():
+        shape = (height, width * encoding.channels)
+        pixels = rng.integers(0, np.iinfo(encoding.dtype).max, shape, dtype=encoding.dtype)
+        msg = array_to_image_msg(pixels, name, Header())
+        msg.width = width
+        rows.append((name, _median_ms(lambda: image_msg_to_rgb(msg), repeats) / megapixels))
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    for extension in ('.jpg', '.png'):
+        msg = CompressedImage(format=extension[1:], data=cv2.imencode(extension, bgr)[1].tobytes())
+        rows.append((f'compressed {extension[1:]}', _median_ms(lambda: compressed_msg_to_rgb(msg), repeats)
+                     / megapixels))
+    return rows
+
+
+class LatencyProbe(Node):
+    def __init__(self) -> None:
+        super().__init__('latency_benchmark')
+        self.camera = self.create_publisher(Image, CAMERA_TOPIC, OUTPUT_QOS)
+        self.arrivals: dict[tuple[int, int], float] = {}
+        self.timings: list[FrameTiming] = []
+        self.create_subscription(Image, SEMANTIC_OUTPUT, self._on_labels, OUTPUT_QOS)
+        self.create_subscription(FrameTiming, f'/{NODE_NAME}/processing_time', self.timings.append, OUTPUT_QOS)
+
+    def _on_labels(self, msg: Image) -> None:
+        self.arrivals[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.perf_counter()
+
+    def round_trip_ms(self, msg: Image, processes: PipelineProcesses, timeout: float = 120.0) -> float:
+        stamp = self.get_clock().now().to_msg()
+        key = (stamp.sec, stamp.nanosec)
+        msg.header.stamp = stamp
+        started = time.perf_counter()
+        self.camera.publish(msg)
+        deadline = time.monotonic() + timeout
+        while key not in self.arrivals:
+            processes.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError('the node sent no class-id image back')
+            rclpy.spin_once(self, timeout_sec=0.05)  # wakes on arrival; no busy loop stealing a core
+        return (self.arrivals.pop(key) - started) * 1e3
+
+
+def node_latency(frames: list[np.ndarray], checkpoint: str, warmup: int
+                 ) -> tuple[list[float], list[float], list[FrameTiming], str]:
+    """(bare backend ms, node end-to-end ms, the node's own stage timings, backend description),
+    alternating per frame."""
+    settings = {spec.name: spec.default for spec in SEMANTIC_PARAMETERS}
+    settings.update(checkpoint=checkpoint, backend='onnxruntime')
+    segmenter = create_semantic_segmenter(semantic_config_from_parameters(settings))
+    command = [sys.executable, '-m', 'seg_perception.semantic_node', '--ros-args', '-r', f'image:={CAMERA_TOPIC}',
+               '-p', 'backend:=onnxruntime', '-p', 'input_reliability:=reliable']
+    if checkpoint:
+        command += ['-p', f'checkpoint:={checkpoint}']
+    rclpy.init()
+    probe = LatencyProbe()
+    bare, end_to_end = [], []
+    try:
+        with PipelineProcesses([command]) as processes:
+            deadline = time.monotonic() + 300
+            while probe.camera.get_subscription_count() == 0:
+                processes.check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError('the node never subscribed to the camera')
+                rclpy.spin_once(probe, timeout_sec=0.05)
+            messages = [array_to_image_msg(frame, 'rgb8', Header(frame_id='camera')) for frame in frames]
+            for index in range(warmup + len(frames)):
+                frame, msg = frames[index % len(frames)], messages[index % len(messages)]
+                batch = segmenter.preprocess([frame])
+                started = time.perf_counter()
+                segmenter.backend.infer(batch)
+                bare_ms = (time.perf_counter() - started) * 1e3
+                node_ms = probe.round_trip_ms(msg, processes)
+                if index >= warmup:
+                    bare.append(bare_ms)
+                    end_to_end.append(node_ms)
+    finally:
+        probe.destroy_node()
+        rclpy.try_shutdown()
+    return bare, end_to_end, probe.timings[warmup:], segmenter.backend.describe()
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('what', choices=('latency', 'conversion'))
+    parser.add_argument('--source', default=SYNTHETIC, help='folder of images, video, or "synthetic"')
+    parser.add_argument('--size', type=int, nargs=2, default=(720, 1280), metavar=('HEIGHT', 'WIDTH'))
+    parser.add_argument('--frames', type=int, default=10, help='frames timed (after warm-up)')
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--checkpoint', default='', help='semantic weights (default: untrained, same speed)')
+    parser.add_argument('--repeats', type=int, default=20, help='conversion: timings per encoding')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = parse_args(argv)
+    height, width = args.size
+    frames = camera_frames(args.source, args.frames, height, width)
+    if args.what == 'conversion':
+        print(f'camera message -> RGB at {width}x{height}, median of {args.repeats}:')
+        print(f'{"encoding":<22} {"ms per megapixel":>18}')
+        for name, cost in conversion_costs(frames[0], args.repeats):
+            print(f'{name:<22} {cost:>18.2f}')
+        return
+    bare, end_to_end, timings, backend = node_latency(frames, args.checkpoint, args.warmup)
+    bare_ms, node_ms = statistics.median(bare), statistics.median(end_to_end)
+    print(f'semantic node vs bare backend call, {width}x{height}, {len(bare)} frames, {backend}')
+    print(f'bare backend call   median {bare_ms:8.1f} ms')
+    print(f'node end to end     median {node_ms:8.1f} ms   (image published -> class-id image received)')
+    print(f'ratio node / bare          {node_ms / bare_ms:8.3f}   (target <= 1.10)')
+    if timings:
+        stages = ('queue_ms', 'conversion_ms', 'inference_ms', 'publish_ms')
+        print('inside the node (medians, ms): ' + ', '.join(
+            f'{stage[:-3]} {statistics.median(getattr(timing, stage) for timing in timings):.1f}' for stage in stages))
+
+
+if __name__ == '__main__':
+    main()
