@@ -27,6 +27,9 @@ setup(
         'console_scripts': [
             'semantic_node = seg_perception.semantic_node:main',
             'semantic_lifecycle_node = seg_perception.semantic_lifecycle_node:main',
+            'instance_node = seg_perception.instance_node:main',
+            'instance_lifecycle_node = seg_perception.instance_lifecycle_node:main',
+            'instance_listener = seg_perception.instance_listener:main',
             'image_source = seg_perception.image_source:main',
             'run_pipeline = seg_perception.pipeline_runner:main',
             'seg-models = seg_models.cli:main',

@@ -1,8 +1,12 @@
 """Colour views of class-id images, for people looking at outputs (not for consumers)."""
 from __future__ import annotations
 
+from typing import Sequence
+
+import cv2
 import numpy as np
 
+from seg_models.instance_postprocess import Instance
 from seg_models.labels import LabelSet
 
 
@@ -16,3 +20,20 @@ def overlay(rgb: np.ndarray, class_ids: np.ndarray, label_set: LabelSet, alpha: 
     colors = colorize(class_ids, label_set).astype(np.float32)
     blended = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colors
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def draw_instances(rgb: np.ndarray, instances: Sequence[Instance], label_set: LabelSet,
+                   alpha: float = 0.5) -> np.ndarray:
+    """The camera image with each instance's mask tinted in its class colour, its box outlined and
+    "class score" written above it; lowest score drawn first, so the best detection is on top."""
+    canvas = rgb.copy()
+    palette = label_set.palette()
+    for instance in sorted(instances, key=lambda item: item.score):
+        color = palette[instance.class_id]
+        x, y, width, height = instance.roi
+        region = canvas[y:y + height, x:x + width]
+        region[instance.mask] = ((1.0 - alpha) * region[instance.mask] + alpha * color + 0.5).astype(np.uint8)
+        cv2.rectangle(canvas, (x, y), (x + width - 1, y + height - 1), tuple(int(c) for c in color), 2)
+        cv2.putText(canvas, f'{instance.class_name} {instance.score:.2f}', (x, max(y - 4, 10)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, tuple(int(c) for c in color), 1, cv2.LINE_AA)
+    return canvas

@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 from seg_models.backends.base import PRECISIONS
 from seg_models.backends.factory import BACKENDS
@@ -22,6 +23,8 @@ class ParameterValueError(ValueError):
 
 @dataclass(frozen=True)
 class ParameterSpec:
+    """One parameter; a tuple default declares a string array (empty by default)."""
+
     name: str
     default: Any
     description: str
@@ -41,7 +44,13 @@ class ParameterSpec:
                 descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
         return descriptor
 
+    @property
+    def is_string_array(self) -> bool:
+        return isinstance(self.default, tuple)
+
     def check(self, value: Any) -> None:
+        if self.is_string_array:
+            return
         if self.choices and value not in self.choices:
             raise ParameterValueError(
                 f'parameter {self.name!r} = {value!r} is not allowed; one of: {", ".join(map(str, self.choices))}')
@@ -54,7 +63,12 @@ def declare_parameters(node: Node, specs: Sequence[ParameterSpec]) -> dict[str, 
     """Declare every spec on ``node`` and return the checked values by name."""
     values = {}
     for spec in specs:
-        value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+        if spec.is_string_array:
+            # Declared by type: an empty list has no type of its own in ROS parameters.
+            value = node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, spec.descriptor()).value
+            value = tuple(value) if value is not None else spec.default
+        else:
+            value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
         spec.check(value)
         values[spec.name] = value
     return values

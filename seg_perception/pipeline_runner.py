@@ -2,10 +2,11 @@
 
 Starts the nodes of ``pipeline_spec.DRIVING_PIPELINE`` as separate processes with the same
 parameter file the launch file uses, publishes each frame on the camera topic as a camera would,
-waits for the node's class-id image (nothing is dropped) and writes it to disk with a colour view:
+waits for every node's outputs for it (nothing is dropped) and writes them to disk:
 
-    OUTPUT/labels/<frame>.png   class ids (mono8 PNG, lossless; 255 = unlabeled)
-    OUTPUT/color/<frame>.png    palette view
+    OUTPUT/labels/<frame>.png      class ids (mono8 PNG, lossless; 255 = unlabeled)
+    OUTPUT/color/<frame>.png       palette view of the class ids
+    OUTPUT/instances/<frame>.png   Mask R-CNN instances drawn on the frame (masks, boxes, classes)
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import Image
+from seg_perception_msgs.msg import InstanceMaskArray
 from seg_perception_msgs.msg import LabelSet as LabelSetMsg
 from std_msgs.msg import Header
 from tqdm import tqdm
@@ -32,7 +34,7 @@ from seg_perception.image_conversion import array_to_image_msg, output_msg_to_ar
 from seg_perception.label_info import LABEL_INFO_QOS, LABEL_INFO_SUFFIX
 from seg_perception.pipeline_spec import (CONFIG_FILE, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE, PACKAGE,
                                           PipelineNode, checkpoint_argument)
-from seg_perception.topics import OUTPUT_QOS, SEMANTIC_OUTPUT
+from seg_perception.topics import INSTANCE_OUTPUT, OUTPUT_QOS, SEMANTIC_OUTPUT
 
 STARTUP_TIMEOUT_SEC = 300.0
 FRAME_TIMEOUT_SEC = 120.0
@@ -58,27 +60,46 @@ def node_command(node: PipelineNode, config: Path, camera_topic: str, overrides:
     return command
 
 
+# Image outputs kept per frame: folder -> topic. Subscribing to them also wakes the lazy nodes.
+IMAGE_OUTPUTS = {'labels': SEMANTIC_OUTPUT, 'color': '/semantic_segmentation/color',
+                 'instances': '/instance_segmentation/overlay'}
+
+
 class OutputCollector(Node):
     """Publishes frames on the camera topic and keeps what the pipeline sends back, by stamp."""
 
     def __init__(self, camera_topic: str) -> None:
         super().__init__('pipeline_runner')
         self.camera_publisher = self.create_publisher(Image, camera_topic, OUTPUT_QOS)
-        self.label_info: Optional[LabelSetMsg] = None
-        self.class_ids: dict[tuple[int, int], Image] = {}
-        self.colors: dict[tuple[int, int], Image] = {}
-        self.create_subscription(LabelSetMsg, SEMANTIC_OUTPUT + LABEL_INFO_SUFFIX, self._on_label_info,
-                                 LABEL_INFO_QOS)
-        self.create_subscription(Image, SEMANTIC_OUTPUT, lambda msg: self._keep(self.class_ids, msg), OUTPUT_QOS)
-        self.create_subscription(Image, f'/{DRIVING_PIPELINE[0].name}/color',
-                                 lambda msg: self._keep(self.colors, msg), OUTPUT_QOS)
+        self.label_sets: dict[str, LabelSetMsg] = {}
+        self.images: dict[str, dict[tuple[int, int], Image]] = {folder: {} for folder in IMAGE_OUTPUTS}
+        self.instance_counts: dict[tuple[int, int], int] = {}
+        for node in DRIVING_PIPELINE:
+            self.create_subscription(LabelSetMsg, node.output + LABEL_INFO_SUFFIX,
+                                     lambda msg, name=node.name: self.label_sets.__setitem__(name, msg),
+                                     LABEL_INFO_QOS)
+        for folder, topic in IMAGE_OUTPUTS.items():
+            self.create_subscription(Image, topic, lambda msg, store=self.images[folder]: self._keep(store, msg),
+                                     OUTPUT_QOS)
+        self.create_subscription(InstanceMaskArray, INSTANCE_OUTPUT,
+                                 lambda msg: self.instance_counts.__setitem__(_key(msg.header), len(msg.instances)),
+                                 OUTPUT_QOS)
 
-    def _on_label_info(self, msg: LabelSetMsg) -> None:
-        self.label_info = msg
+    def ready(self) -> bool:
+        """Every node announced its label set and the camera has every node as subscriber."""
+        return (len(self.label_sets) == len(DRIVING_PIPELINE)
+                and self.camera_publisher.get_subscription_count() >= len(DRIVING_PIPELINE))
+
+    def complete(self, key: tuple[int, int]) -> bool:
+        return key in self.instance_counts and all(key in store for store in self.images.values())
 
     @staticmethod
     def _keep(store: dict, msg: Image) -> None:
-        store[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
+        store[_key(msg.header)] = msg
+
+
+def _key(header: Header) -> tuple[int, int]:
+    return header.stamp.sec, header.stamp.nanosec
 
 
 class PipelineProcesses:
@@ -126,36 +147,39 @@ def run(source: str, output: Path, config: Path, camera_topic: str, overrides: d
     parameter overrides. Returns the number of frames written."""
     frames = open_frames(source, max_frames)
     commands = [node_command(node, config, camera_topic, overrides.get(node.name, [])) for node in DRIVING_PIPELINE]
-    (output / 'labels').mkdir(parents=True, exist_ok=True)
-    (output / 'color').mkdir(parents=True, exist_ok=True)
+    for folder in IMAGE_OUTPUTS:
+        (output / folder).mkdir(parents=True, exist_ok=True)
     rclpy.init()
     collector = OutputCollector(camera_topic)
-    written = 0
+    written = instances = 0
     latencies = []
     try:
         with PipelineProcesses(commands) as processes:
-            _spin_until(collector, processes, lambda: collector.label_info is not None
-                        and collector.camera_publisher.get_subscription_count() > 0,
-                        STARTUP_TIMEOUT_SEC, 'pipeline start (label set and camera subscription)')
+            _spin_until(collector, processes, collector.ready, STARTUP_TIMEOUT_SEC,
+                        'pipeline start (label sets and camera subscriptions)')
             for frame in tqdm(frames, desc='frames', unit='frame'):
                 stamp = collector.get_clock().now().to_msg()
                 key = (stamp.sec, stamp.nanosec)
                 started = time.monotonic()
                 collector.camera_publisher.publish(
                     array_to_image_msg(frame.rgb, 'rgb8', Header(stamp=stamp, frame_id='camera')))
-                _spin_until(collector, processes, lambda: key in collector.class_ids and key in collector.colors,
-                            FRAME_TIMEOUT_SEC, f'output for frame {frame.name}')
+                _spin_until(collector, processes, lambda: collector.complete(key), FRAME_TIMEOUT_SEC,
+                            f'output for frame {frame.name}')
                 latencies.append(time.monotonic() - started)
-                cv2.imwrite(str(output / 'labels' / f'{frame.name}.png'), output_msg_to_array(collector.class_ids.pop(key)))
-                color = output_msg_to_array(collector.colors.pop(key))
-                cv2.imwrite(str(output / 'color' / f'{frame.name}.png'), cv2.cvtColor(color, cv2.COLOR_RGB2BGR))
+                for folder, store in collector.images.items():
+                    image = output_msg_to_array(store.pop(key))
+                    cv2.imwrite(str(output / folder / f'{frame.name}.png'),
+                                image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                instances += collector.instance_counts.pop(key)
                 written += 1
     finally:
         collector.destroy_node()
         rclpy.try_shutdown()
     if written:
-        print(f'{written} frames segmented (label set {collector.label_info.name}); median time per frame '
-              f'{np.median(latencies) * 1000:.0f} ms; outputs in {output}/labels and {output}/color')
+        label_set = collector.label_sets['semantic_segmentation'].name
+        print(f'{written} frames segmented (label set {label_set}), {instances} instances found; median time '
+              f'per frame {np.median(latencies) * 1000:.0f} ms; outputs in {output}/labels, {output}/color '
+              f'and {output}/instances')
     return written
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from seg_perception.topics import CAMERA_INPUT, INSTANCE_OUTPUT, SEMANTIC_OUTPUT
+
 PACKAGE = 'seg_perception'
 CONFIG_FILE = 'driving.yaml'
 DEFAULT_CAMERA_TOPIC = '/camera/image_raw'
@@ -18,11 +20,15 @@ class PipelineNode:
     executable: str  # console script installed under lib/seg_perception
     module: str  # the Python module whose main() that script runs
     name: str  # node name: the key of its section in config/driving.yaml
-    camera_input: str = 'image'  # input remapped onto the camera topic
+    output: str  # its main output topic (in the root namespace: /<output>)
+    camera_input: str = CAMERA_INPUT  # input remapped onto the camera topic
 
 
 DRIVING_PIPELINE = (
-    PipelineNode(executable='semantic_node', module='seg_perception.semantic_node', name='semantic_segmentation'),
+    PipelineNode(executable='semantic_node', module='seg_perception.semantic_node', name='semantic_segmentation',
+                 output=SEMANTIC_OUTPUT),
+    PipelineNode(executable='instance_node', module='seg_perception.instance_node', name='instance_segmentation',
+                 output=INSTANCE_OUTPUT),
 )
 
 

@@ -13,24 +13,21 @@ Input, worker, lazy mode, diagnostics and lifecycle: ``camera_pipeline``, shared
 """
 from __future__ import annotations
 
-import time
-from typing import Any, Sequence
+from typing import Any
 
 from rclpy.node import Node
 from sensor_msgs.msg import Image
-from seg_perception_msgs.msg import LabelSet as LabelSetMsg
 
-from seg_models.backends.base import release_device_memory
 from seg_models.labels import LABEL_SETS
 from seg_models.semantic import (SEMANTIC_ARCHITECTURES, UNTRAINED_WARNING, SemanticModelConfig, SemanticResult,
-                                 create_semantic_segmenter)
+                                 SemanticSegmenter, create_semantic_segmenter)
 from seg_models.visualize import colorize, overlay
-from seg_perception.camera_pipeline import (CAMERA_PIPELINE_PARAMETERS, CameraFrame, Outputs, StageTimes)
+from seg_perception.camera_pipeline import CAMERA_PIPELINE_PARAMETERS, CameraFrame, Outputs
 from seg_perception.image_conversion import array_to_image_msg, class_ids_to_image_msg, confidence_to_image_msg
-from seg_perception.label_info import LABEL_INFO_QOS, LABEL_INFO_SUFFIX, label_set_to_msg
 from seg_perception.node_main import main_for
 from seg_perception.parameters import BACKEND_PARAMETERS, ParameterSpec, network_input_size
 from seg_perception.segmentation_node import ManagedSegmentationNode, NodeDefinition, SegmentationNode
+from seg_perception.segmenter_processor import SegmenterProcessor
 from seg_perception.topics import COLOR_OUTPUT, CONFIDENCE_OUTPUT, OVERLAY_OUTPUT, SEMANTIC_OUTPUT
 
 NODE_NAME = 'semantic_segmentation'
@@ -67,59 +64,29 @@ def semantic_config_from_parameters(values: dict[str, Any]) -> SemanticModelConf
         with_confidence=values['confidence_output'] != 'none' or values['confidence_threshold'] > 0)
 
 
-class SemanticProcessor:
+class SemanticProcessor(SegmenterProcessor):
     """The semantic model and its output messages, plugged into the camera pipeline."""
 
+    untrained_warning = UNTRAINED_WARNING
+
     def __init__(self, node: Node, settings: dict[str, Any], outputs: Outputs) -> None:
-        self._node = node
-        self._settings = settings
         self._config = semantic_config_from_parameters(settings)
-        self._segmenter = None
-        self.load()
-        self.label_set = self._segmenter.label_set
-        self._label_info_publisher = node.create_publisher(LabelSetMsg, SEMANTIC_OUTPUT + LABEL_INFO_SUFFIX,
-                                                           LABEL_INFO_QOS)
-        label_info = label_set_to_msg(self.label_set, settings['confidence_threshold'])
-        label_info.header.stamp = node.get_clock().now().to_msg()
-        self._label_info_publisher.publish(label_info)
+        super().__init__(node, settings)
+        self.announce_label_set(SEMANTIC_OUTPUT, settings['confidence_threshold'])
         self._class_id_publisher = outputs.create(Image, SEMANTIC_OUTPUT)
         self._color_publisher = outputs.create(Image, COLOR_OUTPUT)
         self._overlay_publisher = outputs.create(Image, OVERLAY_OUTPUT)
         self._confidence_publisher = (outputs.create(Image, CONFIDENCE_OUTPUT)
                                       if settings['confidence_output'] != 'none' else None)
 
-    def load(self) -> None:
-        if self._segmenter is not None:
-            return
-        self._segmenter = create_semantic_segmenter(self._config)
-        self.is_trained = self._segmenter.is_trained
-        if not self.is_trained:
-            self._node.get_logger().warning('*' * 20 + ' ' + UNTRAINED_WARNING + ' ' + '*' * 20)
-        backend = self._segmenter.backend
-        self._description = {
-            'backend': backend.name, 'device': backend.device, 'precision': backend.precision,
-            'model': self._config.model_metadata or self._config.architecture,
-            'weights': self._segmenter.weights_source or 'untrained', 'label set': self._segmenter.label_set.name}
-        self._node.get_logger().info(f'model {self._description["model"]}, label set '
-                                     f'{self._segmenter.label_set.name}, backend {backend.describe()}')
+    def create_segmenter(self) -> SemanticSegmenter:
+        return create_semantic_segmenter(self._config)
 
-    def release(self) -> None:
-        self._segmenter = None
-        release_device_memory()
+    def model_name(self) -> str:
+        return self._config.model_metadata or self._config.architecture
 
-    def model_description(self) -> dict[str, str]:
-        return self._description
-
-    def process(self, frames: Sequence[CameraFrame]) -> StageTimes:
-        started = time.perf_counter()
-        results = self._segmenter.segment([frame.rgb for frame in frames])
-        inferred = time.perf_counter()
-        for frame, result in zip(frames, results):
-            self._publish(frame, result.unlabel_below(self._settings['confidence_threshold'],
-                                                      self.label_set.ignore_id))
-        return StageTimes(inference_ms=(inferred - started) * 1e3, publish_ms=(time.perf_counter() - inferred) * 1e3)
-
-    def _publish(self, frame: CameraFrame, result: SemanticResult) -> None:
+    def publish_result(self, frame: CameraFrame, result: SemanticResult) -> None:
+        result = result.unlabel_below(self._settings['confidence_threshold'], self.label_set.ignore_id)
         header = frame.header
         self._class_id_publisher.publish(class_ids_to_image_msg(result.class_ids, header))
         if self._confidence_publisher is not None and self._confidence_publisher.get_subscription_count():
@@ -131,9 +98,6 @@ class SemanticProcessor:
         if self._overlay_publisher.get_subscription_count():
             blended = overlay(frame.rgb, result.class_ids, self.label_set, self._settings['overlay_alpha'])
             self._overlay_publisher.publish(array_to_image_msg(blended, 'rgb8', header))
-
-    def destroy(self) -> None:
-        self._node.destroy_publisher(self._label_info_publisher)
 
 
 SEMANTIC_NODE = NodeDefinition(NODE_NAME, SEMANTIC_PARAMETERS, SemanticProcessor)

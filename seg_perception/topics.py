@@ -11,6 +11,7 @@ CAMERA_INPUT = 'image'  # image_transport-style input name; launch remaps it to 
 COMPRESSED_SUFFIX = '/compressed'  # image_transport's compressed transport: <image topic>/compressed
 SEMANTIC_OUTPUT = 'segmentation/semantic'
 CONFIDENCE_OUTPUT = 'segmentation/semantic/confidence'
+INSTANCE_OUTPUT = 'segmentation/instances'
 COLOR_OUTPUT = '~/color'
 OVERLAY_OUTPUT = '~/overlay'
 PROCESSING_TIME_OUTPUT = '~/processing_time'

@@ -129,8 +129,9 @@ def test_nodes_declare_every_parameter_launch_and_config_give_them(monkeypatch, 
                 actual = dict(zip(expected, map(parameter_value_to_python, values.values)))
                 assert actual == expected, f'{name} did not take the config and launch values'
                 # Lazy by config: the camera subscription appears once someone listens to an output.
-                probe.node.create_subscription(Image, '/segmentation/semantic', lambda msg: None, OUTPUT_QOS)
-                assert probe.spin_until(lambda: probe.node.count_publishers('/segmentation/semantic') > 0
+                probe.node.create_subscription(Image, f'/{name}/overlay', lambda msg: None, OUTPUT_QOS)
+                output = '/' + next(p.output for p in DRIVING_PIPELINE if p.name == name)
+                assert probe.spin_until(lambda: probe.node.count_publishers(output) > 0
                                         and probe.node.count_subscribers('/launch_check/image_raw') > 0, 30)
             finally:
                 probe.close()

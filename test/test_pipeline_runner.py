@@ -31,6 +31,9 @@ def test_runner_segments_every_frame_and_writes_labels_and_colour_views(tmp_path
         assert labels.shape == (180, 320) and labels.dtype == np.uint8 and labels.max() < 19
         np.testing.assert_array_equal(color, palette[labels])
     assert '3 frames segmented' in result.stdout
+    overlays = sorted((output / 'instances').iterdir())
+    assert [path.stem for path in overlays] == names
+    assert all(cv2.imread(str(path)).shape == (180, 320, 3) for path in overlays)
 
 
 def test_runner_reports_a_missing_source_clearly(tmp_path):

@@ -1,0 +1,230 @@
+"""The instance node in its own process over real DDS: what a subscriber rebuilds from
+/segmentation/instances equals the backend's own pasted masks, filters and thresholds act as set,
+frames without instances still get a (empty) message, stamps are kept, bad images are refused."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import Image
+from seg_perception_msgs.msg import InstanceMaskArray, LabelSet
+from std_msgs.msg import Header
+
+from conftest import random_checkpoint
+from ros_helpers import NodeProcess, ProbeNode, driving_frames
+from seg_models.instance import InstanceModelConfig, create_instance_segmenter
+from seg_models.instance_postprocess import Instance, InstanceFilter, InstanceResult
+from seg_models.labels import cityscapes_things
+from seg_models.models.maskrcnn import mask_rcnn
+from seg_models.visualize import draw_instances
+from seg_perception.image_conversion import array_to_image_msg, output_msg_to_array
+from seg_perception.instance_messages import full_frame_masks, instances_to_msg
+from seg_perception.label_info import LABEL_INFO_QOS
+from seg_perception.topics import OUTPUT_QOS
+
+INPUT_SIZE = (256, 512)
+FRAME_TIMEOUT = 60.0
+_stamps = itertools.count(1)
+
+
+@pytest.fixture(scope='module')
+def maskrcnn_checkpoint(tmp_path_factory):
+    return random_checkpoint(tmp_path_factory.mktemp('maskrcnn') / 'maskrcnn.pth',
+                             lambda: mask_rcnn('maskrcnn_resnet50_fpn', 9), seed=5)
+
+
+def segmenter_like_the_node(checkpoint, selection: InstanceFilter):
+    return create_instance_segmenter(InstanceModelConfig(
+        checkpoint=str(checkpoint), input_size=INPUT_SIZE, selection=selection, backend='onnxruntime'))
+
+
+class InstanceClient:
+    """Publishes camera frames to one instance node (in its namespace) and keeps its outputs by stamp."""
+
+    def __init__(self, probe: ProbeNode, node: NodeProcess, namespace: str) -> None:
+        self.probe, self.node = probe, node
+        self.instances: dict[tuple[int, int], InstanceMaskArray] = {}
+        self.overlays: dict[tuple[int, int], Image] = {}
+        self.label_sets: list[LabelSet] = []
+        self.camera = probe.node.create_publisher(Image, f'{namespace}/camera', OUTPUT_QOS)
+        probe.node.create_subscription(InstanceMaskArray, f'{namespace}/segmentation/instances',
+                                       self._keeper(self.instances), OUTPUT_QOS)
+        probe.node.create_subscription(Image, f'{namespace}/instance_segmentation/overlay',
+                                       self._keeper(self.overlays), OUTPUT_QOS)
+        probe.node.create_subscription(LabelSet, f'{namespace}/segmentation/instances/label_info',
+                                       self.label_sets.append, LABEL_INFO_QOS)
+        assert probe.spin_until(lambda: self.camera.get_subscription_count() > 0, 120, self._alive), node.output()
+
+    @staticmethod
+    def _keeper(store):
+        return lambda msg: store.__setitem__((msg.header.stamp.sec, msg.header.stamp.nanosec), msg)
+
+    def _alive(self) -> None:
+        assert self.node.alive(), f'node died:\n{self.node.output()}'
+
+    def send(self, msg: Image) -> tuple[int, int]:
+        msg.header = Header(stamp=Time(sec=2000 + next(_stamps), nanosec=500), frame_id='front_camera')
+        self.camera.publish(msg)
+        return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+    def result(self, key, store=None) -> InstanceMaskArray:
+        store = self.instances if store is None else store
+        assert self.probe.spin_until(lambda: key in store, FRAME_TIMEOUT, self._alive), \
+            f'no output for {key}:\n{self.node.output()}'
+        return store[key]
+
+
+def instance_node(tmp_path_factory, namespace: str, checkpoint, *params: str):
+    ros_args = ['-r', f'__ns:={namespace}', '-r', f'image:={namespace}/camera', '-p', f'checkpoint:={checkpoint}',
+                '-p', f'input_height:={INPUT_SIZE[0]}', '-p', f'input_width:={INPUT_SIZE[1]}',
+                '-p', 'backend:=onnxruntime', '-p', 'input_reliability:=reliable']
+    for param in params:
+        ros_args += ['-p', param]
+    return NodeProcess('seg_perception.instance_node', ros_args,
+                       tmp_path_factory.mktemp('logs') / f'{namespace.strip("/")}.log')
+
+
+@pytest.fixture(scope='module')
+def all_instances(tmp_path_factory, maskrcnn_checkpoint):
+    """A node keeping every detection (score threshold 0, at most 20)."""
+    with instance_node(tmp_path_factory, '/inst_all', maskrcnn_checkpoint, 'score_threshold:=0.0',
+                       'max_instances:=20') as node:
+        probe = ProbeNode('instance_all_probe')
+        try:
+            yield InstanceClient(probe, node, '/inst_all')
+        finally:
+            probe.close()
+
+
+def assert_message_equals_result(msg: InstanceMaskArray, result: InstanceResult) -> None:
+    assert (msg.image_height, msg.image_width) == result.image_size
+    assert [i.instance_id for i in msg.instances] == list(range(len(result.instances)))
+    assert [(i.class_id, i.class_name) for i in msg.instances] == [(i.class_id, i.class_name)
+                                                                    for i in result.instances]
+    np.testing.assert_allclose([i.score for i in msg.instances], [i.score for i in result.instances], atol=1e-6)
+    assert [(i.box.x_offset, i.box.y_offset, i.box.width, i.box.height) for i in msg.instances] == \
+        [i.roi for i in result.instances]
+    for instance in msg.instances:
+        mask = instance.mask
+        assert (mask.encoding, mask.height, mask.width, mask.step) == ('mono8', instance.box.height,
+                                                                       instance.box.width, instance.box.width)
+        assert set(np.unique(output_msg_to_array(mask))) <= {0, 255}
+    np.testing.assert_array_equal(full_frame_masks(msg), result.full_frame_masks())
+
+
+def test_subscriber_rebuilds_the_backends_masks_pixel_for_pixel(all_instances, maskrcnn_checkpoint):
+    frame = driving_frames(1)[0]
+    key = all_instances.send(array_to_image_msg(frame, 'rgb8', Header()))
+    msg = all_instances.result(key)
+    expected = segmenter_like_the_node(maskrcnn_checkpoint, InstanceFilter(0.0, 0.5, 20)).segment([frame])[0]
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (*key, 'front_camera')
+    assert msg.label_set == 'cityscapes_things' and len(msg.instances) == len(expected.instances) > 1
+    assert_message_equals_result(msg, expected)
+    masks = full_frame_masks(msg)
+    overlapping = [(a, b) for a, b in itertools.combinations(range(len(masks)), 2) if (masks[a] & masks[b]).any()]
+    assert overlapping, 'no overlapping instances in this frame: the overlap check would prove nothing'
+    a, b = overlapping[0]
+    assert masks[a].sum() > (masks[a] & masks[b]).sum() > 0  # both kept their own mask
+    assert all(i.mask.header.stamp == msg.header.stamp for i in msg.instances)
+
+
+def test_overlay_draws_the_published_instances(all_instances, maskrcnn_checkpoint):
+    frame = driving_frames(2)[1]
+    key = all_instances.send(array_to_image_msg(frame, 'rgb8', Header()))
+    overlay = all_instances.result(key, all_instances.overlays)
+    expected = segmenter_like_the_node(maskrcnn_checkpoint, InstanceFilter(0.0, 0.5, 20)).segment([frame])[0]
+    np.testing.assert_array_equal(output_msg_to_array(overlay),
+                                  draw_instances(frame, expected.instances, cityscapes_things()))
+
+
+def test_label_set_is_announced_with_the_score_threshold(all_instances):
+    assert all_instances.probe.spin_until(lambda: all_instances.label_sets, 10)
+    label_set = all_instances.label_sets[0]
+    assert label_set.name == 'cityscapes_things' and [c.name for c in label_set.classes] == cityscapes_things().names
+    assert label_set.threshold == 0.0
+
+
+def test_bad_images_are_refused_and_the_node_keeps_serving(all_instances):
+    frame = driving_frames(1)[0]
+    truncated = array_to_image_msg(frame, 'rgb8', Header())
+    truncated.data = bytes(truncated.data[:1000])
+    unknown = array_to_image_msg(frame, 'rgb8', Header())
+    unknown.encoding = '64FC1'
+    for problem, msg in {'data holds 1000 bytes': truncated, "unsupported encoding '64FC1'": unknown}.items():
+        key = all_instances.send(msg)
+        assert all_instances.probe.spin_until(lambda: problem in all_instances.node.output(), FRAME_TIMEOUT)
+        all_instances.result(all_instances.send(array_to_image_msg(frame, 'rgb8', Header())))
+        assert key not in all_instances.instances
+
+
+def test_score_threshold_class_filter_and_max_instances(tmp_path_factory, maskrcnn_checkpoint):
+    frame = driving_frames(1)[0]
+    every = segmenter_like_the_node(maskrcnn_checkpoint, InstanceFilter(0.0, 0.5, 100)).segment([frame])[0]
+    threshold = round(float(np.median([i.score for i in every.instances])), 6)
+    counts = {}
+    for instance in every.instances:
+        if instance.score >= threshold:
+            counts[instance.class_name] = counts.get(instance.class_name, 0) + 1
+    wanted = max(counts, key=counts.get)  # the class with most detections above the threshold
+    selection = InstanceFilter(threshold, 0.5, 2, (cityscapes_things().names.index(wanted),))
+    expected = segmenter_like_the_node(maskrcnn_checkpoint, selection).segment([frame])[0]
+    with instance_node(tmp_path_factory, '/inst_filtered', maskrcnn_checkpoint, f'score_threshold:={threshold}',
+                       f'class_filter:=[{wanted}]', 'max_instances:=2') as node:
+        probe = ProbeNode('instance_filtered_probe')
+        try:
+            client = InstanceClient(probe, node, '/inst_filtered')
+            msg = client.result(client.send(array_to_image_msg(frame, 'rgb8', Header())))
+        finally:
+            probe.close()
+    assert 0 < len(msg.instances) <= 2 and len(msg.instances) == min(2, counts[wanted])
+    assert {i.class_name for i in msg.instances} == {wanted} and min(i.score for i in msg.instances) >= threshold
+    assert_message_equals_result(msg, expected)
+
+
+def test_frames_without_instances_get_an_empty_message(tmp_path_factory, maskrcnn_checkpoint):
+    frames = driving_frames(2)
+    every = segmenter_like_the_node(maskrcnn_checkpoint, InstanceFilter(0.0, 0.5, 100)).segment(frames)
+    assert max(i.score for result in every for i in result.instances) < 1.0  # so threshold 1.0 keeps nothing
+    with instance_node(tmp_path_factory, '/inst_empty', maskrcnn_checkpoint, 'score_threshold:=1.0') as node:
+        probe = ProbeNode('instance_empty_probe')
+        try:
+            client = InstanceClient(probe, node, '/inst_empty')
+            for frame in frames:
+                key = client.send(array_to_image_msg(frame, 'rgb8', Header()))
+                msg = client.result(key)
+                assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (*key, 'front_camera')
+                assert msg.instances == [] and (msg.image_height, msg.image_width) == frame.shape[:2]
+                assert msg.label_set == 'cityscapes_things'
+        finally:
+            probe.close()
+
+
+def test_unknown_class_filter_name_stops_start_up_naming_the_known_classes(tmp_path):
+    with NodeProcess('seg_perception.instance_node', ['-p', 'class_filter:=[car, spaceship]'],
+                     tmp_path / 'log') as node:
+        assert node.wait(timeout=120) == 1
+        assert "class_filter names ['spaceship'] are not in label set cityscapes_things" in node.output()
+
+
+def test_message_size_for_20_instances_at_1024x2048():
+    """A typical busy Cityscapes frame: 20 instances from distant pedestrians to a close car."""
+    rng = np.random.default_rng(0)
+    sizes = [(30, 70)] * 8 + [(90, 60)] * 6 + [(220, 140)] * 4 + [(520, 330)] * 2  # (width, height)
+    instances = []
+    for index, (width, height) in enumerate(sizes):
+        x, y = int(rng.integers(0, 2048 - width)), int(rng.integers(300, 1024 - height))
+        mask = np.zeros((height, width), bool)
+        mask[height // 8:-height // 8, width // 10:-width // 10] = True
+        instances.append(Instance(class_id=index % 8, class_name=cityscapes_things().names[index % 8], score=0.9,
+                                  box=(x, y, x + width, y + height), roi=(x, y, width, height), mask=mask))
+    msg = instances_to_msg(InstanceResult((1024, 2048), instances), Header(frame_id='cam'), 'cityscapes_things')
+    size = len(serialize_message(msg))
+    mask_pixels = sum(width * height for width, height in sizes)
+    full_frame = 20 * 1024 * 2048
+    print(f'\nInstanceMaskArray, 20 instances at 1024x2048: {size / 1024:.0f} KiB serialized '
+          f'({mask_pixels} mask pixels in boxes; full-frame masks would be {full_frame / 2**20:.0f} MiB)')
+    assert mask_pixels < size < mask_pixels + 20 * 200  # mask bytes plus a small per-instance overhead
+    assert size < full_frame / 40
