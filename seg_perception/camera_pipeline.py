@@ -43,7 +43,8 @@ from seg_perception.throttled_log import ThrottledErrorLog
 from seg_perception.topics import (CAMERA_INPUT, COMPRESSED_SUFFIX, OUTPUT_QOS, PROCESSING_TIME_OUTPUT,
                                    RELIABILITY_CHOICES, TRANSPORT_CHOICES, input_qos)
 
-ERROR_THROTTLE_SEC = 5.0
+ERROR_THROTTLE_SEC = 5.0  # per kind of bad input (ThrottledErrorLog: rclpy throttles per call site only)
+WARNING_THROTTLE_SEC = 10.0
 WORKER_POLL_SEC = 0.25
 DIAGNOSTICS_QOS = QoSProfile(depth=10)
 
@@ -136,7 +137,6 @@ class CameraPipeline:
         self._make_processor = make_processor
         self._log = node.get_logger()
         self._errors = ThrottledErrorLog(self._log.error, ERROR_THROTTLE_SEC)
-        self._warnings = ThrottledErrorLog(self._log.warning, ERROR_THROTTLE_SEC * 2)
         self._bridge = cv_bridge_if_installed()
         self._compressed = settings['input_transport'] == 'compressed'
         self.input_topic = node.resolve_topic_name(CAMERA_INPUT) + (COMPRESSED_SUFFIX if self._compressed else '')
@@ -225,10 +225,10 @@ class CameraPipeline:
             self._log.info(f'unsubscribed from {self.input_topic}: {reason}')
 
     def _on_incompatible_qos(self, info: Any) -> None:
-        self._warnings.error('incompatible_qos', (
+        self._log.warning(
             f'a publisher on {self.input_topic} offers QoS incompatible with this subscription '
             f'({info.last_policy_kind.name}); its images never arrive. Set input_reliability to match it '
-            f'(now {self._settings["input_reliability"]!r}).'))
+            f'(now {self._settings["input_reliability"]!r}).', throttle_duration_sec=WARNING_THROTTLE_SEC)
 
     def _on_message(self, msg: Any) -> None:
         replaced = self._slots.put(self.input_topic, msg)
@@ -289,8 +289,8 @@ class CameraPipeline:
                 silence = min(silence, snapshot.seconds_since_input)
             if silence > self._settings['input_timeout_sec']:
                 publishers = self._node.count_publishers(self.input_topic)
-                self._warnings.error('no_input', f'no images on {self.input_topic} for {silence:.0f} s '
-                                                 f'({publishers} publishers on it)')
+                self._log.warning(f'no images on {self.input_topic} for {silence:.0f} s ({publishers} publishers '
+                                  f'on it)', throttle_duration_sec=WARNING_THROTTLE_SEC)
         serving = 'inactive' if not self._active else ('active' if self._subscription is not None else 'idle')
         model = self._processor.model_description()
         state = PipelineState(serving=serving, input_topic=self.input_topic, input_silence_sec=silence,

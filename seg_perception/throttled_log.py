@@ -7,7 +7,10 @@ from typing import Callable
 
 class ThrottledErrorLog:
     """Logs the first error of each kind, then at most one per ``period_sec``, with the number of
-    occurrences suppressed in between (rclpy's own throttling is per call site, not per kind)."""
+    occurrences suppressed in between (rclpy's own throttling is per call site, not per kind).
+
+    Give it one severity only: rclpy refuses a call site (here, one line) that logs at two.
+    """
 
     def __init__(self, log_error: Callable[[str], None], period_sec: float,
                  clock: Callable[[], float] = time.monotonic) -> None:

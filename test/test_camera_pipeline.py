@@ -105,10 +105,17 @@ def test_missing_camera_topic_and_qos_mismatch_are_reported(tmp_path):
         probe = PipelineProbe('eager_probe', node, '/eager/camera', '/eager')
         try:
             probe.wait_for(probe.camera_subscribed, 'lazy:=false did not subscribe without listeners')
-            status = probe.latest_status(state='active')
+            probe.latest_status(state='active')
+            # A refused image (an error) and then silence (a warning): both logged, the node lives on.
+            bad = array_to_image_msg(np.zeros((4, 4), np.int16), 'mono8', Header())
+            bad.encoding = '16SC1'
+            probe.camera.publish(bad)
+            probe.wait_for(lambda: "unsupported encoding '16SC1'" in node.output(), 'bad image not reported')
             probe.wait_for(lambda: 'no images on /eager/camera' in node.output(), 'no missing-topic warning')
             status = next(s for s in reversed(probe.statuses) if 'no images' in s.message)
             assert status.level == DiagnosticStatus.WARN
+            probe.spin_for(1.0)
+            probe.alive()
             probe.node.create_publisher(Image, '/eager/camera', qos_profile_sensor_data)  # best effort
             probe.wait_for(lambda: 'offers QoS incompatible' in node.output(), 'QoS mismatch not reported')
             assert 'RELIABILITY' in node.output()
