@@ -15,6 +15,8 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'
@@ -98,3 +100,25 @@ class ProbeNode:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
+
+
+class LifecycleClient:
+    """Asks a lifecycle node for its state and requests transitions, over its services."""
+
+    def __init__(self, probe: ProbeNode, node_name: str, timeout: float) -> None:
+        self.probe, self.timeout = probe, timeout
+        self.get_state_client = probe.node.create_client(GetState, f'{node_name}/get_state')
+        self.change_state_client = probe.node.create_client(ChangeState, f'{node_name}/change_state')
+
+    def _call(self, client, request):
+        assert client.wait_for_service(timeout_sec=self.timeout), f'{client.srv_name} not available'
+        future = client.call_async(request)
+        assert self.probe.spin_until(future.done, self.timeout), f'{client.srv_name} did not answer'
+        return future.result()
+
+    def state(self) -> int:
+        return self._call(self.get_state_client, GetState.Request()).current_state.id
+
+    def change(self, transition: int) -> bool:
+        return self._call(self.change_state_client,
+                          ChangeState.Request(transition=Transition(id=transition))).success

@@ -11,14 +11,13 @@ import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import State, Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time as RosTime
 from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import FrameTiming
 from std_msgs.msg import Header
 
-from ros_helpers import NodeProcess, ProbeNode, driving_frames
+from ros_helpers import LifecycleClient, NodeProcess, ProbeNode, driving_frames
 from seg_perception.diagnostics import status_values
 from seg_perception.image_conversion import array_to_image_msg, output_msg_to_array
 from seg_perception.topics import OUTPUT_QOS
@@ -158,26 +157,6 @@ def test_diagnostics_and_processing_time_describe_the_served_frames(tmp_path, ch
             probe.close()
 
 
-class LifecycleClient:
-    def __init__(self, probe: ProbeNode, node_name: str) -> None:
-        self.probe = probe
-        self.get_state_client = probe.node.create_client(GetState, f'{node_name}/get_state')
-        self.change_state_client = probe.node.create_client(ChangeState, f'{node_name}/change_state')
-
-    def _call(self, client, request):
-        assert client.wait_for_service(timeout_sec=START_TIMEOUT), f'{client.srv_name} not available'
-        future = client.call_async(request)
-        assert self.probe.spin_until(future.done, START_TIMEOUT), f'{client.srv_name} did not answer'
-        return future.result()
-
-    def state(self) -> int:
-        return self._call(self.get_state_client, GetState.Request()).current_state.id
-
-    def change(self, transition: int) -> bool:
-        return self._call(self.change_state_client,
-                          ChangeState.Request(transition=Transition(id=transition))).success
-
-
 def test_lifecycle_configure_activate_deactivate_cleanup(tmp_path, checkpoint):
     with semantic_process(tmp_path, 'managed', f'checkpoint:={checkpoint}', namespace='/managed',
                           module='seg_perception.semantic_lifecycle_node') as node:
@@ -186,7 +165,7 @@ def test_lifecycle_configure_activate_deactivate_cleanup(tmp_path, checkpoint):
             labels = {}
             probe.node.create_subscription(Image, '/managed/segmentation/semantic',
                                            lambda msg: labels.setdefault(stamp_key(msg.header), msg), OUTPUT_QOS)
-            lifecycle = LifecycleClient(probe, '/managed/semantic_segmentation')
+            lifecycle = LifecycleClient(probe, '/managed/semantic_segmentation', START_TIMEOUT)
             assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
             assert probe.node.count_publishers('/managed/segmentation/semantic') == 0
 
@@ -230,7 +209,7 @@ def test_lifecycle_configure_with_a_corrupt_checkpoint_fails_cleanly(tmp_path):
                           module='seg_perception.semantic_lifecycle_node') as node:
         probe = PipelineProbe('managed_bad_probe', node, '/managed_bad/camera', '/managed_bad')
         try:
-            lifecycle = LifecycleClient(probe, '/managed_bad/semantic_segmentation')
+            lifecycle = LifecycleClient(probe, '/managed_bad/semantic_segmentation', START_TIMEOUT)
             assert lifecycle.change(Transition.TRANSITION_CONFIGURE) is False
             assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
             assert f'configure failed: checkpoint {corrupt} is corrupt' in node.output()

@@ -2,7 +2,8 @@
 
 Run there with ``launch_test test/test_driving_launch.py`` or ``colcon test``. Where launch_testing
 is not installable (the PyPI-wheel setup of scripts/bootstrap.sh) the module is skipped; the same
-behaviour is covered by test_install_and_launch.py and test_semantic_node.py with rclpy only.
+behaviour is covered by test_install_and_launch.py, test_semantic_node.py and test_instance_node.py
+with rclpy only.
 """
 import os
 import tempfile
@@ -23,6 +24,7 @@ import yaml  # noqa: E402
 from ament_index_python.packages import get_package_share_directory  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
+from seg_perception_msgs.msg import InstanceMaskArray  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from seg_perception.image_conversion import array_to_image_msg  # noqa: E402
@@ -53,7 +55,7 @@ def generate_test_description():
     return launch.LaunchDescription([driving, launch_testing.actions.ReadyToTest()])
 
 
-class TestSemanticOutput(unittest.TestCase):
+class TestPipelineOutputs(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
@@ -65,21 +67,24 @@ class TestSemanticOutput(unittest.TestCase):
         cls.node.destroy_node()
         rclpy.shutdown()
 
-    def test_camera_image_yields_label_image_with_its_header_and_size(self, proc_output):
-        received = []
-        self.node.create_subscription(Image, '/segmentation/semantic', received.append, OUTPUT_QOS)
+    def test_camera_image_yields_labels_and_instances_with_its_header_and_size(self, proc_output):
+        labels, instances = [], []
+        self.node.create_subscription(Image, '/segmentation/semantic', labels.append, OUTPUT_QOS)
+        self.node.create_subscription(InstanceMaskArray, '/segmentation/instances', instances.append, OUTPUT_QOS)
         publisher = self.node.create_publisher(Image, CAMERA_TOPIC, OUTPUT_QOS)
         header = Header(frame_id='launch_test_camera')
         header.stamp.sec = 4242
         image = array_to_image_msg(np.full((120, 200, 3), 90, np.uint8), 'rgb8', header)
-        deadline = time.monotonic() + 120.0
-        while not received and time.monotonic() < deadline:
+        deadline = time.monotonic() + 180.0
+        while not (labels and instances) and time.monotonic() < deadline:
             publisher.publish(image)
             rclpy.spin_once(self.node, timeout_sec=1.0)
-        self.assertTrue(received, 'no label image from the launched semantic node')
-        labels = received[0]
-        self.assertEqual((labels.height, labels.width, labels.encoding), (120, 200, 'mono8'))
-        self.assertEqual((labels.header.stamp.sec, labels.header.frame_id), (4242, 'launch_test_camera'))
+        self.assertTrue(labels, 'no label image from the launched semantic node')
+        self.assertTrue(instances, 'no InstanceMaskArray from the launched instance node')
+        self.assertEqual((labels[0].height, labels[0].width, labels[0].encoding), (120, 200, 'mono8'))
+        self.assertEqual((labels[0].header.stamp.sec, labels[0].header.frame_id), (4242, 'launch_test_camera'))
+        self.assertEqual((instances[0].image_height, instances[0].image_width), (120, 200))
+        self.assertEqual((instances[0].header.stamp.sec, instances[0].header.frame_id), (4242, 'launch_test_camera'))
         proc_output.assertWaitFor('UNTRAINED', timeout=10, stream='stderr')
 
 

@@ -8,13 +8,14 @@ import itertools
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
+from lifecycle_msgs.msg import State, Transition
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import InstanceMaskArray, LabelSet
 from std_msgs.msg import Header
 
 from conftest import random_checkpoint
-from ros_helpers import NodeProcess, ProbeNode, driving_frames
+from ros_helpers import LifecycleClient, NodeProcess, ProbeNode, driving_frames
 from seg_models.instance import InstanceModelConfig, create_instance_segmenter
 from seg_models.instance_postprocess import Instance, InstanceFilter, InstanceResult
 from seg_models.labels import cityscapes_things
@@ -44,7 +45,7 @@ def segmenter_like_the_node(checkpoint, selection: InstanceFilter):
 class InstanceClient:
     """Publishes camera frames to one instance node (in its namespace) and keeps its outputs by stamp."""
 
-    def __init__(self, probe: ProbeNode, node: NodeProcess, namespace: str) -> None:
+    def __init__(self, probe: ProbeNode, node: NodeProcess, namespace: str, wait_for_node: bool = True) -> None:
         self.probe, self.node = probe, node
         self.instances: dict[tuple[int, int], InstanceMaskArray] = {}
         self.overlays: dict[tuple[int, int], Image] = {}
@@ -56,7 +57,12 @@ class InstanceClient:
                                        self._keeper(self.overlays), OUTPUT_QOS)
         probe.node.create_subscription(LabelSet, f'{namespace}/segmentation/instances/label_info',
                                        self.label_sets.append, LABEL_INFO_QOS)
-        assert probe.spin_until(lambda: self.camera.get_subscription_count() > 0, 120, self._alive), node.output()
+        if wait_for_node:
+            self.wait_for_camera_subscription()
+
+    def wait_for_camera_subscription(self) -> None:
+        assert self.probe.spin_until(lambda: self.camera.get_subscription_count() > 0, 120, self._alive), \
+            self.node.output()
 
     @staticmethod
     def _keeper(store):
@@ -77,14 +83,14 @@ class InstanceClient:
         return store[key]
 
 
-def instance_node(tmp_path_factory, namespace: str, checkpoint, *params: str):
+def instance_node(tmp_path_factory, namespace: str, checkpoint, *params: str,
+                  module: str = 'seg_perception.instance_node'):
     ros_args = ['-r', f'__ns:={namespace}', '-r', f'image:={namespace}/camera', '-p', f'checkpoint:={checkpoint}',
                 '-p', f'input_height:={INPUT_SIZE[0]}', '-p', f'input_width:={INPUT_SIZE[1]}',
                 '-p', 'backend:=onnxruntime', '-p', 'input_reliability:=reliable']
     for param in params:
         ros_args += ['-p', param]
-    return NodeProcess('seg_perception.instance_node', ros_args,
-                       tmp_path_factory.mktemp('logs') / f'{namespace.strip("/")}.log')
+    return NodeProcess(module, ros_args, tmp_path_factory.mktemp('logs') / f'{namespace.strip("/")}.log')
 
 
 @pytest.fixture(scope='module')
@@ -198,6 +204,25 @@ def test_frames_without_instances_get_an_empty_message(tmp_path_factory, maskrcn
                 assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (*key, 'front_camera')
                 assert msg.instances == [] and (msg.image_height, msg.image_width) == frame.shape[:2]
                 assert msg.label_set == 'cityscapes_things'
+        finally:
+            probe.close()
+
+
+def test_lifecycle_variant_serves_only_while_active(tmp_path_factory, maskrcnn_checkpoint):
+    with instance_node(tmp_path_factory, '/inst_managed', maskrcnn_checkpoint, 'score_threshold:=0.0',
+                       module='seg_perception.instance_lifecycle_node') as node:
+        probe = ProbeNode('instance_managed_probe')
+        try:
+            client = InstanceClient(probe, node, '/inst_managed', wait_for_node=False)
+            lifecycle = LifecycleClient(probe, '/inst_managed/instance_segmentation', 120)
+            assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+            assert lifecycle.change(Transition.TRANSITION_CONFIGURE) and lifecycle.change(Transition.TRANSITION_ACTIVATE)
+            client.wait_for_camera_subscription()
+            msg = client.result(client.send(array_to_image_msg(driving_frames(1)[0], 'rgb8', Header())))
+            assert msg.instances and msg.label_set == 'cityscapes_things'
+            assert lifecycle.change(Transition.TRANSITION_DEACTIVATE)
+            assert probe.spin_until(lambda: client.camera.get_subscription_count() == 0, 30)
+            assert lifecycle.state() == State.PRIMARY_STATE_INACTIVE
         finally:
             probe.close()
 
