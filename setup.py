@@ -30,6 +30,7 @@ setup(
             'instance_node = seg_perception.instance_node:main',
             'instance_lifecycle_node = seg_perception.instance_lifecycle_node:main',
             'instance_listener = seg_perception.instance_listener:main',
+            'seg_bag = seg_perception.evaluation.cli:main',
             'image_source = seg_perception.image_source:main',
             'run_pipeline = seg_perception.pipeline_runner:main',
             'seg-models = seg_models.cli:main',

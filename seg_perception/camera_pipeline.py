@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.publisher import Publisher
@@ -160,8 +161,10 @@ class CameraPipeline:
         self._timing_publisher = self._node.create_publisher(FrameTiming, PROCESSING_TIME_OUTPUT, OUTPUT_QOS)
         self._diagnostics_publisher = self._node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                                                   DIAGNOSTICS_QOS)
+        # Wall time: with use_sim_time a paused or slow bag replay must not stop the health reports.
         self._diagnostics_timer = self._node.create_timer(self._settings['diagnostics_period_sec'],
-                                                          self._publish_diagnostics)
+                                                          self._publish_diagnostics,
+                                                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         converter = 'cv_bridge' if self._bridge is not None else 'seg_perception.image_conversion'
         self._log.info(f'input {self.input_topic} ({"CompressedImage" if self._compressed else "Image"}, '
                        f'{self._settings["input_reliability"]}, converted by {converter}); '

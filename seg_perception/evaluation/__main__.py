@@ -1,0 +1,5 @@
+import sys
+
+from seg_perception.evaluation.cli import main
+
+sys.exit(main())

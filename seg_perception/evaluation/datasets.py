@@ -1,0 +1,149 @@
+"""Datasets as sequences of samples (camera image, semantic and instance ground truth).
+
+Layouts read:
+* Cityscapes: ``<root>/leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with
+  ``<root>/gtFine/<split>/<city>/*_gtFine_labelIds.png`` and ``*_gtFine_instanceIds.png`` (and
+  ``<root>/camera/<split>/<city>/*_camera.json`` intrinsics where present). Semantic ground truth
+  stays in Cityscapes' labelIds, as the official evaluation expects.
+* Image + label folders (CamVid style): ``<root>/images/*`` and ``<root>/labels/*`` with the same
+  file names, label values in a named label set (camvid, mapillary_vistas, ...).
+* A video file: frames only, no ground truth (replay for latency and throughput).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import cv2
+import numpy as np
+
+from seg_models.image_files import image_files, read_rgb
+from seg_models.labels import get_label_set
+from seg_perception.frame_sources import video_frames
+
+CITYSCAPES = 'cityscapes'
+CITYSCAPES_LABEL_IDS = 'cityscapes_label_ids'  # the semantic ground truth's id space for Cityscapes
+DATASET_KINDS = ('auto', 'cityscapes', 'folder', 'video')
+
+
+@dataclass(frozen=True)
+class GroundTruthInfo:
+    """What the ground truth topics of a bag hold; stored in the bag as JSON (std_msgs/String)."""
+
+    dataset: str  # cityscapes, folder or video
+    label_set: str  # id space of the semantic ground truth: cityscapes_label_ids or a label-set name
+    has_semantic: bool
+    has_instances: bool  # Cityscapes-style instance ids: labelId * 1000 + index (or labelId for crowds)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> 'GroundTruthInfo':
+        return GroundTruthInfo(**json.loads(text))
+
+
+@dataclass
+class Sample:
+    name: str
+    rgb: np.ndarray  # (H, W, 3) uint8
+    semantic: Optional[np.ndarray] = None  # (H, W) uint8 ids in GroundTruthInfo.label_set
+    instances: Optional[np.ndarray] = None  # (H, W) uint16 Cityscapes instance ids
+    intrinsics: Optional[tuple[float, float, float, float]] = None  # fx, fy, cx, cy
+
+
+@dataclass
+class Dataset:
+    info: GroundTruthInfo
+    names: list[str]
+    samples: Iterator[Sample]
+
+
+def _read_label(path: Path, dtype) -> np.ndarray:
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if label is None or label.ndim != 2:
+        raise ValueError(f'{path} is not a single-channel label image')
+    return label.astype(dtype, copy=False)
+
+
+def _cityscapes_intrinsics(path: Path) -> Optional[tuple[float, float, float, float]]:
+    if not path.is_file():
+        return None
+    intrinsic = json.loads(path.read_text())['intrinsic']
+    return intrinsic['fx'], intrinsic['fy'], intrinsic['u0'], intrinsic['v0']
+
+
+def cityscapes_dataset(root: Path, split: str) -> Dataset:
+    images = sorted((root / 'leftImg8bit' / split).glob('*/*_leftImg8bit.png'))
+    if not images:
+        raise FileNotFoundError(f'no {root}/leftImg8bit/{split}/<city>/*_leftImg8bit.png')
+    stems = [path.name[:-len('_leftImg8bit.png')] for path in images]
+    ground_truth = [root / 'gtFine' / split / path.parent.name / stem for path, stem in zip(images, stems)]
+    missing = [str(gt) + '_gtFine_labelIds.png' for gt in ground_truth
+               if not Path(str(gt) + '_gtFine_labelIds.png').is_file()]
+    if missing:
+        raise FileNotFoundError(f'{len(missing)} images have no gtFine labelIds file, e.g. {missing[0]}')
+    has_instances = all(Path(str(gt) + '_gtFine_instanceIds.png').is_file() for gt in ground_truth)
+
+    def samples() -> Iterator[Sample]:
+        for image, stem, gt in zip(images, stems, ground_truth):
+            yield Sample(stem, read_rgb(image), _read_label(Path(str(gt) + '_gtFine_labelIds.png'), np.uint8),
+                         _read_label(Path(str(gt) + '_gtFine_instanceIds.png'), np.uint16) if has_instances else None,
+                         _cityscapes_intrinsics(root / 'camera' / split / image.parent.name / f'{stem}_camera.json'))
+
+    return Dataset(GroundTruthInfo(CITYSCAPES, CITYSCAPES_LABEL_IDS, True, has_instances), stems, samples())
+
+
+def folder_dataset(root: Path, label_set: str) -> Dataset:
+    images = image_files(root / 'images')
+    if not images:
+        raise FileNotFoundError(f'no images in {root}/images')
+    labels = {path.stem: path for path in image_files(root / 'labels')} if (root / 'labels').is_dir() else {}
+    has_semantic = bool(labels)
+    if has_semantic:
+        missing = [path.name for path in images if path.stem not in labels]
+        if missing:
+            raise FileNotFoundError(f'{len(missing)} images have no label file in {root}/labels, e.g. {missing[0]}')
+        get_label_set(label_set)  # fails early, naming the known label sets
+
+    def samples() -> Iterator[Sample]:
+        for path in images:
+            yield Sample(path.stem, read_rgb(path),
+                         _read_label(labels[path.stem], np.uint8) if has_semantic else None)
+
+    return Dataset(GroundTruthInfo('folder', label_set, has_semantic, False), [path.stem for path in images],
+                   samples())
+
+
+def video_dataset(path: Path, max_frames: int = 0) -> Dataset:
+    frames = list(video_frames(path))[:max_frames or None]
+    samples = (Sample(frame.name, frame.rgb) for frame in frames)
+    return Dataset(GroundTruthInfo('video', '', False, False), [frame.name for frame in frames], samples)
+
+
+def open_dataset(source: Path, kind: str = 'auto', split: str = 'val', label_set: str = 'camvid',
+                 max_frames: int = 0) -> Dataset:
+    """The dataset at ``source``; ``kind`` auto picks Cityscapes (leftImg8bit/), folder (images/) or
+    video (a file)."""
+    if kind == 'auto':
+        if (source / 'leftImg8bit').is_dir():
+            kind = 'cityscapes'
+        elif (source / 'images').is_dir():
+            kind = 'folder'
+        elif source.is_file():
+            kind = 'video'
+        else:
+            raise FileNotFoundError(f'{source} is not a Cityscapes folder (leftImg8bit/), an image + label folder '
+                                    f'(images/, labels/) or a video file')
+    if kind == 'cityscapes':
+        dataset = cityscapes_dataset(source, split)
+    elif kind == 'folder':
+        dataset = folder_dataset(source, label_set)
+    else:
+        dataset = video_dataset(source, max_frames)
+    if max_frames and kind != 'video':
+        dataset.names = dataset.names[:max_frames]
+        dataset.samples = (sample for _, sample in zip(range(max_frames), dataset.samples))
+    return dataset

@@ -1,0 +1,241 @@
+"""Evaluate a result bag (from ``replay``) against the ground truth it carries.
+
+Frames are matched by header stamp. Semantic: Cityscapes ground truth with Cityscapes predictions
+goes through cityscapesscripts' official pixel-level evaluation (trainIds mapped to labelIds);
+every label set also gets the independent confusion-matrix path (other sets: CamVid, Mapillary,
+or Cityscapes predictions mapped onto CamVid classes). Instances: cityscapesscripts' official
+instance-level evaluation (AP, AP50). Latency: output arrival minus camera publication, per output
+topic; dropped frames: frames without an output, and each node's own count from /diagnostics.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from seg_models.instance_postprocess import Instance, InstanceResult
+from seg_models.labels import (LabelSet, cityscapes_label_id_to_train_id, get_label_set, label_set_lookup)
+from seg_perception.diagnostics import status_values
+from seg_perception.evaluation.bag_io import BagError, bag_topics, read_messages, topic_listing
+from seg_perception.evaluation.datasets import CITYSCAPES_LABEL_IDS, GroundTruthInfo
+from seg_perception.evaluation.metrics import (CityscapesFiles, confusion_matrix, latency_summary,
+                                               scores_from_confusion)
+from seg_perception.evaluation.topic_names import (CAMERA, GROUND_TRUTH_INFO, GROUND_TRUTH_INSTANCES,
+                                                   GROUND_TRUTH_SEMANTIC, INSTANCE_PREDICTION, REPLAY_SUMMARY,
+                                                   SEMANTIC_PREDICTION)
+from seg_perception.image_conversion import image_msg_to_rgb, compressed_msg_to_rgb, output_msg_to_array
+from seg_perception.label_info import LABEL_INFO_SUFFIX, label_set_from_msg
+from seg_perception.topics import COMPRESSED_SUFFIX
+
+OVERLAY_FRAMES = 3
+
+Key = tuple[int, int]
+
+
+def instance_result_from_msg(msg: Any) -> InstanceResult:
+    """The instances of an InstanceMaskArray as seg_models' InstanceResult (box-cropped masks)."""
+    result = InstanceResult(image_size=(msg.image_height, msg.image_width))
+    for instance in msg.instances:
+        box = instance.box
+        mask = output_msg_to_array(instance.mask) > 0
+        result.instances.append(Instance(
+            class_id=instance.class_id, class_name=instance.class_name, score=instance.score,
+            box=(box.x_offset, box.y_offset, box.x_offset + box.width, box.y_offset + box.height),
+            roi=(box.x_offset, box.y_offset, box.width, box.height), mask=mask))
+    return result
+
+
+@dataclass
+class BagContents:
+    """What the evaluation needs from a result bag, read in one pass (images kept only as needed)."""
+
+    info: Optional[GroundTruthInfo] = None
+    published_ns: dict[Key, int] = field(default_factory=dict)  # camera frame -> when replay published it
+    label_sets: dict[str, LabelSet] = field(default_factory=dict)  # prediction topic -> its label set
+    arrivals_ns: dict[str, dict[Key, int]] = field(default_factory=dict)  # prediction topic -> arrival times
+    node_status: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> last /diagnostics values
+    replay: dict = field(default_factory=dict)
+    overlay_frames: dict[Key, np.ndarray] = field(default_factory=dict)  # a few camera frames for the report
+    overlay_outputs: dict[Key, dict[str, Any]] = field(default_factory=dict)  # their predictions and truth
+
+
+class Evaluation:
+    def __init__(self, bag: Path, work_dir: Path, camera_topic: str = CAMERA) -> None:
+        self.bag, self.work_dir = bag, work_dir
+        available = bag_topics(bag)
+        if not any(count for _, count in available.values()):
+            raise BagError(f'bag {bag} holds no messages')
+        self.camera_topic = camera_topic if camera_topic in available else camera_topic + COMPRESSED_SUFFIX
+        missing = [topic for topic in (self.camera_topic,) if topic not in available]
+        if not any(topic in available for topic in (SEMANTIC_PREDICTION, INSTANCE_PREDICTION)):
+            missing.append(f'{SEMANTIC_PREDICTION} or {INSTANCE_PREDICTION}')
+        if missing:
+            raise BagError(f'result bag {bag} lacks {", ".join(missing)} (made by `seg_bag replay`?); it has:\n'
+                           f'{topic_listing(available)}')
+        frames = available[self.camera_topic][1]
+        self.overlay_indices = set(np.linspace(0, frames - 1, min(OVERLAY_FRAMES, frames)).round().astype(int))
+        self.contents = BagContents()
+        self.ground_truth: dict[str, dict[Key, np.ndarray]] = {GROUND_TRUTH_SEMANTIC: {}}
+        self.semantic_predictions: dict[Key, np.ndarray] = {}
+        self.instance_predictions: dict[Key, InstanceResult] = {}
+        self.confusion: Optional[np.ndarray] = None
+        self.cityscapes_files: Optional[CityscapesFiles] = None
+        self.scored: dict[str, int] = {'semantic': 0, 'instances': 0}
+
+    # --- reading ----------------------------------------------------------------------------------
+    def read(self) -> None:
+        contents = self.contents
+        for topic, timestamp, msg in tqdm(read_messages(self.bag), desc='evaluating', unit='msg'):
+            if topic == GROUND_TRUTH_INFO:
+                contents.info = GroundTruthInfo.from_json(msg.data)
+            elif topic == REPLAY_SUMMARY:
+                contents.replay = json.loads(msg.data)
+            elif topic == self.camera_topic:
+                key = _key(msg)
+                if len(contents.published_ns) in self.overlay_indices:
+                    convert = compressed_msg_to_rgb if topic.endswith(COMPRESSED_SUFFIX) else image_msg_to_rgb
+                    contents.overlay_frames[key] = convert(msg)
+                contents.published_ns[key] = timestamp
+            elif topic in (GROUND_TRUTH_SEMANTIC, GROUND_TRUTH_INSTANCES):
+                self._add_ground_truth(topic, _key(msg), output_msg_to_array(msg))
+            elif topic.endswith(LABEL_INFO_SUFFIX):
+                contents.label_sets[topic[:-len(LABEL_INFO_SUFFIX)]] = label_set_from_msg(msg)
+            elif topic in (SEMANTIC_PREDICTION, INSTANCE_PREDICTION):
+                key = _key(msg)
+                contents.arrivals_ns.setdefault(topic, {})[key] = timestamp
+                prediction = output_msg_to_array(msg) if topic == SEMANTIC_PREDICTION else instance_result_from_msg(msg)
+                self._keep_for_overlay(key, topic, prediction)
+                if self._has_ground_truth(topic):
+                    store = self.semantic_predictions if topic == SEMANTIC_PREDICTION else self.instance_predictions
+                    store[key] = prediction
+            elif topic == '/diagnostics':
+                for status in msg.status:
+                    contents.node_status[status.name.split(':')[0]] = status_values(status)
+            self._score_ready_frames()
+        if contents.info is None:  # e.g. a drive recorded on a vehicle: latency and throughput only
+            contents.info = GroundTruthInfo('none', '', False, False)
+        self._score_ready_frames()
+
+    def _add_ground_truth(self, topic: str, key: Key, ground_truth: np.ndarray) -> None:
+        """Cityscapes ground truth goes to gtFine-style files for the official evaluation at once;
+        semantic ground truth also waits in memory for its prediction (confusion matrix)."""
+        self._keep_for_overlay(key, topic, ground_truth)
+        if self.contents.info is not None and self.contents.info.dataset == 'cityscapes':
+            if topic == GROUND_TRUTH_SEMANTIC:
+                self._cityscapes().add_ground_truth(frame_name(key), label_ids=ground_truth)
+            else:
+                self._cityscapes().add_ground_truth(frame_name(key), instance_ids=ground_truth)
+        if topic == GROUND_TRUTH_SEMANTIC:
+            self.ground_truth[topic][key] = ground_truth
+
+    def _keep_for_overlay(self, key: Key, topic: str, value: Any) -> None:
+        if key in self.contents.overlay_frames:
+            self.contents.overlay_outputs.setdefault(key, {})[topic] = value
+
+    def _has_ground_truth(self, prediction_topic: str) -> bool:
+        info = self.contents.info
+        if info is None:
+            return False
+        return info.has_semantic if prediction_topic == SEMANTIC_PREDICTION else info.has_instances
+
+    def _score_ready_frames(self) -> None:
+        """Score frames whose ground truth and prediction have both been read, then drop their images."""
+        info = self.contents.info
+        if info is None:
+            return
+        semantic_gt = self.ground_truth[GROUND_TRUTH_SEMANTIC]
+        for key in [key for key in self.semantic_predictions if key in semantic_gt]:
+            self._score_semantic(key, semantic_gt[key], self.semantic_predictions.pop(key))
+        for key in list(self.instance_predictions):
+            self._score_instances(key, self.instance_predictions.pop(key))
+
+    def _prediction_label_set(self, topic: str) -> LabelSet:
+        if topic not in self.contents.label_sets:
+            raise BagError(f'result bag has no {topic}{LABEL_INFO_SUFFIX}: the predictions\' label set is unknown')
+        return self.contents.label_sets[topic]
+
+    def _score_semantic(self, key: Key, ground_truth: np.ndarray, prediction: np.ndarray) -> None:
+        info, predicted_set = self.contents.info, self._prediction_label_set(SEMANTIC_PREDICTION)
+        if ground_truth.shape != prediction.shape:
+            raise BagError(f'frame {key}: prediction {prediction.shape} and ground truth {ground_truth.shape} differ')
+        if info.label_set == CITYSCAPES_LABEL_IDS:
+            if predicted_set.name != 'cityscapes':
+                raise BagError(f'mismatched label sets: predictions are in {predicted_set.name!r}, the ground truth '
+                               f'is Cityscapes; evaluate a Cityscapes model on it')
+            truth = cityscapes_label_id_to_train_id()[ground_truth]
+            self._cityscapes().add_semantic(frame_name(key), prediction)
+            target, lookup = predicted_set, None
+        else:
+            target = get_label_set(info.label_set)
+            lookup = label_set_lookup(predicted_set, target)  # raises on mismatched label sets
+            truth = ground_truth
+        predicted = prediction if lookup is None else lookup[prediction]
+        matrix = confusion_matrix(truth, predicted, target.num_classes)
+        self.confusion = matrix if self.confusion is None else self.confusion + matrix
+        self.semantic_target = target
+        self.ground_truth[GROUND_TRUTH_SEMANTIC].pop(key)
+        self.scored['semantic'] += 1
+
+    def _score_instances(self, key: Key, prediction: InstanceResult) -> None:
+        if self.contents.info.dataset != 'cityscapes':
+            return
+        label_set = self._prediction_label_set(INSTANCE_PREDICTION)
+        self._cityscapes().add_instances(frame_name(key), prediction, label_set)
+        self.scored['instances'] += 1
+
+    def _cityscapes(self) -> CityscapesFiles:
+        if self.cityscapes_files is None:
+            self.cityscapes_files = CityscapesFiles(self.work_dir / 'cityscapes')
+        return self.cityscapes_files
+
+    # --- results ----------------------------------------------------------------------------------
+    def results(self) -> dict:
+        contents = self.contents
+        frames = len(contents.published_ns)
+        results: dict[str, Any] = {
+            'bag': str(self.bag), 'ground_truth': vars(contents.info), 'replay': contents.replay,
+            'frames': {'replayed': frames}, 'latency': {}, 'throughput_fps': {}, 'nodes': contents.node_status}
+        for topic, arrivals in contents.arrivals_ns.items():
+            matched = {key: arrival for key, arrival in arrivals.items() if key in contents.published_ns}
+            results['frames'][topic] = {'with_output': len(matched), 'without_output': frames - len(matched)}
+            latencies = [(arrival - contents.published_ns[key]) / 1e6 for key, arrival in matched.items()]
+            results['latency'][topic] = latency_summary(latencies)
+            if matched:
+                span = (max(matched.values()) - min(contents.published_ns.values())) / 1e9
+                results['throughput_fps'][topic] = len(matched) / span if span > 0 else None
+        if self.confusion is not None:
+            semantic = scores_from_confusion(self.confusion, self.semantic_target.names)
+            semantic.update(frames=self.scored['semantic'], label_set=self.semantic_target.name,
+                            method='confusion matrix')
+            results['semantic'] = semantic
+            results['confusion_matrix'] = {'classes': self.semantic_target.names,
+                                           'matrix': self.confusion.tolist()}
+        files = self.cityscapes_files
+        if files is not None and files.semantic_pairs:
+            results['semantic_cityscapes_official'] = files.semantic_scores()
+        if files is not None and files.instance_pairs:
+            results['instances_cityscapes_official'] = files.instance_scores()
+            results['instances_cityscapes_official']['frames'] = self.scored['instances']
+        return results
+
+
+def _key(msg: Any) -> Key:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+def frame_name(key: Key) -> str:
+    """A frame's file name stem, from its stamp (the one thing every topic of a frame shares)."""
+    return f'frame_{key[0]}_{key[1]:09d}'
+
+
+def evaluate(bag: Path, work_dir: Optional[Path] = None, camera_topic: str = CAMERA) -> tuple[dict, Evaluation]:
+    """Metrics of the result bag ``bag``; the Evaluation keeps the overlay frames for the report."""
+    with tempfile.TemporaryDirectory(prefix='seg_eval_') as temporary:
+        evaluation = Evaluation(bag, Path(work_dir or temporary), camera_topic)
+        evaluation.read()
+        return evaluation.results(), evaluation

@@ -1,0 +1,168 @@
+"""The evaluation report: report.json (every number), report.md (what people read) and PNG plots
+(per-class IoU, confusion matrix, latency histogram, a few frames with predictions and truth)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import matplotlib
+
+matplotlib.use('Agg')  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from seg_models.labels import LabelSet, cityscapes, cityscapes_label_id_to_train_id, get_label_set  # noqa: E402
+from seg_models.visualize import draw_instances, overlay  # noqa: E402
+from seg_perception.evaluation.datasets import CITYSCAPES_LABEL_IDS  # noqa: E402
+from seg_perception.evaluation.evaluate import Evaluation, frame_name  # noqa: E402
+from seg_perception.evaluation.topic_names import (GROUND_TRUTH_SEMANTIC, INSTANCE_PREDICTION,  # noqa: E402
+                                                   SEMANTIC_PREDICTION)
+
+
+def _percent(value: Optional[float]) -> str:
+    return 'n/a' if value is None else f'{100 * value:.1f}%'
+
+
+def _plot_per_class_iou(per_class: dict[str, Optional[float]], path: Path, title: str) -> None:
+    names = [name for name, value in per_class.items() if value is not None]
+    values = [100 * per_class[name] for name in names]
+    figure, axis = plt.subplots(figsize=(max(6, 0.35 * len(names) + 2), 4))
+    axis.bar(range(len(names)), values, color='tab:blue')
+    axis.set_xticks(range(len(names)), names, rotation=70, ha='right', fontsize=8)
+    axis.set_ylabel('IoU (%)')
+    axis.set_ylim(0, 100)
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _plot_confusion(classes: list[str], matrix: np.ndarray, path: Path) -> None:
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, np.float64), where=rows > 0)
+    figure, axis = plt.subplots(figsize=(0.35 * len(classes) + 3, 0.35 * len(classes) + 2.5))
+    image = axis.imshow(normalised, cmap='Blues', vmin=0, vmax=1)
+    axis.set_xticks(range(len(classes) + 1), classes + ['(unlabeled)'], rotation=70, ha='right', fontsize=7)
+    axis.set_yticks(range(len(classes)), classes, fontsize=7)
+    axis.set_xlabel('predicted')
+    axis.set_ylabel('ground truth')
+    figure.colorbar(image, ax=axis, fraction=0.04, label='share of the ground-truth class')
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _plot_latency(latencies: dict[str, list[float]], path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for topic, values in latencies.items():
+        if values:
+            axis.hist(values, bins=30, alpha=0.6, label=topic)
+    axis.set_xlabel('latency: camera frame published -> output received (ms)')
+    axis.set_ylabel('frames')
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _overlay_frames(evaluation: Evaluation, folder: Path) -> list[str]:
+    """Per chosen frame: camera | semantic prediction | semantic ground truth | instances, side by side."""
+    folder.mkdir(parents=True, exist_ok=True)
+    contents, written = evaluation.contents, []
+    semantic_set = contents.label_sets.get(SEMANTIC_PREDICTION)
+    instance_set = contents.label_sets.get(INSTANCE_PREDICTION)
+    truth_set, truth_ids = _ground_truth_label_set(contents.info.label_set)
+    for key, rgb in contents.overlay_frames.items():
+        outputs = contents.overlay_outputs.get(key, {})
+        panels = [rgb]
+        if SEMANTIC_PREDICTION in outputs and semantic_set is not None:
+            panels.append(overlay(rgb, outputs[SEMANTIC_PREDICTION], semantic_set))
+        if GROUND_TRUTH_SEMANTIC in outputs and truth_set is not None:
+            panels.append(overlay(rgb, truth_ids(outputs[GROUND_TRUTH_SEMANTIC]), truth_set))
+        if INSTANCE_PREDICTION in outputs and instance_set is not None:
+            panels.append(draw_instances(rgb, outputs[INSTANCE_PREDICTION].instances, instance_set))
+        name = f'{frame_name(key)}.png'
+        cv2.imwrite(str(folder / name), cv2.cvtColor(np.concatenate(panels, axis=1), cv2.COLOR_RGB2BGR))
+        written.append(name)
+    return written
+
+
+def _ground_truth_label_set(name: str) -> tuple[Optional[LabelSet], Any]:
+    if name == CITYSCAPES_LABEL_IDS:
+        table = cityscapes_label_id_to_train_id()
+        return cityscapes(), lambda ids: table[ids]
+    if not name:
+        return None, None
+    return get_label_set(name), lambda ids: ids
+
+
+def write_report(results: dict, evaluation: Evaluation, folder: Path) -> Path:
+    """Write report.json, report.md and the plots into ``folder``; returns report.md's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / 'report.json').write_text(json.dumps(results, indent=2))
+    lines = [f'# Evaluation of `{results["bag"]}`', '']
+    info, replay = results['ground_truth'], results['replay']
+    lines += [f'Ground truth: {info["dataset"]} ({info["label_set"] or "no labels"}). Replay: '
+              f'{replay.get("mode", "?")}, {results["frames"]["replayed"]} frames.', '']
+    lines += ['## Frames', '', '| output | frames with output | without output |', '| --- | --- | --- |']
+    for topic, counts in results['frames'].items():
+        if isinstance(counts, dict):
+            lines.append(f'| `{topic}` | {counts["with_output"]} | {counts["without_output"]} |')
+    lines.append('')
+    official = results.get('semantic_cityscapes_official')
+    semantic = results.get('semantic')
+    if official:
+        lines += ['## Semantic segmentation (cityscapesscripts, official)', '',
+                  f'mIoU (classes) **{_percent(official["miou"])}**, iIoU {_percent(official["iiou"])}, '
+                  f'mIoU (categories) {_percent(official["categories_iou"])}.', '']
+    if semantic:
+        lines += [f'## Semantic segmentation (confusion matrix, {semantic["label_set"]} classes)', '',
+                  f'mIoU **{_percent(semantic["miou"])}**, pixel accuracy {_percent(semantic["pixel_accuracy"])}, '
+                  f'{semantic["frames"]} frames.', '', '| class | IoU |', '| --- | --- |']
+        lines += [f'| {name} | {_percent(value)} |' for name, value in semantic['per_class_iou'].items()]
+        lines += ['', '![per-class IoU](per_class_iou.png)', '', '![confusion matrix](confusion_matrix.png)', '']
+        _plot_per_class_iou(semantic['per_class_iou'], folder / 'per_class_iou.png',
+                            f'per-class IoU, mIoU {_percent(semantic["miou"])}')
+        matrix = results['confusion_matrix']
+        _plot_confusion(matrix['classes'], np.asarray(matrix['matrix']), folder / 'confusion_matrix.png')
+    instances = results.get('instances_cityscapes_official')
+    if instances:
+        lines += ['## Instance segmentation (cityscapesscripts, official)', '',
+                  f'AP **{_percent(instances["ap"])}**, AP50 {_percent(instances["ap50"])}, '
+                  f'{instances["frames"]} frames.', '', '| class | AP | AP50 |', '| --- | --- | --- |']
+        lines += [f'| {name} | {_percent(values["ap"])} | {_percent(values["ap50"])} |'
+                  for name, values in instances['per_class'].items()]
+        lines.append('')
+    lines += ['## Latency and throughput', '', 'Latency: camera frame published by the replay -> output received.',
+              '', '| output | p50 | p95 | p99 | max | throughput |', '| --- | --- | --- | --- | --- | --- |']
+    for topic, summary in results['latency'].items():
+        if summary.get('count'):
+            fps = results['throughput_fps'].get(topic)
+            lines.append(f'| `{topic}` | {summary["p50_ms"]:.0f} ms | {summary["p95_ms"]:.0f} ms | '
+                         f'{summary["p99_ms"]:.0f} ms | {summary["max_ms"]:.0f} ms | '
+                         f'{"n/a" if fps is None else f"{fps:.2f} fps"} |')
+    latencies = {topic: [] for topic in results['latency']}
+    contents = evaluation.contents
+    for topic, arrivals in contents.arrivals_ns.items():
+        latencies[topic] = [(time - contents.published_ns[key]) / 1e6 for key, time in arrivals.items()
+                            if key in contents.published_ns]
+    _plot_latency(latencies, folder / 'latency_histogram.png')
+    lines += ['', '![latency histogram](latency_histogram.png)', '']
+    if results['nodes']:
+        lines += ['## Nodes (their last /diagnostics status)', '',
+                  '| node | frames received | published | dropped | backend | precision |',
+                  '| --- | --- | --- | --- | --- | --- |']
+        for node, values in results['nodes'].items():
+            lines.append(f'| {node} | {values.get("frames received", "")} | {values.get("frames published", "")} | '
+                         f'{values.get("frames dropped", "")} | {values.get("backend", "")} | '
+                         f'{values.get("precision", "")} |')
+        lines.append('')
+    overlays = _overlay_frames(evaluation, folder / 'frames')
+    if overlays:
+        lines += ['## Frames (camera | semantic prediction | semantic ground truth | instances)', '']
+        lines += [f'![{name}](frames/{name})' for name in overlays]
+    report = folder / 'report.md'
+    report.write_text('\n'.join(lines) + '\n')
+    return report

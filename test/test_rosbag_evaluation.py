@@ -1,0 +1,258 @@
+"""Datasets to bags, replay through real nodes over DDS, official metrics and the report.
+
+Bags are real rosbag2 folders written with rosbags; replays run the real nodes (or the
+ground-truth echo node, a perfect predictor) in their own processes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from std_msgs.msg import Header, String
+
+from ros_helpers import CAMVID_IMAGES, REPO_ROOT, NodeProcess
+from seg_models.instance_postprocess import InstanceResult
+from seg_models.labels import cityscapes, cityscapes_label_id_to_train_id, cityscapes_things, get_label_set
+from seg_perception.evaluation.bag_io import BagError, BagWriter, bag_topics, read_messages
+from seg_perception.evaluation.datasets import GroundTruthInfo
+from seg_perception.evaluation.evaluate import evaluate
+from seg_perception.evaluation.ground_truth import instances_of
+from seg_perception.evaluation.metrics import CityscapesFiles, confusion_matrix, scores_from_confusion
+from seg_perception.frame_sources import synthetic_frames
+from seg_perception.image_conversion import array_to_image_msg, output_msg_to_array
+from seg_perception.label_info import label_set_to_msg
+
+CAMVID_ROOT = CAMVID_IMAGES.parent
+FRAMES = 4
+
+
+def seg_bag(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-m', 'seg_perception.evaluation', *map(str, args)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def camvid_folder(tmp_path_factory) -> Path:
+    """../shared's CamVid frames and labels where present, else generated frames with labels
+    (sky above the horizon, road below, in CamVid ids)."""
+    if (CAMVID_ROOT / 'labels').is_dir():
+        return CAMVID_ROOT
+    root = tmp_path_factory.mktemp('camvid')
+    (root / 'images').mkdir()
+    (root / 'labels').mkdir()
+    for frame in synthetic_frames(FRAMES, width=480, height=360):
+        cv2.imwrite(str(root / 'images' / f'{frame.name}.png'), cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
+        labels = np.full((360, 480), 3, np.uint8)
+        labels[:144] = 0
+        cv2.imwrite(str(root / 'labels' / f'{frame.name}.png'), labels)
+    return root
+
+
+def write_cityscapes_folder(root: Path, frames: int = 3) -> Path:
+    """A small Cityscapes-layout dataset: road, building, sky; cars and people with instance ids."""
+    rng = np.random.default_rng(0)
+    folder_images, folder_gt = root / 'leftImg8bit' / 'val' / 'testcity', root / 'gtFine' / 'val' / 'testcity'
+    folder_images.mkdir(parents=True)
+    folder_gt.mkdir(parents=True)
+    for index in range(frames):
+        stem = f'testcity_000000_{index:06d}'
+        label_ids = np.full((256, 512), 7, np.uint8)  # road
+        label_ids[:90] = 23  # sky
+        label_ids[90:130] = 11  # building
+        instance_ids = label_ids.astype(np.uint16).copy()
+        for number, (label_id, width, height) in enumerate([(26, 80, 40), (26, 60, 30), (24, 14, 40), (26, 40, 24)]):
+            x, y = int(rng.integers(0, 512 - width)), int(rng.integers(130, 256 - height))
+            label_ids[y:y + height, x:x + width] = label_id
+            instance_ids[y:y + height, x:x + width] = label_id * 1000 + number
+        rgb = np.stack([label_ids * 7, label_ids * 3, 255 - label_ids * 5], -1).astype(np.uint8)
+        cv2.imwrite(str(folder_images / f'{stem}_leftImg8bit.png'), rgb)
+        cv2.imwrite(str(folder_gt / f'{stem}_gtFine_labelIds.png'), label_ids)
+        cv2.imwrite(str(folder_gt / f'{stem}_gtFine_instanceIds.png'), instance_ids)
+    return root
+
+
+@pytest.fixture(scope='module')
+def cityscapes_folder(tmp_path_factory) -> Path:
+    return write_cityscapes_folder(tmp_path_factory.mktemp('cityscapes'))
+
+
+@pytest.mark.parametrize('storage, compression', [('mcap', 'none'), ('sqlite3', 'png')])
+def test_make_bag_stamps_camera_camera_info_and_ground_truth_alike(tmp_path, cityscapes_folder, storage,
+                                                                     compression):
+    bag = tmp_path / 'city.bag'
+    result = seg_bag('make', cityscapes_folder, bag, '--storage', storage, '--compression', compression)
+    assert result.returncode == 0, result.stderr
+    camera = '/camera/image_raw' + ('/compressed' if compression != 'none' else '')
+    topics = bag_topics(bag)
+    assert {topic: count for topic, (_, count) in topics.items()} == {
+        camera: 3, '/camera/camera_info': 3, '/ground_truth/semantic': 3, '/ground_truth/instances': 3,
+        '/ground_truth/info': 1}
+    stamps: dict[str, list] = {}
+    ground_truth = {}
+    for topic, bag_time, msg in read_messages(bag):
+        if topic == '/ground_truth/info':
+            assert GroundTruthInfo.from_json(msg.data) == GroundTruthInfo('cityscapes', 'cityscapes_label_ids', True,
+                                                                          True)
+            continue
+        stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        assert stamp_ns == bag_time
+        stamps.setdefault(topic, []).append(stamp_ns)
+        if topic == '/ground_truth/instances':
+            ground_truth[stamp_ns] = output_msg_to_array(msg)
+    assert len({tuple(values) for values in stamps.values()}) == 1  # every topic: the same stamps
+    assert np.diff(stamps[camera]).tolist() == [100_000_000] * 2  # 10 Hz
+    first = sorted(ground_truth)[0]
+    expected = cv2.imread(str(cityscapes_folder / 'gtFine/val/testcity/testcity_000000_000000_gtFine_instanceIds.png'),
+                          cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(ground_truth[first], expected)
+
+
+def test_replay_through_the_real_nodes_accounts_for_every_frame(tmp_path, camvid_folder):
+    bag, result_bag, report = tmp_path / 'camvid.bag', tmp_path / 'result.bag', tmp_path / 'report'
+    assert seg_bag('make', camvid_folder, bag, '--max-frames', FRAMES).returncode == 0
+    replayed = seg_bag('replay', bag, result_bag, '--start-pipeline', '-p', 'input_height:=64',
+                       '-p', 'input_width:=128')
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert f'{FRAMES} frames replayed (back-pressure)' in replayed.stdout
+    evaluated = seg_bag('evaluate', result_bag, report)
+    assert evaluated.returncode == 0, evaluated.stderr
+    results = json.loads((report / 'report.json').read_text())
+    assert results['frames']['replayed'] == FRAMES
+    for topic in ('/segmentation/semantic', '/segmentation/instances'):
+        assert results['frames'][topic] == {'with_output': FRAMES, 'without_output': 0}
+        assert results['latency'][topic]['count'] == FRAMES and results['latency'][topic]['p50_ms'] > 0
+    assert results['semantic']['frames'] == FRAMES and results['semantic']['label_set'] == 'camvid'
+    void = sum(int((cv2.imread(str(path), cv2.IMREAD_UNCHANGED) == 11).sum())
+               for path in sorted((camvid_folder / 'labels').iterdir())[:FRAMES])
+    assert np.asarray(results['confusion_matrix']['matrix']).sum() == FRAMES * 360 * 480 - void
+    assert set(results['nodes']) == {'semantic_segmentation', 'instance_segmentation'}
+    for name in ('report.md', 'per_class_iou.png', 'confusion_matrix.png', 'latency_histogram.png'):
+        assert (report / name).stat().st_size > 0
+    assert len(list((report / 'frames').glob('*.png'))) == 3
+    assert 'camera frame published by the replay -> output received' in (report / 'report.md').read_text()
+
+
+def test_perfect_predictor_scores_100_percent_miou_and_ap_1(tmp_path, cityscapes_folder, camvid_folder):
+    """The ground truth echoed as predictions through the same replay path: stamps, label ids (trainId
+    -> labelId for the official evaluation) and masks all line up, or this is below 100%."""
+    for name, folder in (('cityscapes', cityscapes_folder), ('camvid', camvid_folder)):
+        bag, result_bag = tmp_path / f'{name}.bag', tmp_path / f'{name}_result.bag'
+        assert seg_bag('make', folder, bag, '--max-frames', FRAMES).returncode == 0
+        with NodeProcess('seg_perception.evaluation.ground_truth_echo',
+                         ['-p', f'bag:={bag}', '-r', 'image:=/camera/image_raw'], tmp_path / f'{name}.log') as echo:
+            replayed = seg_bag('replay', bag, result_bag, '--startup-timeout', 120)
+            assert replayed.returncode == 0, replayed.stderr + echo.output()
+        results, _ = evaluate(result_bag)
+        assert results['semantic']['miou'] == 1.0 and results['semantic']['pixel_accuracy'] == 1.0
+        if name == 'cityscapes':
+            official = results['semantic_cityscapes_official']
+            assert official['miou'] == pytest.approx(1.0) and official['iiou'] == pytest.approx(1.0)
+            instances = results['instances_cityscapes_official']
+            assert instances['frames'] == 3 and instances['ap'] == pytest.approx(1.0)
+            assert instances['ap50'] == pytest.approx(1.0)
+            assert instances['per_class']['car']['ap'] == pytest.approx(1.0)
+
+
+def test_official_and_independent_semantic_metrics_agree_on_imperfect_predictions(tmp_path, cityscapes_folder):
+    """cityscapesscripts' official per-class IoU equals our confusion matrix's and a direct
+    set-based computation here, on predictions with errors in them."""
+    rng = np.random.default_rng(1)
+    to_train = cityscapes_label_id_to_train_id()
+    files = CityscapesFiles(tmp_path / 'files')
+    total = np.zeros((19, 20), np.int64)
+    pairs = []
+    for path in sorted((cityscapes_folder / 'gtFine/val/testcity').glob('*_labelIds.png')):
+        label_ids = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        truth = to_train[label_ids]
+        prediction = truth.copy()
+        prediction[rng.random(truth.shape) < 0.2] = 0  # 20% of the pixels called road
+        prediction[100:140, 200:300] = 13  # a false car
+        name = path.name[:-len('_gtFine_labelIds.png')]
+        instances = cv2.imread(str(path).replace('labelIds', 'instanceIds'), cv2.IMREAD_UNCHANGED)
+        files.add_ground_truth(name, label_ids, instances)
+        files.add_semantic(name, prediction)
+        total += confusion_matrix(truth, prediction, 19)
+        pairs.append((truth, prediction))
+    official = files.semantic_scores()
+    ours = scores_from_confusion(total, cityscapes().names)
+    for class_id, name in enumerate(cityscapes().names):
+        truth_pixels = sum(int((truth == class_id).sum()) for truth, _ in pairs)
+        predicted = sum(int(((prediction == class_id) & (truth != 255)).sum()) for truth, prediction in pairs)
+        if truth_pixels == 0 and predicted == 0:
+            assert ours['per_class_iou'][name] is None
+            continue
+        intersection = sum(int(((truth == class_id) & (prediction == class_id)).sum()) for truth, prediction in pairs)
+        direct = intersection / (truth_pixels + predicted - intersection)
+        assert ours['per_class_iou'][name] == pytest.approx(direct)
+        assert official['per_class_iou'][name] == pytest.approx(direct)
+    assert official['miou'] == pytest.approx(ours['miou'])
+    assert 0.2 < ours['miou'] < 0.95
+
+
+def test_instance_ap_falls_when_instances_are_missed(tmp_path, cityscapes_folder):
+    files = CityscapesFiles(tmp_path / 'files')
+    for path in sorted((cityscapes_folder / 'gtFine/val/testcity').glob('*_instanceIds.png')):
+        truth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        found = instances_of(truth, cityscapes_things())
+        cars = [instance for instance in found.instances if instance.class_name == 'car']
+        kept = InstanceResult(found.image_size, [instance for instance in found.instances if instance is not cars[0]])
+        name = path.name[:-len('_gtFine_instanceIds.png')]
+        files.add_ground_truth(name, instance_ids=truth)
+        files.add_instances(name, kept, cityscapes_things())
+    scores = files.instance_scores()
+    assert scores['per_class']['person']['ap'] == pytest.approx(1.0)
+    assert scores['per_class']['car']['ap'] == pytest.approx(2 / 3, abs=0.02)  # one car of three missed per frame
+
+
+def _result_bag(path: Path, prediction_label_set: str, ground_truth: bool = True) -> Path:
+    """A result bag as replay writes one: CamVid ground truth, a camera frame and a prediction."""
+    header = Header(stamp=Time(sec=5), frame_id='camera')
+    labels = np.full((8, 10), 3, np.uint8)
+    with BagWriter(path) as bag:
+        if ground_truth:
+            bag.write('/ground_truth/info', String(data=GroundTruthInfo('folder', 'camvid', True, False).to_json()), 1)
+            bag.write('/ground_truth/semantic', array_to_image_msg(labels, 'mono8', header), 2)
+        bag.write('/camera/image_raw', array_to_image_msg(np.zeros((8, 10, 3), np.uint8), 'rgb8', header), 3)
+        bag.write('/segmentation/semantic/label_info', label_set_to_msg(get_label_set(prediction_label_set)), 4)
+        bag.write('/segmentation/semantic', array_to_image_msg(labels, 'mono8', header), 5)
+    return path
+
+
+def test_cityscapes_predictions_are_mapped_onto_camvid_and_unknown_pairs_are_refused(tmp_path):
+    results, _ = evaluate(_result_bag(tmp_path / 'mapped.bag', 'cityscapes'))
+    assert results['semantic']['label_set'] == 'camvid'  # Cityscapes id 3 (wall) is CamVid Building
+    assert results['semantic']['per_class_iou']['Road'] == 0.0
+    with pytest.raises(ValueError, match="mismatched label sets: predictions are in 'mapillary_vistas_v1.2', "
+                                       "ground truth in 'camvid'"):
+        evaluate(_result_bag(tmp_path / 'mismatched.bag', 'mapillary_vistas'))
+
+
+def test_a_drive_without_ground_truth_gets_latency_and_frame_counts_only(tmp_path):
+    results, _ = evaluate(_result_bag(tmp_path / 'drive.bag', 'cityscapes', ground_truth=False))
+    assert 'semantic' not in results and results['frames']['/segmentation/semantic']['with_output'] == 1
+    assert results['latency']['/segmentation/semantic']['p50_ms'] == pytest.approx(2e-6)  # 5 ns - 3 ns
+
+
+def test_missing_topics_and_empty_bags_are_clear_errors(tmp_path, camvid_folder):
+    bag = tmp_path / 'camvid.bag'
+    assert seg_bag('make', camvid_folder, bag, '--max-frames', 1).returncode == 0
+    result = seg_bag('replay', bag, tmp_path / 'out.bag', '--camera-topic', '/front/image_raw', '--startup-timeout', 5)
+    assert result.returncode == 1
+    assert 'has no camera topic /front/image_raw' in result.stderr
+    assert '/camera/image_raw (sensor_msgs/msg/Image, 1 messages)' in result.stderr  # what the bag has
+    empty = tmp_path / 'empty.bag'
+    with BagWriter(empty):
+        pass
+    for command in (('replay', empty, tmp_path / 'out2.bag', '--startup-timeout', 5),
+                    ('evaluate', empty, tmp_path / 'report')):
+        result = seg_bag(*command)
+        assert result.returncode == 1 and f'bag {empty} holds no messages' in result.stderr
+    result = seg_bag('evaluate', bag, tmp_path / 'report')  # a dataset bag, not a result bag
+    assert result.returncode == 1 and 'lacks /segmentation/semantic or /segmentation/instances' in result.stderr
+    result = seg_bag('make', tmp_path / 'nothing_here', tmp_path / 'x.bag')
+    assert result.returncode == 1 and 'is not a Cityscapes folder' in result.stderr
