@@ -191,9 +191,8 @@ class CameraPipeline:
     def cleanup(self) -> None:
         if self._active:
             self.deactivate()
-        for timer in (self._diagnostics_timer,):
-            if timer is not None:
-                self._node.destroy_timer(timer)
+        if self._diagnostics_timer is not None:
+            self._node.destroy_timer(self._diagnostics_timer)
         for publisher in (self._timing_publisher, self._diagnostics_publisher):
             if publisher is not None:
                 self._node.destroy_publisher(publisher)

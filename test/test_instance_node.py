@@ -227,6 +227,26 @@ def test_lifecycle_variant_serves_only_while_active(tmp_path_factory, maskrcnn_c
             probe.close()
 
 
+def test_example_listener_rebuilds_full_frame_masks(tmp_path):
+    """The README's example subscriber, run as a node, reads a published InstanceMaskArray."""
+    mask = np.zeros((20, 30), bool)
+    mask[5:15, 10:20] = True
+    result = InstanceResult((120, 160), [Instance(class_id=2, class_name='car', score=0.75, box=(40, 30, 70, 50),
+                                                  roi=(40, 30, 30, 20), mask=mask)])
+    msg = instances_to_msg(result, Header(stamp=Time(sec=77, nanosec=5), frame_id='cam'), 'cityscapes_things')
+    with NodeProcess('seg_perception.instance_listener', ['-r', 'segmentation/instances:=/listener_check'],
+                     tmp_path / 'listener.log') as listener:
+        probe = ProbeNode('listener_probe')
+        try:
+            publisher = probe.node.create_publisher(InstanceMaskArray, '/listener_check', OUTPUT_QOS)
+            assert probe.spin_until(lambda: publisher.get_subscription_count() > 0, 60)
+            publisher.publish(msg)
+            assert probe.spin_until(lambda: 'cam: car 0.75 (100 px)' in listener.output(), 30), listener.output()
+            assert '77.000000005' in listener.output()
+        finally:
+            probe.close()
+
+
 def test_unknown_class_filter_name_stops_start_up_naming_the_known_classes(tmp_path):
     with NodeProcess('seg_perception.instance_node', ['-p', 'class_filter:=[car, spaceship]'],
                      tmp_path / 'log') as node:

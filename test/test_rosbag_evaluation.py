@@ -18,7 +18,7 @@ from std_msgs.msg import Header, String
 from ros_helpers import CAMVID_IMAGES, REPO_ROOT, NodeProcess
 from seg_models.instance_postprocess import InstanceResult
 from seg_models.labels import cityscapes, cityscapes_label_id_to_train_id, cityscapes_things, get_label_set
-from seg_perception.evaluation.bag_io import BagError, BagWriter, bag_topics, read_messages
+from seg_perception.evaluation.bag_io import BagWriter, bag_topics, read_messages
 from seg_perception.evaluation.datasets import GroundTruthInfo
 from seg_perception.evaluation.evaluate import evaluate
 from seg_perception.evaluation.ground_truth import instances_of
@@ -135,6 +135,10 @@ def test_replay_through_the_real_nodes_accounts_for_every_frame(tmp_path, camvid
         assert (report / name).stat().st_size > 0
     assert len(list((report / 'frames').glob('*.png'))) == 3
     assert 'camera frame published by the replay -> output received' in (report / 'report.md').read_text()
+    # The nodes ran on the bag's /clock (use_sim_time): "now" was each frame's own stamp when they
+    # published it, so their stamp-to-output latency is 0 (on the system clock it would be ~2e12 ms).
+    timings = [msg for _, _, msg in read_messages(result_bag, ['/semantic_segmentation/processing_time'])]
+    assert len(timings) == FRAMES and all(abs(timing.latency_ms) < 1.0 for timing in timings)
 
 
 def test_perfect_predictor_scores_100_percent_miou_and_ap_1(tmp_path, cityscapes_folder, camvid_folder):
@@ -156,6 +160,34 @@ def test_perfect_predictor_scores_100_percent_miou_and_ap_1(tmp_path, cityscapes
             assert instances['frames'] == 3 and instances['ap'] == pytest.approx(1.0)
             assert instances['ap50'] == pytest.approx(1.0)
             assert instances['per_class']['car']['ap'] == pytest.approx(1.0)
+
+
+def test_recorded_rate_replay_paces_frames_by_their_stamps(tmp_path, camvid_folder):
+    bag, result_bag = tmp_path / 'camvid.bag', tmp_path / 'result.bag'
+    assert seg_bag('make', camvid_folder, bag, '--max-frames', FRAMES, '--rate', 10).returncode == 0
+    with NodeProcess('seg_perception.evaluation.ground_truth_echo',
+                     ['-p', f'bag:={bag}', '-r', 'image:=/camera/image_raw'], tmp_path / 'echo.log') as echo:
+        replayed = seg_bag('replay', bag, result_bag, '--rate', 2, '--startup-timeout', 120)
+        assert replayed.returncode == 0, replayed.stderr + echo.output()
+    assert f'{FRAMES} frames replayed (2x recorded rate); frames without output: /segmentation/semantic: 0' \
+        in replayed.stdout
+    published = [bag_time for _, bag_time, _ in read_messages(result_bag, ['/camera/image_raw'])]
+    assert np.allclose(np.diff(published) / 1e6, 50, atol=30)  # 10 Hz stamps at twice the rate: every 50 ms
+
+
+def test_a_video_becomes_a_bag_without_ground_truth(tmp_path):
+    video = tmp_path / 'drive.avi'
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 10, (320, 180))
+    for frame in synthetic_frames(5, width=320, height=180):
+        writer.write(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    result = seg_bag('make', video, tmp_path / 'drive.bag', '--max-frames', 3)
+    assert result.returncode == 0, result.stderr
+    topics = bag_topics(tmp_path / 'drive.bag')
+    assert {topic: count for topic, (_, count) in topics.items()} == {
+        '/camera/image_raw': 3, '/camera/camera_info': 3, '/ground_truth/info': 1}
+    info = [msg for _, _, msg in read_messages(tmp_path / 'drive.bag', ['/ground_truth/info'])][0]
+    assert GroundTruthInfo.from_json(info.data) == GroundTruthInfo('video', '', False, False)
 
 
 def test_official_and_independent_semantic_metrics_agree_on_imperfect_predictions(tmp_path, cityscapes_folder):
