@@ -44,7 +44,7 @@ def test_invalid_label_sets_are_refused():
         LabelSet('gap', (LabelClass(1, 'a', (0, 0, 0), False),))
     with pytest.raises(ValueError, match='collides'):
         LabelSet('clash', (LabelClass(0, 'a', (0, 0, 0), False),), ignore_id=0)
-    with pytest.raises(ValueError, match='known: cityscapes'):
+    with pytest.raises(ValueError, match='known: camvid, cityscapes, cityscapes_things'):
         get_label_set('nope')
 
 
@@ -79,3 +79,16 @@ def test_label_set_files_load_and_bad_files_are_named(tmp_path):
     bad.write_text('name: bad\nclasses: [{id: 0}]\n')
     with pytest.raises(ValueError, match='bad.yaml is not usable'):
         get_label_set(str(bad))
+
+
+def test_camvid_label_set_and_the_cityscapes_to_camvid_lookup():
+    from seg_models.labels import camvid, cityscapes, label_set_lookup
+
+    camvid_set = camvid()
+    assert camvid_set.names[:4] == ['Sky', 'Building', 'Pole', 'Road'] and camvid_set.ignore_id == 11
+    lookup = label_set_lookup(cityscapes(), camvid_set)
+    ids = {name: index for index, name in enumerate(cityscapes().names)}
+    assert lookup[ids['car']] == lookup[ids['bus']] == camvid_set.names.index('Car')
+    assert lookup[ids['wall']] == camvid_set.names.index('Building')
+    assert lookup[ids['train']] == lookup[255] == 11  # no CamVid class: ignored
+    np.testing.assert_array_equal(label_set_lookup(camvid_set, camvid_set)[:11], np.arange(11))
