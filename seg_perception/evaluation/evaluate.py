@@ -71,7 +71,7 @@ class Evaluation:
         if not any(count for _, count in available.values()):
             raise BagError(f'bag {bag} holds no messages')
         self.camera_topic = camera_topic if camera_topic in available else camera_topic + COMPRESSED_SUFFIX
-        missing = [topic for topic in (self.camera_topic,) if topic not in available]
+        missing = [] if self.camera_topic in available else [camera_topic]
         if not any(topic in available for topic in (SEMANTIC_PREDICTION, INSTANCE_PREDICTION)):
             missing.append(f'{SEMANTIC_PREDICTION} or {INSTANCE_PREDICTION}')
         if missing:
