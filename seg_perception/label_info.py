@@ -1,6 +1,8 @@
 """The label-set message a segmentation node publishes once, transient-local, beside its outputs."""
 from __future__ import annotations
 
+from rclpy.node import Node
+from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from seg_perception_msgs.msg import LabelSet as LabelSetMsg
 from seg_perception_msgs.msg import SegmentationClass
@@ -23,6 +25,16 @@ def label_set_to_msg(label_set: LabelSet, threshold: float = 0.0) -> LabelSetMsg
         for label in label_set.classes
     ]
     return msg
+
+
+def announce_label_set(node: Node, output_topic: str, label_set: LabelSet, threshold: float = 0.0) -> Publisher:
+    """Publish ``label_set`` once on ``<output_topic>/label_info``, stamped now; the publisher is
+    returned so the node keeps it (transient local: late subscribers get the message from it)."""
+    publisher = node.create_publisher(LabelSetMsg, output_topic + LABEL_INFO_SUFFIX, LABEL_INFO_QOS)
+    msg = label_set_to_msg(label_set, threshold)
+    msg.header.stamp = node.get_clock().now().to_msg()
+    publisher.publish(msg)
+    return publisher
 
 
 def label_set_from_msg(msg: LabelSetMsg) -> LabelSet:

@@ -11,12 +11,11 @@ import time
 from typing import Any, Sequence
 
 from rclpy.node import Node
-from seg_perception_msgs.msg import LabelSet as LabelSetMsg
 
 from seg_models.backends.base import release_device_memory
 from seg_models.labels import LabelSet
 from seg_perception.camera_pipeline import CameraFrame, StageTimes
-from seg_perception.label_info import LABEL_INFO_QOS, LABEL_INFO_SUFFIX, label_set_to_msg
+from seg_perception.label_info import announce_label_set
 
 
 class SegmenterProcessor:
@@ -76,11 +75,7 @@ class SegmenterProcessor:
 
     def announce_label_set(self, output_topic: str, threshold: float = 0.0) -> None:
         """Publish the label set once, reliable + transient local, on ``<output_topic>/label_info``."""
-        self._label_info_publisher = self._node.create_publisher(LabelSetMsg, output_topic + LABEL_INFO_SUFFIX,
-                                                                 LABEL_INFO_QOS)
-        label_info = label_set_to_msg(self.label_set, threshold)
-        label_info.header.stamp = self._node.get_clock().now().to_msg()
-        self._label_info_publisher.publish(label_info)
+        self._label_info_publisher = announce_label_set(self._node, output_topic, self.label_set, threshold)
 
     def destroy(self) -> None:
         if self._label_info_publisher is not None:

@@ -30,7 +30,8 @@ def command_make(args: argparse.Namespace) -> int:
 
 
 def command_replay(args: argparse.Namespace) -> int:
-    from seg_perception.evaluation.replay import ReplaySettings, replay, start_pipeline_commands
+    from seg_perception.evaluation.replay import (ReplaySettings, camera_topic_in_bag, replay,
+                                                  start_pipeline_commands)
 
     settings = ReplaySettings(bag=args.bag, output=args.output, camera_topic=args.camera_topic, rate=args.rate,
                               frame_timeout_sec=args.frame_timeout, startup_timeout_sec=args.startup_timeout,
@@ -40,8 +41,7 @@ def command_replay(args: argparse.Namespace) -> int:
     else:
         from seg_perception.pipeline_runner import PipelineProcesses, default_config_path
 
-        compressed = settings.camera_topic + COMPRESSED_SUFFIX in bag_topics(args.bag) and \
-            settings.camera_topic not in bag_topics(args.bag)
+        compressed = camera_topic_in_bag(bag_topics(args.bag), settings.camera_topic).endswith(COMPRESSED_SUFFIX)
         checkpoints = {'semantic_checkpoint': args.semantic_checkpoint, 'instance_checkpoint': args.instance_checkpoint}
         commands = start_pipeline_commands(args.config or default_config_path(), settings.camera_topic, compressed,
                                            list(args.param), checkpoints)

@@ -18,36 +18,25 @@ from typing import Any, Optional
 import numpy as np
 from tqdm import tqdm
 
-from seg_models.instance_postprocess import Instance, InstanceResult
-from seg_models.labels import (LabelSet, cityscapes_label_id_to_train_id, get_label_set, label_set_lookup)
+from seg_models.instance_postprocess import InstanceResult
+from seg_models.labels import LabelSet, label_set_lookup
 from seg_perception.diagnostics import status_values
 from seg_perception.evaluation.bag_io import BagError, bag_topics, read_messages, topic_listing
 from seg_perception.evaluation.datasets import CITYSCAPES_LABEL_IDS, GroundTruthInfo
+from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set
 from seg_perception.evaluation.metrics import (CityscapesFiles, confusion_matrix, latency_summary,
                                                scores_from_confusion)
 from seg_perception.evaluation.topic_names import (CAMERA, GROUND_TRUTH_INFO, GROUND_TRUTH_INSTANCES,
                                                    GROUND_TRUTH_SEMANTIC, INSTANCE_PREDICTION, REPLAY_SUMMARY,
                                                    SEMANTIC_PREDICTION)
 from seg_perception.image_conversion import image_msg_to_rgb, compressed_msg_to_rgb, output_msg_to_array
+from seg_perception.instance_messages import instances_from_msg
 from seg_perception.label_info import LABEL_INFO_SUFFIX, label_set_from_msg
 from seg_perception.topics import COMPRESSED_SUFFIX
 
 OVERLAY_FRAMES = 3
 
 Key = tuple[int, int]
-
-
-def instance_result_from_msg(msg: Any) -> InstanceResult:
-    """The instances of an InstanceMaskArray as seg_models' InstanceResult (box-cropped masks)."""
-    result = InstanceResult(image_size=(msg.image_height, msg.image_width))
-    for instance in msg.instances:
-        box = instance.box
-        mask = output_msg_to_array(instance.mask) > 0
-        result.instances.append(Instance(
-            class_id=instance.class_id, class_name=instance.class_name, score=instance.score,
-            box=(box.x_offset, box.y_offset, box.x_offset + box.width, box.y_offset + box.height),
-            roi=(box.x_offset, box.y_offset, box.width, box.height), mask=mask))
-    return result
 
 
 @dataclass
@@ -103,20 +92,21 @@ class Evaluation:
                 contents.published_ns[key] = timestamp
             elif topic in (GROUND_TRUTH_SEMANTIC, GROUND_TRUTH_INSTANCES):
                 self._add_ground_truth(topic, _key(msg), output_msg_to_array(msg))
+                self._score_ready_frames()
             elif topic.endswith(LABEL_INFO_SUFFIX):
                 contents.label_sets[topic[:-len(LABEL_INFO_SUFFIX)]] = label_set_from_msg(msg)
             elif topic in (SEMANTIC_PREDICTION, INSTANCE_PREDICTION):
                 key = _key(msg)
                 contents.arrivals_ns.setdefault(topic, {})[key] = timestamp
-                prediction = output_msg_to_array(msg) if topic == SEMANTIC_PREDICTION else instance_result_from_msg(msg)
+                prediction = output_msg_to_array(msg) if topic == SEMANTIC_PREDICTION else instances_from_msg(msg)
                 self._keep_for_overlay(key, topic, prediction)
                 if self._has_ground_truth(topic):
                     store = self.semantic_predictions if topic == SEMANTIC_PREDICTION else self.instance_predictions
                     store[key] = prediction
+                    self._score_ready_frames()
             elif topic == '/diagnostics':
                 for status in msg.status:
                     contents.node_status[status.name.split(':')[0]] = status_values(status)
-            self._score_ready_frames()
         if contents.info is None:  # e.g. a drive recorded on a vehicle: latency and throughput only
             contents.info = GroundTruthInfo('none', '', False, False)
         self._score_ready_frames()
@@ -163,19 +153,12 @@ class Evaluation:
         info, predicted_set = self.contents.info, self._prediction_label_set(SEMANTIC_PREDICTION)
         if ground_truth.shape != prediction.shape:
             raise BagError(f'frame {key}: prediction {prediction.shape} and ground truth {ground_truth.shape} differ')
+        target = ground_truth_label_set(info.label_set)
+        lookup = label_set_lookup(predicted_set, target)  # raises on mismatched label sets
         if info.label_set == CITYSCAPES_LABEL_IDS:
-            if predicted_set.name != 'cityscapes':
-                raise BagError(f'mismatched label sets: predictions are in {predicted_set.name!r}, the ground truth '
-                               f'is Cityscapes; evaluate a Cityscapes model on it')
-            truth = cityscapes_label_id_to_train_id()[ground_truth]
             self._cityscapes().add_semantic(frame_name(key), prediction)
-            target, lookup = predicted_set, None
-        else:
-            target = get_label_set(info.label_set)
-            lookup = label_set_lookup(predicted_set, target)  # raises on mismatched label sets
-            truth = ground_truth
-        predicted = prediction if lookup is None else lookup[prediction]
-        matrix = confusion_matrix(truth, predicted, target.num_classes)
+        truth = class_ids_of_ground_truth(ground_truth, info.label_set)
+        matrix = confusion_matrix(truth, lookup[prediction], target.num_classes)
         self.confusion = matrix if self.confusion is None else self.confusion + matrix
         self.semantic_target = target
         self.ground_truth[GROUND_TRUTH_SEMANTIC].pop(key)

@@ -1,18 +1,29 @@
-"""Ground truth in the forms the nodes publish: for the perfect-predictor check and for overlays."""
+"""Ground truth in the forms the nodes publish: for the perfect predictor, scoring and overlays."""
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 
 from seg_models.instance_postprocess import Instance, InstanceResult
-from seg_models.labels import LabelSet, cityscapes_label_id_to_train_id
+from seg_models.labels import LabelSet, cityscapes, cityscapes_label_id_to_train_id, get_label_set
+from seg_perception.evaluation.datasets import CITYSCAPES_LABEL_IDS
 
 INSTANCE_ID_FACTOR = 1000  # Cityscapes instance ids: labelId * 1000 + index; below 1000: no instance
 
 
-def semantic_prediction_of(ground_truth: np.ndarray, ground_truth_label_set: str) -> np.ndarray:
-    """The class-id image a perfect semantic node would publish: Cityscapes labelIds become trainIds,
-    other label sets stay as they are."""
-    if ground_truth_label_set == 'cityscapes_label_ids':
+def ground_truth_label_set(id_space: str) -> Optional[LabelSet]:
+    """The label set whose class ids ``class_ids_of_ground_truth`` returns for ground truth in
+    ``id_space`` (GroundTruthInfo.label_set): ``cityscapes`` for Cityscapes labelIds; None without labels."""
+    if id_space == CITYSCAPES_LABEL_IDS:
+        return cityscapes()
+    return get_label_set(id_space) if id_space else None
+
+
+def class_ids_of_ground_truth(ground_truth: np.ndarray, id_space: str) -> np.ndarray:
+    """Semantic ground truth as the class ids of ``ground_truth_label_set(id_space)``, i.e. what a
+    perfect node publishes: Cityscapes labelIds become trainIds, other label sets stay as they are."""
+    if id_space == CITYSCAPES_LABEL_IDS:
         return cityscapes_label_id_to_train_id()[ground_truth]
     return ground_truth
 

@@ -13,16 +13,15 @@ from __future__ import annotations
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import InstanceMaskArray
-from seg_perception_msgs.msg import LabelSet as LabelSetMsg
 
-from seg_models.labels import cityscapes, cityscapes_things, get_label_set
+from seg_models.labels import cityscapes_things
 from seg_perception.evaluation.bag_io import read_messages
-from seg_perception.evaluation.datasets import CITYSCAPES_LABEL_IDS, GroundTruthInfo
-from seg_perception.evaluation.ground_truth import instances_of, semantic_prediction_of
+from seg_perception.evaluation.datasets import GroundTruthInfo
+from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set, instances_of
 from seg_perception.evaluation.topic_names import GROUND_TRUTH_INFO, GROUND_TRUTH_INSTANCES, GROUND_TRUTH_SEMANTIC
 from seg_perception.image_conversion import class_ids_to_image_msg, output_msg_to_array
 from seg_perception.instance_messages import instances_to_msg
-from seg_perception.label_info import LABEL_INFO_QOS, LABEL_INFO_SUFFIX, label_set_to_msg
+from seg_perception.label_info import announce_label_set
 from seg_perception.node_main import main_for
 from seg_perception.topics import CAMERA_INPUT, INSTANCE_OUTPUT, OUTPUT_QOS, SEMANTIC_OUTPUT
 
@@ -41,22 +40,21 @@ class GroundTruthEcho(Node):
         if info is None:
             raise ValueError(f'bag {bag} has no {GROUND_TRUTH_INFO}')
         self._info = info
-        self.semantic_label_set = cityscapes() if info.label_set == CITYSCAPES_LABEL_IDS else get_label_set(info.label_set)
+        self.semantic_label_set = ground_truth_label_set(info.label_set)
         self.instance_label_set = cityscapes_things()
         self._outputs = {}
         outputs = [(SEMANTIC_OUTPUT, Image, self.semantic_label_set)] if info.has_semantic else []
         if info.has_instances:  # only outputs it can answer, or replay would wait for them
             outputs.append((INSTANCE_OUTPUT, InstanceMaskArray, self.instance_label_set))
         for topic, msg_type, label_set in outputs:
-            announcement = self.create_publisher(LabelSetMsg, topic + LABEL_INFO_SUFFIX, LABEL_INFO_QOS)
-            announcement.publish(label_set_to_msg(label_set))
+            announcement = announce_label_set(self, topic, label_set)
             self._outputs[topic] = (self.create_publisher(msg_type, topic, OUTPUT_QOS), announcement)
         self.create_subscription(Image, CAMERA_INPUT, self._on_image, OUTPUT_QOS)
 
     def _on_image(self, msg: Image) -> None:
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         if key in self._semantic:
-            ids = semantic_prediction_of(self._semantic[key], self._info.label_set)
+            ids = class_ids_of_ground_truth(self._semantic[key], self._info.label_set)
             self._outputs[SEMANTIC_OUTPUT][0].publish(class_ids_to_image_msg(ids, msg.header))
         if key in self._instances:
             result = instances_of(self._instances[key], self.instance_label_set)

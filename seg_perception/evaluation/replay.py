@@ -25,6 +25,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import String
 from tqdm import tqdm
 
@@ -78,7 +79,7 @@ class Recorder(Node):
         super().__init__('bag_replay')
         self.writer = writer
         self.camera = self.create_publisher(camera_type, camera_topic, CAMERA_QOS)
-        self.camera_info = self.create_publisher(message_class('sensor_msgs/msg/CameraInfo'), CAMERA_INFO, CAMERA_QOS)
+        self.camera_info = self.create_publisher(CameraInfo, CAMERA_INFO, CAMERA_QOS)
         self.clock = self.create_publisher(Clock, CLOCK, CAMERA_QOS)
         self.received: dict[str, set[tuple[int, int]]] = {}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import cv2
 import matplotlib
@@ -13,10 +13,9 @@ matplotlib.use('Agg')  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from seg_models.labels import LabelSet, cityscapes, cityscapes_label_id_to_train_id, get_label_set  # noqa: E402
 from seg_models.visualize import draw_instances, overlay  # noqa: E402
-from seg_perception.evaluation.datasets import CITYSCAPES_LABEL_IDS  # noqa: E402
 from seg_perception.evaluation.evaluate import Evaluation, frame_name  # noqa: E402
+from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set  # noqa: E402
 from seg_perception.evaluation.topic_names import (GROUND_TRUTH_SEMANTIC, INSTANCE_PREDICTION,  # noqa: E402
                                                    SEMANTIC_PREDICTION)
 
@@ -73,29 +72,21 @@ def _overlay_frames(evaluation: Evaluation, folder: Path) -> list[str]:
     contents, written = evaluation.contents, []
     semantic_set = contents.label_sets.get(SEMANTIC_PREDICTION)
     instance_set = contents.label_sets.get(INSTANCE_PREDICTION)
-    truth_set, truth_ids = _ground_truth_label_set(contents.info.label_set)
+    truth_set = ground_truth_label_set(contents.info.label_set)
     for key, rgb in contents.overlay_frames.items():
         outputs = contents.overlay_outputs.get(key, {})
         panels = [rgb]
         if SEMANTIC_PREDICTION in outputs and semantic_set is not None:
             panels.append(overlay(rgb, outputs[SEMANTIC_PREDICTION], semantic_set))
         if GROUND_TRUTH_SEMANTIC in outputs and truth_set is not None:
-            panels.append(overlay(rgb, truth_ids(outputs[GROUND_TRUTH_SEMANTIC]), truth_set))
+            truth = class_ids_of_ground_truth(outputs[GROUND_TRUTH_SEMANTIC], contents.info.label_set)
+            panels.append(overlay(rgb, truth, truth_set))
         if INSTANCE_PREDICTION in outputs and instance_set is not None:
             panels.append(draw_instances(rgb, outputs[INSTANCE_PREDICTION].instances, instance_set))
         name = f'{frame_name(key)}.png'
         cv2.imwrite(str(folder / name), cv2.cvtColor(np.concatenate(panels, axis=1), cv2.COLOR_RGB2BGR))
         written.append(name)
     return written
-
-
-def _ground_truth_label_set(name: str) -> tuple[Optional[LabelSet], Any]:
-    if name == CITYSCAPES_LABEL_IDS:
-        table = cityscapes_label_id_to_train_id()
-        return cityscapes(), lambda ids: table[ids]
-    if not name:
-        return None, None
-    return get_label_set(name), lambda ids: ids
 
 
 def write_report(results: dict, evaluation: Evaluation, folder: Path) -> Path:
