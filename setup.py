@@ -25,14 +25,16 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
-            'semantic_node = seg_perception.semantic_node:main',
-            'semantic_lifecycle_node = seg_perception.semantic_lifecycle_node:main',
-            'instance_node = seg_perception.instance_node:main',
-            'instance_lifecycle_node = seg_perception.instance_lifecycle_node:main',
-            'instance_listener = seg_perception.instance_listener:main',
+            'semantic_node = seg_perception.nodes.semantic_segmentation:SemanticSegmentationNode.main',
+            'semantic_lifecycle_node = seg_perception.nodes.semantic_segmentation:SemanticSegmentationNode'
+            '.main_unconfigured',
+            'instance_node = seg_perception.nodes.instance_segmentation:InstanceSegmentationNode.main',
+            'instance_lifecycle_node = seg_perception.nodes.instance_segmentation:InstanceSegmentationNode'
+            '.main_unconfigured',
+            'instance_listener = seg_perception.nodes.instance_listener:main',
+            'image_source = seg_perception.nodes.image_source:main',
+            'run_pipeline = seg_perception.bringup.runner:main',
             'seg_bag = seg_perception.evaluation.cli:main',
-            'image_source = seg_perception.image_source:main',
-            'run_pipeline = seg_perception.pipeline_runner:main',
             'seg-models = seg_models.cli:main',
         ],
     },

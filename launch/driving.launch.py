@@ -4,8 +4,10 @@ Arguments:
   camera_topic         sensor_msgs/Image topic of the camera (default /camera/image_raw)
   params_file          parameter file (default: the installed config/driving.yaml)
   semantic_checkpoint  weights for the semantic node; empty keeps the params file's value
+  instance_checkpoint  weights for the instance node; empty keeps the params file's value
   use_sim_time         true when replaying bags with /clock
-The nodes come from seg_perception.pipeline_spec, which the no-ROS-install runner reads too.
+The nodes come from seg_perception.bringup.driving_pipeline, which the no-ROS-install runner reads
+too. They configure and activate themselves (parameter autostart, true in config/driving.yaml).
 """
 import os
 
@@ -15,8 +17,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from seg_perception.pipeline_spec import (CONFIG_FILE, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE, PACKAGE,
-                                          checkpoint_argument)
+from seg_perception.bringup.driving_pipeline import CONFIG_PATH, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE, PACKAGE
 
 
 def _pipeline_nodes(context):
@@ -24,7 +25,7 @@ def _pipeline_nodes(context):
     nodes = []
     for pipeline_node in DRIVING_PIPELINE:
         overrides = {'use_sim_time': use_sim_time}
-        checkpoint = LaunchConfiguration(checkpoint_argument(pipeline_node)).perform(context)
+        checkpoint = LaunchConfiguration(pipeline_node.checkpoint_argument).perform(context)
         if checkpoint:
             overrides['checkpoint'] = checkpoint
         nodes.append(Node(
@@ -40,7 +41,7 @@ def _pipeline_nodes(context):
 
 
 def generate_launch_description():
-    default_params_file = os.path.join(get_package_share_directory(PACKAGE), 'config', CONFIG_FILE)
+    default_params_file = os.path.join(get_package_share_directory(PACKAGE), CONFIG_PATH)
     arguments = [
         DeclareLaunchArgument('camera_topic', default_value=DEFAULT_CAMERA_TOPIC,
                               description='sensor_msgs/Image topic of the camera'),
@@ -50,7 +51,7 @@ def generate_launch_description():
                               description='use /clock (bag replay) instead of the system clock'),
     ]
     arguments += [
-        DeclareLaunchArgument(checkpoint_argument(pipeline_node), default_value='',
+        DeclareLaunchArgument(pipeline_node.checkpoint_argument, default_value='',
                               description=f'weights for {pipeline_node.name}; empty keeps the params file value')
         for pipeline_node in DRIVING_PIPELINE
     ]

@@ -66,8 +66,11 @@ export LD_LIBRARY_PATH="$ROS_LIBS\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 export AMENT_PREFIX_PATH="$VENV\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}"
 export CMAKE_PREFIX_PATH="$VENV\${CMAKE_PREFIX_PATH:+:\$CMAKE_PREFIX_PATH}"
 export RMW_IMPLEMENTATION="\${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+# The package's executables (run_pipeline, seg_bag, seg-models, the nodes), as \`ros2 run\` finds them.
+export PATH="$ROOT/install/seg_perception/lib/seg_perception:\$PATH"
 if [[ -f "$ROOT/install/local_setup.bash" ]]; then
-  source "$ROOT/install/local_setup.bash"
+  # colcon's setup scripts read unset variables: allow that while sourcing them, also under set -u.
+  case \$- in *u*) set +u; source "$ROOT/install/local_setup.bash"; set -u ;; *) source "$ROOT/install/local_setup.bash" ;; esac
 fi
 ENV
 

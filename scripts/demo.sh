@@ -9,4 +9,4 @@ set +u; source "$ROOT/env.sh"; set -u
 SAMPLE="$ROOT/../shared/data/camvid_seq05vd/images"
 if [[ -d "$SAMPLE" ]]; then SOURCE="$SAMPLE"; else SOURCE=synthetic; fi
 cd "$ROOT"
-exec python -m seg_perception.pipeline_runner --source "$SOURCE" --output "$ROOT/out/demo" "$@"
+exec python -m seg_perception.bringup.runner --source "$SOURCE" --output "$ROOT/out/demo" "$@"

@@ -15,9 +15,9 @@ from typing import Callable
 import torch
 
 from seg_models.checkpoints import CheckpointError
+from seg_models.models.deeplabv3plus import LOW_LEVEL_CHANNELS
 
 LOGGER = logging.getLogger(__name__)
-LOW_LEVEL_CHANNELS = 48
 
 
 @dataclass(frozen=True)

@@ -20,50 +20,44 @@ from typing import Optional, Sequence
 import numpy as np
 
 from seg_models.backends.base import BackendError
-from seg_models.backends.base import PRECISIONS
-from seg_models.backends.factory import BACKENDS
 from seg_models.checkpoints import CheckpointError
+from seg_models.configs import (BACKENDS, PRECISIONS, BackendSettings, InstanceModelConfig, SemanticModelConfig,
+                                build_config)
 
-LOGGER = logging.getLogger('seg_models')
-TASKS = ('semantic', 'instance')
+TASKS = {'semantic': SemanticModelConfig, 'instance': InstanceModelConfig}
+#: network input the CLI builds for by default: the one config/driving.yaml gives both nodes
+DEFAULT_INPUT_SIZE = (512, 1024)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--task', choices=TASKS, default='semantic')
-    parser.add_argument('--architecture', help='default: deeplabv3plus_mobilenet_v3_large / maskrcnn_resnet50_fpn')
-    parser.add_argument('--checkpoint', default='', help='weights file; empty: untrained weights')
-    parser.add_argument('--label-set', help='default: cityscapes / cityscapes_things')
-    parser.add_argument('--output-stride', type=int, default=16, choices=(8, 16))
-    parser.add_argument('--model-metadata', default='', help='bring-your-own ONNX model metadata (.yaml)')
-    parser.add_argument('--input-size', type=int, nargs=2, metavar=('HEIGHT', 'WIDTH'), default=(512, 1024))
-    parser.add_argument('--batch-size', type=int, default=1, help='instance graphs: images per call')
-    parser.add_argument('--backend', choices=BACKENDS, default='auto')
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--precision', choices=PRECISIONS, default='fp32')
-    parser.add_argument('--engine-dir', default='', help='engine cache; default: $SEG_MODELS_CACHE_DIR or '
-                                                         '~/.cache/seg_models')
-    parser.add_argument('--calibration-images', default='', help='folder of images for int8')
+    """Flags named like the config fields (and node parameters) they set; unset flags keep the
+    config's default, so the CLI builds exactly what a node with the same settings loads."""
+    semantic, instance, deployment = SemanticModelConfig(), InstanceModelConfig(), BackendSettings()
+    parser.add_argument('--task', choices=tuple(TASKS), default='semantic')
+    parser.add_argument('--architecture', help=f'default: {semantic.architecture} / {instance.architecture}')
+    parser.add_argument('--checkpoint', help='weights file; default: untrained weights')
+    parser.add_argument('--label-set', help=f'default: {semantic.label_set} / {instance.label_set}')
+    parser.add_argument('--output-stride', type=int, choices=(8, 16), help=f'default: {semantic.output_stride}')
+    parser.add_argument('--model-metadata', help='bring-your-own ONNX model metadata (.yaml)')
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('HEIGHT', 'WIDTH'), default=DEFAULT_INPUT_SIZE)
+    parser.add_argument('--batch-size', type=int, dest='max_batch',
+                        help=f'images per backend call at most (instance graphs are built for it); default: '
+                             f'{semantic.deployment.max_batch} / {instance.deployment.max_batch}')
+    parser.add_argument('--backend', choices=BACKENDS, help=f'default: {deployment.backend}')
+    parser.add_argument('--device', help=f'default: {deployment.device}')
+    parser.add_argument('--precision', choices=PRECISIONS, help=f'default: {deployment.precision}')
+    parser.add_argument('--engine-dir', help='engine cache; default: $SEG_MODELS_CACHE_DIR or ~/.cache/seg_models')
+    parser.add_argument('--calibration-images', help='folder of images for int8')
 
 
 def model_config(args: argparse.Namespace, backend: Optional[str] = None):
     """The Semantic/InstanceModelConfig the nodes would build from the same settings."""
-    common = dict(checkpoint=args.checkpoint, backend=backend or args.backend, device=args.device,
-                  precision=args.precision, engine_dir=args.engine_dir, calibration_images=args.calibration_images,
-                  input_size=tuple(args.input_size))
-    if args.task == 'semantic':
-        from seg_models.semantic import SemanticModelConfig
-
-        return SemanticModelConfig(architecture=args.architecture or 'deeplabv3plus_mobilenet_v3_large',
-                                   label_set=args.label_set or 'cityscapes', output_stride=args.output_stride,
-                                   model_metadata=args.model_metadata, **common)
-    from seg_models.instance import InstanceModelConfig
-
-    return InstanceModelConfig(architecture=args.architecture or 'maskrcnn_resnet50_fpn',
-                               label_set=args.label_set or 'cityscapes_things', batch_size=args.batch_size, **common)
+    values = dict(vars(args), backend=backend or args.backend)
+    return build_config(TASKS[args.task], values, input_size=tuple(args.input_size))
 
 
 def create_segmenter(config):
-    from seg_models.instance import InstanceModelConfig, create_instance_segmenter
+    from seg_models.instance import create_instance_segmenter
     from seg_models.semantic import create_semantic_segmenter
 
     if isinstance(config, InstanceModelConfig):
@@ -85,7 +79,8 @@ def command_export(args: argparse.Namespace) -> int:
         from seg_models.models.maskrcnn import network_classes_for
 
         classes = network_classes_for(get_label_set(config.label_set))
-        export_instance_onnx(graph, args.output, config.label_set, classes, tuple(args.input_size), args.batch_size)
+        export_instance_onnx(graph, args.output, config.label_set, classes, config.input_size,
+                             config.deployment.max_batch)
     print(f'wrote {args.output}')
     return 0
 
@@ -121,7 +116,8 @@ def command_info(args: argparse.Namespace) -> int:
         for kind, values in (('input', model.graph.input), ('output', model.graph.output)):
             for value in values:
                 dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
-                print(f'  {kind} {value.name}: {onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type)} {dims}')
+                element_type = onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type)
+                print(f'  {kind} {value.name}: {element_type} {dims}')
         for field, value in read_onnx_metadata(target).items():
             print(f'  {field}: {json.dumps(value)}')
         return 0
@@ -139,7 +135,8 @@ def command_bench(args: argparse.Namespace) -> int:
 
     rng = np.random.default_rng(0)
     height, width = args.input_size
-    frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(args.batch_size)]
+    batch_size = args.max_batch or 1
+    frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(batch_size)]
     rows = []
     for backend in args.backends:
         if backend == 'tensorrt' and tensorrt_unavailable_reason():
@@ -157,7 +154,7 @@ def command_bench(args: argparse.Namespace) -> int:
     if not rows:
         return 1
     baseline = rows[0][1]
-    print(f'\n{args.task} {args.architecture or "(default)"} at {height}x{width}, batch {args.batch_size}, '
+    print(f'\n{args.task} {args.architecture or "(default)"} at {height}x{width}, batch {batch_size}, '
           f'{args.iterations} iterations (median):')
     print(f'{"backend":<40} {"median ms":>10} {"min ms":>10} {"speed-up vs " + rows[0][0].split()[0]:>22}')
     for name, median, minimum in rows:

@@ -82,7 +82,8 @@ def load_external_model(metadata_path: str | Path) -> ExternalModelSpec:
     batch_dim = graph.input[0].type.tensor_type.shape.dim[0].dim_value
     return ExternalModelSpec(onnx=onnx_path, label_set=label_set,
                              input_size=tuple(input_size) if input_size else None,
-                             mean=tuple(float(v) for v in document['mean']), std=tuple(float(v) for v in document['std']),
+                             mean=tuple(float(v) for v in document['mean']),
+                             std=tuple(float(v) for v in document['std']),
                              channel_order=document.get('channel_order', 'rgb'), output=document['output'],
                              output_name=graph.output[0].name, batch_size=batch_dim or None)
 

@@ -8,51 +8,27 @@ label set (e.g. a COCO model publishing Cityscapes thing classes).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 
 from seg_models.backends.base import Backend
-from seg_models.backends.factory import BackendSettings, DeploymentGraph, create_backend
-from seg_models.checkpoints import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
+from seg_models.backends.factory import DeploymentGraph, create_backend
 from seg_models.checkpoint_formats import strip_wrapper_prefix
+from seg_models.checkpoints import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
+from seg_models.configs import InstanceFilter, InstanceModelConfig
 from seg_models.export import export_instance_onnx
-from seg_models.instance_postprocess import InstanceFilter, InstanceResult, instances_from_outputs
+from seg_models.instance_postprocess import InstanceResult, instances_from_outputs
 from seg_models.labels import COCO_TO_CITYSCAPES_THINGS, LabelSet, get_label_set
-from seg_models.models.instance_inference import InstanceInference
-from seg_models.models.maskrcnn import MASK_RCNN_ARCHITECTURES, mask_rcnn, network_classes_for
+from seg_models.models.instance_inference import SIZE_DIVISOR, InstanceInference
+from seg_models.models.maskrcnn import MASK_RCNN_BUILDERS, mask_rcnn, network_classes_for
+from seg_models.transform import CameraTransform
 
 LOGGER = logging.getLogger(__name__)
 UNTRAINED_WARNING = (
     'NO CHECKPOINT GIVEN: Mask R-CNN runs with UNTRAINED (random) weights and its detections are '
     'meaningless. Pass a checkpoint to get real instances.')
-
-
-@dataclass(frozen=True)
-class InstanceModelConfig:
-    """Everything needed to build an instance segmenter; nodes fill it from their parameters."""
-
-    architecture: str = 'maskrcnn_resnet50_fpn'
-    label_set: str = 'cityscapes_things'  # classes the network was trained on (coco_things for COCO weights)
-    output_label_set: str = ''  # classes to publish; empty: the network's own
-    checkpoint: str = ''
-    input_size: tuple[int, int] = (1024, 2048)  # fixed (height, width), multiples of 32
-    batch_size: int = 1  # images per backend call (baked into ONNX/TensorRT graphs)
-    max_detections: int = 100
-    selection: InstanceFilter = field(default_factory=InstanceFilter)
-    backend: str = 'auto'
-    device: str = 'cpu'
-    precision: str = 'fp32'
-    engine_dir: str = ''
-    calibration_images: str = ''
-
-    def backend_settings(self) -> BackendSettings:
-        return BackendSettings(backend=self.backend, device=self.device, precision=self.precision,
-                               engine_dir=self.engine_dir, calibration_images=self.calibration_images,
-                               max_batch=self.batch_size)
 
 
 def class_map(network_classes: list[str], network_label_set: LabelSet, output_label_set: LabelSet) -> np.ndarray:
@@ -76,13 +52,13 @@ def class_map(network_classes: list[str], network_label_set: LabelSet, output_la
 
 
 class InstanceSegmenter:
-    """Backend + class mapping + the resizing between camera pixels and network pixels."""
+    """Backend + class mapping + the transform between camera pixels and network pixels."""
 
     def __init__(self, backend: Backend, label_set: LabelSet, input_size: tuple[int, int], class_map: np.ndarray,
                  selection: InstanceFilter, batch_size: Optional[int] = None, weights_source: str = '') -> None:
         self.backend = backend
         self.label_set = label_set
-        self.input_size = input_size
+        self.transform = CameraTransform(input_size)
         self.class_map = class_map
         self.selection = selection
         self.batch_size = batch_size  # None: the backend takes any batch
@@ -94,10 +70,7 @@ class InstanceSegmenter:
 
     def infer_raw(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """The graph's padded outputs for ``images`` (RGB uint8, any sizes), in batches it accepts."""
-        height, width = self.input_size
-        batch = np.stack([image if image.shape[:2] == self.input_size
-                          else cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-                          for image in images]).transpose(0, 3, 1, 2)
+        batch = self.transform.batch(images)
         step = self.batch_size or len(images)
         chunks = []
         for start in range(0, len(images), step):
@@ -109,14 +82,17 @@ class InstanceSegmenter:
             chunks.append({name: value[:real] for name, value in outputs.items()})
         return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
+    def results(self, outputs: dict[str, np.ndarray], images: Sequence[np.ndarray]) -> list[InstanceResult]:
+        """The instances of each image in a batch of graph outputs, at the image's resolution."""
+        return [instances_from_outputs(outputs, position, self.transform.box_scale(image.shape[:2]),
+                                       image.shape[:2], self.class_map, self.label_set.names, self.selection)
+                for position, image in enumerate(images)]
+
     def segment(self, images: Sequence[np.ndarray]) -> list[InstanceResult]:
         """Instances of each image at its own resolution, filtered by ``selection``."""
         if not images:
             return []
-        outputs = self.infer_raw(images)
-        return [instances_from_outputs(outputs, position, self.input_size, image.shape[:2], self.class_map,
-                                       self.label_set.names, self.selection)
-                for position, image in enumerate(images)]
+        return self.results(self.infer_raw(images), images)
 
 
 def build_instance_network(config: InstanceModelConfig, network_classes: list[str]) -> tuple[torch.nn.Module, str]:
@@ -133,30 +109,32 @@ def build_instance_network(config: InstanceModelConfig, network_classes: list[st
 
 def create_instance_segmenter(config: InstanceModelConfig) -> InstanceSegmenter:
     """Build network, weights and backend from ``config``; the backend choice is logged with its reason."""
-    if config.architecture not in MASK_RCNN_ARCHITECTURES:
+    if config.architecture not in MASK_RCNN_BUILDERS:
         raise ValueError(f'unknown instance architecture {config.architecture!r}; '
-                         f'known: {", ".join(MASK_RCNN_ARCHITECTURES)}')
-    if any(side % 32 for side in config.input_size):
-        raise ValueError(f'Mask R-CNN input size {config.input_size} must be a multiple of 32 on both sides')
+                         f'known: {", ".join(MASK_RCNN_BUILDERS)}')
+    if any(side % SIZE_DIVISOR for side in config.input_size):
+        raise ValueError(f'Mask R-CNN input size {config.input_size} must be a multiple of {SIZE_DIVISOR} on both '
+                         f'sides')
     network_label_set = get_label_set(config.label_set)
     output_label_set = get_label_set(config.output_label_set or config.label_set)
     network_classes = network_classes_for(network_label_set)
     network, weights_source = build_instance_network(config, network_classes)
     graph = InstanceInference(network)
+    batch_size = config.deployment.max_batch
     deployment = DeploymentGraph(
-        name=f'{config.architecture}_{network_label_set.name}_b{config.batch_size}',
+        name=f'{config.architecture}_{network_label_set.name}_b{batch_size}',
         output_names=graph.output_names, module=graph, input_size=config.input_size,
-        fixed_batch=config.batch_size,
+        fixed_batch=batch_size,
         export=lambda path: export_instance_onnx(graph, path, network_label_set.name, network_classes,
-                                                 config.input_size, config.batch_size),
+                                                 config.input_size, batch_size),
         key={'label_set': network_label_set.name, 'input_size': list(config.input_size),
              'max_detections': config.max_detections, 'box_score_threshold': network.roi_heads.score_thresh,
              'normalisation': {
                  'mean': graph.mean.flatten().tolist(), 'std': graph.std.flatten().tolist()}})
-    backend = create_backend(deployment, config.backend_settings())
+    backend = create_backend(deployment, config.deployment)
     LOGGER.info('instance segmenter: %s, classes %s -> %s, backend %s', config.architecture,
                 network_label_set.name, output_label_set.name, backend.describe())
-    fixed_batch = None if backend.name == 'pytorch' else config.batch_size
+    fixed_batch = None if backend.name == 'pytorch' else batch_size
     return InstanceSegmenter(backend, output_label_set, config.input_size,
                              class_map(network_classes, network_label_set, output_label_set), config.selection,
                              fixed_batch, weights_source)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 
+from seg_models.configs import InstanceFilter
+
 MASK_PADDING = 1  # torchvision's paste_masks_in_image default
 
 
@@ -81,20 +83,11 @@ def paste_mask_in_roi(mask_probs: torch.Tensor, box: torch.Tensor, roi: tuple[in
     return crop
 
 
-@dataclass(frozen=True)
-class InstanceFilter:
-    """Which detections become published instances."""
-
-    score_threshold: float = 0.5
-    mask_threshold: float = 0.5
-    max_instances: int = 100
-    class_ids: tuple[int, ...] = ()  # empty: every class
-
-
-def instances_from_outputs(outputs: dict[str, np.ndarray], position: int, network_size: tuple[int, int],
+def instances_from_outputs(outputs: dict[str, np.ndarray], position: int, box_scale: np.ndarray,
                            image_size: tuple[int, int], class_map: np.ndarray, class_names: list[str],
                            selection: InstanceFilter) -> InstanceResult:
-    """Turn image ``position`` of a batch of graph outputs into camera-resolution instances.
+    """Turn image ``position`` of a batch of graph outputs into camera-resolution instances;
+    ``box_scale`` (x, y, x, y) takes boxes from network to camera pixels (``CameraTransform``).
 
     ``class_map[network class index]`` is the output label-set id, or -1 for classes the output
     label set does not have (background, COCO placeholders, unmapped classes).
@@ -109,10 +102,9 @@ def instances_from_outputs(outputs: dict[str, np.ndarray], position: int, networ
     kept = np.flatnonzero(keep)
     kept = kept[np.argsort(-scores[kept], kind='stable')][:selection.max_instances]
     height, width = image_size
-    scale = np.array([width / network_size[1], height / network_size[0]] * 2, dtype=np.float32)
     result = InstanceResult(image_size=image_size)
     for index in kept:
-        box = outputs['boxes'][position, index] * scale
+        box = outputs['boxes'][position, index] * box_scale
         box = np.clip(box, 0, [width, height, width, height]).astype(np.float32)
         roi = box_roi(box, image_size)
         mask = paste_mask_in_roi(torch.from_numpy(np.ascontiguousarray(outputs['mask_probs'][position, index])),

@@ -5,12 +5,13 @@ taken from their official sources (cityscapesscripts) instead of being retyped h
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from seg_models.package_data import data_paths
 
 
 @dataclass(frozen=True)
@@ -171,13 +172,8 @@ def load_label_set_file(path: str | Path) -> LabelSet:
 
 
 def label_set_dirs() -> list[Path]:
-    """Where label-set data files live: the source tree's config/, then every ament prefix's share
-    folder of seg_perception (found through the environment, so no ROS import is needed)."""
-    dirs = [Path(__file__).resolve().parents[1] / 'config' / 'label_sets']
-    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
-        if prefix:
-            dirs.append(Path(prefix) / 'share' / 'seg_perception' / 'config' / 'label_sets')
-    return [directory for directory in dirs if directory.is_dir()]
+    """Where label-set data files live: the source tree's config/label_sets, then the installed one."""
+    return data_paths('config/label_sets')
 
 
 def _label_set_data_file(filename: str) -> LabelSet:
@@ -185,8 +181,7 @@ def _label_set_data_file(filename: str) -> LabelSet:
         candidate = directory / filename
         if candidate.is_file():
             return load_label_set_file(candidate)
-    raise ValueError(f'{filename} not found in config/label_sets of the source tree or of any AMENT_PREFIX_PATH '
-                     'entry')
+    raise ValueError(f'{filename} not found in config/label_sets of the source tree or of the installed package')
 
 
 def mapillary_vistas() -> LabelSet:

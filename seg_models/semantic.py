@@ -1,7 +1,8 @@
 """Semantic segmentation of camera images at their own resolution, in batches.
 
-``SemanticSegmenter`` is what nodes and evaluation tools call: it resizes images to the network
-input, runs a backend on the whole batch, and brings class ids back to each camera's resolution.
+``SemanticSegmenter`` is what nodes and evaluation tools call: its ``CameraTransform`` resizes
+images to the network input, a backend runs the whole batch, and class ids come back at each
+camera's resolution, with pixels under the confidence threshold unlabeled.
 """
 from __future__ import annotations
 
@@ -9,48 +10,26 @@ import logging
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 
 from seg_models.backends.base import Backend
-from seg_models.backends.factory import BackendSettings, DeploymentGraph, create_backend
+from seg_models.backends.factory import DeploymentGraph, create_backend
 from seg_models.checkpoint_formats import import_deeplabv3plus
 from seg_models.checkpoints import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
+from seg_models.configs import SemanticFilter, SemanticModelConfig
 from seg_models.export import export_semantic_onnx
 from seg_models.labels import LabelSet, get_label_set
-from seg_models.models.deeplabv3plus import BACKBONES, deeplabv3plus
+from seg_models.models.deeplabv3plus import DEEPLABV3PLUS_ARCHITECTURES
 from seg_models.models.semantic_inference import SemanticInference
+from seg_models.transform import CameraTransform
 
 LOGGER = logging.getLogger(__name__)
 
-ARCHITECTURE_PREFIX = 'deeplabv3plus_'
-SEMANTIC_ARCHITECTURES = tuple(ARCHITECTURE_PREFIX + backbone for backbone in BACKBONES)
+SEMANTIC_ARCHITECTURES = tuple(DEEPLABV3PLUS_ARCHITECTURES)
 UNTRAINED_WARNING = (
     'NO CHECKPOINT GIVEN: the network runs with UNTRAINED (random) weights and its outputs are '
     'meaningless. Pass a checkpoint to get real segmentation.')
-
-
-@dataclass(frozen=True)
-class SemanticModelConfig:
-    """Everything needed to build a semantic segmenter; nodes fill it from their parameters."""
-
-    architecture: str = 'deeplabv3plus_mobilenet_v3_large'
-    output_stride: int = 16
-    label_set: str = 'cityscapes'
-    checkpoint: str = ''  # empty: untrained weights (loudly reported)
-    backend: str = 'auto'
-    device: str = 'cpu'
-    precision: str = 'fp32'
-    input_size: Optional[tuple[int, int]] = None  # (height, width); None: each image's own size
-    with_confidence: bool = False
-    engine_dir: str = ''  # engine cache (ONNX files, TensorRT engines); empty: the default cache
-    calibration_images: str = ''  # folder of images for TensorRT INT8 calibration
-    model_metadata: str = ''  # bring your own model: metadata .yaml naming an ONNX file (see external.py)
-
-    def backend_settings(self) -> BackendSettings:
-        return BackendSettings(backend=self.backend, device=self.device, precision=self.precision,
-                               engine_dir=self.engine_dir, calibration_images=self.calibration_images)
 
 
 @dataclass
@@ -72,64 +51,42 @@ class SemanticResult:
 
 
 class SemanticSegmenter:
-    """Backend + label set + the resizing that maps camera pixels to network pixels and back."""
+    """Backend + label set + the transform between camera pixels and network pixels."""
 
     def __init__(self, backend: Backend, label_set: LabelSet, input_size: Optional[tuple[int, int]] = None,
-                 weights_source: str = '') -> None:
+                 weights_source: str = '', selection: SemanticFilter = SemanticFilter()) -> None:
         self.backend = backend
         self.label_set = label_set
-        self.input_size = input_size
+        self.transform = CameraTransform(input_size)
         self.weights_source = weights_source
+        self.selection = selection
 
     @property
     def is_trained(self) -> bool:
         return bool(self.weights_source)
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """RGB uint8 (H, W, 3) images of one size -> contiguous uint8 batch (N, 3, h, w) at network size."""
-        target = tuple(self.input_size or images[0].shape[:2])
-        resized = [image if image.shape[:2] == target
-                   else cv2.resize(image, (target[1], target[0]), interpolation=cv2.INTER_LINEAR)
-                   for image in images]
-        return np.ascontiguousarray(np.stack(resized).transpose(0, 3, 1, 2))
-
     def segment(self, images: Sequence[np.ndarray]) -> list[SemanticResult]:
-        """Class ids (and confidence where the graph has it) for each image, at its resolution.
+        """Class ids (and confidence where the graph has it) for each image, at its resolution;
+        pixels below the confidence threshold are unlabeled.
 
-        With a fixed input size the whole batch is one backend call; without one, images are
-        grouped by size (several cameras of different resolutions) and each group is one call.
+        Images that share a network size are one backend call (all of them, with a fixed input size).
         """
         results: list[Optional[SemanticResult]] = [None] * len(images)
-        for indices in self._batches(images):
-            batch = [images[index] for index in indices]
-            outputs = self.backend.infer(self.preprocess(batch))
+        for indices in self.transform.groups(images):
+            outputs = self.backend.infer(self.transform.batch([images[index] for index in indices]))
             for position, index in enumerate(indices):
-                results[index] = self._result_at_camera_size(outputs, position, images[index].shape[:2])
+                result = self._result_at_camera_size(outputs, position, images[index].shape[:2])
+                results[index] = result.unlabel_below(self.selection.confidence_threshold, self.label_set.ignore_id)
         return results
-
-    def _batches(self, images: Sequence[np.ndarray]) -> list[list[int]]:
-        if self.input_size is not None:
-            return [list(range(len(images)))] if images else []
-        groups: dict[tuple, list[int]] = {}
-        for index, image in enumerate(images):
-            groups.setdefault(image.shape[:2], []).append(index)
-        return list(groups.values())
 
     def _result_at_camera_size(self, outputs: dict[str, np.ndarray], position: int,
                                size: tuple[int, int]) -> SemanticResult:
-        height, width = size
         class_ids = outputs['class_ids'][position].astype(self.label_set.class_id_dtype, copy=False)
         confidence = outputs.get('confidence')
         return SemanticResult(
-            class_ids=_resize_to(class_ids, height, width, cv2.INTER_NEAREST),
-            confidence=None if confidence is None else _resize_to(confidence[position], height, width,
-                                                                  cv2.INTER_LINEAR))
-
-
-def _resize_to(array: np.ndarray, height: int, width: int, interpolation: int) -> np.ndarray:
-    if array.shape == (height, width):
-        return array
-    return cv2.resize(array, (width, height), interpolation=interpolation)
+            class_ids=self.transform.map_to_image(class_ids, size, nearest=True),
+            confidence=None if confidence is None else self.transform.map_to_image(confidence[position], size,
+                                                                                   nearest=False))
 
 
 def build_semantic_network(config: SemanticModelConfig, label_set: LabelSet) -> tuple[torch.nn.Module, str]:
@@ -138,18 +95,18 @@ def build_semantic_network(config: SemanticModelConfig, label_set: LabelSet) -> 
     The checkpoint's format (ours/torchvision layout, VainF, mmsegmentation) is recognised from its
     keys and decides the head layout. An empty weights source means untrained weights.
     """
-    if config.architecture not in SEMANTIC_ARCHITECTURES:
+    if config.architecture not in DEEPLABV3PLUS_ARCHITECTURES:
         raise ValueError(f'unknown semantic architecture {config.architecture!r}; '
-                         f'known: {", ".join(SEMANTIC_ARCHITECTURES)}')
-    backbone = config.architecture[len(ARCHITECTURE_PREFIX):]
+                         f'known: {", ".join(DEEPLABV3PLUS_ARCHITECTURES)}')
+    build = DEEPLABV3PLUS_ARCHITECTURES[config.architecture]
     if not config.checkpoint:
         LOGGER.warning(UNTRAINED_WARNING)
         with reproducible_untrained_weights():
-            return deeplabv3plus(backbone, label_set.num_classes, config.output_stride), ''
+            return build(label_set.num_classes, config.output_stride), ''
     checkpoint_format, state_dict = import_deeplabv3plus(read_state_dict(config.checkpoint))
     LOGGER.info('checkpoint %s is in %s format (head layout %s)', config.checkpoint, checkpoint_format.name,
                 checkpoint_format.head_layout)
-    network = deeplabv3plus(backbone, label_set.num_classes, config.output_stride, checkpoint_format.head_layout)
+    network = build(label_set.num_classes, config.output_stride, checkpoint_format.head_layout)
     load_state_dict_strict(network, state_dict, config.checkpoint)
     return network, config.checkpoint
 
@@ -162,10 +119,10 @@ def create_semantic_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
     network, weights_source = build_semantic_network(config, label_set)
     class_id_dtype = torch.uint8 if label_set.class_id_dtype == np.uint8 else torch.int32
     graph = SemanticInference(network, class_id_dtype=class_id_dtype, with_confidence=config.with_confidence)
-    backend = create_backend(semantic_deployment_graph(config, graph, label_set), config.backend_settings())
+    backend = create_backend(semantic_deployment_graph(config, graph, label_set), config.deployment)
     LOGGER.info('semantic segmenter: %s, label set %s, backend %s', config.architecture, label_set.name,
                 backend.describe())
-    return SemanticSegmenter(backend, label_set, config.input_size, weights_source)
+    return SemanticSegmenter(backend, label_set, config.input_size, weights_source, config.selection)
 
 
 def semantic_deployment_graph(config: SemanticModelConfig, graph: SemanticInference,
@@ -189,8 +146,9 @@ def _external_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
     graph = DeploymentGraph(name=f'external_{spec.onnx.stem}', output_names=(spec.output_name,),
                             onnx_file=spec.onnx, input_size=spec.input_size,
                             key={'label_set': label_set.name, 'model_metadata': spec.as_key()})
-    inner = create_backend(graph, config.backend_settings())
+    inner = create_backend(graph, config.deployment)
     backend = ExternalSemanticBackend(inner, spec, with_confidence=config.with_confidence)
     LOGGER.info('semantic segmenter: external model %s, label set %s, backend %s', spec.onnx, label_set.name,
                 backend.describe())
-    return SemanticSegmenter(backend, label_set, spec.input_size or config.input_size, str(spec.onnx))
+    return SemanticSegmenter(backend, label_set, spec.input_size or config.input_size, str(spec.onnx),
+                             config.selection)

@@ -1,5 +1,13 @@
 """seg_perception: ROS 2 nodes that run seg_models' networks on camera images.
 
 Nodes stay thin: message <-> array conversion, parameters and publishing live here; everything
-about networks lives in ``seg_models``.
+about networks lives in ``seg_models``. The subpackages, in the order a camera frame meets them:
+
+* ``nodes``: the executables (semantic and instance node, camera stand-in, example listener);
+* ``runtime``: what every node runs on (camera input, newest-frame slot, statistics,
+  diagnostics, throttled logging, parameter tables, the executables' main);
+* ``messages``: topic names and QoS, and conversions between messages and arrays;
+* ``bringup``: the driving pipeline (the set of nodes launch and ``run_pipeline`` start);
+* ``tools``: benchmarks;
+* ``evaluation``: ``seg_bag``, datasets to bags, replay, metrics, report.
 """

@@ -1,5 +1,5 @@
 """Test-side camera: RGB frames encoded the way real drivers send them, written independently of
-seg_perception.image_conversion (Bayer mosaics, BT.601 YUV 4:2:2 packing, 16-bit samples)."""
+seg_perception.messages.images (Bayer mosaics, BT.601 YUV 4:2:2 packing, 16-bit samples)."""
 from __future__ import annotations
 
 import cv2
@@ -7,7 +7,7 @@ import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from seg_perception.image_conversion import array_to_image_msg
+from seg_perception.messages.images import array_to_image_msg
 
 COLOUR_CONVERSIONS = {'rgb': None, 'bgr': cv2.COLOR_RGB2BGR, 'rgba': cv2.COLOR_RGB2RGBA,
                       'bgra': cv2.COLOR_RGB2BGRA, 'mono': cv2.COLOR_RGB2GRAY}

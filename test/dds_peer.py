@@ -13,8 +13,8 @@ from seg_perception_msgs.msg import InstanceMaskArray, LabelSet
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from message_samples import sample_instance_array, sample_label_set  # noqa: E402
 
-from seg_perception.label_info import LABEL_INFO_QOS  # noqa: E402
-from seg_perception.topics import OUTPUT_QOS  # noqa: E402
+from seg_perception.messages.topics import LABEL_INFO_QOS  # noqa: E402
+from seg_perception.messages.topics import OUTPUT_QOS  # noqa: E402
 
 
 def main() -> None:

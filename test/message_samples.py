@@ -6,8 +6,8 @@ from std_msgs.msg import Header
 from builtin_interfaces.msg import Time
 
 from seg_models.labels import cityscapes
-from seg_perception.image_conversion import array_to_image_msg
-from seg_perception.label_info import label_set_to_msg
+from seg_perception.messages.images import array_to_image_msg
+from seg_perception.messages.label_info import label_set_to_msg
 
 SAMPLE_HEADER = Header(stamp=Time(sec=1700000000, nanosec=123456789), frame_id='front_camera_optical')
 

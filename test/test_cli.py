@@ -7,6 +7,8 @@ import pytest
 
 from seg_models.backends.onnxruntime import OnnxRuntimeBackend
 
+pytestmark = pytest.mark.slow
+
 
 def seg_models(*args, cache=None):
     env = None

@@ -12,7 +12,7 @@ import unittest
 
 import pytest
 
-launch_testing = pytest.importorskip(
+pytest.importorskip(
     'launch_testing', reason='launch_testing is not installed (no ROS 2 install; PyPI has no launch wheels)')
 
 import launch  # noqa: E402
@@ -27,8 +27,8 @@ from sensor_msgs.msg import Image  # noqa: E402
 from seg_perception_msgs.msg import InstanceMaskArray  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from seg_perception.image_conversion import array_to_image_msg  # noqa: E402
-from seg_perception.topics import OUTPUT_QOS  # noqa: E402
+from seg_perception.messages.images import array_to_image_msg  # noqa: E402
+from seg_perception.messages.topics import OUTPUT_QOS  # noqa: E402
 
 CAMERA_TOPIC = '/launch_test/camera/image_raw'
 

@@ -7,7 +7,7 @@ from std_msgs.msg import Header
 from ros_helpers import NodeProcess, ProbeNode, driving_frames
 from seg_models.models.deeplabv3plus import deeplabv3plus
 from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
-from seg_perception.image_conversion import array_to_image_msg, output_msg_to_array
+from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
 
 BGR_MEAN = (103.5, 116.3, 123.7)
 BGR_STD = (57.4, 57.1, 58.4)
@@ -69,16 +69,17 @@ def test_bad_metadata_names_every_problem(tmp_path):
         assert problem in str(error.value)
 
 
+@pytest.mark.ros
 def test_the_semantic_node_serves_an_external_model(external_model, tmp_path):
     model, metadata = external_model
     frame = driving_frames(1)[0]
-    with NodeProcess('seg_perception.semantic_node',
+    with NodeProcess('seg_perception.nodes.semantic_segmentation',
                      ['-r', 'image:=/byo/image', '-p', f'model_metadata:={metadata}',
                       '-p', 'input_reliability:=reliable'], tmp_path / 'node.log') as node:
         probe = ProbeNode('byo_probe')
         try:
             from sensor_msgs.msg import Image
-            from seg_perception.topics import OUTPUT_QOS
+            from seg_perception.messages.topics import OUTPUT_QOS
 
             received = []
             publisher = probe.node.create_publisher(Image, '/byo/image', OUTPUT_QOS)

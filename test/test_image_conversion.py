@@ -9,10 +9,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from camera_encodings import encode_image_msg, mosaic
-from seg_perception.image_conversion import (CAMERA_ENCODINGS, ImageConversionError, array_to_image_msg,
+from seg_perception.messages.images import (CAMERA_ENCODINGS, ImageConversionError, array_to_image_msg,
                                              class_ids_to_image_msg, compressed_msg_to_rgb, cv_bridge_if_installed,
                                              image_msg_to_rgb, output_msg_to_array)
-from seg_perception.throttled_log import ThrottledErrorLog
+from seg_perception.runtime.throttled_log import ThrottledErrorLog
 
 RGB = np.random.default_rng(0).integers(0, 256, (7, 11, 3), dtype=np.uint8)
 
@@ -206,7 +206,7 @@ def test_cv_bridge_and_our_conversion_agree(encoding):
 
 
 def test_conversion_benchmark_times_every_encoding():
-    from seg_perception.benchmark import conversion_costs
+    from seg_perception.tools.benchmark import conversion_costs
 
     frame = np.random.default_rng(2).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     rows = conversion_costs(frame, repeats=1)

@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from rcl_interfaces.srv import GetParameters, ListParameters
 from rclpy.parameter import parameter_value_to_python
@@ -13,8 +14,10 @@ from sensor_msgs.msg import Image
 
 from launch_recorder import LaunchDescription, OpaqueFunction, load_launch_file, resolve
 from ros_helpers import NodeProcess, ProbeNode
-from seg_perception.pipeline_spec import DRIVING_PIPELINE, PACKAGE, checkpoint_argument
-from seg_perception.topics import OUTPUT_QOS
+from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE, PACKAGE
+from seg_perception.messages.topics import OUTPUT_QOS
+
+pytestmark = pytest.mark.ros
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTALL = REPO_ROOT / 'install'
@@ -33,10 +36,8 @@ def console_scripts() -> dict[str, str]:
 
 
 def test_install_tree_holds_launch_config_markers_and_entry_points():
-    assert (SHARE / 'launch' / 'driving.launch.py').read_text() == (REPO_ROOT / 'launch' / 'driving.launch.py').read_text()
-    assert (SHARE / 'config' / 'driving.yaml').read_text() == (REPO_ROOT / 'config' / 'driving.yaml').read_text()
-    vistas = 'mapillary_vistas_v1.2.yaml'
-    assert (SHARE / 'config' / 'label_sets' / vistas).read_bytes() == (REPO_ROOT / 'config' / 'label_sets' / vistas).read_bytes()
+    for relative in ('launch/driving.launch.py', 'config/driving.yaml', 'config/label_sets/mapillary_vistas_v1.2.yaml'):
+        assert (SHARE / relative).read_bytes() == (REPO_ROOT / relative).read_bytes(), relative
     assert (SHARE / 'package.xml').is_file()
     assert (INSTALL / PACKAGE / 'share' / 'ament_index' / 'resource_index' / 'packages' / PACKAGE).is_file()
     for executable, target in console_scripts().items():
@@ -52,7 +53,7 @@ def test_install_tree_holds_launch_config_markers_and_entry_points():
 def test_installed_entry_point_runs_the_node(tmp_path):
     """The installed script starts the real node (here it stops on a refused parameter value)."""
     script = INSTALL / PACKAGE / 'lib' / PACKAGE / 'semantic_node'
-    process = NodeProcess('seg_perception.semantic_node', ['-p', 'output_stride:=4'], tmp_path / 'log')
+    process = NodeProcess('seg_perception.nodes.semantic_segmentation', ['-p', 'output_stride:=4'], tmp_path / 'log')
     process.command = [str(script), '--ros-args', '-p', 'output_stride:=4']
     with process:
         assert process.wait(timeout=90) == 1
@@ -80,7 +81,7 @@ def test_launch_file_starts_every_pipeline_node_with_its_executable(monkeypatch)
         [(p.executable, p.name) for p in DRIVING_PIPELINE]
     for node, pipeline_node in zip(nodes, DRIVING_PIPELINE):
         assert node.kwargs['package'] == PACKAGE
-        assert scripts[node.kwargs['executable']] == f'{pipeline_node.module}:main'
+        assert scripts[node.kwargs['executable']] == pipeline_node.entry_point
         remappings = [(source, resolve(target, context)) for source, target in node.kwargs['remappings']]
         assert remappings == [('image', '/camera/image_raw')]
 
@@ -88,7 +89,7 @@ def test_launch_file_starts_every_pipeline_node_with_its_executable(monkeypatch)
 def test_launch_checkpoint_argument_overrides_only_when_given(monkeypatch):
     _, nodes = recorded_launch(monkeypatch)
     assert all(set(n.kwargs['parameters'][1]) == {'use_sim_time'} for n in nodes)
-    arguments = {checkpoint_argument(p): f'/weights/{p.name}.pth' for p in DRIVING_PIPELINE}
+    arguments = {p.checkpoint_argument: f'/weights/{p.name}.pth' for p in DRIVING_PIPELINE}
     _, nodes = recorded_launch(monkeypatch, use_sim_time='true', **arguments)
     for node, pipeline_node in zip(nodes, DRIVING_PIPELINE):
         assert node.kwargs['parameters'][1] == {'use_sim_time': True,

@@ -16,15 +16,17 @@ from std_msgs.msg import Header
 
 from conftest import random_checkpoint
 from ros_helpers import LifecycleClient, NodeProcess, ProbeNode, driving_frames
-from seg_models.instance import InstanceModelConfig, create_instance_segmenter
-from seg_models.instance_postprocess import Instance, InstanceFilter, InstanceResult
+from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
+from seg_models.instance import create_instance_segmenter
+from seg_models.instance_postprocess import Instance, InstanceResult
 from seg_models.labels import cityscapes_things
 from seg_models.models.maskrcnn import mask_rcnn
 from seg_models.visualize import draw_instances
-from seg_perception.image_conversion import array_to_image_msg, output_msg_to_array
-from seg_perception.instance_messages import full_frame_masks, instances_to_msg
-from seg_perception.label_info import LABEL_INFO_QOS
-from seg_perception.topics import OUTPUT_QOS
+from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
+from seg_perception.messages.instances import full_frame_masks, instances_to_msg
+from seg_perception.messages.topics import LABEL_INFO_QOS, OUTPUT_QOS
+
+pytestmark = pytest.mark.ros
 
 INPUT_SIZE = (256, 512)
 FRAME_TIMEOUT = 60.0
@@ -38,8 +40,8 @@ def maskrcnn_checkpoint(tmp_path_factory):
 
 
 def segmenter_like_the_node(checkpoint, selection: InstanceFilter):
-    return create_instance_segmenter(InstanceModelConfig(
-        checkpoint=str(checkpoint), input_size=INPUT_SIZE, selection=selection, backend='onnxruntime'))
+    return create_instance_segmenter(build_config(InstanceModelConfig, dict(
+        checkpoint=str(checkpoint), input_size=INPUT_SIZE, selection=selection, backend='onnxruntime')))
 
 
 class InstanceClient:
@@ -83,14 +85,14 @@ class InstanceClient:
         return store[key]
 
 
-def instance_node(tmp_path_factory, namespace: str, checkpoint, *params: str,
-                  module: str = 'seg_perception.instance_node'):
+def instance_node(tmp_path_factory, namespace: str, checkpoint, *params: str):
     ros_args = ['-r', f'__ns:={namespace}', '-r', f'image:={namespace}/camera', '-p', f'checkpoint:={checkpoint}',
                 '-p', f'input_height:={INPUT_SIZE[0]}', '-p', f'input_width:={INPUT_SIZE[1]}',
                 '-p', 'backend:=onnxruntime', '-p', 'input_reliability:=reliable']
     for param in params:
         ros_args += ['-p', param]
-    return NodeProcess(module, ros_args, tmp_path_factory.mktemp('logs') / f'{namespace.strip("/")}.log')
+    return NodeProcess('seg_perception.nodes.instance_segmentation', ros_args,
+                       tmp_path_factory.mktemp('logs') / f'{namespace.strip("/")}.log')
 
 
 @pytest.fixture(scope='module')
@@ -210,13 +212,14 @@ def test_frames_without_instances_get_an_empty_message(tmp_path_factory, maskrcn
 
 def test_lifecycle_variant_serves_only_while_active(tmp_path_factory, maskrcnn_checkpoint):
     with instance_node(tmp_path_factory, '/inst_managed', maskrcnn_checkpoint, 'score_threshold:=0.0',
-                       module='seg_perception.instance_lifecycle_node') as node:
+                       'autostart:=false') as node:
         probe = ProbeNode('instance_managed_probe')
         try:
             client = InstanceClient(probe, node, '/inst_managed', wait_for_node=False)
             lifecycle = LifecycleClient(probe, '/inst_managed/instance_segmentation', 120)
             assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
-            assert lifecycle.change(Transition.TRANSITION_CONFIGURE) and lifecycle.change(Transition.TRANSITION_ACTIVATE)
+            assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
+            assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
             client.wait_for_camera_subscription()
             msg = client.result(client.send(array_to_image_msg(driving_frames(1)[0], 'rgb8', Header())))
             assert msg.instances and msg.label_set == 'cityscapes_things'
@@ -234,7 +237,7 @@ def test_example_listener_rebuilds_full_frame_masks(tmp_path):
     result = InstanceResult((120, 160), [Instance(class_id=2, class_name='car', score=0.75, box=(40, 30, 70, 50),
                                                   roi=(40, 30, 30, 20), mask=mask)])
     msg = instances_to_msg(result, Header(stamp=Time(sec=77, nanosec=5), frame_id='cam'), 'cityscapes_things')
-    with NodeProcess('seg_perception.instance_listener', ['-r', 'segmentation/instances:=/listener_check'],
+    with NodeProcess('seg_perception.nodes.instance_listener', ['-r', 'segmentation/instances:=/listener_check'],
                      tmp_path / 'listener.log') as listener:
         probe = ProbeNode('listener_probe')
         try:
@@ -248,7 +251,7 @@ def test_example_listener_rebuilds_full_frame_masks(tmp_path):
 
 
 def test_unknown_class_filter_name_stops_start_up_naming_the_known_classes(tmp_path):
-    with NodeProcess('seg_perception.instance_node', ['-p', 'class_filter:=[car, spaceship]'],
+    with NodeProcess('seg_perception.nodes.instance_segmentation', ['-p', 'class_filter:=[car, spaceship]'],
                      tmp_path / 'log') as node:
         assert node.wait(timeout=120) == 1
         assert "class_filter names ['spaceship'] are not in label set cityscapes_things" in node.output()

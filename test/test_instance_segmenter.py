@@ -7,10 +7,13 @@ from torchvision.ops import box_iou
 
 from conftest import random_checkpoint
 from ros_helpers import driving_frames
-from seg_models.instance import InstanceModelConfig, class_map, create_instance_segmenter
-from seg_models.instance_postprocess import InstanceFilter, box_roi, paste_mask_in_roi
+from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
+from seg_models.instance import class_map, create_instance_segmenter
+from seg_models.instance_postprocess import box_roi, paste_mask_in_roi
 from seg_models.labels import cityscapes_things, coco_category_names, get_label_set
 from seg_models.models.maskrcnn import mask_rcnn
+
+pytestmark = pytest.mark.slow
 
 INPUT_SIZE = (256, 512)
 KEEP_ALL = InstanceFilter(score_threshold=0.0, max_instances=20)
@@ -26,7 +29,7 @@ def config(checkpoint, **overrides):
     settings = dict(checkpoint=str(checkpoint), input_size=INPUT_SIZE, max_detections=20, selection=KEEP_ALL,
                     backend='pytorch')
     settings.update(overrides)
-    return InstanceModelConfig(**settings)
+    return build_config(InstanceModelConfig, settings)
 
 
 def test_cropped_paste_equals_torchvision_paste_inside_the_box():
@@ -84,7 +87,7 @@ def test_onnxruntime_matches_pytorch_detections_on_driving_frames(maskrcnn_check
 def test_fixed_batch_graph_serves_any_number_of_cameras(maskrcnn_checkpoint, tmp_path):
     frames = driving_frames(3)
     single = create_instance_segmenter(config(maskrcnn_checkpoint)).segment(frames)
-    batched = create_instance_segmenter(config(maskrcnn_checkpoint, backend='onnxruntime', batch_size=2,
+    batched = create_instance_segmenter(config(maskrcnn_checkpoint, backend='onnxruntime', max_batch=2,
                                                engine_dir=str(tmp_path)))
     assert batched.batch_size == 2
     results = batched.segment(frames)  # 2 + 1 padded

@@ -59,7 +59,8 @@ def test_mapillary_vistas_v1_2_has_its_66_labels():
     assert vistas.num_classes == 65 and vistas.ignore_id == 65  # 'void--unlabeled' is not predicted
     assert sum(label.is_thing for label in vistas.classes) == 37  # Vistas' instance-annotated classes
     by_name = {label.name: label for label in vistas.classes}
-    assert by_name['construction--flat--road'].color == (128, 64, 128) and not by_name['construction--flat--road'].is_thing
+    road = by_name['construction--flat--road']
+    assert road.color == (128, 64, 128) and not road.is_thing
     assert by_name['object--vehicle--car'].is_thing and by_name['object--vehicle--car'].id == 55
     assert len({label.color for label in vistas.classes}) == 65
 

@@ -5,13 +5,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from seg_perception_msgs.msg import InstanceMaskArray, LabelSet
 
 from message_samples import sample_instance_array, sample_label_set
 from ros_helpers import ProbeNode
-from seg_perception.label_info import LABEL_INFO_QOS, label_set_from_msg
-from seg_perception.topics import OUTPUT_QOS
 from seg_models.labels import cityscapes
+from seg_perception.messages.label_info import label_set_from_msg
+from seg_perception.messages.topics import LABEL_INFO_QOS, OUTPUT_QOS
+
+pytestmark = pytest.mark.ros
 
 
 def test_instance_array_and_late_joined_label_set_arrive_intact_from_another_process():

@@ -7,15 +7,16 @@ from ros_helpers import driving_frames
 from seg_models.backends.base import BackendError
 from seg_models.backends.onnxruntime import OnnxRuntimeBackend
 from seg_models.export import read_onnx_metadata
-from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
+from seg_models.configs import SemanticModelConfig, build_config
+from seg_models.semantic import create_semantic_segmenter
 
 
 def test_onnxruntime_matches_pytorch_on_driving_frames(checkpoint, tmp_path):
     frames = driving_frames(4)
     common = dict(checkpoint=str(checkpoint), input_size=(256, 512), with_confidence=True)
-    reference = create_semantic_segmenter(SemanticModelConfig(backend='pytorch', **common))
-    onnx_runtime = create_semantic_segmenter(SemanticModelConfig(backend='onnxruntime', engine_dir=str(tmp_path),
-                                                                 **common))
+    reference = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='pytorch', **common)))
+    onnx_runtime = create_semantic_segmenter(build_config(SemanticModelConfig, dict(
+        backend='onnxruntime', engine_dir=str(tmp_path), **common)))
     assert onnx_runtime.backend.name == 'onnxruntime'
     metadata = read_onnx_metadata(next(tmp_path.glob('*.onnx')))
     assert metadata['label_set'] == 'cityscapes' and metadata['kind'] == 'semantic'
@@ -27,8 +28,8 @@ def test_onnxruntime_matches_pytorch_on_driving_frames(checkpoint, tmp_path):
 
 
 def test_exported_graph_takes_any_batch_and_size(checkpoint, tmp_path):
-    segmenter = create_semantic_segmenter(SemanticModelConfig(checkpoint=str(checkpoint), backend='onnxruntime',
-                                                              engine_dir=str(tmp_path), input_size=(64, 96)))
+    segmenter = create_semantic_segmenter(build_config(SemanticModelConfig, dict(
+        checkpoint=str(checkpoint), backend='onnxruntime', engine_dir=str(tmp_path), input_size=(64, 96))))
     backend = segmenter.backend
     for shape in ((1, 3, 64, 96), (3, 3, 72, 128)):
         outputs = backend.infer(np.zeros(shape, np.uint8))

@@ -4,10 +4,13 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 from ros_helpers import REPO_ROOT
+from seg_models.frame_sources import synthetic_frames
 from seg_models.labels import cityscapes
-from seg_perception.frame_sources import open_frames, synthetic_frames
+
+pytestmark = pytest.mark.ros
 
 
 def test_runner_segments_every_frame_and_writes_labels_and_colour_views(tmp_path):
@@ -17,7 +20,7 @@ def test_runner_segments_every_frame_and_writes_labels_and_colour_views(tmp_path
         cv2.imwrite(str(frames_dir / f'{frame.name}.png'), cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
     output = tmp_path / 'out'
     result = subprocess.run(
-        [sys.executable, '-m', 'seg_perception.pipeline_runner', '--source', str(frames_dir), '--output', str(output),
+        [sys.executable, '-m', 'seg_perception.bringup.runner', '--source', str(frames_dir), '--output', str(output),
          '-p', 'input_height:=64', '-p', 'input_width:=128'],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -37,23 +40,8 @@ def test_runner_segments_every_frame_and_writes_labels_and_colour_views(tmp_path
 
 
 def test_runner_reports_a_missing_source_clearly(tmp_path):
-    result = subprocess.run([sys.executable, '-m', 'seg_perception.pipeline_runner', '--source',
+    result = subprocess.run([sys.executable, '-m', 'seg_perception.bringup.runner', '--source',
                              str(tmp_path / 'absent'), '--output', str(tmp_path / 'out')],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert 'is neither a folder, a video file nor "synthetic"' in result.stderr
-
-
-def test_frame_sources_read_folders_videos_and_generate_frames(tmp_path):
-    generated = list(synthetic_frames(4, width=64, height=48))
-    assert [f.rgb.shape for f in generated] == [(48, 64, 3)] * 4
-    assert not np.array_equal(generated[0].rgb, generated[1].rgb)  # the cars move
-    video = tmp_path / 'clip.avi'
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 10, (64, 48))
-    for frame in generated:
-        writer.write(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
-    writer.release()
-    from_video = list(open_frames(str(video)))
-    assert [f.name for f in from_video] == [f'frame_{i:06d}' for i in range(4)]
-    assert len(list(open_frames(str(video), max_frames=2))) == 2
-    assert len(list(open_frames('synthetic', max_frames=5))) == 5

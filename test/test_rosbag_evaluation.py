@@ -23,9 +23,11 @@ from seg_perception.evaluation.datasets import GroundTruthInfo
 from seg_perception.evaluation.evaluate import evaluate
 from seg_perception.evaluation.ground_truth import instances_of
 from seg_perception.evaluation.metrics import CityscapesFiles, confusion_matrix, scores_from_confusion
-from seg_perception.frame_sources import synthetic_frames
-from seg_perception.image_conversion import array_to_image_msg, output_msg_to_array
-from seg_perception.label_info import label_set_to_msg
+from seg_models.frame_sources import synthetic_frames
+from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
+from seg_perception.messages.label_info import label_set_to_msg
+
+pytestmark = pytest.mark.ros
 
 CAMVID_ROOT = CAMVID_IMAGES.parent
 FRAMES = 4

@@ -15,10 +15,12 @@ from camera_encodings import ALL_ENCODINGS, encode_image_msg
 from ros_helpers import NodeProcess, ProbeNode, driving_frames
 from seg_models.labels import cityscapes
 from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
-from seg_perception.image_conversion import array_to_image_msg, output_msg_to_array as as_array
-from seg_perception.label_info import LABEL_INFO_QOS
-from seg_perception.topics import OUTPUT_QOS
+from seg_perception.messages.images import array_to_image_msg, output_msg_to_array as as_array
+from seg_perception.messages.topics import LABEL_INFO_QOS, OUTPUT_QOS, stamp_key
 
+pytestmark = pytest.mark.ros
+
+SEMANTIC_MODULE = 'seg_perception.nodes.semantic_segmentation'
 NODE_START_TIMEOUT = 90.0
 FRAME_TIMEOUT = 30.0
 MAX_PIXELS = 2_000_000
@@ -43,7 +45,7 @@ class SemanticClient:
         """Keep every message on ``topic`` (in the node's namespace) by stamp, in ``store``."""
         store = {} if store is None else store
         self.probe.node.create_subscription(
-            msg_type, self.namespace + topic, lambda msg: store.__setitem__((msg.header.stamp.sec, msg.header.stamp.nanosec), msg),
+            msg_type, self.namespace + topic, lambda msg: store.__setitem__(stamp_key(msg.header), msg),
             OUTPUT_QOS)
         return store
 
@@ -73,7 +75,7 @@ def semantic(tmp_path_factory, checkpoint):
     ros_args = ['-r', 'image:=/camera/image_raw', '-p', 'input_height:=96', '-p', 'input_width:=128',
                 '-p', 'input_reliability:=reliable', '-p', f'max_image_pixels:={MAX_PIXELS}',
                 '-p', f'checkpoint:={checkpoint}', '-p', 'confidence_output:=32FC1', '-p', 'overlay_alpha:=0.25']
-    with NodeProcess('seg_perception.semantic_node', ros_args, log) as node:
+    with NodeProcess(SEMANTIC_MODULE, ros_args, log) as node:
         probe = ProbeNode('semantic_probe')
         try:
             client = SemanticClient(probe, node)
@@ -177,7 +179,7 @@ def compressed(tmp_path_factory, checkpoint):
                 '-p', 'input_width:=128', '-p', 'input_reliability:=reliable', '-p', f'checkpoint:={checkpoint}',
                 '-p', 'input_transport:=compressed', '-p', 'confidence_output:=mono8',
                 '-p', f'confidence_threshold:={threshold}']
-    with NodeProcess('seg_perception.semantic_node', ros_args, tmp_path_factory.mktemp('logs') / 'log') as node:
+    with NodeProcess(SEMANTIC_MODULE, ros_args, tmp_path_factory.mktemp('logs') / 'log') as node:
         probe = ProbeNode('compressed_probe')
         try:
             client = SemanticClient(probe, node, CompressedImage, '/camera/image_raw/compressed', '/compressed')
@@ -226,7 +228,7 @@ def test_undecodable_compressed_image_is_dropped_with_a_named_error(compressed):
 
 
 def test_invalid_parameter_stops_start_up_with_a_clear_message(tmp_path):
-    with NodeProcess('seg_perception.semantic_node', ['-p', 'architecture:=deeplabv3plus_vgg'],
+    with NodeProcess(SEMANTIC_MODULE, ['-p', 'architecture:=deeplabv3plus_vgg'],
                      tmp_path / 'log') as node:
         assert node.wait(timeout=NODE_START_TIMEOUT) == 1
         assert "parameter 'architecture' = 'deeplabv3plus_vgg' is not allowed" in node.output()
@@ -235,6 +237,6 @@ def test_invalid_parameter_stops_start_up_with_a_clear_message(tmp_path):
 def test_corrupt_checkpoint_stops_start_up_with_a_clear_message(tmp_path):
     corrupt = tmp_path / 'broken.pth'
     corrupt.write_bytes(b'\x80\x02 truncated')
-    with NodeProcess('seg_perception.semantic_node', ['-p', f'checkpoint:={corrupt}'], tmp_path / 'log') as node:
+    with NodeProcess(SEMANTIC_MODULE, ['-p', f'checkpoint:={corrupt}'], tmp_path / 'log') as node:
         assert node.wait(timeout=NODE_START_TIMEOUT) == 1
         assert f'checkpoint {corrupt} is corrupt' in node.output()

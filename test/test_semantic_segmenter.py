@@ -4,14 +4,16 @@ import pytest
 import torch
 
 from seg_models.models.semantic_inference import IMAGENET_MEAN, IMAGENET_STD
-from seg_models.semantic import SemanticModelConfig, build_semantic_network, create_semantic_segmenter
+from seg_models.configs import SemanticModelConfig, build_config
+from seg_models.semantic import build_semantic_network, create_semantic_segmenter
 from seg_models.labels import cityscapes
 
 
 @pytest.fixture(scope='module')
 def segmenter():
     torch.manual_seed(0)
-    return create_semantic_segmenter(SemanticModelConfig(input_size=(64, 96), with_confidence=True, backend='pytorch'))
+    return create_semantic_segmenter(build_config(SemanticModelConfig, dict(input_size=(64, 96), with_confidence=True,
+                                                                            backend='pytorch')))
 
 
 def test_mixed_camera_sizes_in_one_batch_come_back_at_their_own_size(segmenter):
@@ -38,7 +40,7 @@ def test_class_ids_are_the_argmax_of_the_network_on_normalised_pixels(segmenter)
 
 def test_without_input_size_each_image_runs_at_its_own_size_grouped_by_size():
     calls = []
-    own_size = create_semantic_segmenter(SemanticModelConfig(backend='pytorch'))
+    own_size = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='pytorch')))
     infer = own_size.backend.infer
     own_size.backend.infer = lambda batch: calls.append(batch.shape) or infer(batch)
     sizes = [(32, 48), (40, 48), (32, 48)]
@@ -57,7 +59,7 @@ def test_unknown_architecture_and_backend_are_refused():
     with pytest.raises(ValueError, match='unknown semantic architecture'):
         create_semantic_segmenter(SemanticModelConfig(architecture='deeplabv3plus_vgg'))
     with pytest.raises(Exception, match='unknown backend'):
-        create_semantic_segmenter(SemanticModelConfig(backend='tensorrt_nope'))
+        create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='tensorrt_nope')))
 
 
 def test_auto_backend_names_its_choice_and_reason(caplog, tmp_path):
@@ -68,6 +70,7 @@ def test_auto_backend_names_its_choice_and_reason(caplog, tmp_path):
     if reason is None:
         pytest.skip('TensorRT and a GPU are present: auto picks TensorRT here')
     caplog.set_level('INFO')
-    segmenter = create_semantic_segmenter(SemanticModelConfig(input_size=(64, 96), engine_dir=str(tmp_path)))
+    segmenter = create_semantic_segmenter(build_config(SemanticModelConfig, dict(input_size=(64, 96),
+                                                                                 engine_dir=str(tmp_path))))
     assert segmenter.backend.name == 'onnxruntime'
     assert f'backend onnxruntime: TensorRT unusable ({reason})' in caplog.text

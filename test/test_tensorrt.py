@@ -11,7 +11,8 @@ from conftest import random_checkpoint
 from seg_models.backends.tensorrt import tensorrt_unavailable_reason
 
 UNAVAILABLE = tensorrt_unavailable_reason()
-pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f'TensorRT tests need TensorRT and a GPU: {UNAVAILABLE}')
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(UNAVAILABLE is not None,
+                                                  reason=f'TensorRT tests need TensorRT and a GPU: {UNAVAILABLE}')]
 
 FULL_SIZE = (1024, 2048)
 
@@ -41,12 +42,14 @@ def resnet_checkpoint(tmp_path_factory):
 
 
 def test_fp16_deeplabv3plus_engine_matches_pytorch_on_the_gpu(resnet_checkpoint, tmp_path, capsys):
-    from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
+    from seg_models.configs import SemanticModelConfig, build_config
+    from seg_models.semantic import create_semantic_segmenter
 
     common = dict(architecture='deeplabv3plus_resnet50', checkpoint=str(resnet_checkpoint), input_size=FULL_SIZE,
                   device='cuda', engine_dir=str(tmp_path))
-    reference = create_semantic_segmenter(SemanticModelConfig(backend='pytorch', **common))
-    engine = create_semantic_segmenter(SemanticModelConfig(backend='tensorrt', precision='fp16', **common))
+    reference = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='pytorch', **common)))
+    engine = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='tensorrt', precision='fp16',
+                                                                           **common)))
     images = frames(2)
     for want, got in zip(reference.segment(images), engine.segment(images)):
         assert np.mean(want.class_ids == got.class_ids) >= 0.995
@@ -58,15 +61,16 @@ def test_fp16_deeplabv3plus_engine_matches_pytorch_on_the_gpu(resnet_checkpoint,
 def test_fp16_maskrcnn_engine_matches_pytorch_on_the_gpu(tmp_path, capsys):
     from torchvision.ops import box_iou
 
-    from seg_models.instance import InstanceModelConfig, create_instance_segmenter
-    from seg_models.instance_postprocess import InstanceFilter
+    from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
+    from seg_models.instance import create_instance_segmenter
     from seg_models.models.maskrcnn import mask_rcnn
 
     checkpoint = random_checkpoint(tmp_path / 'maskrcnn.pth', lambda: mask_rcnn('maskrcnn_resnet50_fpn', 9), seed=22)
     common = dict(checkpoint=str(checkpoint), input_size=FULL_SIZE, device='cuda', engine_dir=str(tmp_path),
                   selection=InstanceFilter(score_threshold=0.3))
-    reference = create_instance_segmenter(InstanceModelConfig(backend='pytorch', **common))
-    engine = create_instance_segmenter(InstanceModelConfig(backend='tensorrt', precision='fp16', **common))
+    reference = create_instance_segmenter(build_config(InstanceModelConfig, dict(backend='pytorch', **common)))
+    engine = create_instance_segmenter(build_config(InstanceModelConfig, dict(backend='tensorrt', precision='fp16',
+                                                                           **common)))
     image = frames(1)
     want, got = reference.segment(image)[0], engine.segment(image)[0]
     assert want.instances and got.instances
@@ -87,11 +91,13 @@ def test_fp16_maskrcnn_engine_matches_pytorch_on_the_gpu(tmp_path, capsys):
 
 
 def test_engine_is_reused_and_a_corrupt_engine_is_rebuilt(resnet_checkpoint, tmp_path, caplog):
-    from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
+    from seg_models.configs import SemanticModelConfig, build_config
+    from seg_models.semantic import create_semantic_segmenter
 
     caplog.set_level('INFO')
-    config = SemanticModelConfig(architecture='deeplabv3plus_mobilenet_v3_large', input_size=(256, 512),
-                                 backend='tensorrt', precision='fp16', engine_dir=str(tmp_path), checkpoint='')
+    config = build_config(SemanticModelConfig, dict(architecture='deeplabv3plus_mobilenet_v3_large',
+                                                    input_size=(256, 512), backend='tensorrt', precision='fp16',
+                                                    engine_dir=str(tmp_path), checkpoint=''))
     torch.manual_seed(0)
     create_semantic_segmenter(config)
     engine = next(tmp_path.glob('*.engine'))
@@ -109,15 +115,16 @@ def test_int8_engine_calibrates_from_a_folder_and_keeps_the_cache(resnet_checkpo
 
     if not hasattr(tensorrt, 'IInt8EntropyCalibrator2'):
         pytest.skip(f'TensorRT {tensorrt.__version__} has no implicit INT8 calibration')
-    from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
+    from seg_models.configs import SemanticModelConfig, build_config
+    from seg_models.semantic import create_semantic_segmenter
 
     calibration = tmp_path / 'calibration'
     calibration.mkdir()
     for index, frame in enumerate(frames(4)):
         cv2.imwrite(str(calibration / f'{index:03d}.png'), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    segmenter = create_semantic_segmenter(SemanticModelConfig(
+    segmenter = create_semantic_segmenter(build_config(SemanticModelConfig, dict(
         architecture='deeplabv3plus_resnet50', checkpoint=str(resnet_checkpoint), input_size=(512, 1024),
         backend='tensorrt', precision='int8', engine_dir=str(tmp_path / 'engines'),
-        calibration_images=str(calibration)))
+        calibration_images=str(calibration))))
     assert list((tmp_path / 'engines').glob('*.calibration'))
     assert segmenter.segment(frames(1))[0].class_ids.shape == FULL_SIZE

@@ -12,10 +12,6 @@ import sys
 import numpy as np
 
 
-#: arithmetic precisions a backend may offer (int8: TensorRT only)
-PRECISIONS = ('fp32', 'fp16', 'int8')
-
-
 class BackendError(RuntimeError):
     """A backend that cannot be created or cannot run a batch."""
 

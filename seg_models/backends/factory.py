@@ -15,24 +15,12 @@ import torch
 from torch import nn
 
 from seg_models.backends.base import Backend, BackendError
+from seg_models.configs import BACKENDS, BackendSettings
 from seg_models.engine_cache import EngineCache, file_sha256, module_sha256
 from seg_models.export import ONNX_OPSET
-from seg_models.image_files import image_files, read_rgb
+from seg_models.frame_sources import image_files, read_rgb
 
 LOGGER = logging.getLogger(__name__)
-BACKENDS = ('auto', 'pytorch', 'onnxruntime', 'tensorrt')
-
-
-@dataclass(frozen=True)
-class BackendSettings:
-    """How to run a model; nodes and the CLI fill it from parameters/flags."""
-
-    backend: str = 'auto'
-    device: str = 'cpu'  # PyTorch / ONNX Runtime device; TensorRT always runs on a CUDA device
-    precision: str = 'fp32'
-    engine_dir: str = ''  # engine cache folder; empty: the default cache (see engine_cache)
-    calibration_images: str = ''  # folder of images for INT8 calibration
-    max_batch: int = 4  # TensorRT profile: largest batch (cameras served together)
 
 
 @dataclass

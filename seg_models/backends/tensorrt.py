@@ -15,7 +15,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from seg_models.backends.base import PRECISIONS, Backend, BackendError
+from seg_models.backends.base import Backend, BackendError
+from seg_models.configs import PRECISIONS
+from seg_models.transform import CameraTransform
 
 LOGGER = logging.getLogger(__name__)
 WORKSPACE_BYTES = 4 << 30
@@ -135,9 +137,8 @@ def entropy_calibrator(images: Sequence[np.ndarray], input_size: tuple[int, int]
     trt = _trt()
     if not hasattr(trt, 'IInt8EntropyCalibrator2'):
         raise BackendError(f'TensorRT {trt.__version__} has no implicit INT8 calibration; use fp16')
-    import cv2
-
     cache_path = Path(cache_path)
+    transform = CameraTransform(input_size)
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
@@ -152,11 +153,7 @@ def entropy_calibrator(images: Sequence[np.ndarray], input_size: tuple[int, int]
         def get_batch(self, names):
             if not self.batches:
                 return None
-            batch = self.batches.pop(0)
-            resized = [cv2.resize(image, (input_size[1], input_size[0]), interpolation=cv2.INTER_LINEAR)
-                       for image in batch]
-            array = np.ascontiguousarray(np.stack(resized).transpose(0, 3, 1, 2))
-            self.device_batch = torch.from_numpy(array).cuda()
+            self.device_batch = torch.from_numpy(transform.batch(self.batches.pop(0))).cuda()
             return [int(self.device_batch.data_ptr())]
 
         def read_calibration_cache(self):

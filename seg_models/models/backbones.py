@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import torchvision
 from torch import nn
@@ -55,11 +57,13 @@ def resnet_encoder(depth: int, output_stride: int, deep_stem: bool = False) -> t
     return encoder, EncoderFeatures(low_level_channels=256, out_channels=2048)
 
 
-def mobilenet_v3_large_encoder(output_stride: int) -> tuple[nn.Module, EncoderFeatures]:
+def mobilenet_v3_large_encoder(output_stride: int, deep_stem: bool = False) -> tuple[nn.Module, EncoderFeatures]:
     """MobileNetV3-Large with its last stage dilated (output stride 16 only).
 
     'low' is the last block at stride 4 (24 channels), 'out' the final 960-channel conv.
     """
+    if deep_stem:
+        raise ValueError('a deep (ResNet-C) stem exists for ResNet encoders only')
     if output_stride != 16:
         raise ValueError('MobileNetV3-Large supports output stride 16 only (torchvision dilates one stage)')
     features = torchvision.models.mobilenet_v3_large(weights=None, dilated=True).features
@@ -70,3 +74,11 @@ def mobilenet_v3_large_encoder(output_stride: int) -> tuple[nn.Module, EncoderFe
     return encoder, EncoderFeatures(
         low_level_channels=features[last_stride4_block].out_channels,
         out_channels=features[-1].out_channels)
+
+
+#: encoder name -> builder(output_stride, deep_stem) returning (encoder, its features)
+BACKBONES: dict[str, Callable[..., tuple[nn.Module, EncoderFeatures]]] = {
+    'resnet50': partial(resnet_encoder, 50),
+    'resnet101': partial(resnet_encoder, 101),
+    'mobilenet_v3_large': mobilenet_v3_large_encoder,
+}

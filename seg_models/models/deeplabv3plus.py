@@ -13,15 +13,18 @@ only in key names (``HEAD_LAYOUTS``):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from seg_models.models.backbones import EncoderFeatures, mobilenet_v3_large_encoder, resnet_encoder
+from seg_models.models.backbones import BACKBONES, EncoderFeatures
 
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
-HEAD_LAYOUTS = ('paper', 'vainf', 'mmseg')
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1,
@@ -76,25 +79,50 @@ class DeepLabV3PlusHead(nn.Module):
         return self.classifier(self.fuse(torch.cat([context, low_level], dim=1)))
 
 
-def deeplabv3plus_head(features: EncoderFeatures, num_classes: int, atrous_rates: tuple[int, int, int],
-                       layout: str = 'paper') -> DeepLabV3PlusHead:
-    """The head in one of ``HEAD_LAYOUTS``; 48 low-level channels in all of them."""
-    low_channels = 48
-    projection = conv_bn_relu(features.low_level_channels, low_channels, 1)
-    if layout == 'mmseg':
-        channels = 512
-        return DeepLabV3PlusHead(
-            SeparableASPP(features.out_channels, atrous_rates, channels), projection,
-            nn.Sequential(separable_conv(channels + low_channels, channels), separable_conv(channels, channels)),
-            nn.Conv2d(channels, num_classes, 1))
-    channels = 256
-    fuse_convs = [conv_bn_relu(channels + low_channels, channels, 3)]
-    if layout == 'paper':
-        fuse_convs.append(conv_bn_relu(channels, channels, 3))
-    elif layout != 'vainf':
-        raise ValueError(f'unknown DeepLabv3+ head layout {layout!r}; known: {", ".join(HEAD_LAYOUTS)}')
-    return DeepLabV3PlusHead(ASPP(features.out_channels, atrous_rates, channels), projection,
-                             nn.Sequential(*fuse_convs), nn.Conv2d(channels, num_classes, 1))
+LOW_LEVEL_CHANNELS = 48  # the decoder's projection of the stride-4 features, in every layout
+
+
+def _head(features: EncoderFeatures, context: Callable[[], nn.Module], fuse: Callable[[], list[nn.Module]],
+          channels: int, num_classes: int) -> DeepLabV3PlusHead:
+    # Modules are created in this order (projection, fuse, context, classifier) so untrained
+    # weights from a fixed seed stay what they were.
+    projection = conv_bn_relu(features.low_level_channels, LOW_LEVEL_CHANNELS, 1)
+    fuse_layers = nn.Sequential(*fuse())
+    return DeepLabV3PlusHead(context(), projection, fuse_layers, nn.Conv2d(channels, num_classes, 1))
+
+
+def paper_head(features: EncoderFeatures, num_classes: int, atrous_rates: tuple[int, ...]) -> DeepLabV3PlusHead:
+    """torchvision's ASPP, a 48-channel projection, two 3x3 convs of 256: the paper's decoder."""
+    return _head(features, lambda: ASPP(features.out_channels, atrous_rates, 256),
+                 lambda: [conv_bn_relu(256 + LOW_LEVEL_CHANNELS, 256, 3), conv_bn_relu(256, 256, 3)], 256, num_classes)
+
+
+def vainf_head(features: EncoderFeatures, num_classes: int, atrous_rates: tuple[int, ...]) -> DeepLabV3PlusHead:
+    """VainF/DeepLabV3Plus-Pytorch: the paper's head with one 3x3 conv in the decoder."""
+    return _head(features, lambda: ASPP(features.out_channels, atrous_rates, 256),
+                 lambda: [conv_bn_relu(256 + LOW_LEVEL_CHANNELS, 256, 3)], 256, num_classes)
+
+
+def mmseg_head(features: EncoderFeatures, num_classes: int, atrous_rates: tuple[int, ...]) -> DeepLabV3PlusHead:
+    """mmsegmentation's DepthwiseSeparableASPPHead: separable ASPP and decoder convs of 512 channels."""
+    return _head(features, lambda: SeparableASPP(features.out_channels, atrous_rates, 512),
+                 lambda: [separable_conv(512 + LOW_LEVEL_CHANNELS, 512), separable_conv(512, 512)], 512, num_classes)
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """A head builder and the encoder stem its checkpoints were trained with."""
+
+    build: Callable[[EncoderFeatures, int, tuple[int, ...]], DeepLabV3PlusHead]
+    deep_stem: bool = False  # mmseg's ResNetV1c: the ResNet-C stem
+
+
+#: head layout name -> how to build it (checkpoint formats name one of these)
+HEAD_LAYOUTS: dict[str, HeadLayout] = {
+    'paper': HeadLayout(paper_head),
+    'vainf': HeadLayout(vainf_head),
+    'mmseg': HeadLayout(mmseg_head, deep_stem=True),
+}
 
 
 class DeepLabV3Plus(nn.Module):
@@ -111,19 +139,18 @@ class DeepLabV3Plus(nn.Module):
         return F.interpolate(logits, size=images.shape[-2:], mode='bilinear', align_corners=False)
 
 
-BACKBONES = ('resnet50', 'resnet101', 'mobilenet_v3_large')
-
-
 def deeplabv3plus(backbone: str, num_classes: int, output_stride: int = 16, layout: str = 'paper') -> DeepLabV3Plus:
-    """DeepLabv3+ with random weights on ``backbone`` (one of BACKBONES) at ``output_stride``,
-    head in ``layout`` (one of HEAD_LAYOUTS; mmseg implies a deep-stem ResNet)."""
-    if backbone == 'mobilenet_v3_large':
-        if layout == 'mmseg':
-            raise ValueError('the mmseg layout exists for ResNet encoders only')
-        encoder, features = mobilenet_v3_large_encoder(output_stride)
-    elif backbone in ('resnet50', 'resnet101'):
-        encoder, features = resnet_encoder(int(backbone[len('resnet'):]), output_stride,
-                                           deep_stem=layout == 'mmseg')
-    else:
+    """DeepLabv3+ with random weights on ``backbone`` (a key of BACKBONES) at ``output_stride``,
+    head in ``layout`` (a key of HEAD_LAYOUTS)."""
+    if backbone not in BACKBONES:
         raise ValueError(f'unknown DeepLabv3+ backbone {backbone!r}; known: {", ".join(BACKBONES)}')
-    return DeepLabV3Plus(encoder, deeplabv3plus_head(features, num_classes, ASPP_RATES[output_stride], layout))
+    if layout not in HEAD_LAYOUTS:
+        raise ValueError(f'unknown DeepLabv3+ head layout {layout!r}; known: {", ".join(HEAD_LAYOUTS)}')
+    head_layout = HEAD_LAYOUTS[layout]
+    encoder, features = BACKBONES[backbone](output_stride, deep_stem=head_layout.deep_stem)
+    return DeepLabV3Plus(encoder, head_layout.build(features, num_classes, ASPP_RATES[output_stride]))
+
+
+#: architecture name (the nodes' ``architecture`` parameter) -> builder(num_classes, output_stride, layout)
+DEEPLABV3PLUS_ARCHITECTURES: dict[str, Callable[..., DeepLabV3Plus]] = {
+    f'deeplabv3plus_{backbone}': partial(deeplabv3plus, backbone) for backbone in BACKBONES}

@@ -8,7 +8,6 @@ supplies the message definitions the MCAP schema needs, our own messages registe
 from __future__ import annotations
 
 import importlib
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -17,31 +16,24 @@ from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 
+from seg_models.package_data import INTERFACE_PACKAGE, data_path
+from seg_perception.messages.topics import COMPRESSED_SUFFIX
+
 STORAGE_PLUGINS = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
-INTERFACE_PACKAGE = 'seg_perception_msgs'
 
 
 class BagError(ValueError):
     """A bag that cannot be used as asked (missing, empty, lacking a topic)."""
 
 
-def _interface_msg_dirs() -> list[Path]:
-    dirs = [Path(__file__).resolve().parents[2] / INTERFACE_PACKAGE / 'msg']
-    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
-        if prefix:
-            dirs.append(Path(prefix) / 'share' / INTERFACE_PACKAGE / 'msg')
-    return [directory for directory in dirs if directory.is_dir()]
-
-
 @lru_cache(maxsize=1)
 def typestore():
     """ROS 2 Kilted's message definitions plus seg_perception_msgs (from its .msg files)."""
     store = get_typestore(Stores.ROS2_KILTED)
-    for directory in _interface_msg_dirs()[:1]:
-        types = {}
-        for path in sorted(directory.glob('*.msg')):
-            types.update(get_types_from_msg(path.read_text(), f'{INTERFACE_PACKAGE}/msg/{path.stem}'))
-        store.register(types)
+    types = {}
+    for path in sorted(data_path('msg', INTERFACE_PACKAGE).glob('*.msg')):
+        types.update(get_types_from_msg(path.read_text(), f'{INTERFACE_PACKAGE}/msg/{path.stem}'))
+    store.register(types)
     return store
 
 
@@ -101,7 +93,8 @@ def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
 
 def topic_listing(available: dict[str, tuple[str, int]]) -> str:
     """One line per topic: name, type, message count (for error messages about missing topics)."""
-    return '\n'.join(f'  {topic} ({msgtype}, {count} messages)' for topic, (msgtype, count) in sorted(available.items()))
+    return '\n'.join(f'  {topic} ({msgtype}, {count} messages)'
+                     for topic, (msgtype, count) in sorted(available.items()))
 
 
 def require_topics(path: str | Path, topics: Sequence[str]) -> dict[str, tuple[str, int]]:
@@ -114,6 +107,15 @@ def require_topics(path: str | Path, topics: Sequence[str]) -> dict[str, tuple[s
     if missing:
         raise BagError(f'bag {path} has no topic {", ".join(missing)}; it has:\n{topic_listing(available)}')
     return available
+
+
+def camera_topic_in_bag(available: dict[str, tuple[str, int]], camera_topic: str) -> str:
+    """``camera_topic``, or its /compressed variant, whichever the bag has."""
+    for candidate in (camera_topic, camera_topic + COMPRESSED_SUFFIX):
+        if candidate in available:
+            return candidate
+    raise BagError(f'the bag has no camera topic {camera_topic} (nor {camera_topic + COMPRESSED_SUFFIX}); it has:\n'
+                   f'{topic_listing(available)}')
 
 
 def read_messages(path: str | Path, topics: Optional[Sequence[str]] = None

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from seg_perception.evaluation.bag_io import BagError, STORAGE_PLUGINS, bag_topics
-from seg_perception.evaluation.topic_names import CAMERA
-from seg_perception.topics import COMPRESSED_SUFFIX
+from seg_perception.evaluation.bag_io import STORAGE_PLUGINS, BagError, bag_topics, camera_topic_in_bag
+from seg_perception.evaluation.datasets import DATASET_KINDS
+from seg_perception.messages.topics import CAMERA, COMPRESSED_SUFFIX
 
 USER_ERRORS = (BagError, FileNotFoundError, ValueError, RuntimeError, TimeoutError)
 
@@ -30,8 +30,7 @@ def command_make(args: argparse.Namespace) -> int:
 
 
 def command_replay(args: argparse.Namespace) -> int:
-    from seg_perception.evaluation.replay import (ReplaySettings, camera_topic_in_bag, replay,
-                                                  start_pipeline_commands)
+    from seg_perception.evaluation.replay import ReplaySettings, replay, start_pipeline_commands
 
     settings = ReplaySettings(bag=args.bag, output=args.output, camera_topic=args.camera_topic, rate=args.rate,
                               frame_timeout_sec=args.frame_timeout, startup_timeout_sec=args.startup_timeout,
@@ -39,13 +38,15 @@ def command_replay(args: argparse.Namespace) -> int:
     if not args.start_pipeline:
         summary = replay(settings)
     else:
-        from seg_perception.pipeline_runner import PipelineProcesses, default_config_path
+        from seg_models.package_data import data_path
+        from seg_perception.bringup.driving_pipeline import CONFIG_PATH
+        from seg_perception.bringup.processes import NodeProcesses
 
         compressed = camera_topic_in_bag(bag_topics(args.bag), settings.camera_topic).endswith(COMPRESSED_SUFFIX)
         checkpoints = {'semantic_checkpoint': args.semantic_checkpoint, 'instance_checkpoint': args.instance_checkpoint}
-        commands = start_pipeline_commands(args.config or default_config_path(), settings.camera_topic, compressed,
+        commands = start_pipeline_commands(args.config or data_path(CONFIG_PATH), settings.camera_topic, compressed,
                                            list(args.param), checkpoints)
-        with PipelineProcesses(commands) as processes:
+        with NodeProcesses(commands) as processes:
             summary = replay(settings, processes.check_alive, expect_all_outputs=True)
     missing = ', '.join(f'{topic}: {count}' for topic, count in summary.missing.items())
     print(f'{summary.frames} frames replayed ({summary.mode}); frames without output: {missing}; '
@@ -77,7 +78,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     make = commands.add_parser('make', help='dataset folder or video -> rosbag2')
     make.add_argument('source', type=Path, help='Cityscapes root, images/+labels/ folder, or a video file')
     make.add_argument('output', type=Path, help='bag folder to create')
-    make.add_argument('--kind', default='auto', choices=('auto', 'cityscapes', 'folder', 'video'))
+    make.add_argument('--kind', default='auto', choices=DATASET_KINDS)
     make.add_argument('--split', default='val', help='Cityscapes split')
     make.add_argument('--label-set', default='camvid', help='label set of a folder dataset\'s labels')
     make.add_argument('--storage', default='mcap', choices=tuple(STORAGE_PLUGINS))

@@ -20,19 +20,20 @@ from tqdm import tqdm
 
 from seg_models.instance_postprocess import InstanceResult
 from seg_models.labels import LabelSet, label_set_lookup
-from seg_perception.diagnostics import status_values
-from seg_perception.evaluation.bag_io import BagError, bag_topics, read_messages, topic_listing
+from seg_perception.evaluation.bag_io import (BagError, camera_topic_in_bag, read_messages, require_topics,
+                                              topic_listing)
 from seg_perception.evaluation.datasets import CITYSCAPES_LABEL_IDS, GroundTruthInfo
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set
 from seg_perception.evaluation.metrics import (CityscapesFiles, confusion_matrix, latency_summary,
                                                scores_from_confusion)
-from seg_perception.evaluation.topic_names import (CAMERA, GROUND_TRUTH_INFO, GROUND_TRUTH_INSTANCES,
-                                                   GROUND_TRUTH_SEMANTIC, INSTANCE_PREDICTION, REPLAY_SUMMARY,
-                                                   SEMANTIC_PREDICTION)
-from seg_perception.image_conversion import image_msg_to_rgb, compressed_msg_to_rgb, output_msg_to_array
-from seg_perception.instance_messages import instances_from_msg
-from seg_perception.label_info import LABEL_INFO_SUFFIX, label_set_from_msg
-from seg_perception.topics import COMPRESSED_SUFFIX
+from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb, output_msg_to_array
+from seg_perception.messages.instances import instances_from_msg
+from seg_perception.messages.label_info import label_set_from_msg
+from seg_perception.messages.topics import (CAMERA, COMPRESSED_SUFFIX, DIAGNOSTICS, GROUND_TRUTH_INFO,
+                                            GROUND_TRUTH_INSTANCES, GROUND_TRUTH_SEMANTIC, INSTANCE_PREDICTION,
+                                            LABEL_INFO_SUFFIX, PREDICTIONS, REPLAY_SUMMARY, SEMANTIC_PREDICTION,
+                                            stamp_key)
+from seg_perception.runtime.diagnostics import status_values
 
 OVERLAY_FRAMES = 3
 
@@ -56,16 +57,11 @@ class BagContents:
 class Evaluation:
     def __init__(self, bag: Path, work_dir: Path, camera_topic: str = CAMERA) -> None:
         self.bag, self.work_dir = bag, work_dir
-        available = bag_topics(bag)
-        if not any(count for _, count in available.values()):
-            raise BagError(f'bag {bag} holds no messages')
-        self.camera_topic = camera_topic if camera_topic in available else camera_topic + COMPRESSED_SUFFIX
-        missing = [] if self.camera_topic in available else [camera_topic]
-        if not any(topic in available for topic in (SEMANTIC_PREDICTION, INSTANCE_PREDICTION)):
-            missing.append(f'{SEMANTIC_PREDICTION} or {INSTANCE_PREDICTION}')
-        if missing:
-            raise BagError(f'result bag {bag} lacks {", ".join(missing)} (made by `seg_bag replay`?); it has:\n'
-                           f'{topic_listing(available)}')
+        available = require_topics(bag, [])
+        if not any(topic in available for topic in PREDICTIONS):
+            raise BagError(f'result bag {bag} lacks {" or ".join(PREDICTIONS)} (made by `seg_bag replay`?); it '
+                           f'has:\n{topic_listing(available)}')
+        self.camera_topic = camera_topic_in_bag(available, camera_topic)
         frames = available[self.camera_topic][1]
         self.overlay_indices = set(np.linspace(0, frames - 1, min(OVERLAY_FRAMES, frames)).round().astype(int))
         self.contents = BagContents()
@@ -85,18 +81,18 @@ class Evaluation:
             elif topic == REPLAY_SUMMARY:
                 contents.replay = json.loads(msg.data)
             elif topic == self.camera_topic:
-                key = _key(msg)
+                key = stamp_key(msg.header)
                 if len(contents.published_ns) in self.overlay_indices:
                     convert = compressed_msg_to_rgb if topic.endswith(COMPRESSED_SUFFIX) else image_msg_to_rgb
                     contents.overlay_frames[key] = convert(msg)
                 contents.published_ns[key] = timestamp
             elif topic in (GROUND_TRUTH_SEMANTIC, GROUND_TRUTH_INSTANCES):
-                self._add_ground_truth(topic, _key(msg), output_msg_to_array(msg))
+                self._add_ground_truth(topic, stamp_key(msg.header), output_msg_to_array(msg))
                 self._score_ready_frames()
             elif topic.endswith(LABEL_INFO_SUFFIX):
                 contents.label_sets[topic[:-len(LABEL_INFO_SUFFIX)]] = label_set_from_msg(msg)
-            elif topic in (SEMANTIC_PREDICTION, INSTANCE_PREDICTION):
-                key = _key(msg)
+            elif topic in PREDICTIONS:
+                key = stamp_key(msg.header)
                 contents.arrivals_ns.setdefault(topic, {})[key] = timestamp
                 prediction = output_msg_to_array(msg) if topic == SEMANTIC_PREDICTION else instances_from_msg(msg)
                 self._keep_for_overlay(key, topic, prediction)
@@ -104,7 +100,7 @@ class Evaluation:
                     store = self.semantic_predictions if topic == SEMANTIC_PREDICTION else self.instance_predictions
                     store[key] = prediction
                     self._score_ready_frames()
-            elif topic == '/diagnostics':
+            elif topic == DIAGNOSTICS:
                 for status in msg.status:
                     contents.node_status[status.name.split(':')[0]] = status_values(status)
         if contents.info is None:  # e.g. a drive recorded on a vehicle: latency and throughput only
@@ -177,17 +173,24 @@ class Evaluation:
         return self.cityscapes_files
 
     # --- results ----------------------------------------------------------------------------------
+    def latencies_ms(self) -> dict[str, list[float]]:
+        """Per prediction topic: output arrival minus camera publication, for every frame that has both."""
+        contents = self.contents
+        return {topic: [(arrival - contents.published_ns[key]) / 1e6 for key, arrival in arrivals.items()
+                        if key in contents.published_ns]
+                for topic, arrivals in contents.arrivals_ns.items()}
+
     def results(self) -> dict:
         contents = self.contents
         frames = len(contents.published_ns)
         results: dict[str, Any] = {
             'bag': str(self.bag), 'ground_truth': vars(contents.info), 'replay': contents.replay,
             'frames': {'replayed': frames}, 'latency': {}, 'throughput_fps': {}, 'nodes': contents.node_status}
+        latencies = self.latencies_ms()
         for topic, arrivals in contents.arrivals_ns.items():
             matched = {key: arrival for key, arrival in arrivals.items() if key in contents.published_ns}
             results['frames'][topic] = {'with_output': len(matched), 'without_output': frames - len(matched)}
-            latencies = [(arrival - contents.published_ns[key]) / 1e6 for key, arrival in matched.items()]
-            results['latency'][topic] = latency_summary(latencies)
+            results['latency'][topic] = latency_summary(latencies[topic])
             if matched:
                 span = (max(matched.values()) - min(contents.published_ns.values())) / 1e9
                 results['throughput_fps'][topic] = len(matched) / span if span > 0 else None
@@ -205,10 +208,6 @@ class Evaluation:
             results['instances_cityscapes_official'] = files.instance_scores()
             results['instances_cityscapes_official']['frames'] = self.scored['instances']
         return results
-
-
-def _key(msg: Any) -> Key:
-    return msg.header.stamp.sec, msg.header.stamp.nanosec
 
 
 def frame_name(key: Key) -> str:

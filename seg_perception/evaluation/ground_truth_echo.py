@@ -18,15 +18,18 @@ from seg_models.labels import cityscapes_things
 from seg_perception.evaluation.bag_io import read_messages
 from seg_perception.evaluation.datasets import GroundTruthInfo
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set, instances_of
-from seg_perception.evaluation.topic_names import GROUND_TRUTH_INFO, GROUND_TRUTH_INSTANCES, GROUND_TRUTH_SEMANTIC
-from seg_perception.image_conversion import class_ids_to_image_msg, output_msg_to_array
-from seg_perception.instance_messages import instances_to_msg
-from seg_perception.label_info import announce_label_set
-from seg_perception.node_main import main_for
-from seg_perception.topics import CAMERA_INPUT, INSTANCE_OUTPUT, OUTPUT_QOS, SEMANTIC_OUTPUT
+from seg_perception.messages.images import class_ids_to_image_msg, output_msg_to_array
+from seg_perception.messages.instances import instances_to_msg
+from seg_perception.messages.label_info import announce_label_set
+from seg_perception.messages.topics import (CAMERA_INPUT, GROUND_TRUTH_INFO, GROUND_TRUTH_INSTANCES,
+                                            GROUND_TRUTH_SEMANTIC, INSTANCE_OUTPUT, OUTPUT_QOS, SEMANTIC_OUTPUT,
+                                            stamp_key)
+from seg_perception.runtime.node_main import main_for
 
 
 class GroundTruthEcho(Node):
+    """Answers each camera frame with the bag's ground truth for its stamp."""
+
     def __init__(self) -> None:
         super().__init__('ground_truth_echo')
         bag = self.declare_parameter('bag', '').value
@@ -36,7 +39,7 @@ class GroundTruthEcho(Node):
                 info = GroundTruthInfo.from_json(msg.data)
                 continue
             store = self._semantic if topic == GROUND_TRUTH_SEMANTIC else self._instances
-            store[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = output_msg_to_array(msg)
+            store[stamp_key(msg.header)] = output_msg_to_array(msg)
         if info is None:
             raise ValueError(f'bag {bag} has no {GROUND_TRUTH_INFO}')
         self._info = info
@@ -52,7 +55,7 @@ class GroundTruthEcho(Node):
         self.create_subscription(Image, CAMERA_INPUT, self._on_image, OUTPUT_QOS)
 
     def _on_image(self, msg: Image) -> None:
-        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        key = stamp_key(msg.header)
         if key in self._semantic:
             ids = class_ids_of_ground_truth(self._semantic[key], self._info.label_set)
             self._outputs[SEMANTIC_OUTPUT][0].publish(class_ids_to_image_msg(ids, msg.header))

@@ -15,10 +15,9 @@ from tqdm import tqdm
 
 from seg_perception.evaluation.bag_io import BagWriter
 from seg_perception.evaluation.datasets import Dataset, Sample
-from seg_perception.evaluation.topic_names import (CAMERA, CAMERA_INFO, GROUND_TRUTH_INFO, GROUND_TRUTH_INSTANCES,
-                                                   GROUND_TRUTH_SEMANTIC)
-from seg_perception.image_conversion import array_to_image_msg
-from seg_perception.topics import COMPRESSED_SUFFIX
+from seg_perception.messages.images import array_to_image_msg
+from seg_perception.messages.topics import (CAMERA, CAMERA_INFO, COMPRESSED_SUFFIX, GROUND_TRUTH_INFO,
+                                            GROUND_TRUTH_INSTANCES, GROUND_TRUTH_SEMANTIC)
 
 START_TIME_NS = 1_700_000_000 * 10**9  # a fixed start: bags made twice are identical
 COMPRESSIONS = ('none', 'jpeg', 'png')

@@ -29,12 +29,11 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import String
 from tqdm import tqdm
 
-from seg_perception.evaluation.bag_io import (BagError, BagWriter, message_class, read_raw, require_topics,
-                                              topic_listing)
-from seg_perception.evaluation.topic_names import (CAMERA, CAMERA_INFO, CLOCK, PREDICTIONS, RECORDED_BY_DEFAULT,
-                                                   REPLAY_SUMMARY)
-from seg_perception.label_info import LABEL_INFO_QOS, LABEL_INFO_SUFFIX
-from seg_perception.topics import COMPRESSED_SUFFIX
+from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE
+from seg_perception.bringup.processes import node_command, spin_until
+from seg_perception.evaluation.bag_io import BagWriter, camera_topic_in_bag, message_class, read_raw, require_topics
+from seg_perception.messages.topics import (CAMERA, CAMERA_INFO, CLOCK, LABEL_INFO_QOS, LABEL_INFO_SUFFIX,
+                                            PREDICTIONS, RECORDED_BY_DEFAULT, REPLAY_SUMMARY, stamp_key)
 
 RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 DISCOVERY_SETTLE_SEC = 2.0
@@ -61,15 +60,6 @@ class ReplaySummary:
     camera_topic: str = ''
     outputs: dict[str, int] = field(default_factory=dict)  # topic -> frames with that output
     missing: dict[str, int] = field(default_factory=dict)  # topic -> frames without it
-
-
-def camera_topic_in_bag(available: dict[str, tuple[str, int]], camera_topic: str) -> str:
-    """``camera_topic``, or its /compressed variant, whichever the bag has."""
-    for candidate in (camera_topic, camera_topic + COMPRESSED_SUFFIX):
-        if candidate in available:
-            return candidate
-    raise BagError(f'the bag has no camera topic {camera_topic} (nor {camera_topic + COMPRESSED_SUFFIX}); it has:\n'
-                   f'{topic_listing(available)}')
 
 
 class Recorder(Node):
@@ -102,17 +92,7 @@ class Recorder(Node):
         self.writer.write(topic, msg, time.time_ns())
         header = getattr(msg, 'header', None)
         if header is not None:
-            self.received[topic].add((header.stamp.sec, header.stamp.nanosec))
-
-
-def _spin_until(node: Node, condition, timeout: float, check=lambda: None) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        check()
-        rclpy.spin_once(node, timeout_sec=0.02)
-    return True
+            self.received[topic].add(stamp_key(header))
 
 
 def _wait_for_nodes(recorder: Recorder, settings: ReplaySettings, camera_topic: str, expect_all_outputs: bool,
@@ -123,9 +103,9 @@ def _wait_for_nodes(recorder: Recorder, settings: ReplaySettings, camera_topic: 
     def published() -> list[str]:
         return [topic for topic in settings.wait_for if recorder.count_publishers(topic)]
 
-    _spin_until(recorder, lambda: len(published()) == len(settings.wait_for) if expect_all_outputs else published(),
-                settings.startup_timeout_sec, check_alive)
-    _spin_until(recorder, lambda: False, DISCOVERY_SETTLE_SEC)  # the rest of a node's topics, other nodes
+    spin_until(recorder, lambda: len(published()) == len(settings.wait_for) if expect_all_outputs else published(),
+               settings.startup_timeout_sec, check_alive)
+    spin_until(recorder, lambda: False, DISCOVERY_SETTLE_SEC)  # the rest of a node's topics, other nodes
     waited = published()
     if not waited:
         raise RuntimeError(f'no node publishes {" or ".join(settings.wait_for)} within '
@@ -134,8 +114,8 @@ def _wait_for_nodes(recorder: Recorder, settings: ReplaySettings, camera_topic: 
     recorder.record(list(dict.fromkeys(list(settings.record) + waited)))
     nodes = {(info.node_namespace, info.node_name) for topic in waited
              for info in recorder.get_publishers_info_by_topic(topic)}
-    if not _spin_until(recorder, lambda: recorder.camera.get_subscription_count() >= len(nodes),
-                       settings.startup_timeout_sec, check_alive):
+    if not spin_until(recorder, lambda: recorder.camera.get_subscription_count() >= len(nodes),
+                      settings.startup_timeout_sec, check_alive):
         raise RuntimeError(f'the nodes publishing {", ".join(waited)} never subscribed to {camera_topic}: check '
                            f'their camera remapping and input_transport')
     return waited
@@ -155,7 +135,7 @@ def replay(settings: ReplaySettings, check_alive=lambda: None, expect_all_output
         with BagWriter(settings.output, settings.storage) as writer:
             recorder = Recorder(camera_topic, camera_type, writer)
             waited = _wait_for_nodes(recorder, settings, camera_topic, expect_all_outputs, check_alive)
-            _spin_until(recorder, lambda: False, 1.0)  # let the subscriptions match
+            spin_until(recorder, lambda: False, 1.0)  # let the subscriptions match
             _publish_frames(recorder, settings, camera_topic, waited, frame_count, summary, check_alive)
             for topic in waited:
                 summary.outputs[topic] = len(recorder.received[topic])
@@ -178,38 +158,35 @@ def _publish_frames(recorder: Recorder, settings: ReplaySettings, camera_topic: 
                 recorder.camera_info.publish(deserialize_message(data, message_class(msgtype)))
             continue
         msg = deserialize_message(data, message_class(msgtype))
-        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        key = stamp_key(msg.header)
         recorder.record(settings.record)
         if settings.rate > 0:
             first_bag_time = bag_time if first_bag_time is None else first_bag_time
             due = started_wall + (bag_time - first_bag_time) / 1e9 / settings.rate
-            _spin_until(recorder, lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()) + 1.0, check_alive)
+            spin_until(recorder, lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()) + 1.0, check_alive)
         recorder.clock.publish(Clock(clock=msg.header.stamp))
         recorder.camera.publish(msg)
         recorder.writer.write_raw(topic, msgtype, data, time.time_ns())
         summary.frames += 1
         if settings.rate <= 0:
-            _spin_until(recorder, lambda: all(key in recorder.received[t] for t in waited),
-                        settings.frame_timeout_sec, check_alive)
+            spin_until(recorder, lambda: all(key in recorder.received[t] for t in waited),
+                       settings.frame_timeout_sec, check_alive)
         progress.update()
     progress.close()
     # Recorded rate: the last frames' outputs are still on their way.
-    _spin_until(recorder, lambda: all(len(recorder.received[t]) >= summary.frames for t in waited),
-                settings.frame_timeout_sec if settings.rate > 0 else 2.0, check_alive)
+    spin_until(recorder, lambda: all(len(recorder.received[t]) >= summary.frames for t in waited),
+               settings.frame_timeout_sec if settings.rate > 0 else 2.0, check_alive)
 
 
 def start_pipeline_commands(config: Path, camera_topic: str, compressed: bool, overrides: list[str],
                             checkpoints: dict[str, str]) -> list[list[str]]:
     """The driving pipeline's node commands for replay: sim time, reliable input, the bag's camera
     transport; ``checkpoints`` maps launch-style arguments (semantic_checkpoint ...) to weights."""
-    from seg_perception.pipeline_runner import node_command
-    from seg_perception.pipeline_spec import DRIVING_PIPELINE, checkpoint_argument
-
     settings = ['use_sim_time:=true', 'input_reliability:=reliable',
                 f'input_transport:={"compressed" if compressed else "raw"}'] + list(overrides)
     commands = []
     for node in DRIVING_PIPELINE:
-        checkpoint = checkpoints.get(checkpoint_argument(node))
+        checkpoint = checkpoints.get(node.checkpoint_argument)
         node_settings = settings + ([f'checkpoint:={Path(checkpoint).resolve()}'] if checkpoint else [])
-        commands.append(node_command(node, config, camera_topic, node_settings))
+        commands.append(node_command(node, camera_topic, config, node_settings))
     return commands

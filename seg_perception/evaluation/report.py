@@ -16,8 +16,7 @@ import numpy as np  # noqa: E402
 from seg_models.visualize import draw_instances, overlay  # noqa: E402
 from seg_perception.evaluation.evaluate import Evaluation, frame_name  # noqa: E402
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set  # noqa: E402
-from seg_perception.evaluation.topic_names import (GROUND_TRUTH_SEMANTIC, INSTANCE_PREDICTION,  # noqa: E402
-                                                   SEMANTIC_PREDICTION)
+from seg_perception.messages.topics import GROUND_TRUTH_SEMANTIC, INSTANCE_PREDICTION, SEMANTIC_PREDICTION  # noqa: E402
 
 
 def _percent(value: Optional[float]) -> str:
@@ -134,12 +133,7 @@ def write_report(results: dict, evaluation: Evaluation, folder: Path) -> Path:
             lines.append(f'| `{topic}` | {summary["p50_ms"]:.0f} ms | {summary["p95_ms"]:.0f} ms | '
                          f'{summary["p99_ms"]:.0f} ms | {summary["max_ms"]:.0f} ms | '
                          f'{"n/a" if fps is None else f"{fps:.2f} fps"} |')
-    latencies = {topic: [] for topic in results['latency']}
-    contents = evaluation.contents
-    for topic, arrivals in contents.arrivals_ns.items():
-        latencies[topic] = [(time - contents.published_ns[key]) / 1e6 for key, time in arrivals.items()
-                            if key in contents.published_ns]
-    _plot_latency(latencies, folder / 'latency_histogram.png')
+    _plot_latency(evaluation.latencies_ms(), folder / 'latency_histogram.png')
     lines += ['', '![latency histogram](latency_histogram.png)', '']
     if results['nodes']:
         lines += ['## Nodes (their last /diagnostics status)', '',

@@ -1,0 +1,103 @@
+"""Every setting of a segmenter, typed, with the one set of defaults that nodes and the CLI share.
+
+Nodes declare their ROS parameters from these dataclasses' defaults and build them back with
+``build_config`` from the parameter values; ``seg-models`` builds them the same way from its flags.
+So a default (the architecture, the backend ...) is written once, here.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, TypeVar
+
+#: inference backends; auto picks the fastest one available (see backends/factory.py)
+BACKENDS = ('auto', 'pytorch', 'onnxruntime', 'tensorrt')
+#: arithmetic precisions a backend may offer (int8: TensorRT only)
+PRECISIONS = ('fp32', 'fp16', 'int8')
+
+Config = TypeVar('Config')
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """How to run a model: backend, device, precision and where built artifacts are cached."""
+
+    backend: str = 'auto'
+    device: str = 'cpu'  # PyTorch / ONNX Runtime device; TensorRT always runs on a CUDA device
+    precision: str = 'fp32'
+    engine_dir: str = ''  # engine cache folder; empty: the default cache (see engine_cache)
+    calibration_images: str = ''  # folder of images for INT8 calibration
+    max_batch: int = 4  # images per backend call at most (TensorRT profile; fixed batch of instance graphs)
+
+
+@dataclass(frozen=True)
+class SemanticFilter:
+    """What the semantic segmenter keeps of the network's answer."""
+
+    confidence_threshold: float = 0.0  # less confident pixels become unlabeled (0: every pixel keeps its class)
+
+
+@dataclass(frozen=True)
+class InstanceFilter:
+    """Which detections become published instances."""
+
+    score_threshold: float = 0.5
+    mask_threshold: float = 0.5
+    max_instances: int = 100
+    class_ids: tuple[int, ...] = ()  # empty: every class
+
+
+@dataclass(frozen=True)
+class SemanticModelConfig:
+    """Everything needed to build a semantic segmenter."""
+
+    architecture: str = 'deeplabv3plus_mobilenet_v3_large'
+    output_stride: int = 16
+    label_set: str = 'cityscapes'
+    checkpoint: str = ''  # empty: untrained weights (loudly reported)
+    model_metadata: str = ''  # bring your own model: metadata .yaml naming an ONNX file (see external.py)
+    input_size: Optional[tuple[int, int]] = None  # (height, width); None: each image's own size
+    with_confidence: bool = False
+    selection: SemanticFilter = field(default_factory=SemanticFilter)
+    deployment: BackendSettings = field(default_factory=BackendSettings)
+
+
+@dataclass(frozen=True)
+class InstanceModelConfig:
+    """Everything needed to build an instance segmenter."""
+
+    architecture: str = 'maskrcnn_resnet50_fpn'
+    label_set: str = 'cityscapes_things'  # classes the network was trained on (coco_things for COCO weights)
+    output_label_set: str = ''  # classes to publish; empty: the network's own
+    checkpoint: str = ''
+    input_size: tuple[int, int] = (1024, 2048)  # fixed (height, width), multiples of 32
+    max_detections: int = 100
+    selection: InstanceFilter = field(default_factory=InstanceFilter)
+    # max_batch is the batch size baked into the instance graph (ONNX / TensorRT), padded when short
+    deployment: BackendSettings = field(default_factory=lambda: BackendSettings(max_batch=1))
+
+
+def field_default(config_type: type, name: str) -> Any:
+    """The default of field ``name`` of the dataclass ``config_type`` (parameter tables read it)."""
+    return getattr(config_type(), name)
+
+
+def build_config(config_type: type[Config], values: Mapping[str, Any], **derived: Any) -> Config:
+    """A ``config_type`` with its defaults replaced by ``values`` of the same names."""
+    return replace_fields(config_type(), values, **derived)
+
+
+def replace_fields(config: Config, values: Mapping[str, Any], **derived: Any) -> Config:
+    """``config`` with each field taken from ``values`` by name (None values are skipped); a nested
+    dataclass field that ``values`` does not give is filled the same way from the same values;
+    ``derived`` gives the fields that are computed from several values, and wins."""
+    changes = {}
+    for config_field in dataclasses.fields(config):
+        name, current = config_field.name, getattr(config, config_field.name)
+        if name in derived:
+            changes[name] = derived[name]
+        elif values.get(name) is not None:
+            changes[name] = values[name]
+        elif dataclasses.is_dataclass(current):
+            changes[name] = replace_fields(current, values)
+    return dataclasses.replace(config, **changes)

@@ -1,0 +1,58 @@
+"""Camera images <-> the network's batch, both ways, in one object.
+
+As torchvision's ``GeneralizedRCNNTransform`` resizes images for the network and maps detections
+back, ``CameraTransform`` turns RGB camera images of any size into the uint8 NCHW batch a
+deployment graph takes, and brings what the network returns back to each camera's resolution:
+per-pixel maps (class ids, confidence) and boxes. Both segmenters and INT8 calibration use it, so
+every path feeds the network the same pixels.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+Size = tuple[int, int]  # (height, width)
+
+
+class CameraTransform:
+    """``input_size`` (height, width) fixes the network input; None runs each image at its own size."""
+
+    def __init__(self, input_size: Optional[Size] = None) -> None:
+        self.input_size = tuple(input_size) if input_size is not None else None
+
+    def network_size(self, image_size: Size) -> Size:
+        """The size an image of ``image_size`` has in the network."""
+        return self.input_size or tuple(image_size[:2])
+
+    def groups(self, images: Sequence[np.ndarray]) -> list[list[int]]:
+        """Indices of ``images`` that share a network size, so each group is one batch (one group
+        with a fixed input size; several cameras of different resolutions otherwise)."""
+        groups: dict[Size, list[int]] = {}
+        for index, image in enumerate(images):
+            groups.setdefault(self.network_size(image.shape), []).append(index)
+        return list(groups.values())
+
+    def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """RGB uint8 (H, W, 3) images of one network size -> C-contiguous uint8 (N, 3, h, w), each
+        resized (bilinear) where its size differs from the network's."""
+        height, width = self.network_size(images[0].shape)
+        resized = [image if image.shape[:2] == (height, width)
+                   else cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+                   for image in images]
+        return np.ascontiguousarray(np.stack(resized).transpose(0, 3, 1, 2))
+
+    @staticmethod
+    def map_to_image(values: np.ndarray, image_size: Size, nearest: bool) -> np.ndarray:
+        """A per-pixel network output (h, w) at ``image_size``: nearest neighbour for ids, bilinear
+        for continuous values."""
+        height, width = image_size
+        if values.shape == (height, width):
+            return values
+        return cv2.resize(values, (width, height), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
+
+    def box_scale(self, image_size: Size) -> np.ndarray:
+        """Factors (x, y, x, y) taking x1y1x2y2 boxes from network pixels to ``image_size`` pixels."""
+        network_size = self.network_size(image_size)
+        return np.array([image_size[1] / network_size[1], image_size[0] / network_size[0]] * 2, dtype=np.float32)

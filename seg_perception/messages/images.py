@@ -1,0 +1,211 @@
+"""Camera messages -> RGB arrays, and arrays -> the image messages this package publishes.
+
+Every camera encoding a driving stack meets is converted here, in one tested module: rgb/bgr(a)
+8 and 16 bit, mono 8/16, 8/16-bit Bayer (rggb, bggr, gbrg, grbg, demosaiced by OpenCV), YUV 4:2:2
+(UYVY as ROS's ``yuv422``, and ``yuv422_yuy2``), and ``sensor_msgs/CompressedImage`` (JPEG, PNG).
+Where ROS's ``cv_bridge`` is installed it does the pixel conversion; the checks before it are ours
+either way, so a bad message is refused the same with or without it.
+
+Bad input raises ``ImageConversionError`` with a message that names the problem, so a node can
+log it (throttled), publish nothing for that frame and keep serving.
+"""
+from __future__ import annotations
+
+import io
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+from PIL import Image as PILImage
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+
+class ImageConversionError(ValueError):
+    """An image message that cannot be turned into an RGB array; ``kind`` names the problem class
+    (for per-kind throttling and counters)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class CameraEncoding:
+    """How one ROS encoding lays out a pixel, and the OpenCV conversion that makes it RGB."""
+
+    channels: int  # samples per pixel in the buffer (2 for YUV 4:2:2: one chroma + one luma byte)
+    dtype: type  # sample type
+    to_rgb: Optional[int]  # cv2 colour conversion code applied after narrowing to 8 bits; None: RGB already
+    even_width: bool = False  # 4:2:2 chroma is shared by pixel pairs
+
+
+def _camera_encodings() -> dict[str, CameraEncoding]:
+    # OpenCV names Bayer patterns by the second row's second and third pixels, so ROS's rggb is
+    # OpenCV's BG (the mapping cv_bridge uses, checked by the tests on pure-colour mosaics).
+    bayer = {'rggb': cv2.COLOR_BayerBG2RGB, 'bggr': cv2.COLOR_BayerRG2RGB,
+             'gbrg': cv2.COLOR_BayerGR2RGB, 'grbg': cv2.COLOR_BayerGB2RGB}
+    colour = {'rgb': (3, None), 'bgr': (3, cv2.COLOR_BGR2RGB), 'rgba': (4, cv2.COLOR_RGBA2RGB),
+              'bgra': (4, cv2.COLOR_BGRA2RGB), 'mono': (1, cv2.COLOR_GRAY2RGB)}
+    encodings = {}
+    for bits, dtype in ((8, np.uint8), (16, np.uint16)):
+        for name, (channels, code) in colour.items():
+            encodings[f'{name}{bits}'] = CameraEncoding(channels, dtype, code)
+        for pattern, code in bayer.items():
+            encodings[f'bayer_{pattern}{bits}'] = CameraEncoding(1, dtype, code)
+    encodings['yuv422'] = CameraEncoding(2, np.uint8, cv2.COLOR_YUV2RGB_UYVY, even_width=True)
+    encodings['yuv422_yuy2'] = CameraEncoding(2, np.uint8, cv2.COLOR_YUV2RGB_YUY2, even_width=True)
+    return encodings
+
+
+CAMERA_ENCODINGS: dict[str, CameraEncoding] = _camera_encodings()
+
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
+# Encodings of the images this package publishes: encoding -> (dtype, channels).
+OUTPUT_ENCODINGS = {'mono8': (np.uint8, 1), 'mono16': (np.uint16, 1), 'rgb8': (np.uint8, 3),
+                    '32FC1': (np.float32, 1)}
+CLASS_ID_ENCODINGS = {np.dtype(np.uint8): 'mono8', np.dtype(np.uint16): 'mono16'}
+
+
+def cv_bridge_if_installed() -> Optional[Any]:
+    """ROS's ``CvBridge`` where the cv_bridge package is installed, else None (our conversions)."""
+    try:
+        from cv_bridge import CvBridge
+    except ImportError:
+        return None
+    return CvBridge()
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if height <= 0 or width <= 0:
+        raise ImageConversionError('zero_size', f'zero-size image ({width}x{height})')
+    if height * width > max_pixels:
+        raise ImageConversionError(
+            'too_large', f'image {width}x{height} has {height * width} pixels, above the limit of {max_pixels}')
+
+
+def image_msg_pixels(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, CameraEncoding]:
+    """The message's pixels as an array (H, W, channels) of its sample type, native byte order,
+    after checking encoding, size, step and data length against each other."""
+    encoding = CAMERA_ENCODINGS.get(msg.encoding)
+    if encoding is None:
+        raise ImageConversionError(
+            'encoding', f'unsupported encoding {msg.encoding!r}; supported: {", ".join(sorted(CAMERA_ENCODINGS))}')
+    height, width = msg.height, msg.width
+    _check_size(width, height, max_pixels)
+    if encoding.even_width and width % 2:
+        raise ImageConversionError('odd_width', f'{msg.encoding} needs an even width, got {width}')
+    row_bytes = width * encoding.channels * np.dtype(encoding.dtype).itemsize
+    if msg.step < row_bytes:
+        raise ImageConversionError(
+            'step', f'step {msg.step} is below {row_bytes} bytes per row for {width} px {msg.encoding}')
+    if len(msg.data) != msg.step * height:
+        raise ImageConversionError(
+            'data_length',
+            f'data holds {len(msg.data)} bytes but step * height = {msg.step} * {height} = {msg.step * height}')
+    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, msg.step)[:, :row_bytes]
+    dtype = np.dtype(encoding.dtype).newbyteorder('>' if msg.is_bigendian else '<')
+    pixels = rows.view(dtype).reshape(height, width, encoding.channels)
+    return pixels, encoding
+
+
+def _to_8_bits(pixels: np.ndarray) -> np.ndarray:
+    """Samples narrowed to uint8: 16-bit data keeps its most significant byte, picked straight out
+    of the buffer (no arithmetic), whichever the byte order."""
+    if pixels.dtype.itemsize == 1:
+        return pixels
+    big_endian = pixels.dtype.byteorder == '>' or (pixels.dtype.byteorder == '=' and sys.byteorder == 'big')
+    high_byte = 0 if big_endian else 1
+    return np.ascontiguousarray(pixels.view(np.uint8)[..., high_byte::2])
+
+
+def image_msg_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS, bridge: Optional[Any] = None) -> np.ndarray:
+    """RGB uint8 array (H, W, 3) of ``msg``; ``bridge`` (a CvBridge) converts where given."""
+    pixels, encoding = image_msg_pixels(msg, max_pixels)
+    if bridge is not None:
+        return np.asarray(bridge.imgmsg_to_cv2(msg, desired_encoding='rgb8'))
+    pixels = _to_8_bits(pixels)
+    if encoding.to_rgb is None:
+        return pixels
+    if encoding.channels == 1:
+        pixels = pixels[:, :, 0]
+    try:
+        return cv2.cvtColor(pixels, encoding.to_rgb)
+    except cv2.error as error:  # e.g. a Bayer image too small to demosaic
+        raise ImageConversionError('conversion', f'cannot convert {msg.encoding} {msg.width}x{msg.height}: '
+                                                 f'{str(error).strip().splitlines()[-1]}') from None
+
+
+def compressed_msg_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS,
+                          bridge: Optional[Any] = None) -> np.ndarray:
+    """RGB uint8 array of a JPEG or PNG ``CompressedImage``; the size is read from the file header
+    and checked before anything is decompressed."""
+    data = bytes(msg.data)
+    if not data:
+        raise ImageConversionError('zero_size', 'compressed image with no data')
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', PILImage.DecompressionBombWarning)  # the limit is ours
+            with PILImage.open(io.BytesIO(data)) as header:  # reads the header only
+                width, height = header.size
+    except PILImage.DecompressionBombError as error:
+        raise ImageConversionError('too_large', f'compressed image is too large: {error}') from None
+    except Exception as error:  # Pillow raises many types for garbage; all mean "not an image"
+        raise ImageConversionError(
+            'undecodable', f'compressed image (format {msg.format!r}, {len(data)} bytes) cannot be decoded: '
+                           f'{error}') from None
+    _check_size(width, height, max_pixels)
+    if bridge is not None:
+        return np.asarray(bridge.compressed_imgmsg_to_cv2(msg, desired_encoding='rgb8'))
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None or decoded.shape[:2] != (height, width):
+        raise ImageConversionError(
+            'undecodable', f'compressed image (format {msg.format!r}, {len(data)} bytes) cannot be decoded')
+    decoded = _to_8_bits(decoded)
+    if decoded.ndim == 2:
+        return cv2.cvtColor(decoded, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB if decoded.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+
+
+def array_to_image_msg(array: np.ndarray, encoding: str, header: Header) -> Image:
+    """Image message holding ``array`` (H, W) or (H, W, C), rows packed, with ``header`` copied."""
+    array = np.ascontiguousarray(array)
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = array.shape[:2]
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = array.strides[0]
+    msg.data = array.tobytes()
+    return msg
+
+
+def class_ids_to_image_msg(class_ids: np.ndarray, header: Header) -> Image:
+    """mono8 (uint8 ids) or mono16 (uint16 ids) class-id image."""
+    if class_ids.ndim != 2 or class_ids.dtype not in CLASS_ID_ENCODINGS:
+        raise ValueError(f'class ids must be a 2-D uint8 or uint16 array, got {class_ids.dtype} {class_ids.shape}')
+    return array_to_image_msg(class_ids, CLASS_ID_ENCODINGS[class_ids.dtype], header)
+
+
+def output_msg_to_array(msg: Image) -> np.ndarray:
+    """Array of an output image this package publishes (mono8/mono16 class ids, rgb8 views):
+    (H, W) for mono, (H, W, 3) for rgb8. For consumers and tools."""
+    if msg.encoding not in OUTPUT_ENCODINGS:
+        raise ImageConversionError('encoding', f'not an output encoding: {msg.encoding!r}')
+    dtype, channels = OUTPUT_ENCODINGS[msg.encoding]
+    rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
+    pixels = rows[:, :msg.width * channels * np.dtype(dtype).itemsize].view(dtype)
+    return pixels.reshape(msg.height, msg.width) if channels == 1 else pixels.reshape(msg.height, msg.width, 3)
+
+
+def confidence_to_image_msg(confidence: np.ndarray, encoding: str, header: Header) -> Image:
+    """Per-pixel confidence in 0..1 as mono8 (0-255, compact) or 32FC1 (exact)."""
+    if encoding == 'mono8':
+        return array_to_image_msg(np.rint(np.clip(confidence, 0.0, 1.0) * 255).astype(np.uint8), 'mono8', header)
+    if encoding == '32FC1':
+        return array_to_image_msg(confidence.astype(np.float32, copy=False), '32FC1', header)
+    raise ValueError(f'confidence encoding must be mono8 or 32FC1, got {encoding!r}')

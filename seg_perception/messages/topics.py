@@ -1,0 +1,79 @@
+"""Every name on the ROS graph this package uses, and the QoS each kind of topic gets.
+
+Node outputs are relative, so a node pushed into a namespace publishes under it (in the root
+namespace they resolve to /segmentation/...); node-private ones are ``~/...`` and resolve under
+the node's name (``private_topic``). The bag topics are what ``seg_bag`` writes, replays and
+evaluates (each configurable on its command line, for bags recorded elsewhere).
+"""
+from __future__ import annotations
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+# --- nodes and their topics -------------------------------------------------------------------
+SEMANTIC_NODE = 'semantic_segmentation'  # default node names (their private topics live under them)
+INSTANCE_NODE = 'instance_segmentation'
+
+CAMERA_INPUT = 'image'  # image_transport-style input name; launch remaps it to the camera topic
+COMPRESSED_SUFFIX = '/compressed'  # image_transport's compressed transport: <image topic>/compressed
+SEMANTIC_OUTPUT = 'segmentation/semantic'
+CONFIDENCE_OUTPUT = SEMANTIC_OUTPUT + '/confidence'
+INSTANCE_OUTPUT = 'segmentation/instances'
+LABEL_INFO_SUFFIX = '/label_info'  # <output>/label_info: the label set of that output
+COLOR_OUTPUT = '~/color'
+OVERLAY_OUTPUT = '~/overlay'
+PROCESSING_TIME_OUTPUT = '~/processing_time'
+DIAGNOSTICS = '/diagnostics'
+
+# --- bags (seg_bag make / replay / evaluate) ----------------------------------------------------
+CAMERA = '/camera/image_raw'  # also the driving pipeline's default camera topic
+CAMERA_INFO = '/camera/camera_info'
+GROUND_TRUTH_SEMANTIC = '/ground_truth/semantic'
+GROUND_TRUTH_INSTANCES = '/ground_truth/instances'
+GROUND_TRUTH_INFO = '/ground_truth/info'
+CLOCK = '/clock'
+REPLAY_SUMMARY = '/evaluation/replay_summary'
+
+
+def in_root_namespace(relative: str) -> str:
+    """What a node's relative topic resolves to in the root namespace: 'a/b' -> '/a/b'."""
+    return '/' + relative
+
+
+def private_topic(node_name: str, private: str) -> str:
+    """What a node's private topic resolves to in the root namespace: ('n', '~/x') -> '/n/x'."""
+    return f'/{node_name}/{private[len("~/"):]}'
+
+
+SEMANTIC_PREDICTION = in_root_namespace(SEMANTIC_OUTPUT)  # what replay records from the nodes
+INSTANCE_PREDICTION = in_root_namespace(INSTANCE_OUTPUT)
+PREDICTIONS = (SEMANTIC_PREDICTION, INSTANCE_PREDICTION)
+RECORDED_BY_DEFAULT = PREDICTIONS + tuple(prediction + LABEL_INFO_SUFFIX for prediction in PREDICTIONS) + (
+    DIAGNOSTICS, private_topic(SEMANTIC_NODE, PROCESSING_TIME_OUTPUT),
+    private_topic(INSTANCE_NODE, PROCESSING_TIME_OUTPUT))
+
+# --- QoS --------------------------------------------------------------------------------------
+RELIABILITY_CHOICES = ('best_effort', 'reliable')
+TRANSPORT_CHOICES = ('raw', 'compressed')
+
+
+def input_qos(reliability: str) -> QoSProfile:
+    """Camera subscription: keep only the newest frame, so a slow model never builds a backlog.
+
+    best_effort is the sensor-data convention for live cameras; reliable suits bag replay.
+    """
+    policy = ReliabilityPolicy.BEST_EFFORT if reliability == 'best_effort' else ReliabilityPolicy.RELIABLE
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=policy)
+
+
+# Outputs are reliable: they match best-effort and reliable subscribers alike.
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
+# Reliable + transient local: a subscriber that joins later (with transient-local durability)
+# still receives the one label-set message published at start-up.
+LABEL_INFO_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
+DIAGNOSTICS_QOS = QoSProfile(depth=10)
+
+
+def stamp_key(header) -> tuple[int, int]:
+    """(sec, nanosec) of a std_msgs/Header: how every tool matches a frame's messages to each other."""
+    return header.stamp.sec, header.stamp.nanosec

@@ -1,0 +1,111 @@
+"""Instance segmentation node: Mask R-CNN on camera images, InstanceMaskArray on segmentation/instances.
+
+    ros2 run seg_perception instance_node [--ros-args -p autostart:=false]
+
+Subscribes:  image (sensor_msgs/Image) or image/compressed, exactly as the semantic node does
+Publishes:   segmentation/instances (seg_perception_msgs/InstanceMaskArray, the input's header;
+             an empty array for a frame without instances, never silence)
+             segmentation/instances/label_info (seg_perception_msgs/LabelSet, transient local, once)
+             ~/overlay (rgb8: masks, boxes, class and score on the camera image; only while
+             subscribed), ~/processing_time, /diagnostics
+Camera input, worker, lazy mode and diagnostics: ``runtime.camera_input``; lifecycle and autostart:
+``nodes.segmentation_node``; both shared with the semantic node.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from seg_perception_msgs.msg import InstanceMaskArray
+
+from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
+from seg_models.instance import UNTRAINED_WARNING, InstanceSegmenter, create_instance_segmenter
+from seg_models.instance_postprocess import InstanceResult
+from seg_models.labels import LABEL_SETS, get_label_set
+from seg_models.models.maskrcnn import MASK_RCNN_ARCHITECTURES
+from seg_models.visualize import draw_instances
+from seg_perception.messages.images import array_to_image_msg
+from seg_perception.messages.instances import instances_to_msg
+from seg_perception.messages.topics import INSTANCE_NODE, INSTANCE_OUTPUT, OVERLAY_OUTPUT
+from seg_perception.nodes.segmentation_node import SegmentationNode, SegmenterProcessor
+from seg_perception.runtime.camera_input import CameraFrame, OutputPublishers
+from seg_perception.runtime.parameters import ParameterSpec, ParameterValueError, network_input_size
+
+INSTANCE_PARAMETERS = (
+    ParameterSpec.of_field(InstanceModelConfig, 'architecture', 'Mask R-CNN variant (torchvision).',
+                           choices=MASK_RCNN_ARCHITECTURES),
+    ParameterSpec.of_field(InstanceModelConfig, 'label_set', 'Classes the network was trained on (coco_things for '
+                                                             "torchvision's COCO weights).",
+                           choices=tuple(LABEL_SETS)),
+    ParameterSpec.of_field(InstanceModelConfig, 'output_label_set', 'Classes to publish (e.g. cityscapes_things '
+                                                                    "from a COCO model); empty: the network's own.",
+                           choices=('',) + tuple(LABEL_SETS)),
+    ParameterSpec.of_field(InstanceModelConfig, 'checkpoint', 'Mask R-CNN weights in torchvision layout (.pth/.pt '
+                                                              'read with weights_only, or .safetensors). Empty: '
+                                                              'untrained weights, reported loudly.'),
+    ParameterSpec.of_field(InstanceFilter, 'score_threshold', 'Detections scoring below this are not published.',
+                           value_range=(0.0, 1.0)),
+    ParameterSpec.of_field(InstanceFilter, 'mask_threshold', 'Mask probability at which a pixel belongs to the '
+                                                             'instance.', value_range=(0.0, 1.0)),
+    ParameterSpec.of_field(InstanceFilter, 'max_instances', 'At most this many instances per image, highest scores '
+                                                            'first.', value_range=(1, 1000)),
+    ParameterSpec('class_filter', (), 'Class names to publish, e.g. [car, person]; empty: every class.'),
+    ParameterSpec('overlay_alpha', 0.5, 'Weight of the class colours on the masks in ~/overlay.',
+                  value_range=(0.0, 1.0)),
+)
+
+
+def class_filter_ids(names: tuple[str, ...], label_set_name: str) -> tuple[int, ...]:
+    """Class ids of ``names`` in the published label set; unknown names are refused, listing the known."""
+    label_set = get_label_set(label_set_name)
+    unknown = [name for name in names if name not in label_set.names]
+    if unknown:
+        raise ParameterValueError(f'class_filter names {unknown} are not in label set {label_set.name}; '
+                                  f'known: {", ".join(label_set.names)}')
+    return tuple(label_set.names.index(name) for name in names)
+
+
+def instance_config_from_parameters(values: dict[str, Any]) -> InstanceModelConfig:
+    """Model configuration from the node's declared parameter values."""
+    output_label_set = values['output_label_set'] or values['label_set']
+    selection = build_config(InstanceFilter, values,
+                             class_ids=class_filter_ids(values['class_filter'], output_label_set))
+    native_input_size = InstanceModelConfig().input_size  # Cityscapes frames, 1024x2048
+    return build_config(InstanceModelConfig, values, selection=selection,
+                        input_size=network_input_size(values) or native_input_size,
+                        max_detections=max(InstanceModelConfig().max_detections, values['max_instances']))
+
+
+class InstanceProcessor(SegmenterProcessor):
+    """Mask R-CNN and its output messages."""
+
+    untrained_warning = UNTRAINED_WARNING
+
+    def __init__(self, node: Node, values: dict[str, Any]) -> None:
+        self.config = instance_config_from_parameters(values)
+        super().__init__(node, self.config.architecture, self.config.selection.score_threshold)
+        self._overlay_alpha = values['overlay_alpha']
+        self._instances_publisher = self._overlay_publisher = None
+
+    def create_segmenter(self) -> InstanceSegmenter:
+        return create_instance_segmenter(self.config)
+
+    def create_outputs(self, outputs: OutputPublishers) -> None:
+        self._instances_publisher = outputs.create(InstanceMaskArray, INSTANCE_OUTPUT)
+        self._overlay_publisher = outputs.create(Image, OVERLAY_OUTPUT)
+
+    def publish_result(self, frame: CameraFrame, result: InstanceResult) -> None:
+        self._instances_publisher.publish(instances_to_msg(result, frame.header, self.label_set.name))
+        if self._overlay_publisher.get_subscription_count():
+            drawn = draw_instances(frame.rgb, result.instances, self.label_set, self._overlay_alpha)
+            self._overlay_publisher.publish(array_to_image_msg(drawn, 'rgb8', frame.header))
+
+
+class InstanceSegmentationNode(SegmentationNode):  # executables: instance_node, instance_lifecycle_node
+    node_name, task_parameters, main_output = INSTANCE_NODE, INSTANCE_PARAMETERS, INSTANCE_OUTPUT
+    processor_type = InstanceProcessor
+
+
+if __name__ == '__main__':
+    InstanceSegmentationNode.main()

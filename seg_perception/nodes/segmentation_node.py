@@ -1,0 +1,204 @@
+"""What the semantic and the instance node share: one lifecycle node around a camera input and a model.
+
+``SegmentationNode`` is a lifecycle (managed) node. With ``autostart`` (the default) it configures
+and activates itself at start, so ``ros2 run``, launch files and the runner get a serving node;
+with ``autostart:=false`` it waits for ``ros2 lifecycle set`` or a lifecycle manager:
+
+* configure: load the model or engine, create the output publishers, announce the label set;
+* activate: start the inference worker and subscribe to the camera (lazily);
+* deactivate: unsubscribe, stop the worker, release the model and its GPU memory;
+* cleanup: destroy the publishers.
+
+The node owns a ``CameraInput`` (runtime) and a ``SegmenterProcessor`` (the task: its segmenter
+and output messages), as Autoware's TensorRT nodes own their detector. A task subclasses
+``SegmenterProcessor`` for its outputs and ``SegmentationNode`` only to name itself, its
+parameters, its processor and its main output (class attributes, read by the constructor).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional, Sequence
+
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.node import Node
+
+from seg_models.backends.base import release_device_memory
+from seg_models.configs import build_config
+from seg_models.labels import LabelSet
+from seg_perception.messages.label_info import announce_label_set
+from seg_perception.runtime.camera_input import (CAMERA_INPUT_PARAMETERS, CameraFrame, CameraInput,
+                                                 CameraInputSettings, OutputPublishers, StageTimes)
+from seg_perception.runtime.node_main import STARTUP_ERRORS, main_for
+from seg_perception.runtime.parameters import BACKEND_PARAMETERS, ParameterSpec, declare_parameters
+
+AUTOSTART = ParameterSpec('autostart', True, 'Configure and activate at start (ros2 run, launch); false: wait for '
+                                             'lifecycle transitions (ros2 lifecycle set, a lifecycle manager).')
+
+
+class SegmenterProcessor:
+    """A task's model and outputs: loads its segmenter (again after a deactivate), warns loudly about
+    untrained weights, releases it with its accelerator memory, describes it for /diagnostics,
+    announces the label set once, and publishes every frame's results.
+
+    Subclasses build their segmenter (``create_segmenter``), create their publishers
+    (``create_outputs``) and fill them (``publish_result``); all three are called from lifecycle
+    transitions, never from a constructor.
+    """
+
+    untrained_warning = ''  # the model's warning text, shown framed in stars when no checkpoint is given
+
+    def __init__(self, node: Node, model_name: str, label_info_threshold: float) -> None:
+        self._node = node
+        self.model_name = model_name
+        self._label_info_threshold = label_info_threshold
+        self.segmenter = None
+        self.is_trained = False
+        self._description: dict[str, str] = {}
+        self._label_info_publisher = None
+
+    def create_segmenter(self) -> Any:
+        """A SemanticSegmenter or InstanceSegmenter from the processor's config."""
+        raise NotImplementedError
+
+    def create_outputs(self, outputs: OutputPublishers) -> None:
+        """Create the task's output publishers through ``outputs`` (which lazy mode watches)."""
+        raise NotImplementedError
+
+    def publish_result(self, frame: CameraFrame, result: Any) -> None:
+        """Publish every output of one frame's result."""
+        raise NotImplementedError
+
+    @property
+    def label_set(self) -> LabelSet:
+        return self.segmenter.label_set
+
+    def configure(self, outputs: OutputPublishers, main_output: str) -> None:
+        """Load the model, create the outputs and announce the label set on ``<main_output>/label_info``."""
+        self.load()
+        self.create_outputs(outputs)
+        self._label_info_publisher = announce_label_set(self._node, main_output, self.label_set,
+                                                        self._label_info_threshold)
+
+    def load(self) -> None:
+        if self.segmenter is not None:
+            return
+        self.segmenter = self.create_segmenter()
+        self.is_trained = self.segmenter.is_trained
+        if not self.is_trained:
+            self._node.get_logger().warning('*' * 20 + ' ' + self.untrained_warning + ' ' + '*' * 20)
+        backend = self.segmenter.backend
+        self._description = {
+            'backend': backend.name, 'device': backend.device, 'precision': backend.precision,
+            'model': self.model_name, 'weights': self.segmenter.weights_source or 'untrained',
+            'label set': self.segmenter.label_set.name}
+        self._node.get_logger().info(f'model {self.model_name}, label set {self.segmenter.label_set.name}, '
+                                     f'backend {backend.describe()}')
+
+    def process(self, frames: Sequence[CameraFrame]) -> StageTimes:
+        """One batched model call for all frames, then each frame's outputs."""
+        started = time.perf_counter()
+        results = self.segmenter.segment([frame.rgb for frame in frames])
+        inferred = time.perf_counter()
+        for frame, result in zip(frames, results):
+            self.publish_result(frame, result)
+        return StageTimes(inference_ms=(inferred - started) * 1e3, publish_ms=(time.perf_counter() - inferred) * 1e3)
+
+    def release(self) -> None:
+        self.segmenter = None
+        release_device_memory()
+
+    def description(self) -> dict[str, str]:
+        """backend, device, model, weights, precision, label set: for /diagnostics."""
+        return self._description
+
+    def destroy(self) -> None:
+        if self._label_info_publisher is not None:
+            self._node.destroy_publisher(self._label_info_publisher)
+            self._label_info_publisher = None
+
+
+class SegmentationNode(LifecycleNode):
+    """Declares the task's parameters (plus backend, camera input and autostart), builds the task's
+    processor from them, and runs the lifecycle."""
+
+    node_name: str  # default node name (its section in config/driving.yaml)
+    task_parameters: Sequence[ParameterSpec]  # the task's own parameters, declared first
+    processor_type: type  # processor_type(node, parameter values) -> SegmenterProcessor
+    main_output: str  # the topic whose /label_info announces the label set
+
+    def __init__(self, *, autostart: Optional[bool] = None, **kwargs) -> None:
+        """``autostart`` overrides the parameter's default (the lifecycle executables start unconfigured)."""
+        super().__init__(self.node_name, **kwargs)
+        autostart_spec = AUTOSTART if autostart is None else ParameterSpec(AUTOSTART.name, autostart,
+                                                                           AUTOSTART.description)
+        values = declare_parameters(self, tuple(self.task_parameters) + BACKEND_PARAMETERS + CAMERA_INPUT_PARAMETERS
+                                    + (autostart_spec,))
+        self.processor: SegmenterProcessor = self.processor_type(self, values)
+        self.camera = CameraInput(self, build_config(CameraInputSettings, values), self.processor)
+        self._autostarting = bool(values['autostart'])
+        self._configure_error: Optional[Exception] = None
+        if self._autostarting:
+            self._start()
+
+    def _start(self) -> None:
+        """configure + activate now; a configure failure stops start-up with its error (logged once,
+        by the executable, as 'cannot start: ...')."""
+        self.trigger_configure()
+        if self._configure_error is not None:
+            raise self._configure_error
+        self.trigger_activate()
+        self._autostarting = False
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._configure_error = None
+        try:
+            self.processor.configure(self.camera.outputs, self.main_output)
+        except STARTUP_ERRORS as error:
+            if not self._autostarting:
+                self.get_logger().error(f'configure failed: {error}')
+            self._configure_error = error
+            self._drop_outputs()
+            return TransitionCallbackReturn.FAILURE
+        self.camera.configure()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.processor.load()  # again after a deactivate released it
+        except STARTUP_ERRORS as error:
+            self.get_logger().error(f'activate failed: {error}')
+            return TransitionCallbackReturn.FAILURE
+        self.camera.activate()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.camera.deactivate()
+        self.processor.release()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._drop_outputs()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._drop_outputs()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _drop_outputs(self) -> None:
+        self.camera.cleanup()
+        self.processor.release()
+        self.processor.destroy()
+
+    def destroy_node(self) -> None:
+        self._drop_outputs()
+        super().destroy_node()
+
+    @classmethod
+    def main(cls) -> None:
+        """The executable (``semantic_node``, ``instance_node``): autostart as its parameter says."""
+        main_for(cls)
+
+    @classmethod
+    def main_unconfigured(cls) -> None:
+        """``*_lifecycle_node``: the same node waiting for lifecycle transitions (autostart false)."""
+        main_for(lambda: cls(autostart=False))

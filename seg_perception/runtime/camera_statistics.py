@@ -1,0 +1,116 @@
+"""Counters and sliding windows behind a camera input's diagnostics (rates, latency percentiles, drops).
+
+Updated from the subscription callback and the inference worker, read by the diagnostics timer;
+every method takes the time explicitly so the arithmetic is testable without sleeping.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+WINDOW_SEC = 10.0
+
+
+@dataclass(frozen=True)
+class StatisticsSnapshot:
+    """What the last ``WINDOW_SEC`` seconds looked like, plus totals since start."""
+
+    input_rate_hz: float
+    output_rate_hz: float
+    latency_p50_ms: Optional[float]  # image stamp -> outputs published; None before the first output
+    latency_p95_ms: Optional[float]
+    processing_p50_ms: Optional[float]  # conversion + inference + publishing, per frame
+    frames_received: int
+    frames_published: int
+    frames_dropped: int  # replaced in the newest-frame slot before the worker was free
+    frames_lost: int  # lost in transport before the node saw them (DDS message_lost events)
+    input_errors: int  # refused images (bad encoding, size, data ...)
+    recent_errors: dict[str, int] = field(default_factory=dict)  # refused in the window, by kind
+    seconds_since_input: Optional[float] = None  # None: no image yet
+
+
+class _Window:
+    """(time, value) pairs of the last ``WINDOW_SEC`` seconds."""
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, float]] = deque()
+
+    def add(self, now: float, value: float = 0.0) -> None:
+        self.entries.append((now, value))
+
+    def trim(self, now: float) -> None:
+        while self.entries and self.entries[0][0] < now - WINDOW_SEC:
+            self.entries.popleft()
+
+    def rate(self, now: float, started: float) -> float:
+        return len(self.entries) / max(min(WINDOW_SEC, now - started), 1e-3)
+
+    def percentile(self, q: float) -> Optional[float]:
+        return float(np.percentile([value for _, value in self.entries], q)) if self.entries else None
+
+
+class CameraStatistics:
+    def __init__(self, now: float) -> None:
+        self._lock = threading.Lock()
+        self._started = now
+        self._inputs, self._outputs = _Window(), _Window()
+        self._latencies_ms, self._processing_ms = _Window(), _Window()
+        self._errors: deque[tuple[float, str]] = deque()
+        self._totals = Counter()
+        self._last_input: Optional[float] = None
+
+    def frame_received(self, now: float, dropped_older: bool) -> None:
+        with self._lock:
+            self._inputs.add(now)
+            self._last_input = now
+            self._totals['received'] += 1
+            self._totals['dropped'] += int(dropped_older)
+
+    def frames_lost(self, count: int) -> None:
+        with self._lock:
+            self._totals['lost'] += count
+
+    def input_error(self, now: float, kind: str) -> None:
+        with self._lock:
+            self._errors.append((now, kind))
+            self._totals['errors'] += 1
+
+    def frame_published(self, now: float, latency_ms: float, processing_ms: float) -> None:
+        with self._lock:
+            self._outputs.add(now)
+            self._latencies_ms.add(now, latency_ms)
+            self._processing_ms.add(now, processing_ms)
+            self._totals['published'] += 1
+
+    def totals(self) -> tuple[int, int]:
+        """(frames received, frames dropped) since start."""
+        with self._lock:
+            return self._totals['received'], self._totals['dropped']
+
+    def restart_windows(self, now: float) -> None:
+        """Forget the windows (not the totals), e.g. when a lifecycle node is activated again."""
+        with self._lock:
+            self._started = now
+            for window in (self._inputs, self._outputs, self._latencies_ms, self._processing_ms):
+                window.entries.clear()
+            self._errors.clear()
+
+    def snapshot(self, now: float) -> StatisticsSnapshot:
+        with self._lock:
+            for window in (self._inputs, self._outputs, self._latencies_ms, self._processing_ms):
+                window.trim(now)
+            while self._errors and self._errors[0][0] < now - WINDOW_SEC:
+                self._errors.popleft()
+            return StatisticsSnapshot(
+                input_rate_hz=self._inputs.rate(now, self._started),
+                output_rate_hz=self._outputs.rate(now, self._started),
+                latency_p50_ms=self._latencies_ms.percentile(50), latency_p95_ms=self._latencies_ms.percentile(95),
+                processing_p50_ms=self._processing_ms.percentile(50),
+                frames_received=self._totals['received'], frames_published=self._totals['published'],
+                frames_dropped=self._totals['dropped'], frames_lost=self._totals['lost'],
+                input_errors=self._totals['errors'], recent_errors=dict(Counter(kind for _, kind in self._errors)),
+                seconds_since_input=None if self._last_input is None else now - self._last_input)

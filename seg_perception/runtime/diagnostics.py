@@ -1,0 +1,75 @@
+"""The /diagnostics status of a node's camera input, computed from its statistics (no ROS timing).
+
+One ``diagnostic_msgs/DiagnosticStatus`` per node, named "<node>: <task>" as diagnostic_updater
+names tasks, so robot monitors and ``ros2 topic echo /diagnostics`` read it like any other
+driver's status.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+from seg_perception.runtime.camera_statistics import StatisticsSnapshot
+
+
+@dataclass(frozen=True)
+class CameraInputState:
+    """What the node is doing, besides its numbers."""
+
+    serving: str  # 'active', 'idle' (lazy: nothing subscribes to the outputs) or 'inactive' (lifecycle)
+    input_topic: str
+    input_silence_sec: Optional[float]  # subscribed and no image for this long; None: not subscribed
+    input_timeout_sec: float  # silence longer than this is reported
+    trained: bool
+    model: dict[str, str]  # backend, model, precision, label set ...
+
+
+def _format_ms(value: Optional[float]) -> str:
+    return '' if value is None else f'{value:.1f}'
+
+
+def _level_and_message(snapshot: StatisticsSnapshot, state: CameraInputState) -> tuple[bytes, str]:
+    rates = f'{snapshot.input_rate_hz:.1f} Hz in, {snapshot.output_rate_hz:.1f} Hz out'
+    if state.serving == 'inactive':
+        return DiagnosticStatus.OK, 'inactive (lifecycle): not subscribed, model released'
+    if state.serving == 'idle':
+        return DiagnosticStatus.OK, 'idle: nothing subscribes to the outputs (lazy mode)'
+    if state.input_silence_sec is not None and state.input_silence_sec > state.input_timeout_sec:
+        return DiagnosticStatus.WARN, f'no images on {state.input_topic} for {state.input_silence_sec:.0f} s'
+    if snapshot.recent_errors:
+        kinds = ', '.join(f'{kind} x{count}' for kind, count in sorted(snapshot.recent_errors.items()))
+        level = DiagnosticStatus.ERROR if snapshot.output_rate_hz == 0 else DiagnosticStatus.WARN
+        return level, f'images refused ({kinds}); {rates}'
+    if not state.trained:
+        return DiagnosticStatus.WARN, f'UNTRAINED weights, outputs are meaningless; {rates}'
+    return DiagnosticStatus.OK, rates
+
+
+def camera_input_status(name: str, hardware_id: str, snapshot: StatisticsSnapshot,
+                    state: CameraInputState) -> DiagnosticStatus:
+    level, message = _level_and_message(snapshot, state)
+    values = {
+        'state': state.serving,
+        'input topic': state.input_topic,
+        'input rate (Hz)': f'{snapshot.input_rate_hz:.2f}',
+        'output rate (Hz)': f'{snapshot.output_rate_hz:.2f}',
+        'latency p50 (ms)': _format_ms(snapshot.latency_p50_ms),
+        'latency p95 (ms)': _format_ms(snapshot.latency_p95_ms),
+        'processing p50 (ms)': _format_ms(snapshot.processing_p50_ms),
+        'frames received': str(snapshot.frames_received),
+        'frames published': str(snapshot.frames_published),
+        'frames dropped': str(snapshot.frames_dropped),
+        'frames lost in transport': str(snapshot.frames_lost),
+        'images refused': str(snapshot.input_errors),
+        'trained weights': str(state.trained).lower(),
+        **state.model,
+    }
+    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key=key, value=value) for key, value in values.items()])
+
+
+def status_values(status: DiagnosticStatus) -> dict[str, str]:
+    """The key/value pairs of ``status`` as a dict, for tools and tests reading /diagnostics."""
+    return {pair.key: pair.value for pair in status.values}

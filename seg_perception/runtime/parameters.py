@@ -1,0 +1,109 @@
+"""Node parameters declared once, from tables, with descriptions, ranges and allowed values.
+
+Each node lists its parameters as ``ParameterSpec`` rows; ``declare_parameters`` declares them with
+descriptors (visible in ``ros2 param describe``) and refuses invalid values with a clear message.
+Defaults that a seg_models config also has are read from it (``ParameterSpec.of_field``), and the
+values go back into typed configs with ``seg_models.configs.build_config``, by name. The
+launch/config consistency tests read the same tables.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from seg_models.configs import BACKENDS, PRECISIONS, BackendSettings, field_default
+
+
+class ParameterValueError(ValueError):
+    """A parameter value outside its range or allowed choices."""
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter; a tuple default declares a string array (empty by default)."""
+
+    name: str
+    default: Any
+    description: str
+    choices: Optional[tuple] = None
+    value_range: Optional[tuple] = None  # (min, max), inclusive, for int and float parameters
+    read_only: bool = True  # most parameters shape the model or topics and apply at start-up
+
+    @classmethod
+    def of_field(cls, config_type: type, name: str, description: str, **options: Any) -> 'ParameterSpec':
+        """The parameter for field ``name`` of a config dataclass, with that field's default."""
+        return cls(name, field_default(config_type, name), description, **options)
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(description=self.description, read_only=self.read_only)
+        if self.choices:
+            descriptor.additional_constraints = 'one of: ' + ', '.join(map(str, self.choices))
+        if self.value_range is not None:
+            low, high = self.value_range
+            if isinstance(self.default, int) and not isinstance(self.default, bool):
+                descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=0)]
+            else:
+                descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
+        return descriptor
+
+    @property
+    def is_string_array(self) -> bool:
+        return isinstance(self.default, tuple)
+
+    def check(self, value: Any) -> None:
+        if self.is_string_array:
+            return
+        if self.choices and value not in self.choices:
+            raise ParameterValueError(
+                f'parameter {self.name!r} = {value!r} is not allowed; one of: {", ".join(map(str, self.choices))}')
+        if self.value_range is not None and not self.value_range[0] <= value <= self.value_range[1]:
+            raise ParameterValueError(
+                f'parameter {self.name!r} = {value!r} is outside [{self.value_range[0]}, {self.value_range[1]}]')
+
+
+def declare_parameters(node: Node, specs: Sequence[ParameterSpec]) -> dict[str, Any]:
+    """Declare every spec on ``node`` and return the checked values by name."""
+    values = {}
+    for spec in specs:
+        if spec.is_string_array:
+            # Declared by type: an empty list has no type of its own in ROS parameters.
+            value = node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, spec.descriptor()).value
+            value = tuple(value) if value is not None else spec.default
+        else:
+            value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+        spec.check(value)
+        values[spec.name] = value
+    return values
+
+
+# Parameters every segmentation node shares (backend and network input), declared from this table
+# by the semantic and the instance node alike.
+BACKEND_PARAMETERS = (
+    ParameterSpec.of_field(BackendSettings, 'backend', 'Inference backend; auto picks the fastest available and '
+                                                       'logs why.', choices=BACKENDS),
+    ParameterSpec.of_field(BackendSettings, 'engine_dir', 'Engine cache for exported ONNX models and TensorRT '
+                                                          'engines (pre-build them with `seg-models build`); empty: '
+                                                          '$SEG_MODELS_CACHE_DIR or ~/.cache/seg_models.'),
+    ParameterSpec.of_field(BackendSettings, 'calibration_images', 'Folder of camera images for TensorRT INT8 '
+                                                                  'calibration.'),
+    ParameterSpec.of_field(BackendSettings, 'device', 'Device for the PyTorch backend: cpu, cuda or cuda:N.'),
+    ParameterSpec.of_field(BackendSettings, 'precision', 'Arithmetic precision of the backend (int8: TensorRT '
+                                                         'only).', choices=PRECISIONS),
+    ParameterSpec('input_height', 0, 'Network input height in pixels; 0 = each camera image as it is '
+                                     '(or the model\'s native size).', value_range=(0, 8192)),
+    ParameterSpec('input_width', 0, 'Network input width in pixels; 0 = each camera image as it is '
+                                    '(or the model\'s native size).', value_range=(0, 8192)),
+)
+
+
+def network_input_size(values: dict[str, Any]) -> Optional[tuple[int, int]]:
+    """(height, width) from input_height/input_width; None (camera resolution) when both are 0."""
+    if values['input_height'] and values['input_width']:
+        return values['input_height'], values['input_width']
+    if values['input_height'] or values['input_width']:
+        raise ParameterValueError('set both input_height and input_width, or neither (0 = camera resolution)')
+    return None

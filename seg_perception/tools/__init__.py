@@ -1,0 +1,1 @@
+"""Benchmarks of the nodes around their models (``python -m seg_perception.tools.benchmark``)."""

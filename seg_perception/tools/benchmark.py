@@ -1,0 +1,227 @@
+"""Benchmarks of the node around the model, printed as ratios measured side by side in one run.
+
+    python -m seg_perception.tools.benchmark latency      # node end to end vs the bare backend call
+    python -m seg_perception.tools.benchmark conversion   # camera message -> RGB, ms per megapixel
+    python -m seg_perception.tools.benchmark postprocess  # Mask R-CNN: paste + crop + message vs the model
+
+``latency`` starts the semantic node in its own process (as launch does) and, alternating frame by
+frame on the same camera frames, times (a) the bare backend call on the preprocessed batch in this
+process and (b) image published -> class-id image received from the node. Their ratio is what the
+node costs on top of the model: DDS both ways, conversion, resizing, message fill.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image
+from seg_perception_msgs.msg import FrameTiming
+from std_msgs.msg import Header
+
+from seg_models.configs import BackendSettings, InstanceFilter, InstanceModelConfig, SemanticModelConfig
+from seg_models.frame_sources import SYNTHETIC, open_frames
+from seg_models.instance import create_instance_segmenter
+from seg_models.semantic import create_semantic_segmenter
+from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE
+from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
+from seg_perception.messages.images import (CAMERA_ENCODINGS, array_to_image_msg, compressed_msg_to_rgb,
+                                            image_msg_to_rgb)
+from seg_perception.messages.instances import instances_to_msg
+from seg_perception.messages.topics import (OUTPUT_QOS, PROCESSING_TIME_OUTPUT, SEMANTIC_NODE, SEMANTIC_PREDICTION,
+                                            private_topic, stamp_key)
+
+CAMERA_TOPIC = '/benchmark/image_raw'
+
+
+def camera_frames(source: str, count: int, height: int, width: int) -> list[np.ndarray]:
+    frames = [frame.rgb for frame in open_frames(source, count)]
+    return [cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA) for frame in frames]
+
+
+def _median_ms(run: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
+
+
+def conversion_costs(rgb: np.ndarray, repeats: int) -> list[tuple[str, float]]:
+    """(encoding, ms per megapixel) for every camera encoding and for JPEG/PNG compressed input."""
+    height, width = rgb.shape[:2]
+    megapixels = height * width / 1e6
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, encoding in CAMERA_ENCODINGS.items():
+        shape = (height, width * encoding.channels)
+        pixels = rng.integers(0, np.iinfo(encoding.dtype).max, shape, dtype=encoding.dtype)
+        msg = array_to_image_msg(pixels, name, Header())
+        msg.width = width
+        rows.append((name, _median_ms(lambda: image_msg_to_rgb(msg), repeats) / megapixels))
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    for extension in ('.jpg', '.png'):
+        msg = CompressedImage(format=extension[1:], data=cv2.imencode(extension, bgr)[1].tobytes())
+        rows.append((f'compressed {extension[1:]}', _median_ms(lambda: compressed_msg_to_rgb(msg), repeats)
+                     / megapixels))
+    return rows
+
+
+class LatencyProbe(Node):
+    def __init__(self) -> None:
+        super().__init__('latency_benchmark')
+        self.camera = self.create_publisher(Image, CAMERA_TOPIC, OUTPUT_QOS)
+        self.arrivals: dict[tuple[int, int], float] = {}
+        self.timings: list[FrameTiming] = []
+        self.create_subscription(Image, SEMANTIC_PREDICTION, self._on_labels, OUTPUT_QOS)
+        self.create_subscription(FrameTiming, private_topic(SEMANTIC_NODE, PROCESSING_TIME_OUTPUT),
+                                 self.timings.append, OUTPUT_QOS)
+
+    def _on_labels(self, msg: Image) -> None:
+        self.arrivals[stamp_key(msg.header)] = time.perf_counter()
+
+    def round_trip_ms(self, msg: Image, processes: NodeProcesses, timeout: float = 120.0) -> float:
+        msg.header.stamp = self.get_clock().now().to_msg()
+        key = stamp_key(msg.header)
+        started = time.perf_counter()
+        self.camera.publish(msg)
+        if not spin_until(self, lambda: key in self.arrivals, timeout, processes.check_alive):
+            raise TimeoutError('the node sent no class-id image back')
+        return (self.arrivals.pop(key) - started) * 1e3
+
+
+def node_latency(frames: list[np.ndarray], checkpoint: str, warmup: int
+                 ) -> tuple[list[float], list[float], list[FrameTiming], str]:
+    """(bare backend ms, node end-to-end ms, the node's own stage timings, backend description),
+    alternating per frame."""
+    # The node's own defaults (no parameter file) with ONNX Runtime, here and in the node process.
+    segmenter = create_semantic_segmenter(SemanticModelConfig(checkpoint=checkpoint,
+                                                              deployment=BackendSettings(backend='onnxruntime')))
+    semantic_node = next(node for node in DRIVING_PIPELINE if node.name == SEMANTIC_NODE)
+    overrides = ['backend:=onnxruntime', 'input_reliability:=reliable'] + ([f'checkpoint:={checkpoint}']
+                                                                           if checkpoint else [])
+    rclpy.init()
+    probe = LatencyProbe()
+    bare, end_to_end = [], []
+    try:
+        with NodeProcesses([node_command(semantic_node, CAMERA_TOPIC, overrides=overrides)]) as processes:
+            if not spin_until(probe, lambda: probe.camera.get_subscription_count() > 0, 300, processes.check_alive):
+                raise TimeoutError('the node never subscribed to the camera')
+            messages = [array_to_image_msg(frame, 'rgb8', Header(frame_id='camera')) for frame in frames]
+            for index in range(warmup + len(frames)):
+                frame, msg = frames[index % len(frames)], messages[index % len(messages)]
+                batch = segmenter.transform.batch([frame])
+                started = time.perf_counter()
+                segmenter.backend.infer(batch)
+                bare_ms = (time.perf_counter() - started) * 1e3
+                node_ms = probe.round_trip_ms(msg, processes)
+                if index >= warmup:
+                    bare.append(bare_ms)
+                    end_to_end.append(node_ms)
+    finally:
+        probe.destroy_node()
+        rclpy.try_shutdown()
+    return bare, end_to_end, probe.timings[warmup:], segmenter.backend.describe()
+
+
+# (width, height) of instances in a busy 1024x2048 Cityscapes frame, far pedestrians to a close car.
+CITYSCAPES_BOX_SIZES = [(30, 70)] * 8 + [(90, 60)] * 6 + [(220, 140)] * 4 + [(520, 330)] * 2
+
+
+def with_cityscapes_sized_boxes(outputs: dict[str, np.ndarray], count: int, scale: tuple[float, float]
+                                ) -> dict[str, np.ndarray]:
+    """The outputs with the first ``count`` boxes resized to CITYSCAPES_BOX_SIZES (cycled): untrained
+    weights find small boxes, and pasting cost grows with box area."""
+    outputs = {name: value.copy() for name, value in outputs.items()}
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        width, height = CITYSCAPES_BOX_SIZES[index % len(CITYSCAPES_BOX_SIZES)]
+        x, y = rng.uniform(0, 2048 - width), rng.uniform(0, 1024 - height)
+        outputs['boxes'][0, index] = np.array([x, y, x + width, y + height]) * np.array(scale * 2)
+    return outputs
+
+
+def instance_postprocess_share(frame: np.ndarray, instances: int, checkpoint: str, repeats: int
+                               ) -> tuple[float, dict[str, tuple[float, int, float]]]:
+    """Model ms, and per box population (the model's own boxes; Cityscapes-sized boxes) the
+    post-processing ms, instances kept and mean box area, for Mask R-CNN at the frame's size: the
+    backend call vs thresholding, pasting, cropping and filling the message for ``instances``
+    detections of that very call."""
+    height, width = frame.shape[:2]
+    config = InstanceModelConfig(checkpoint=checkpoint, input_size=(height, width),
+                                 deployment=BackendSettings(backend='onnxruntime', max_batch=1),
+                                 max_detections=max(100, instances),
+                                 selection=InstanceFilter(score_threshold=0.0, max_instances=instances))
+    segmenter = create_instance_segmenter(config)
+    segmenter.infer_raw([frame])  # warm-up
+    started = time.perf_counter()
+    outputs = segmenter.infer_raw([frame])
+    model_ms = (time.perf_counter() - started) * 1e3
+
+    def postprocess(raw):
+        result = segmenter.results(raw, [frame])[0]
+        return instances_to_msg(result, Header(frame_id='camera'), segmenter.label_set.name), result
+
+    populations = {'model boxes': outputs, 'Cityscapes-sized boxes': with_cityscapes_sized_boxes(
+        outputs, instances, (width / 2048, height / 1024))}
+    rows = {}
+    for name, raw in populations.items():
+        _, result = postprocess(raw)
+        areas = [roi[2] * roi[3] for roi in (instance.roi for instance in result.instances)]
+        rows[name] = (_median_ms(lambda: postprocess(raw), repeats), len(result.instances),
+                      float(np.mean(areas or [0])))
+    return model_ms, rows
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('what', choices=('latency', 'conversion', 'postprocess'))
+    parser.add_argument('--source', default=SYNTHETIC, help='folder of images, video, or "synthetic"')
+    parser.add_argument('--size', type=int, nargs=2, default=None, metavar=('HEIGHT', 'WIDTH'),
+                        help='frame size (default: 720 1280; postprocess: 1024 2048)')
+    parser.add_argument('--instances', type=int, default=50, help='postprocess: detections kept')
+    parser.add_argument('--frames', type=int, default=10, help='frames timed (after warm-up)')
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--checkpoint', default='', help='semantic weights (default: untrained, same speed)')
+    parser.add_argument('--repeats', type=int, default=20, help='conversion: timings per encoding')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = parse_args(argv)
+    height, width = args.size or ((1024, 2048) if args.what == 'postprocess' else (720, 1280))
+    frames = camera_frames(args.source, args.frames, height, width)
+    if args.what == 'postprocess':
+        model_ms, rows = instance_postprocess_share(frames[0], args.instances, args.checkpoint, args.repeats)
+        print(f'Mask R-CNN at {width}x{height}, ONNX Runtime CPU: model (backend call) {model_ms:.1f} ms')
+        print('post-processing = threshold, paste, crop, message fill; median of', args.repeats)
+        for name, (post_ms, kept, area) in rows.items():
+            print(f'  {name:<24} {kept:3d} instances, mean box {area:7.0f} px: {post_ms:7.1f} ms = '
+                  f'{post_ms / model_ms:6.1%} of the model time (target <= 10%)')
+        return
+    if args.what == 'conversion':
+        print(f'camera message -> RGB at {width}x{height}, median of {args.repeats}:')
+        print(f'{"encoding":<22} {"ms per megapixel":>18}')
+        for name, cost in conversion_costs(frames[0], args.repeats):
+            print(f'{name:<22} {cost:>18.2f}')
+        return
+    bare, end_to_end, timings, backend = node_latency(frames, args.checkpoint, args.warmup)
+    bare_ms, node_ms = statistics.median(bare), statistics.median(end_to_end)
+    print(f'semantic node vs bare backend call, {width}x{height}, {len(bare)} frames, {backend}')
+    print(f'bare backend call   median {bare_ms:8.1f} ms')
+    print(f'node end to end     median {node_ms:8.1f} ms   (image published -> class-id image received)')
+    print(f'ratio node / bare          {node_ms / bare_ms:8.3f}   (target <= 1.10)')
+    if timings:
+        stages = ('queue_ms', 'conversion_ms', 'inference_ms', 'publish_ms')
+        print('inside the node (medians, ms): ' + ', '.join(
+            f'{stage[:-3]} {statistics.median(getattr(timing, stage) for timing in timings):.1f}' for stage in stages))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,286 @@
+"""What every segmentation node's camera input does around its model, checked on the semantic node
+in its own process over real DDS: lazy mode, diagnostics, missing camera topic, QoS mismatch,
+lifecycle transitions (autostart false), and a 30 Hz camera into a slower model (bounded latency,
+counted drops, flat memory)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from lifecycle_msgs.msg import State, Transition
+from rclpy.qos import qos_profile_sensor_data
+from rclpy.time import Time as RosTime
+from sensor_msgs.msg import Image
+from seg_perception_msgs.msg import FrameTiming
+from std_msgs.msg import Header
+
+from ros_helpers import LifecycleClient, NodeProcess, ProbeNode, driving_frames
+from seg_perception.runtime.diagnostics import status_values
+from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
+from seg_perception.messages.topics import OUTPUT_QOS
+
+pytestmark = pytest.mark.ros
+
+START_TIMEOUT = 90.0
+STATUS_NAME = 'semantic_segmentation: camera pipeline'
+
+
+def stamp_key(header: Header) -> tuple[int, int]:
+    return header.stamp.sec, header.stamp.nanosec
+
+
+class PipelineProbe(ProbeNode):
+    """A test node that watches one semantic node's camera subscription, outputs and /diagnostics."""
+
+    def __init__(self, name: str, node: NodeProcess, camera_topic: str, namespace: str) -> None:
+        super().__init__(name)
+        self.process, self.camera_topic, self.namespace = node, camera_topic, namespace
+        self.statuses: list[DiagnosticStatus] = []
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+        self.camera = self.node.create_publisher(Image, camera_topic, OUTPUT_QOS)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        self.statuses += [status for status in msg.status if status.name == STATUS_NAME
+                          and status_values(status).get('input topic') == self.camera_topic]
+
+    def alive(self) -> None:
+        assert self.process.alive(), f'node died:\n{self.process.output()}'
+
+    def camera_subscribed(self) -> bool:
+        return self.node.count_subscribers(self.camera_topic) > 0
+
+    def wait_for(self, condition, what: str, timeout: float = 30.0) -> None:
+        assert self.spin_until(condition, timeout, self.alive), f'{what}; node log:\n{self.process.output()}'
+
+    def latest_status(self, **expected_values) -> DiagnosticStatus:
+        """Wait for a status published after now whose values include ``expected_values``."""
+        seen = len(self.statuses)
+        self.wait_for(lambda: any(all(status_values(s).get(k) == v for k, v in expected_values.items())
+                                  for s in self.statuses[seen:]), f'no status with {expected_values}')
+        return [s for s in self.statuses[seen:]
+                if all(status_values(s).get(k) == v for k, v in expected_values.items())][-1]
+
+    def send(self, rgb: np.ndarray, sec: int) -> tuple[int, int]:
+        self.camera.publish(array_to_image_msg(rgb, 'rgb8', Header(stamp=Time(sec=sec), frame_id='cam')))
+        return sec, 0
+
+
+def semantic_process(tmp_path: Path, name: str, *params: str, namespace: str = '/lazy') -> NodeProcess:
+    ros_args = ['-r', f'__ns:={namespace}', '-r', f'image:={namespace}/camera', '-p', 'input_height:=64',
+                '-p', 'input_width:=96', '-p', 'input_reliability:=reliable', '-p', 'diagnostics_period_sec:=0.3']
+    for param in params:
+        ros_args += ['-p', param]
+    return NodeProcess('seg_perception.nodes.semantic_segmentation', ros_args, tmp_path / f'{name}.log')
+
+
+def test_lazy_node_subscribes_to_the_camera_only_while_someone_listens(tmp_path):
+    with semantic_process(tmp_path, 'lazy') as node:
+        probe = PipelineProbe('lazy_probe', node, '/lazy/camera', '/lazy')
+        try:
+            idle = probe.latest_status(state='idle')
+            assert 'nothing subscribes' in idle.message
+            assert not probe.camera_subscribed()
+            received = {}
+            listener = probe.node.create_subscription(
+                Image, '/lazy/semantic_segmentation/overlay',
+                lambda msg: received.setdefault(stamp_key(msg.header), msg),
+                OUTPUT_QOS)
+            probe.wait_for(probe.camera_subscribed, 'no camera subscription after an overlay subscriber came')
+            key = probe.send(driving_frames(1)[0], sec=7)
+            probe.wait_for(lambda: key in received, 'no overlay for the frame')
+            assert (received[key].height, received[key].width) == (360, 480)
+            probe.node.destroy_subscription(listener)
+            probe.wait_for(lambda: not probe.camera_subscribed(), 'camera still subscribed with no listener')
+            probe.latest_status(state='idle')
+        finally:
+            probe.close()
+
+
+def test_missing_camera_topic_and_qos_mismatch_are_reported(tmp_path):
+    """lazy:=false subscribes at once; silence on the camera topic and an incompatible publisher are
+    named in the log and on /diagnostics."""
+    with semantic_process(tmp_path, 'eager', 'lazy:=false', 'input_timeout_sec:=1.0', namespace='/eager') as node:
+        probe = PipelineProbe('eager_probe', node, '/eager/camera', '/eager')
+        try:
+            probe.wait_for(probe.camera_subscribed, 'lazy:=false did not subscribe without listeners')
+            probe.latest_status(state='active')
+            # A refused image (an error) and then silence (a warning): both logged, the node lives on.
+            bad = array_to_image_msg(np.zeros((4, 4), np.int16), 'mono8', Header())
+            bad.encoding = '16SC1'
+            probe.camera.publish(bad)
+            probe.wait_for(lambda: "unsupported encoding '16SC1'" in node.output(), 'bad image not reported')
+            probe.wait_for(lambda: 'no images on /eager/camera' in node.output(), 'no missing-topic warning')
+            status = next(s for s in reversed(probe.statuses) if 'no images' in s.message)
+            assert status.level == DiagnosticStatus.WARN
+            probe.spin_for(1.0)
+            probe.alive()
+            probe.node.create_publisher(Image, '/eager/camera', qos_profile_sensor_data)  # best effort
+            probe.wait_for(lambda: 'offers QoS incompatible' in node.output(), 'QoS mismatch not reported')
+            assert 'RELIABILITY' in node.output()
+        finally:
+            probe.close()
+
+
+def test_diagnostics_and_processing_time_describe_the_served_frames(tmp_path, checkpoint):
+    with semantic_process(tmp_path, 'diag', f'checkpoint:={checkpoint}', 'backend:=onnxruntime',
+                          namespace='/diag') as node:
+        probe = PipelineProbe('diag_probe', node, '/diag/camera', '/diag')
+        try:
+            labels, timings = {}, {}
+            probe.node.create_subscription(Image, '/diag/segmentation/semantic',
+                                           lambda msg: labels.setdefault(stamp_key(msg.header), msg), OUTPUT_QOS)
+            probe.node.create_subscription(FrameTiming, '/diag/semantic_segmentation/processing_time',
+                                           lambda msg: timings.setdefault(stamp_key(msg.header), msg), OUTPUT_QOS)
+            probe.wait_for(probe.camera_subscribed, 'no camera subscription')
+            frames = driving_frames(3)
+            for index, frame in enumerate(frames):
+                stamp = probe.node.get_clock().now().to_msg()
+                probe.camera.publish(array_to_image_msg(frame, 'rgb8', Header(stamp=stamp, frame_id='cam')))
+                key = (stamp.sec, stamp.nanosec)
+                probe.wait_for(lambda: key in labels and key in timings, f'no output for frame {index}')
+                timing = timings[key]
+                assert timing.header.frame_id == 'cam' and timing.batch_size == 1
+                assert 0 < timing.inference_ms < timing.latency_ms
+                assert timing.frames_received == index + 1 and timing.frames_dropped == 0
+            status = probe.latest_status(**{'frames published': '3'})
+            values = status_values(status)
+            assert status.level == DiagnosticStatus.OK, status.message
+            assert values['state'] == 'active' and values['backend'] == 'onnxruntime'
+            assert values['precision'] == 'fp32' and values['model'] == 'deeplabv3plus_mobilenet_v3_large'
+            assert values['weights'] == str(checkpoint) and values['label set'] == 'cityscapes'
+            assert values['frames received'] == '3' and values['frames dropped'] == '0'
+            assert 0 < float(values['latency p50 (ms)']) <= float(values['latency p95 (ms)'])
+            assert float(values['input rate (Hz)']) > 0 and float(values['output rate (Hz)']) > 0
+            assert status.hardware_id == 'cpu'
+        finally:
+            probe.close()
+
+
+def test_lifecycle_configure_activate_deactivate_cleanup(tmp_path, checkpoint):
+    with semantic_process(tmp_path, 'managed', f'checkpoint:={checkpoint}', 'autostart:=false',
+                          namespace='/managed') as node:
+        probe = PipelineProbe('managed_probe', node, '/managed/camera', '/managed')
+        try:
+            labels = {}
+            probe.node.create_subscription(Image, '/managed/segmentation/semantic',
+                                           lambda msg: labels.setdefault(stamp_key(msg.header), msg), OUTPUT_QOS)
+            lifecycle = LifecycleClient(probe, '/managed/semantic_segmentation', START_TIMEOUT)
+            assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+            assert probe.node.count_publishers('/managed/segmentation/semantic') == 0
+
+            assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
+            assert lifecycle.state() == State.PRIMARY_STATE_INACTIVE
+            probe.latest_status(state='inactive')
+            assert not probe.camera_subscribed()
+
+            assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
+            probe.wait_for(probe.camera_subscribed, 'active node did not subscribe')
+            frame = driving_frames(1)[0]
+            first = probe.send(frame, sec=11)
+            probe.wait_for(lambda: first in labels, 'no output while active')
+
+            assert lifecycle.change(Transition.TRANSITION_DEACTIVATE)
+            assert lifecycle.state() == State.PRIMARY_STATE_INACTIVE
+            probe.wait_for(lambda: not probe.camera_subscribed(), 'still subscribed after deactivate')
+            probe.latest_status(state='inactive')
+
+            assert lifecycle.change(Transition.TRANSITION_ACTIVATE)  # the model is loaded again
+            probe.wait_for(probe.camera_subscribed, 'no subscription after re-activation')
+            second = probe.send(frame, sec=12)
+            probe.wait_for(lambda: second in labels, 'no output after re-activation')
+            np.testing.assert_array_equal(output_msg_to_array(labels[second]), output_msg_to_array(labels[first]))
+
+            assert lifecycle.change(Transition.TRANSITION_DEACTIVATE)
+            assert lifecycle.change(Transition.TRANSITION_CLEANUP)
+            assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+            probe.wait_for(lambda: probe.node.count_publishers('/managed/segmentation/semantic') == 0,
+                           'publishers left after cleanup')
+            assert lifecycle.change(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+            assert lifecycle.state() == State.PRIMARY_STATE_FINALIZED
+        finally:
+            probe.close()
+
+
+def test_lifecycle_configure_with_a_corrupt_checkpoint_fails_cleanly(tmp_path):
+    corrupt = tmp_path / 'corrupt.pth'
+    corrupt.write_bytes(b'PK\x03\x04 not a checkpoint')
+    with semantic_process(tmp_path, 'managed_bad', f'checkpoint:={corrupt}', 'autostart:=false',
+                          namespace='/managed_bad') as node:
+        probe = PipelineProbe('managed_bad_probe', node, '/managed_bad/camera', '/managed_bad')
+        try:
+            lifecycle = LifecycleClient(probe, '/managed_bad/semantic_segmentation', START_TIMEOUT)
+            assert lifecycle.change(Transition.TRANSITION_CONFIGURE) is False
+            assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+            assert f'configure failed: checkpoint {corrupt} is corrupt' in node.output()
+            assert node.alive()
+        finally:
+            probe.close()
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+    raise AssertionError('no VmRSS')
+
+
+def test_30_hz_camera_into_a_slower_model(tmp_path, checkpoint):
+    """Camera frames at 30 Hz, best effort, into MobileNet DeepLabv3+ at the camera's resolution on
+    the CPU (several times slower than 33 ms): latency stays bounded, drops are counted, memory is
+    flat. (Frames the DDS reader's keep-last-1 history overwrites before the node takes them are
+    not seen by the node; every frame it does see is published or counted as dropped.)"""
+    ros_args = ['-r', '__ns:=/load', '-r', 'image:=/load/camera', '-p', f'checkpoint:={checkpoint}',
+                '-p', 'backend:=onnxruntime', '-p', 'diagnostics_period_sec:=0.5']
+    with NodeProcess('seg_perception.nodes.semantic_segmentation', ros_args, tmp_path / 'load.log') as node:
+        probe = PipelineProbe('load_probe', node, '/load/camera', '/load')
+        try:
+            probe.camera = probe.node.create_publisher(Image, '/load/camera', qos_profile_sensor_data)
+            latencies_ms, received = [], set()
+
+            def on_labels(msg: Image) -> None:
+                received.add(stamp_key(msg.header))
+                now = probe.node.get_clock().now()
+                latencies_ms.append((now - RosTime.from_msg(msg.header.stamp)).nanoseconds / 1e6)
+
+            probe.node.create_subscription(Image, '/load/segmentation/semantic', on_labels, OUTPUT_QOS)
+            probe.wait_for(probe.camera_subscribed, 'no camera subscription')
+            msg = array_to_image_msg(driving_frames(1)[0], 'rgb8', Header(frame_id='cam'))
+            sent, memory_mb = 0, {}
+            started = time.monotonic()
+
+            def publish() -> None:  # a 30 Hz camera driver
+                nonlocal sent
+                msg.header.stamp = probe.node.get_clock().now().to_msg()
+                probe.camera.publish(msg)
+                sent += 1
+
+            def measure_memory() -> None:
+                elapsed = time.monotonic() - started
+                for mark in (4.0, 13.0):
+                    if elapsed >= mark and mark not in memory_mb:
+                        memory_mb[mark] = _rss_mb(node.process.pid)
+                probe.alive()
+
+            camera_timer = probe.node.create_timer(1 / 30, publish)
+            probe.spin_until(lambda: time.monotonic() - started > 14.0, 20.0, measure_memory)
+            probe.node.destroy_timer(camera_timer)
+            probe.spin_for(5.0)  # the last frame finishes and a status reports it
+            values = status_values(probe.statuses[-1])
+        finally:
+            probe.close()
+    frames_received, published = int(values['frames received']), int(values['frames published'])
+    dropped, processing_ms = int(values['frames dropped']), float(values['processing p50 (ms)'])
+    print(f'\n30 Hz load: sent {sent}, node received {frames_received}, published {published}, '
+          f'dropped {dropped}; processing p50 {processing_ms:.0f} ms; latency max {max(latencies_ms):.0f} ms; '
+          f'RSS {memory_mb[4.0]:.0f} -> {memory_mb[13.0]:.0f} MB')
+    assert sent >= 14 * 30 * 0.8, 'the test could not publish at 30 Hz'
+    assert processing_ms > 2 * 1000 / 30, 'the model is not slower than the camera; the test proves nothing'
+    assert frames_received == published + dropped, 'every received frame is either published or counted dropped'
+    assert dropped > 0 and published == len(received)
+    # Newest-frame policy: a frame waits at most one model call, then takes one.
+    assert max(latencies_ms) < 2 * processing_ms + 500, latencies_ms
+    assert memory_mb[13.0] - memory_mb[4.0] < 50, memory_mb

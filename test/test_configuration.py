@@ -1,0 +1,74 @@
+"""One set of defaults: config/driving.yaml, the nodes' parameter tables, the seg_models configs and
+the seg-models CLI agree, so a default (architecture, backend, input size ...) cannot drift apart."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seg_models.cli import build_parser, model_config
+from seg_models.configs import InstanceModelConfig, SemanticModelConfig
+from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE
+from seg_perception.messages.topics import INSTANCE_NODE, SEMANTIC_NODE
+from seg_perception.nodes.instance_segmentation import INSTANCE_PARAMETERS, instance_config_from_parameters
+from seg_perception.nodes.segmentation_node import AUTOSTART
+from seg_perception.nodes.semantic_segmentation import SEMANTIC_PARAMETERS, semantic_config_from_parameters
+from seg_perception.runtime.camera_input import CAMERA_INPUT_PARAMETERS
+from seg_perception.runtime.parameters import BACKEND_PARAMETERS
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG = yaml.safe_load((REPO_ROOT / 'config' / 'driving.yaml').read_text())
+NODES = {
+    SEMANTIC_NODE: ('semantic', SEMANTIC_PARAMETERS, semantic_config_from_parameters, SemanticModelConfig),
+    INSTANCE_NODE: ('instance', INSTANCE_PARAMETERS, instance_config_from_parameters, InstanceModelConfig),
+}
+# What driving.yaml sets on purpose away from a node's own default: the network input (0 would run
+# the network at each camera's resolution; the deployed pipeline uses 512x1024).
+DEPLOYMENT_CHOICES = {'input_height': 512, 'input_width': 1024}
+OPTIONAL_IN_CONFIG = {'class_filter'}  # shown commented out in driving.yaml: no filter by default
+
+
+def declared(node_name: str) -> dict:
+    task_parameters = NODES[node_name][1]
+    return {spec.name: spec for spec in task_parameters + BACKEND_PARAMETERS + CAMERA_INPUT_PARAMETERS + (AUTOSTART,)}
+
+
+@pytest.mark.parametrize('node_name', list(NODES))
+def test_driving_yaml_sets_every_declared_parameter_to_a_valid_value(node_name):
+    specs, values = declared(node_name), CONFIG[node_name]['ros__parameters']
+    assert set(values) <= set(specs), f'undeclared in driving.yaml: {set(values) - set(specs)}'
+    assert set(specs) - set(values) <= OPTIONAL_IN_CONFIG, f'missing from driving.yaml: {set(specs) - set(values)}'
+    for name, value in values.items():
+        spec = specs[name]
+        assert type(value) is type(spec.default), f'{name}: {value!r} is not a {type(spec.default).__name__}'
+        spec.check(value)
+
+
+@pytest.mark.parametrize('node_name', list(NODES))
+def test_driving_yaml_keeps_the_defaults_but_for_the_deployment_choices(node_name):
+    specs, values = declared(node_name), CONFIG[node_name]['ros__parameters']
+    differing = {name: value for name, value in values.items() if value != specs[name].default}
+    assert differing == DEPLOYMENT_CHOICES
+
+
+@pytest.mark.parametrize('node_name', list(NODES))
+def test_parameter_defaults_build_the_seg_models_default_config(node_name):
+    _, task_parameters, config_from_parameters, config_type = NODES[node_name]
+    defaults = {name: spec.default for name, spec in declared(node_name).items()}
+    expected = config_type()
+    if config_type is SemanticModelConfig:  # 0 x 0 input means the camera's own size, as the config's None
+        assert expected.input_size is None
+    assert config_from_parameters(defaults) == expected
+
+
+@pytest.mark.parametrize('node_name', list(NODES))
+def test_seg_models_cli_builds_what_the_driving_yaml_node_loads(node_name):
+    """``seg-models build --task T`` without flags pre-builds exactly the model the node loads."""
+    task, _, config_from_parameters, _ = NODES[node_name]
+    values = {name: spec.default for name, spec in declared(node_name).items()}
+    values.update(CONFIG[node_name]['ros__parameters'])
+    cli_config = model_config(build_parser().parse_args(['build', '--task', task]))
+    assert cli_config == config_from_parameters(values)
+
+
+def test_every_driving_pipeline_node_has_a_config_section():
+    assert {node.name for node in DRIVING_PIPELINE} == set(CONFIG) == set(NODES)
