@@ -10,6 +10,8 @@ from seg_models.export import read_onnx_metadata
 from seg_models.configs import SemanticModelConfig, build_config
 from seg_models.semantic import create_semantic_segmenter
 
+pytestmark = pytest.mark.slow
+
 
 def test_onnxruntime_matches_pytorch_on_driving_frames(checkpoint, tmp_path):
     frames = driving_frames(4)
