@@ -71,10 +71,10 @@ def instance_config_from_parameters(values: dict[str, Any]) -> InstanceModelConf
     output_label_set = values['output_label_set'] or values['label_set']
     selection = build_config(InstanceFilter, values,
                              class_ids=class_filter_ids(values['class_filter'], output_label_set))
-    native_input_size = InstanceModelConfig().input_size  # Cityscapes frames, 1024x2048
+    defaults = InstanceModelConfig()  # native input: Cityscapes frames, 1024x2048
     return build_config(InstanceModelConfig, values, selection=selection,
-                        input_size=network_input_size(values) or native_input_size,
-                        max_detections=max(InstanceModelConfig().max_detections, values['max_instances']))
+                        input_size=network_input_size(values) or defaults.input_size,
+                        max_detections=max(defaults.max_detections, values['max_instances']))
 
 
 class InstanceProcessor(SegmenterProcessor):
