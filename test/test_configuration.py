@@ -27,6 +27,12 @@ DEPLOYMENT_CHOICES = {'input_height': 512, 'input_width': 1024}
 OPTIONAL_IN_CONFIG = {'class_filter'}  # shown commented out in driving.yaml: no filter by default
 
 
+def configured(node_name: str) -> dict:
+    """driving.yaml's values for the node, string lists as the tuples declare_parameters returns."""
+    return {name: tuple(value) if isinstance(value, list) else value
+            for name, value in CONFIG[node_name]['ros__parameters'].items()}
+
+
 def declared(node_name: str) -> dict:
     task_parameters = NODES[node_name][1]
     return {spec.name: spec for spec in task_parameters + BACKEND_PARAMETERS + CAMERA_INPUT_PARAMETERS + (AUTOSTART,)}
@@ -34,7 +40,7 @@ def declared(node_name: str) -> dict:
 
 @pytest.mark.parametrize('node_name', list(NODES))
 def test_driving_yaml_sets_every_declared_parameter_to_a_valid_value(node_name):
-    specs, values = declared(node_name), CONFIG[node_name]['ros__parameters']
+    specs, values = declared(node_name), configured(node_name)
     assert set(values) <= set(specs), f'undeclared in driving.yaml: {set(values) - set(specs)}'
     assert set(specs) - set(values) <= OPTIONAL_IN_CONFIG, f'missing from driving.yaml: {set(specs) - set(values)}'
     for name, value in values.items():
@@ -45,7 +51,7 @@ def test_driving_yaml_sets_every_declared_parameter_to_a_valid_value(node_name):
 
 @pytest.mark.parametrize('node_name', list(NODES))
 def test_driving_yaml_keeps_the_defaults_but_for_the_deployment_choices(node_name):
-    specs, values = declared(node_name), CONFIG[node_name]['ros__parameters']
+    specs, values = declared(node_name), configured(node_name)
     differing = {name: value for name, value in values.items() if value != specs[name].default}
     assert differing == DEPLOYMENT_CHOICES
 
@@ -65,7 +71,7 @@ def test_seg_models_cli_builds_what_the_driving_yaml_node_loads(node_name):
     """``seg-models build --task T`` without flags pre-builds exactly the model the node loads."""
     task, _, config_from_parameters, _ = NODES[node_name]
     values = {name: spec.default for name, spec in declared(node_name).items()}
-    values.update(CONFIG[node_name]['ros__parameters'])
+    values.update(configured(node_name))
     cli_config = model_config(build_parser().parse_args(['build', '--task', task]))
     assert cli_config == config_from_parameters(values)
 

@@ -5,6 +5,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from ros_helpers import REPO_ROOT
 from seg_models.frame_sources import synthetic_frames
@@ -37,6 +38,34 @@ def test_runner_segments_every_frame_and_writes_labels_and_colour_views(tmp_path
     overlays = sorted((output / 'instances').iterdir())
     assert [path.stem for path in overlays] == names
     assert all(cv2.imread(str(path)).shape == (180, 320, 3) for path in overlays)
+
+
+def test_runner_serves_two_cameras_from_the_config_file(tmp_path):
+    """cameras in the parameter file: one node per task serves both; each camera has its own source
+    (different sizes) and its outputs in its own folder, at its own size."""
+    config = yaml.safe_load((REPO_ROOT / 'config' / 'driving.yaml').read_text())
+    for section in config.values():
+        section['ros__parameters'].update(cameras=['/front/image_raw', '/rear/image_raw'], max_batch=2,
+                                          input_height=64, input_width=128)
+    config_file = tmp_path / 'two_cameras.yaml'
+    config_file.write_text(yaml.safe_dump(config))
+    sources = {'front': (180, 320), 'rear': (128, 256)}
+    for camera, (height, width) in sources.items():
+        (tmp_path / camera).mkdir()
+        for frame in synthetic_frames(2, width=width, height=height):
+            cv2.imwrite(str(tmp_path / camera / f'{frame.name}.png'), cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
+    output = tmp_path / 'out'
+    result = subprocess.run(
+        [sys.executable, '-m', 'seg_perception.bringup.runner', '--config', str(config_file), '--output', str(output),
+         '--source', str(tmp_path / 'front'), '--source', str(tmp_path / 'rear')],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '2 frames segmented per camera, 2 cameras' in result.stdout
+    for camera, size in sources.items():
+        for folder in ('labels', 'color', 'instances'):
+            images = sorted((output / camera / folder).iterdir())
+            assert len(images) == 2, f'{camera}/{folder}: {images}'
+            assert all(cv2.imread(str(path)).shape[:2] == size for path in images)
 
 
 def test_runner_reports_a_missing_source_clearly(tmp_path):

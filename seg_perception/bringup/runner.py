@@ -1,24 +1,30 @@
 """Run the driving pipeline on a frame sequence without ``ros2 launch`` and keep its outputs.
 
 Starts the nodes of ``driving_pipeline.DRIVING_PIPELINE`` as separate processes with the same
-parameter file the launch file uses, publishes each frame on the camera topic as a camera would,
+parameter file the launch file uses, publishes each frame on every camera topic as cameras would,
 waits for every node's outputs for it (nothing is dropped) and writes them to disk:
 
     OUTPUT/labels/<frame>.png      class ids (mono8 PNG, lossless; 255 = unlabeled)
     OUTPUT/color/<frame>.png       palette view of the class ids
     OUTPUT/instances/<frame>.png   Mask R-CNN instances drawn on the frame (masks, boxes, classes)
+
+With several cameras (the nodes' ``cameras`` parameter, from the parameter file or ``--cameras``)
+each camera's outputs go to ``OUTPUT/<camera namespace>/``; ``--source`` once feeds the same
+sequence to every camera, once per camera gives each its own.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 import rclpy
+import yaml
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import InstanceMaskArray
@@ -31,46 +37,78 @@ from seg_models.package_data import data_path
 from seg_perception.bringup.driving_pipeline import CONFIG_FILE, CONFIG_PATH, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
-from seg_perception.messages.topics import (COLOR_OUTPUT, INSTANCE_NODE, INSTANCE_PREDICTION, LABEL_INFO_QOS,
-                                            LABEL_INFO_SUFFIX, OUTPUT_QOS, OVERLAY_OUTPUT, SEMANTIC_NODE,
-                                            SEMANTIC_PREDICTION, private_topic, stamp_key)
+from seg_perception.messages.topics import (CAMERA_INPUT, COLOR_OUTPUT, COMPRESSED_SUFFIX, DEFAULT_CAMERAS,
+                                            INSTANCE_NODE, INSTANCE_OUTPUT, LABEL_INFO_QOS, LABEL_INFO_SUFFIX,
+                                            OUTPUT_QOS, OVERLAY_OUTPUT, SEMANTIC_NODE, SEMANTIC_OUTPUT,
+                                            camera_namespace, camera_output_topic, stamp_key)
 
 STARTUP_TIMEOUT_SEC = 300.0
 FRAME_TIMEOUT_SEC = 120.0
 
-# Image outputs kept per frame: folder -> topic. Subscribing to them also wakes the lazy nodes.
-IMAGE_OUTPUTS = {'labels': SEMANTIC_PREDICTION, 'color': private_topic(SEMANTIC_NODE, COLOR_OUTPUT),
-                 'instances': private_topic(INSTANCE_NODE, OVERLAY_OUTPUT)}
+# Image outputs kept per frame: folder -> (node, output). Subscribing to them also wakes the lazy nodes.
+IMAGE_OUTPUTS = {'labels': (SEMANTIC_NODE, SEMANTIC_OUTPUT), 'color': (SEMANTIC_NODE, COLOR_OUTPUT),
+                 'instances': (INSTANCE_NODE, OVERLAY_OUTPUT)}
+
+
+@dataclass(frozen=True)
+class RunnerCamera:
+    """One camera of the pipeline as the runner drives it."""
+
+    entry: str  # as in the nodes' cameras parameter
+    topic: str  # where the runner publishes its frames
+    folder: Path  # where its outputs are written
+
+    def output(self, node_name: str, output: str) -> str:
+        return camera_output_topic(self.entry, node_name, output)
+
+
+def runner_cameras(entries: Sequence[str], camera_topic: str, output: Path) -> list[RunnerCamera]:
+    """The default camera "image" is published on ``camera_topic`` and written to ``output``; named
+    cameras on their own topics, into ``output/<camera namespace>``."""
+    cameras = []
+    for entry in entries:
+        if entry.endswith(COMPRESSED_SUFFIX):
+            raise ValueError(f'camera {entry}: the runner publishes raw sensor_msgs/Image frames; list the raw topic')
+        if entry == CAMERA_INPUT:
+            cameras.append(RunnerCamera(entry, camera_topic, output))
+        else:
+            topic = '/' + entry.lstrip('/')
+            cameras.append(RunnerCamera(entry, topic, output / camera_namespace(topic).strip('/').replace('/', '_')))
+    return cameras
 
 
 class OutputCollector(Node):
-    """Publishes frames on the camera topic and keeps what the pipeline sends back, by stamp."""
+    """Publishes frames on the camera topics and keeps what the pipeline sends back, by camera and stamp."""
 
-    def __init__(self, camera_topic: str) -> None:
+    def __init__(self, cameras: Sequence[RunnerCamera]) -> None:
         super().__init__('pipeline_runner')
-        self.camera_publisher = self.create_publisher(Image, camera_topic, OUTPUT_QOS)
-        self.label_sets: dict[str, LabelSetMsg] = {}
-        self.images: dict[str, dict[tuple[int, int], Image]] = {folder: {} for folder in IMAGE_OUTPUTS}
-        self.instance_counts: dict[tuple[int, int], int] = {}
-        for node in DRIVING_PIPELINE:
-            self.create_subscription(LabelSetMsg, node.output + LABEL_INFO_SUFFIX,
-                                     lambda msg, name=node.name: self.label_sets.__setitem__(name, msg),
-                                     LABEL_INFO_QOS)
-        for folder, topic in IMAGE_OUTPUTS.items():
-            self.create_subscription(Image, topic, lambda msg, store=self.images[folder]: self._keep(store, msg),
+        self.cameras = list(cameras)
+        self.camera_publishers = [self.create_publisher(Image, camera.topic, OUTPUT_QOS) for camera in cameras]
+        self.label_sets: dict[tuple[str, str], LabelSetMsg] = {}  # (camera topic, node) -> label set
+        self.images = [{folder: {} for folder in IMAGE_OUTPUTS} for _ in cameras]
+        self.instance_counts: list[dict[tuple[int, int], int]] = [{} for _ in cameras]
+        for camera, images, counts in zip(cameras, self.images, self.instance_counts):
+            for node in DRIVING_PIPELINE:
+                self.create_subscription(LabelSetMsg, camera.output(node.name, node.output) + LABEL_INFO_SUFFIX,
+                                         lambda msg, key=(camera.topic, node.name): self.label_sets.__setitem__(
+                                             key, msg), LABEL_INFO_QOS)
+            for folder, (node_name, output) in IMAGE_OUTPUTS.items():
+                self.create_subscription(Image, camera.output(node_name, output),
+                                         lambda msg, store=images[folder]: self._keep(store, msg), OUTPUT_QOS)
+            self.create_subscription(InstanceMaskArray, camera.output(INSTANCE_NODE, INSTANCE_OUTPUT),
+                                     lambda msg, store=counts: store.__setitem__(stamp_key(msg.header),
+                                                                                 len(msg.instances)),
                                      OUTPUT_QOS)
-        self.create_subscription(InstanceMaskArray, INSTANCE_PREDICTION,
-                                 lambda msg: self.instance_counts.__setitem__(stamp_key(msg.header),
-                                                                              len(msg.instances)),
-                                 OUTPUT_QOS)
 
     def ready(self) -> bool:
-        """Every node announced its label set and the camera has every node as subscriber."""
-        return (len(self.label_sets) == len(DRIVING_PIPELINE)
-                and self.camera_publisher.get_subscription_count() >= len(DRIVING_PIPELINE))
+        """Every node announced its label set for every camera, and every camera has every node as subscriber."""
+        return (len(self.label_sets) == len(DRIVING_PIPELINE) * len(self.cameras)
+                and all(publisher.get_subscription_count() >= len(DRIVING_PIPELINE)
+                        for publisher in self.camera_publishers))
 
     def complete(self, key: tuple[int, int]) -> bool:
-        return key in self.instance_counts and all(key in store for store in self.images.values())
+        return all(key in counts and all(key in store for store in images.values())
+                   for images, counts in zip(self.images, self.instance_counts))
 
     @staticmethod
     def _keep(store: dict, msg: Image) -> None:
@@ -82,55 +120,73 @@ def _wait(collector: OutputCollector, processes: NodeProcesses, condition, timeo
         raise TimeoutError(f'no {what} within {timeout:.0f} s')
 
 
-def run(source: str, output: Path, config: Path, camera_topic: str, overrides: dict[str, list[str]],
-        max_frames: int) -> int:
-    """Process every frame of ``source``; ``overrides`` maps node names to their ``NAME:=VALUE``
-    parameter overrides. Returns the number of frames written."""
-    frames = open_frames(source, max_frames)
-    commands = [node_command(node, camera_topic, config, overrides.get(node.name, [])) for node in DRIVING_PIPELINE]
-    for folder in IMAGE_OUTPUTS:
-        (output / folder).mkdir(parents=True, exist_ok=True)
+def run(sources: Sequence[str], output: Path, config: Path, cameras: Sequence[RunnerCamera],
+        overrides: dict[str, list[str]], max_frames: int) -> int:
+    """Process every frame of ``sources`` (one per camera, or one for all); ``overrides`` maps node
+    names to their ``NAME:=VALUE`` parameter overrides. Returns the number of frames written."""
+    if len(sources) not in (1, len(cameras)):
+        raise ValueError(f'{len(sources)} sources for {len(cameras)} cameras: give one source, or one per camera')
+    streams = [open_frames(source, max_frames) for source in sources]
+    frames = zip(*streams) if len(streams) > 1 else ([frame] * len(cameras) for frame in streams[0])
+    commands = [node_command(node, cameras[0].topic, config, overrides.get(node.name, []))
+                for node in DRIVING_PIPELINE]
+    for camera in cameras:
+        for folder in IMAGE_OUTPUTS:
+            (camera.folder / folder).mkdir(parents=True, exist_ok=True)
     rclpy.init()
-    collector = OutputCollector(camera_topic)
+    collector = OutputCollector(cameras)
     written = instances = 0
     latencies = []
     try:
         with NodeProcesses(commands) as processes:
             _wait(collector, processes, collector.ready, STARTUP_TIMEOUT_SEC,
                   'pipeline start (label sets and camera subscriptions)')
-            for frame in tqdm(frames, desc='frames', unit='frame'):
+            for camera_frames in tqdm(frames, desc='frames', unit='frame'):
                 stamp = collector.get_clock().now().to_msg()
                 key = (stamp.sec, stamp.nanosec)
                 started = time.monotonic()
-                collector.camera_publisher.publish(
-                    array_to_image_msg(frame.rgb, 'rgb8', Header(stamp=stamp, frame_id='camera')))
+                for publisher, frame in zip(collector.camera_publishers, camera_frames):
+                    publisher.publish(array_to_image_msg(frame.rgb, 'rgb8', Header(stamp=stamp, frame_id='camera')))
                 _wait(collector, processes, lambda: collector.complete(key), FRAME_TIMEOUT_SEC,
-                      f'output for frame {frame.name}')
+                      f'output for frame {camera_frames[0].name}')
                 latencies.append(time.monotonic() - started)
-                for folder, store in collector.images.items():
-                    image = output_msg_to_array(store.pop(key))
-                    cv2.imwrite(str(output / folder / f'{frame.name}.png'),
-                                image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-                instances += collector.instance_counts.pop(key)
+                for camera, frame, images, counts in zip(cameras, camera_frames, collector.images,
+                                                         collector.instance_counts):
+                    for folder, store in images.items():
+                        image = output_msg_to_array(store.pop(key))
+                        cv2.imwrite(str(camera.folder / folder / f'{frame.name}.png'),
+                                    image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                    instances += counts.pop(key)
                 written += 1
     finally:
         collector.destroy_node()
         rclpy.try_shutdown()
     if written:
-        label_set = collector.label_sets[SEMANTIC_NODE].name
-        print(f'{written} frames segmented (label set {label_set}), {instances} instances found; median time '
-              f'per frame {np.median(latencies) * 1000:.0f} ms; outputs in {output}/labels, {output}/color '
-              f'and {output}/instances')
+        label_set = collector.label_sets[(cameras[0].topic, SEMANTIC_NODE)].name
+        folders = ', '.join(str(camera.folder) for camera in cameras)
+        print(f'{written} frames segmented per camera, {len(cameras)} cameras (label set {label_set}), {instances} '
+              f'instances found; median time per frame {np.median(latencies) * 1000:.0f} ms; outputs (labels/, '
+              f'color/, instances/) in {folders}')
     return written
+
+
+def configured_cameras(config: Path) -> list[str]:
+    """The semantic node's cameras in the parameter file (its default where the file sets none)."""
+    parameters = yaml.safe_load(Path(config).read_text()).get(SEMANTIC_NODE, {}).get('ros__parameters', {})
+    return list(parameters.get('cameras', DEFAULT_CAMERAS))
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--source', default=SYNTHETIC,
-                        help='folder of images, video file, or "synthetic" (default)')
+    parser.add_argument('--source', action='append', default=None,
+                        help='folder of images, video file, or "synthetic" (default); once per camera, or once '
+                             'for all cameras')
+    parser.add_argument('--cameras', nargs='+', default=None, metavar='TOPIC',
+                        help='camera topics, e.g. /front/image_raw /rear/image_raw (default: the parameter file\'s '
+                             'cameras; [image] is the one camera on --camera-topic)')
     parser.add_argument('--output', type=Path, default=Path('out/pipeline'), help='folder for the outputs')
     parser.add_argument('--config', type=Path, default=None, help=f'parameter file (default: {CONFIG_FILE})')
-    parser.add_argument('--camera-topic', default=DEFAULT_CAMERA_TOPIC)
+    parser.add_argument('--camera-topic', default=DEFAULT_CAMERA_TOPIC, help='topic of the default camera "image"')
     parser.add_argument('--max-frames', type=int, default=0, help='stop after this many frames (0 = all)')
     for node in DRIVING_PIPELINE:
         parser.add_argument('--' + node.checkpoint_argument.replace('_', '-'), default='',
@@ -142,16 +198,20 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
+    config = args.config or data_path(CONFIG_PATH)
     # The runner publishes every frame and waits for its output: a reliable input loses nothing.
+    common = ['input_reliability:=reliable']
+    if args.cameras:
+        common.append(f'cameras:=[{", ".join(args.cameras)}]')
     overrides = {}
     for node in DRIVING_PIPELINE:
-        overrides[node.name] = ['input_reliability:=reliable'] + args.param
+        overrides[node.name] = common + args.param
         checkpoint = getattr(args, node.checkpoint_argument)
         if checkpoint:
             overrides[node.name].append(f'checkpoint:={Path(checkpoint).resolve()}')
-    config = args.config or data_path(CONFIG_PATH)
     try:
-        written = run(args.source, args.output, config, args.camera_topic, overrides, args.max_frames)
+        cameras = runner_cameras(args.cameras or configured_cameras(config), args.camera_topic, args.output)
+        written = run(args.source or [SYNTHETIC], args.output, config, cameras, overrides, args.max_frames)
     except (RuntimeError, TimeoutError, FileNotFoundError, ValueError) as error:
         print(f'run_pipeline: {error}', file=sys.stderr)
         sys.exit(1)

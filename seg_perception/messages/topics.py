@@ -2,8 +2,16 @@
 
 Node outputs are relative, so a node pushed into a namespace publishes under it (in the root
 namespace they resolve to /segmentation/...); node-private ones are ``~/...`` and resolve under
-the node's name (``private_topic``). The bag topics are what ``seg_bag`` writes, replays and
-evaluates (each configurable on its command line, for bags recorded elsewhere).
+the node's name (``private_topic``).
+
+Several cameras, one node (the ``cameras`` parameter), one rule: each camera's outputs are what a
+single-camera node in that camera's namespace would publish (``output_in_namespace``). Camera
+``/front/image_raw`` (namespace ``/front``) gives ``/front/segmentation/semantic``, its
+``/label_info`` and ``/confidence``, and ``/front/<node name>/color``, ``/overlay``. The default
+camera ``image`` (remapped to the camera topic) keeps the node's own names, as before.
+
+The bag topics are what ``seg_bag`` writes, replays and evaluates (each configurable on its
+command line, for bags recorded elsewhere).
 """
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ SEMANTIC_NODE = 'semantic_segmentation'  # default node names (their private top
 INSTANCE_NODE = 'instance_segmentation'
 
 CAMERA_INPUT = 'image'  # image_transport-style input name; launch remaps it to the camera topic
+DEFAULT_CAMERAS = (CAMERA_INPUT,)  # the ``cameras`` parameter's default: one camera, the node's own output names
 COMPRESSED_SUFFIX = '/compressed'  # image_transport's compressed transport: <image topic>/compressed
 SEMANTIC_OUTPUT = 'segmentation/semantic'
 CONFIDENCE_OUTPUT = SEMANTIC_OUTPUT + '/confidence'
@@ -26,7 +35,9 @@ DIAGNOSTICS = '/diagnostics'
 
 # --- bags (seg_bag make / replay / evaluate) ----------------------------------------------------
 CAMERA = '/camera/image_raw'  # also the driving pipeline's default camera topic
-CAMERA_INFO = '/camera/camera_info'
+CAMERA_INFO_NAME = 'camera_info'  # beside the image topic, as image_transport's camera publishers put it
+CAMERA_INFO = '/camera/' + CAMERA_INFO_NAME
+GROUND_TRUTH = 'ground_truth'  # in a multi-camera bag, each camera's ground truth is <camera namespace>/ground_truth/..
 GROUND_TRUTH_SEMANTIC = '/ground_truth/semantic'
 GROUND_TRUTH_INSTANCES = '/ground_truth/instances'
 GROUND_TRUTH_INFO = '/ground_truth/info'
@@ -34,14 +45,39 @@ CLOCK = '/clock'
 REPLAY_SUMMARY = '/evaluation/replay_summary'
 
 
+def camera_namespace(camera_topic: str) -> str:
+    """The namespace a camera's outputs go to: its topic's parent ('/front/image_raw' -> '/front',
+    '/image_raw' -> '/'); a trailing /compressed (the transport) is not part of the camera's name."""
+    if camera_topic.endswith(COMPRESSED_SUFFIX):
+        camera_topic = camera_topic[:-len(COMPRESSED_SUFFIX)]
+    return camera_topic.rsplit('/', 1)[0] or '/'
+
+
+def output_in_namespace(namespace: str, node_name: str, output: str) -> str:
+    """What ``output`` (relative 'a/b' or private '~/x') of node ``node_name`` resolves to when the
+    node is in ``namespace``: ('/front', 'n', 'a/b') -> '/front/a/b', ('/front', 'n', '~/x') -> '/front/n/x'."""
+    prefix = namespace.rstrip('/')
+    if output.startswith('~/'):
+        return f'{prefix}/{node_name}/{output[len("~/"):]}'
+    return f'{prefix}/{output}'
+
+
+def camera_output_topic(camera: str, node_name: str, output: str) -> str:
+    """Where ``output`` of the ``cameras`` entry ``camera`` lands for a node in the root namespace:
+    the default camera "image" keeps the node's own names, any other camera goes to its namespace."""
+    if camera == CAMERA_INPUT:
+        return output_in_namespace('/', node_name, output)
+    return output_in_namespace(camera_namespace('/' + camera.lstrip('/')), node_name, output)
+
+
 def in_root_namespace(relative: str) -> str:
     """What a node's relative topic resolves to in the root namespace: 'a/b' -> '/a/b'."""
-    return '/' + relative
+    return output_in_namespace('/', '', relative)
 
 
 def private_topic(node_name: str, private: str) -> str:
     """What a node's private topic resolves to in the root namespace: ('n', '~/x') -> '/n/x'."""
-    return f'/{node_name}/{private[len("~/"):]}'
+    return output_in_namespace('/', node_name, private)
 
 
 SEMANTIC_PREDICTION = in_root_namespace(SEMANTIC_OUTPUT)  # what replay records from the nodes

@@ -2,7 +2,8 @@
 
     ros2 run seg_perception instance_node [--ros-args -p autostart:=false]
 
-Subscribes:  image (sensor_msgs/Image) or image/compressed, exactly as the semantic node does
+Subscribes:  image (sensor_msgs/Image) or image/compressed, or the cameras parameter's topics,
+             exactly as the semantic node does
 Publishes:   segmentation/instances (seg_perception_msgs/InstanceMaskArray, the input's header;
              an empty array for a frame without instances, never silence)
              segmentation/instances/label_info (seg_perception_msgs/LabelSet, transient local, once)
@@ -13,9 +14,11 @@ Camera input, worker, lazy mode and diagnostics: ``runtime.camera_input``; lifec
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import InstanceMaskArray
 
@@ -29,8 +32,10 @@ from seg_perception.messages.images import array_to_image_msg
 from seg_perception.messages.instances import instances_to_msg
 from seg_perception.messages.topics import INSTANCE_NODE, INSTANCE_OUTPUT, OVERLAY_OUTPUT
 from seg_perception.nodes.segmentation_node import SegmentationNode, SegmenterProcessor
-from seg_perception.runtime.camera_input import CameraFrame, OutputPublishers
-from seg_perception.runtime.parameters import ParameterSpec, ParameterValueError, network_input_size
+from seg_perception.runtime.camera_channel import OutputPublishers
+from seg_perception.runtime.camera_input import CameraFrame
+from seg_perception.runtime.parameters import (ParameterSpec, ParameterValueError, max_batch_parameter,
+                                               network_input_size)
 
 INSTANCE_PARAMETERS = (
     ParameterSpec.of_field(InstanceModelConfig, 'architecture', 'Mask R-CNN variant (torchvision).',
@@ -53,6 +58,9 @@ INSTANCE_PARAMETERS = (
     ParameterSpec('class_filter', (), 'Class names to publish, e.g. [car, person]; empty: every class.'),
     ParameterSpec('overlay_alpha', 0.5, 'Weight of the class colours on the masks in ~/overlay.',
                   value_range=(0.0, 1.0)),
+    max_batch_parameter(InstanceModelConfig, 'Images per model call: the fixed batch the graph (ONNX, TensorRT) is '
+                                             'built for, padded when fewer cameras wait; set it to the number of '
+                                             'cameras.'),
 )
 
 
@@ -77,6 +85,14 @@ def instance_config_from_parameters(values: dict[str, Any]) -> InstanceModelConf
                         max_detections=max(defaults.max_detections, values['max_instances']))
 
 
+@dataclass(frozen=True)
+class InstancePublishers:
+    """One camera's instance outputs."""
+
+    instances: Publisher
+    overlay: Publisher
+
+
 class InstanceProcessor(SegmenterProcessor):
     """Mask R-CNN and its output messages."""
 
@@ -86,20 +102,19 @@ class InstanceProcessor(SegmenterProcessor):
         self.config = instance_config_from_parameters(values)
         super().__init__(node, self.config.architecture, self.config.selection.score_threshold)
         self._overlay_alpha = values['overlay_alpha']
-        self._instances_publisher = self._overlay_publisher = None
 
     def create_segmenter(self) -> InstanceSegmenter:
         return create_instance_segmenter(self.config)
 
-    def create_outputs(self, outputs: OutputPublishers) -> None:
-        self._instances_publisher = outputs.create(InstanceMaskArray, INSTANCE_OUTPUT)
-        self._overlay_publisher = outputs.create(Image, OVERLAY_OUTPUT)
+    def create_outputs(self, outputs: OutputPublishers) -> InstancePublishers:
+        return InstancePublishers(instances=outputs.create(InstanceMaskArray, INSTANCE_OUTPUT),
+                                  overlay=outputs.create(Image, OVERLAY_OUTPUT))
 
-    def publish_result(self, frame: CameraFrame, result: InstanceResult) -> None:
-        self._instances_publisher.publish(instances_to_msg(result, frame.header, self.label_set.name))
-        if self._overlay_publisher.get_subscription_count():
+    def publish_result(self, publishers: InstancePublishers, frame: CameraFrame, result: InstanceResult) -> None:
+        publishers.instances.publish(instances_to_msg(result, frame.header, self.label_set.name))
+        if publishers.overlay.get_subscription_count():
             drawn = draw_instances(frame.rgb, result.instances, self.label_set, self._overlay_alpha)
-            self._overlay_publisher.publish(array_to_image_msg(drawn, 'rgb8', frame.header))
+            publishers.overlay.publish(array_to_image_msg(drawn, 'rgb8', frame.header))
 
 
 class InstanceSegmentationNode(SegmentationNode):  # executables: instance_node, instance_lifecycle_node

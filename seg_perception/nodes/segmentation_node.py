@@ -4,13 +4,15 @@
 and activates itself at start, so ``ros2 run``, launch files and the runner get a serving node;
 with ``autostart:=false`` it waits for ``ros2 lifecycle set`` or a lifecycle manager:
 
-* configure: load the model or engine, create the output publishers, announce the label set;
-* activate: start the inference worker and subscribe to the camera (lazily);
+* configure: load the model or engine, create every camera's output publishers, announce the
+  label set beside each camera's main output;
+* activate: start the inference worker and subscribe to the cameras (lazily);
 * deactivate: unsubscribe, stop the worker, release the model and its GPU memory;
 * cleanup: destroy the publishers.
 
-The node owns a ``CameraInput`` (runtime) and a ``SegmenterProcessor`` (the task: its segmenter
-and output messages), as Autoware's TensorRT nodes own their detector. A task subclasses
+The node owns a ``CameraInput`` (runtime: every camera of its ``cameras`` parameter) and a
+``SegmenterProcessor`` (the task: one segmenter for all cameras, and each camera's output
+messages), as Autoware's TensorRT nodes own their detector. A task subclasses
 ``SegmenterProcessor`` for its outputs and ``SegmentationNode`` only to name itself, its
 parameters, its processor and its main output (class attributes, read by the constructor).
 """
@@ -26,8 +28,9 @@ from seg_models.backends.base import release_device_memory
 from seg_models.configs import build_config
 from seg_models.labels import LabelSet
 from seg_perception.messages.label_info import announce_label_set
+from seg_perception.runtime.camera_channel import OutputPublishers
 from seg_perception.runtime.camera_input import (CAMERA_INPUT_PARAMETERS, CameraFrame, CameraInput,
-                                                 CameraInputSettings, OutputPublishers, StageTimes)
+                                                 CameraInputSettings, StageTimes)
 from seg_perception.runtime.node_main import STARTUP_ERRORS, main_for
 from seg_perception.runtime.parameters import BACKEND_PARAMETERS, ParameterSpec, declare_parameters
 
@@ -40,12 +43,13 @@ class SegmenterProcessor:
     untrained weights, releases it with its accelerator memory, describes it for /diagnostics,
     announces the label set once, and publishes every frame's results.
 
-    Subclasses build their segmenter (``create_segmenter``), create their publishers
+    Subclasses build their segmenter (``create_segmenter``), create one camera's publishers
     (``create_outputs``) and fill them (``publish_result``); all three are called from lifecycle
-    transitions, never from a constructor.
+    transitions, never from a constructor. Subclasses set ``config`` (a seg_models model config).
     """
 
     untrained_warning = ''  # the model's warning text, shown framed in stars when no checkpoint is given
+    config: Any  # SemanticModelConfig or InstanceModelConfig
 
     def __init__(self, node: Node, model_name: str, label_info_threshold: float) -> None:
         self._node = node
@@ -54,30 +58,39 @@ class SegmenterProcessor:
         self.segmenter = None
         self.is_trained = False
         self._description: dict[str, str] = {}
-        self._label_info_publisher = None
+        self._camera_publishers: dict[str, Any] = {}  # camera input topic -> what create_outputs returned
+        self._label_info_publishers = []
 
     def create_segmenter(self) -> Any:
         """A SemanticSegmenter or InstanceSegmenter from the processor's config."""
         raise NotImplementedError
 
-    def create_outputs(self, outputs: OutputPublishers) -> None:
-        """Create the task's output publishers through ``outputs`` (which lazy mode watches)."""
+    def create_outputs(self, outputs: OutputPublishers) -> Any:
+        """Create one camera's output publishers through ``outputs`` (which names them for the camera
+        and which lazy mode watches); returns them, as ``publish_result`` takes them."""
         raise NotImplementedError
 
-    def publish_result(self, frame: CameraFrame, result: Any) -> None:
-        """Publish every output of one frame's result."""
+    def publish_result(self, publishers: Any, frame: CameraFrame, result: Any) -> None:
+        """Publish every output of one frame's result on its camera's ``publishers``."""
         raise NotImplementedError
+
+    @property
+    def max_batch(self) -> int:
+        """Frames per model call at most: every camera's newest frame in one batch, up to this."""
+        return self.config.deployment.max_batch
 
     @property
     def label_set(self) -> LabelSet:
         return self.segmenter.label_set
 
-    def configure(self, outputs: OutputPublishers, main_output: str) -> None:
-        """Load the model, create the outputs and announce the label set on ``<main_output>/label_info``."""
+    def configure(self, cameras: Sequence[OutputPublishers], main_output: str) -> None:
+        """Load the model, create each camera's outputs and announce the label set on each camera's
+        ``<main_output>/label_info``."""
         self.load()
-        self.create_outputs(outputs)
-        self._label_info_publisher = announce_label_set(self._node, main_output, self.label_set,
-                                                        self._label_info_threshold)
+        for outputs in cameras:
+            self._camera_publishers[outputs.topics.input_topic] = self.create_outputs(outputs)
+            self._label_info_publishers.append(announce_label_set(
+                self._node, outputs.topic(main_output), self.label_set, self._label_info_threshold))
 
     def load(self) -> None:
         if self.segmenter is not None:
@@ -95,12 +108,12 @@ class SegmenterProcessor:
                                      f'backend {backend.describe()}')
 
     def process(self, frames: Sequence[CameraFrame]) -> StageTimes:
-        """One batched model call for all frames, then each frame's outputs."""
+        """One batched model call for all frames (one per camera), then each frame's outputs."""
         started = time.perf_counter()
         results = self.segmenter.segment([frame.rgb for frame in frames])
         inferred = time.perf_counter()
         for frame, result in zip(frames, results):
-            self.publish_result(frame, result)
+            self.publish_result(self._camera_publishers[frame.camera], frame, result)
         return StageTimes(inference_ms=(inferred - started) * 1e3, publish_ms=(time.perf_counter() - inferred) * 1e3)
 
     def release(self) -> None:
@@ -112,9 +125,11 @@ class SegmenterProcessor:
         return self._description
 
     def destroy(self) -> None:
-        if self._label_info_publisher is not None:
-            self._node.destroy_publisher(self._label_info_publisher)
-            self._label_info_publisher = None
+        """Drop the label-set publishers (the camera outputs belong to the camera input)."""
+        for publisher in self._label_info_publishers:
+            self._node.destroy_publisher(publisher)
+        self._label_info_publishers.clear()
+        self._camera_publishers.clear()
 
 
 class SegmentationNode(LifecycleNode):
@@ -134,7 +149,8 @@ class SegmentationNode(LifecycleNode):
         values = declare_parameters(self, tuple(self.task_parameters) + BACKEND_PARAMETERS + CAMERA_INPUT_PARAMETERS
                                     + (autostart_spec,))
         self.processor: SegmenterProcessor = self.processor_type(self, values)
-        self.camera = CameraInput(self, build_config(CameraInputSettings, values), self.processor)
+        self.camera = CameraInput(self, build_config(CameraInputSettings, values), self.processor,
+                                  self.processor.max_batch)
         self._autostarting = bool(values['autostart'])
         self._configure_error: Optional[Exception] = None
         if self._autostarting:

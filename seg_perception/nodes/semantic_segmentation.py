@@ -3,7 +3,8 @@
     ros2 run seg_perception semantic_node [--ros-args -p autostart:=false]
 
 Subscribes:  image (sensor_msgs/Image, any supported encoding; remap to the camera topic), or
-             image/compressed (sensor_msgs/CompressedImage) with input_transport: compressed
+             image/compressed (sensor_msgs/CompressedImage) with input_transport: compressed;
+             or every topic of the cameras parameter, each camera's outputs in its namespace
 Publishes:   segmentation/semantic (sensor_msgs/Image mono8/mono16 class ids, camera resolution,
              header copied from the input image; 255 / 65535 = unlabeled)
              segmentation/semantic/confidence (mono8 0-255 or 32FC1 0..1; confidence_output)
@@ -16,9 +17,11 @@ Camera input, worker, lazy mode and diagnostics: ``runtime.camera_input``; lifec
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from sensor_msgs.msg import Image
 
 from seg_models.configs import SemanticModelConfig, build_config
@@ -30,8 +33,9 @@ from seg_perception.messages.images import array_to_image_msg, class_ids_to_imag
 from seg_perception.messages.topics import (COLOR_OUTPUT, CONFIDENCE_OUTPUT, OVERLAY_OUTPUT, SEMANTIC_NODE,
                                             SEMANTIC_OUTPUT)
 from seg_perception.nodes.segmentation_node import SegmentationNode, SegmenterProcessor
-from seg_perception.runtime.camera_input import CameraFrame, OutputPublishers
-from seg_perception.runtime.parameters import ParameterSpec, network_input_size
+from seg_perception.runtime.camera_channel import OutputPublishers
+from seg_perception.runtime.camera_input import CameraFrame
+from seg_perception.runtime.parameters import ParameterSpec, max_batch_parameter, network_input_size
 
 CONFIDENCE_CHOICES = ('none', 'mono8', '32FC1')
 
@@ -54,6 +58,8 @@ SEMANTIC_PARAMETERS = (
     ParameterSpec('confidence_threshold', 0.0, 'Pixels less confident than this are published as unlabeled '
                                                '(0: every pixel keeps its class).', value_range=(0.0, 1.0)),
     ParameterSpec('overlay_alpha', 0.5, 'Weight of the class colours in ~/overlay.', value_range=(0.0, 1.0)),
+    max_batch_parameter(SemanticModelConfig, 'Camera frames per model call at most (the newest of each camera; '
+                                             'the TensorRT profile\'s largest batch).'),
 )
 
 
@@ -61,6 +67,16 @@ def semantic_config_from_parameters(values: dict[str, Any]) -> SemanticModelConf
     """Model configuration from the node's declared parameter values."""
     return build_config(SemanticModelConfig, values, input_size=network_input_size(values),
                         with_confidence=values['confidence_output'] != 'none' or values['confidence_threshold'] > 0)
+
+
+@dataclass(frozen=True)
+class SemanticPublishers:
+    """One camera's semantic outputs."""
+
+    class_ids: Publisher
+    color: Publisher
+    overlay: Publisher
+    confidence: Optional[Publisher]
 
 
 class SemanticProcessor(SegmenterProcessor):
@@ -74,31 +90,27 @@ class SemanticProcessor(SegmenterProcessor):
                          self.config.selection.confidence_threshold)
         self._confidence_encoding = values['confidence_output']
         self._overlay_alpha = values['overlay_alpha']
-        self._class_id_publisher = self._color_publisher = self._overlay_publisher = None
-        self._confidence_publisher = None
 
     def create_segmenter(self) -> SemanticSegmenter:
         return create_semantic_segmenter(self.config)
 
-    def create_outputs(self, outputs: OutputPublishers) -> None:
-        self._class_id_publisher = outputs.create(Image, SEMANTIC_OUTPUT)
-        self._color_publisher = outputs.create(Image, COLOR_OUTPUT)
-        self._overlay_publisher = outputs.create(Image, OVERLAY_OUTPUT)
-        if self._confidence_encoding != 'none':
-            self._confidence_publisher = outputs.create(Image, CONFIDENCE_OUTPUT)
+    def create_outputs(self, outputs: OutputPublishers) -> SemanticPublishers:
+        return SemanticPublishers(
+            class_ids=outputs.create(Image, SEMANTIC_OUTPUT), color=outputs.create(Image, COLOR_OUTPUT),
+            overlay=outputs.create(Image, OVERLAY_OUTPUT),
+            confidence=outputs.create(Image, CONFIDENCE_OUTPUT) if self._confidence_encoding != 'none' else None)
 
-    def publish_result(self, frame: CameraFrame, result: SemanticResult) -> None:
+    def publish_result(self, publishers: SemanticPublishers, frame: CameraFrame, result: SemanticResult) -> None:
         header = frame.header
-        self._class_id_publisher.publish(class_ids_to_image_msg(result.class_ids, header))
-        if self._confidence_publisher is not None and self._confidence_publisher.get_subscription_count():
-            self._confidence_publisher.publish(
-                confidence_to_image_msg(result.confidence, self._confidence_encoding, header))
-        if self._color_publisher.get_subscription_count():
-            self._color_publisher.publish(array_to_image_msg(colorize(result.class_ids, self.label_set), 'rgb8',
-                                                             header))
-        if self._overlay_publisher.get_subscription_count():
+        publishers.class_ids.publish(class_ids_to_image_msg(result.class_ids, header))
+        if publishers.confidence is not None and publishers.confidence.get_subscription_count():
+            publishers.confidence.publish(confidence_to_image_msg(result.confidence, self._confidence_encoding,
+                                                                  header))
+        if publishers.color.get_subscription_count():
+            publishers.color.publish(array_to_image_msg(colorize(result.class_ids, self.label_set), 'rgb8', header))
+        if publishers.overlay.get_subscription_count():
             blended = overlay(frame.rgb, result.class_ids, self.label_set, self._overlay_alpha)
-            self._overlay_publisher.publish(array_to_image_msg(blended, 'rgb8', header))
+            publishers.overlay.publish(array_to_image_msg(blended, 'rgb8', header))
 
 
 class SemanticSegmentationNode(SegmentationNode):  # executables: semantic_node, semantic_lifecycle_node

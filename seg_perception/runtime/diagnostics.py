@@ -73,3 +73,27 @@ def camera_input_status(name: str, hardware_id: str, snapshot: StatisticsSnapsho
 def status_values(status: DiagnosticStatus) -> dict[str, str]:
     """The key/value pairs of ``status`` as a dict, for tools and tests reading /diagnostics."""
     return {pair.key: pair.value for pair in status.values}
+
+
+def batch_size_summary(batch_sizes: dict[int, int]) -> str:
+    """'1: 3, 2: 40' (batch size: model calls), smallest batch first; '' before the first call."""
+    return ', '.join(f'{size}: {count}' for size, count in sorted(batch_sizes.items()))
+
+
+def inference_status(name: str, batch_sizes: dict[int, int], max_batch: int, cameras: int, active: bool,
+                     trained: bool, model: dict[str, str]) -> DiagnosticStatus:
+    """The status of the model every camera of a node shares: how full its batches are."""
+    calls = sum(batch_sizes.values())
+    mean = sum(size * count for size, count in batch_sizes.items()) / calls if calls else 0.0
+    summary = f'{calls} model calls, mean batch {mean:.2f} (max {max_batch}) for {cameras} cameras'
+    if not active:
+        level, message = DiagnosticStatus.OK, 'inactive (lifecycle): model released'
+    elif not trained:
+        level, message = DiagnosticStatus.WARN, f'UNTRAINED weights, outputs are meaningless; {summary}'
+    else:
+        level, message = DiagnosticStatus.OK, summary
+    values = {'cameras': str(cameras), 'max batch': str(max_batch), 'model calls': str(calls),
+              'mean batch size': f'{mean:.2f}', 'batch sizes (size: calls)': batch_size_summary(batch_sizes),
+              'trained weights': str(trained).lower(), **model}
+    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=model.get('device', ''),
+                            values=[KeyValue(key=key, value=value) for key, value in values.items()])

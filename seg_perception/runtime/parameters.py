@@ -70,8 +70,9 @@ def declare_parameters(node: Node, specs: Sequence[ParameterSpec]) -> dict[str, 
     values = {}
     for spec in specs:
         if spec.is_string_array:
-            # Declared by type: an empty list has no type of its own in ROS parameters.
-            value = node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, spec.descriptor()).value
+            # An empty list has no type of its own in ROS parameters: declared by type then.
+            default = list(spec.default) if spec.default else Parameter.Type.STRING_ARRAY
+            value = node.declare_parameter(spec.name, default, spec.descriptor()).value
             value = tuple(value) if value is not None else spec.default
         else:
             value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
@@ -98,6 +99,12 @@ BACKEND_PARAMETERS = (
     ParameterSpec('input_width', 0, 'Network input width in pixels; 0 = each camera image as it is '
                                     '(or the model\'s native size).', value_range=(0, 8192)),
 )
+
+
+def max_batch_parameter(config_type: type, description: str) -> ParameterSpec:
+    """``max_batch`` with the task's default (its config's ``deployment.max_batch``)."""
+    return ParameterSpec('max_batch', field_default(config_type, 'deployment').max_batch, description,
+                         value_range=(1, 64))
 
 
 def network_input_size(values: dict[str, Any]) -> Optional[tuple[int, int]]:
