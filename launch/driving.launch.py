@@ -2,6 +2,9 @@
 
 Arguments:
   camera_topic         sensor_msgs/Image topic of the camera (default /camera/image_raw)
+  cameras              several cameras served by each node, e.g. "[/front/image_raw, /rear/image_raw]";
+                       each camera's outputs go to its namespace (/front/segmentation/semantic, ...);
+                       empty keeps the params file's list ([image]: the one camera on camera_topic)
   params_file          parameter file (default: the installed config/driving.yaml)
   semantic_checkpoint  weights for the semantic node; empty keeps the params file's value
   instance_checkpoint  weights for the instance node; empty keeps the params file's value
@@ -17,14 +20,18 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from seg_perception.bringup.driving_pipeline import CONFIG_PATH, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE, PACKAGE
+from seg_perception.bringup.driving_pipeline import (CONFIG_PATH, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE, PACKAGE,
+                                                     camera_list)
 
 
 def _pipeline_nodes(context):
     use_sim_time = LaunchConfiguration('use_sim_time').perform(context).lower() in ('true', '1', 'yes')
+    cameras = camera_list(LaunchConfiguration('cameras').perform(context))
     nodes = []
     for pipeline_node in DRIVING_PIPELINE:
         overrides = {'use_sim_time': use_sim_time}
+        if cameras:
+            overrides['cameras'] = cameras
         checkpoint = LaunchConfiguration(pipeline_node.checkpoint_argument).perform(context)
         if checkpoint:
             overrides['checkpoint'] = checkpoint
@@ -45,6 +52,9 @@ def generate_launch_description():
     arguments = [
         DeclareLaunchArgument('camera_topic', default_value=DEFAULT_CAMERA_TOPIC,
                               description='sensor_msgs/Image topic of the camera'),
+        DeclareLaunchArgument('cameras', default_value='',
+                              description='camera image topics served by each node, e.g. '
+                                          '"[/front/image_raw, /rear/image_raw]"; empty: the params file\'s list'),
         DeclareLaunchArgument('params_file', default_value=default_params_file,
                               description='ROS 2 parameter file for the pipeline nodes'),
         DeclareLaunchArgument('use_sim_time', default_value='false',

@@ -23,14 +23,19 @@ import rclpy  # noqa: E402
 import yaml  # noqa: E402
 from ament_index_python.packages import get_package_share_directory  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
+from rcl_interfaces.srv import GetParameters  # noqa: E402
+from rclpy.parameter import parameter_value_to_python  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from seg_perception_msgs.msg import InstanceMaskArray  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from seg_perception.messages.images import array_to_image_msg  # noqa: E402
-from seg_perception.messages.topics import OUTPUT_QOS  # noqa: E402
+from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE, camera_list  # noqa: E402
+from seg_perception.messages.topics import (CAMERA_INPUT, INSTANCE_NODE, INSTANCE_OUTPUT, OUTPUT_QOS,  # noqa: E402
+                                            SEMANTIC_NODE, SEMANTIC_OUTPUT, camera_output_topic)
 
 CAMERA_TOPIC = '/launch_test/camera/image_raw'
+TWO_CAMERAS = '[/launch_test/front/image_raw, /launch_test/rear/image_raw]'
 
 
 def _small_params_file() -> str:
@@ -47,11 +52,14 @@ def _small_params_file() -> str:
 
 
 @pytest.mark.launch_test
-def generate_test_description():
+@launch_testing.parametrize('cameras', ['', TWO_CAMERAS])
+def generate_test_description(cameras):
+    """The default camera (remapped to camera_topic), and two cameras given as a launch argument."""
     driving = launch.actions.IncludeLaunchDescription(
         PythonLaunchDescriptionSource(
             os.path.join(get_package_share_directory('seg_perception'), 'launch', 'driving.launch.py')),
-        launch_arguments={'camera_topic': CAMERA_TOPIC, 'params_file': _small_params_file()}.items())
+        launch_arguments={'camera_topic': CAMERA_TOPIC, 'params_file': _small_params_file(),
+                          'cameras': cameras}.items())
     return launch.LaunchDescription([driving, launch_testing.actions.ReadyToTest()])
 
 
@@ -67,24 +75,39 @@ class TestPipelineOutputs(unittest.TestCase):
         cls.node.destroy_node()
         rclpy.shutdown()
 
-    def test_camera_image_yields_labels_and_instances_with_its_header_and_size(self, proc_output):
-        labels, instances = [], []
-        self.node.create_subscription(Image, '/segmentation/semantic', labels.append, OUTPUT_QOS)
-        self.node.create_subscription(InstanceMaskArray, '/segmentation/instances', instances.append, OUTPUT_QOS)
-        publisher = self.node.create_publisher(Image, CAMERA_TOPIC, OUTPUT_QOS)
-        header = Header(frame_id='launch_test_camera')
-        header.stamp.sec = 4242
-        image = array_to_image_msg(np.full((120, 200, 3), 90, np.uint8), 'rgb8', header)
-        deadline = time.monotonic() + 180.0
-        while not (labels and instances) and time.monotonic() < deadline:
-            publisher.publish(image)
-            rclpy.spin_once(self.node, timeout_sec=1.0)
-        self.assertTrue(labels, 'no label image from the launched semantic node')
-        self.assertTrue(instances, 'no InstanceMaskArray from the launched instance node')
-        self.assertEqual((labels[0].height, labels[0].width, labels[0].encoding), (120, 200, 'mono8'))
-        self.assertEqual((labels[0].header.stamp.sec, labels[0].header.frame_id), (4242, 'launch_test_camera'))
-        self.assertEqual((instances[0].image_height, instances[0].image_width), (120, 200))
-        self.assertEqual((instances[0].header.stamp.sec, instances[0].header.frame_id), (4242, 'launch_test_camera'))
+    def test_camera_list_reaches_every_node(self, cameras):
+        expected = camera_list(cameras) or [CAMERA_INPUT]
+        for pipeline_node in DRIVING_PIPELINE:
+            client = self.node.create_client(GetParameters, f'/{pipeline_node.name}/get_parameters')
+            self.assertTrue(client.wait_for_service(timeout_sec=60.0), f'{pipeline_node.name} has no parameters')
+            future = client.call_async(GetParameters.Request(names=['cameras']))
+            rclpy.spin_until_future_complete(self.node, future, timeout_sec=30.0)
+            self.assertEqual(parameter_value_to_python(future.result().values[0]), expected)
+
+    def test_camera_image_yields_labels_and_instances_with_its_header_and_size(self, proc_output, cameras):
+        entries = camera_list(cameras) or [CAMERA_INPUT]
+        for entry in entries:
+            labels, instances = [], []
+            self.node.create_subscription(Image, camera_output_topic(entry, SEMANTIC_NODE, SEMANTIC_OUTPUT),
+                                          labels.append, OUTPUT_QOS)
+            self.node.create_subscription(InstanceMaskArray, camera_output_topic(entry, INSTANCE_NODE,
+                                                                                 INSTANCE_OUTPUT),
+                                          instances.append, OUTPUT_QOS)
+            camera_topic = CAMERA_TOPIC if entry == CAMERA_INPUT else entry
+            publisher = self.node.create_publisher(Image, camera_topic, OUTPUT_QOS)
+            header = Header(frame_id=f'{camera_topic}_frame')
+            header.stamp.sec = 4242
+            image = array_to_image_msg(np.full((120, 200, 3), 90, np.uint8), 'rgb8', header)
+            deadline = time.monotonic() + 180.0
+            while not (labels and instances) and time.monotonic() < deadline:
+                publisher.publish(image)
+                rclpy.spin_once(self.node, timeout_sec=1.0)
+            self.assertTrue(labels, f'no label image for {camera_topic} from the launched semantic node')
+            self.assertTrue(instances, f'no InstanceMaskArray for {camera_topic} from the launched instance node')
+            self.assertEqual((labels[0].height, labels[0].width, labels[0].encoding), (120, 200, 'mono8'))
+            self.assertEqual((labels[0].header.stamp.sec, labels[0].header.frame_id), (4242, header.frame_id))
+            self.assertEqual((instances[0].image_height, instances[0].image_width), (120, 200))
+            self.assertEqual((instances[0].header.stamp.sec, instances[0].header.frame_id), (4242, header.frame_id))
         proc_output.assertWaitFor('UNTRAINED', timeout=10, stream='stderr')
 
 

@@ -15,7 +15,7 @@ from sensor_msgs.msg import Image
 from launch_recorder import LaunchDescription, OpaqueFunction, load_launch_file, resolve
 from ros_helpers import NodeProcess, ProbeNode
 from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE, PACKAGE
-from seg_perception.messages.topics import OUTPUT_QOS
+from seg_perception.messages.topics import OUTPUT_QOS, OVERLAY_OUTPUT, SEMANTIC_NODE, camera_output_topic
 
 pytestmark = pytest.mark.ros
 
@@ -88,7 +88,7 @@ def test_launch_file_starts_every_pipeline_node_with_its_executable(monkeypatch)
 
 def test_launch_checkpoint_argument_overrides_only_when_given(monkeypatch):
     _, nodes = recorded_launch(monkeypatch)
-    assert all(set(n.kwargs['parameters'][1]) == {'use_sim_time'} for n in nodes)
+    assert all(set(n.kwargs['parameters'][1]) == {'use_sim_time'} for n in nodes)  # nor cameras, unless given
     arguments = {p.checkpoint_argument: f'/weights/{p.name}.pth' for p in DRIVING_PIPELINE}
     _, nodes = recorded_launch(monkeypatch, use_sim_time='true', **arguments)
     for node, pipeline_node in zip(nodes, DRIVING_PIPELINE):
@@ -103,37 +103,60 @@ def _call(probe: ProbeNode, client, request):
     return future.result()
 
 
+def _as_launched(node, context, tmp_path) -> NodeProcess:
+    """The process the launch file's ``node`` starts: its params file, launch overrides and remappings."""
+    name = node.kwargs['name']
+    ros_args = ['-r', f'__node:={name}', '--params-file', resolve(node.kwargs['parameters'][0], context)]
+    ros_args += [arg for source, target in node.kwargs['remappings']
+                 for arg in ('-r', f'{source}:={resolve(target, context)}')]
+    ros_args += [arg for key, value in node.kwargs['parameters'][1].items()
+                 for arg in ('-p', f'{key}:={str(value).lower()}')]
+    module = console_scripts()[node.kwargs['executable']].split(':')[0]
+    return NodeProcess(module, ros_args, tmp_path / f'{name}.log')
+
+
+def _check_launched_node(node, context, tmp_path, camera_topics: list[str]) -> None:
+    """Start ``node`` as launch would; it declares and holds every config and launch value, and (lazy)
+    subscribes to each camera once someone listens to that camera's overlay."""
+    name = node.kwargs['name']
+    from_config = yaml.safe_load(Path(context['params_file']).read_text())[name]['ros__parameters']
+    from_launch = node.kwargs['parameters'][1]
+    with _as_launched(node, context, tmp_path) as process:
+        probe = ProbeNode('launch_check_probe')
+        try:
+            listed = _call(probe, probe.node.create_client(ListParameters, f'/{name}/list_parameters'),
+                           ListParameters.Request())
+            declared = set(listed.result.names)
+            assert set(from_config) <= declared, f'{name} does not declare {set(from_config) - declared}'
+            assert set(from_launch) <= declared, f'{name} does not declare {set(from_launch) - declared}'
+            expected = {**from_config, **from_launch}
+            values = _call(probe, probe.node.create_client(GetParameters, f'/{name}/get_parameters'),
+                           GetParameters.Request(names=list(expected)))
+            actual = dict(zip(expected, map(parameter_value_to_python, values.values)))
+            assert actual == expected, f'{name} did not take the config and launch values'
+            output = next(p.output for p in DRIVING_PIPELINE if p.name == name)
+            entries = from_launch.get('cameras', from_config['cameras'])
+            for entry, camera_topic in zip(entries, camera_topics):
+                probe.node.create_subscription(Image, camera_output_topic(entry, name, OVERLAY_OUTPUT),
+                                               lambda msg: None, OUTPUT_QOS)
+                assert probe.spin_until(
+                    lambda: probe.node.count_publishers(camera_output_topic(entry, name, output)) > 0
+                    and probe.node.count_subscribers(camera_topic) > 0, 30), f'{name}: {camera_topic} not served'
+        finally:
+            probe.close()
+        assert process.alive(), process.output()
+
+
 def test_nodes_declare_every_parameter_launch_and_config_give_them(monkeypatch, tmp_path):
     """Start each node the way the launch file does and ask it, over ROS services, what it declared."""
     context, nodes = recorded_launch(monkeypatch, camera_topic='/launch_check/image_raw')
-    config = yaml.safe_load(Path(context['params_file']).read_text())
     for node in nodes:
-        name = node.kwargs['name']
-        from_config = config[name]['ros__parameters']
-        from_launch = node.kwargs['parameters'][1]
-        ros_args = ['-r', f'__node:={name}', '--params-file', resolve(node.kwargs['parameters'][0], context)]
-        ros_args += [arg for source, target in node.kwargs['remappings']
-                     for arg in ('-r', f'{source}:={resolve(target, context)}')]
-        ros_args += [arg for key, value in from_launch.items() for arg in ('-p', f'{key}:={str(value).lower()}')]
-        module = console_scripts()[node.kwargs['executable']].split(':')[0]
-        with NodeProcess(module, ros_args, tmp_path / f'{name}.log') as process:
-            probe = ProbeNode('launch_check_probe')
-            try:
-                listed = _call(probe, probe.node.create_client(ListParameters, f'/{name}/list_parameters'),
-                               ListParameters.Request())
-                declared = set(listed.result.names)
-                assert set(from_config) <= declared, f'{name} does not declare {set(from_config) - declared}'
-                assert set(from_launch) <= declared, f'{name} does not declare {set(from_launch) - declared}'
-                expected = {**from_config, **from_launch}
-                values = _call(probe, probe.node.create_client(GetParameters, f'/{name}/get_parameters'),
-                               GetParameters.Request(names=list(expected)))
-                actual = dict(zip(expected, map(parameter_value_to_python, values.values)))
-                assert actual == expected, f'{name} did not take the config and launch values'
-                # Lazy by config: the camera subscription appears once someone listens to an output.
-                probe.node.create_subscription(Image, f'/{name}/overlay', lambda msg: None, OUTPUT_QOS)
-                output = '/' + next(p.output for p in DRIVING_PIPELINE if p.name == name)
-                assert probe.spin_until(lambda: probe.node.count_publishers(output) > 0
-                                        and probe.node.count_subscribers('/launch_check/image_raw') > 0, 30)
-            finally:
-                probe.close()
-            assert process.alive(), process.output()
+        _check_launched_node(node, context, tmp_path, ['/launch_check/image_raw'])
+
+
+def test_launch_cameras_argument_reaches_the_nodes(monkeypatch, tmp_path):
+    cameras = ['/launch_cams/front/image_raw', '/launch_cams/rear/image_raw']
+    context, nodes = recorded_launch(monkeypatch, cameras=f'[{", ".join(cameras)}]')
+    assert all(node.kwargs['parameters'][1]['cameras'] == cameras for node in nodes)
+    semantic = next(node for node in nodes if node.kwargs['name'] == SEMANTIC_NODE)
+    _check_launched_node(semantic, context, tmp_path, cameras)

@@ -117,7 +117,8 @@ def test_three_cameras_of_different_sizes_and_encodings_equal_single_camera_node
             timings = probe.listen('/multi/processing_time', FrameTiming)
             reference = probe.listen('/single/segmentation/semantic')
             probe.wait_for(lambda: all(probe.node.count_subscribers(topic) for topic in cameras)
-                           and probe.node.count_subscribers('/single/image_raw'), 'cameras not subscribed', START_TIMEOUT)
+                           and probe.node.count_subscribers('/single/image_raw'), 'cameras not subscribed',
+                           START_TIMEOUT)
             probe.wait_for(lambda: all(store for store in label_sets.values()), 'a camera has no label_info')
             assert {store['label_set'].name for store in label_sets.values()} == {'cityscapes'}
 
@@ -235,3 +236,19 @@ def test_cameras_sharing_a_namespace_are_refused_in_one_line(tmp_path):
         assert node.wait(timeout=60) == 1
         assert "cameras '/cam/left' and '/cam/right' would publish their outputs into the same namespace /cam" \
             in node.output()
+
+
+def test_image_source_publishes_one_sequence_on_several_camera_topics(tmp_path):
+    source = NodeProcess('seg_perception.nodes.image_source',
+                         ['-p', 'cameras:=[/src_a/image_raw, /src_b/image_raw]', '-p', 'rate_hz:=20.0',
+                          '-p', 'max_frames:=3'], tmp_path / 'image_source.log')
+    with source:
+        probe = CameraProbe('image_source_probe', [source])
+        try:
+            first, second = probe.listen('/src_a/image_raw'), probe.listen('/src_b/image_raw')
+            probe.wait_for(lambda: len(set(first) & set(second)) >= 3, 'no frames on both topics', START_TIMEOUT)
+            key = sorted(set(first) & set(second))[0]
+            assert (first[key].header.frame_id, second[key].header.frame_id) == ('camera_0', 'camera_1')
+            np.testing.assert_array_equal(output_msg_to_array(first[key]), output_msg_to_array(second[key]))
+        finally:
+            probe.close()

@@ -39,6 +39,12 @@ class PipelineNode:
         return self.name.split('_')[0] + '_checkpoint'
 
 
+def camera_list(text: str) -> list[str]:
+    """Camera topics from a launch or command-line argument: '[/front/image_raw, /rear/image_raw]'
+    (YAML, as ``-p cameras:=`` takes it) or '/front/image_raw,/rear/image_raw'; '' gives []."""
+    return [name.strip().strip('\'"') for name in text.strip().strip('[]').split(',') if name.strip()]
+
+
 DRIVING_PIPELINE = (
     PipelineNode(executable='semantic_node', module='seg_perception.nodes.semantic_segmentation',
                  node_class='SemanticSegmentationNode', name=SEMANTIC_NODE, output=SEMANTIC_OUTPUT),
