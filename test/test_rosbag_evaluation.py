@@ -132,7 +132,8 @@ def test_replay_through_the_real_nodes_accounts_for_every_frame(tmp_path, camvid
     void = sum(int((cv2.imread(str(path), cv2.IMREAD_UNCHANGED) == 11).sum())
                for path in sorted((camvid_folder / 'labels').iterdir())[:FRAMES])
     assert np.asarray(results['confusion_matrix']['matrix']).sum() == FRAMES * 360 * 480 - void
-    assert set(results['nodes']) == {'semantic_segmentation', 'instance_segmentation'}
+    assert set(results['nodes']) == {f'{node}: {status}' for node in ('semantic_segmentation', 'instance_segmentation')
+                                     for status in ('camera pipeline', 'inference')}
     for name in ('report.md', 'per_class_iou.png', 'confusion_matrix.png', 'latency_histogram.png'):
         assert (report / name).stat().st_size > 0
     assert len(list((report / 'frames').glob('*.png'))) == 3
@@ -162,6 +163,54 @@ def test_perfect_predictor_scores_100_percent_miou_and_ap_1(tmp_path, cityscapes
             assert instances['frames'] == 3 and instances['ap'] == pytest.approx(1.0)
             assert instances['ap50'] == pytest.approx(1.0)
             assert instances['per_class']['car']['ap'] == pytest.approx(1.0)
+
+
+def test_a_two_camera_bag_replays_through_one_node_per_task_and_evaluates_per_camera(tmp_path, cityscapes_folder):
+    """Two cameras (one source each) in one bag: replay finds both and starts nodes serving both;
+    evaluate reports each camera and all of them; the perfect predictor scores 100% on each."""
+    bag, result_bag, report = tmp_path / 'two.bag', tmp_path / 'two_result.bag', tmp_path / 'report'
+    cameras = ['/front/image_raw', '/rear/image_raw']
+    made = seg_bag('make', cityscapes_folder, cityscapes_folder, bag, '--max-frames', 2,
+                   *[arg for camera in cameras for arg in ('--camera-topic', camera)])
+    assert made.returncode == 0, made.stderr
+    topics = bag_topics(bag)
+    for namespace in ('/front', '/rear'):
+        for topic in ('image_raw', 'camera_info', 'ground_truth/semantic', 'ground_truth/instances'):
+            assert topics[f'{namespace}/{topic}'][1] == 2, topics
+    replayed = seg_bag('replay', bag, result_bag, '--start-pipeline', '-p', 'input_height:=64',
+                       '-p', 'input_width:=128')
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert '4 frames replayed (back-pressure)' in replayed.stdout
+    evaluated = seg_bag('evaluate', result_bag, report)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert '4 frames from 2 cameras' in evaluated.stdout
+    results = json.loads((report / 'report.json').read_text())
+    assert set(results['cameras']) == set(cameras)
+    for camera, namespace in zip(cameras, ('/front', '/rear')):
+        per_camera = results['cameras'][camera]
+        assert per_camera['frames']['replayed'] == 2 and per_camera['semantic']['frames'] == 2
+        for output in ('segmentation/semantic', 'segmentation/instances'):
+            assert per_camera['frames'][f'{namespace}/{output}'] == {'with_output': 2, 'without_output': 0}
+            assert results['latency'][f'{namespace}/{output}']['count'] == 2
+        assert per_camera['semantic_cityscapes_official']['miou'] >= 0
+    overall = np.asarray(results['confusion_matrix']['matrix'])
+    assert overall.sum() == sum(np.asarray(results['cameras'][camera]['confusion_matrix']['matrix']).sum()
+                                for camera in cameras)
+    assert results['semantic']['frames'] == 4 and results['instances_cityscapes_official']['frames'] == 4
+    assert {'semantic_segmentation: camera pipeline (/front/image_raw)',
+            'instance_segmentation: camera pipeline (/rear/image_raw)'} <= set(results['nodes'])
+    assert '## Per camera' in (report / 'report.md').read_text()
+    # The perfect predictor, answering each camera in its namespace: 100% on each and overall.
+    echo_result = tmp_path / 'echo_result.bag'
+    with NodeProcess('seg_perception.evaluation.ground_truth_echo',
+                     ['-p', f'bag:={bag}', '-p', f'cameras:=[{", ".join(cameras)}]'], tmp_path / 'echo.log') as echo:
+        replayed = seg_bag('replay', bag, echo_result, '--startup-timeout', 120)
+        assert replayed.returncode == 0, replayed.stderr + echo.output()
+    results, _ = evaluate(echo_result)
+    for scores in [results] + list(results['cameras'].values()):
+        assert scores['semantic']['miou'] == 1.0
+        assert scores['semantic_cityscapes_official']['miou'] == pytest.approx(1.0)
+        assert scores['instances_cityscapes_official']['ap'] == pytest.approx(1.0)
 
 
 def test_recorded_rate_replay_paces_frames_by_their_stamps(tmp_path, camvid_folder):

@@ -17,9 +17,13 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 
 from seg_models.package_data import INTERFACE_PACKAGE, data_path
-from seg_perception.messages.topics import COMPRESSED_SUFFIX
+from seg_perception.messages.topics import (CAMERA, CAMERA_INFO_NAME, COMPRESSED_SUFFIX, CameraBagTopics,
+                                            camera_bag_topics, camera_namespace, output_in_namespace)
 
 STORAGE_PLUGINS = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
+IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
+CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
+
 
 
 class BagError(ValueError):
@@ -116,6 +120,21 @@ def camera_topic_in_bag(available: dict[str, tuple[str, int]], camera_topic: str
             return candidate
     raise BagError(f'the bag has no camera topic {camera_topic} (nor {camera_topic + COMPRESSED_SUFFIX}); it has:\n'
                    f'{topic_listing(available)}')
+
+
+def cameras_in_bag(available: dict[str, tuple[str, int]], named: Sequence[str] = ()) -> list[CameraBagTopics]:
+    """The cameras to replay or evaluate: those ``named`` (each as itself or its /compressed
+    variant), or every image topic with a CameraInfo topic beside it (the ROS camera convention).
+    A bag of one camera uses the classic topic names; with several, each camera has its own
+    ground truth and predictions in its namespace (``camera_bag_topics``)."""
+    found = sorted(topic for topic, (msgtype, _) in available.items() if msgtype in IMAGE_TYPES and available.get(
+        output_in_namespace(camera_namespace(topic), '', CAMERA_INFO_NAME), ('',))[0] == CAMERA_INFO_TYPE)
+    chosen = [camera_topic_in_bag(available, name) for name in named] or found or [
+        camera_topic_in_bag(available, CAMERA)]
+    if len(set(found) | set(chosen)) == 1:
+        return [camera_bag_topics(chosen[0])]
+    order = sorted(set(found) | set(chosen))
+    return [camera_bag_topics(topic, order.index(topic)) for topic in chosen]
 
 
 def read_messages(path: str | Path, topics: Optional[Sequence[str]] = None

@@ -1,6 +1,7 @@
 """``seg_bag``: datasets to bags, replay through the live nodes, evaluation and report.
 
     seg_bag make ../cityscapes drive.bag                 # or an images/+labels/ folder, or a video
+    seg_bag make front/ rear/ two.bag --camera-topic /front/image_raw --camera-topic /rear/image_raw
     seg_bag replay drive.bag result.bag --start-pipeline # or with the nodes already running
     seg_bag evaluate result.bag report/                  # report/report.md, report.json, *.png
 """
@@ -11,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from seg_perception.evaluation.bag_io import STORAGE_PLUGINS, BagError, bag_topics, camera_topic_in_bag
+from seg_perception.evaluation.bag_io import STORAGE_PLUGINS, BagError, bag_topics, cameras_in_bag
 from seg_perception.evaluation.datasets import DATASET_KINDS
-from seg_perception.messages.topics import CAMERA, COMPRESSED_SUFFIX
+from seg_perception.messages.topics import CAMERA
 
 USER_ERRORS = (BagError, FileNotFoundError, ValueError, RuntimeError, TimeoutError)
 
@@ -22,17 +23,19 @@ def command_make(args: argparse.Namespace) -> int:
     from seg_perception.evaluation.datasets import open_dataset
     from seg_perception.evaluation.make_bag import make_bag
 
-    dataset = open_dataset(args.source, args.kind, args.split, args.label_set, args.max_frames)
-    count = make_bag(dataset, args.output, args.storage, args.rate, args.compression, camera_topic=args.camera_topic)
-    print(f'{count} frames of {dataset.info.dataset} (ground truth: {dataset.info.label_set or "none"}) '
-          f'written to {args.output}')
+    datasets = [open_dataset(source, args.kind, args.split, args.label_set, args.max_frames) for source in args.source]
+    cameras = args.camera_topic or [CAMERA]
+    count = make_bag(datasets, args.output, args.storage, args.rate, args.compression, camera_topics=cameras)
+    info = datasets[0].info
+    print(f'{count} frames of {info.dataset} (ground truth: {info.label_set or "none"}) from {len(cameras)} '
+          f'camera(s) written to {args.output}')
     return 0
 
 
 def command_replay(args: argparse.Namespace) -> int:
     from seg_perception.evaluation.replay import ReplaySettings, replay, start_pipeline_commands
 
-    settings = ReplaySettings(bag=args.bag, output=args.output, camera_topic=args.camera_topic, rate=args.rate,
+    settings = ReplaySettings(bag=args.bag, output=args.output, camera_topics=args.camera_topic or (), rate=args.rate,
                               frame_timeout_sec=args.frame_timeout, startup_timeout_sec=args.startup_timeout,
                               storage=args.storage)
     if not args.start_pipeline:
@@ -42,10 +45,10 @@ def command_replay(args: argparse.Namespace) -> int:
         from seg_perception.bringup.driving_pipeline import CONFIG_PATH
         from seg_perception.bringup.processes import NodeProcesses
 
-        compressed = camera_topic_in_bag(bag_topics(args.bag), settings.camera_topic).endswith(COMPRESSED_SUFFIX)
+        cameras = cameras_in_bag(bag_topics(args.bag), settings.camera_topics)
         checkpoints = {'semantic_checkpoint': args.semantic_checkpoint, 'instance_checkpoint': args.instance_checkpoint}
-        commands = start_pipeline_commands(args.config or data_path(CONFIG_PATH), settings.camera_topic, compressed,
-                                           list(args.param), checkpoints)
+        commands = start_pipeline_commands(args.config or data_path(CONFIG_PATH), cameras, list(args.param),
+                                           checkpoints)
         with NodeProcesses(commands) as processes:
             summary = replay(settings, processes.check_alive, expect_all_outputs=True)
     missing = ', '.join(f'{topic}: {count}' for topic, count in summary.missing.items())
@@ -58,8 +61,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from seg_perception.evaluation.evaluate import evaluate
     from seg_perception.evaluation.report import write_report
 
-    results, evaluation = evaluate(args.result_bag, camera_topic=args.camera_topic)
-    report = write_report(results, evaluation, args.report)
+    results, evaluations = evaluate(args.result_bag, camera_topics=args.camera_topic or ())
+    report = write_report(results, evaluations, args.report)
     headline = []
     if 'semantic_cityscapes_official' in results:
         headline.append(f'mIoU (official) {100 * results["semantic_cityscapes_official"]["miou"]:.1f}%')
@@ -67,7 +70,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
         headline.append(f'mIoU {100 * results["semantic"]["miou"]:.1f}%')
     if 'instances_cityscapes_official' in results:
         headline.append(f'AP {100 * results["instances_cityscapes_official"]["ap"]:.1f}%')
-    print(f'{results["frames"]["replayed"]} frames; {", ".join(headline) or "no ground truth"}; report: {report}')
+    cameras = f' from {len(results["cameras"])} cameras' if 'cameras' in results else ''
+    print(f'{results["frames"]["replayed"]} frames{cameras}; {", ".join(headline) or "no ground truth"}; '
+          f'report: {report}')
     return 0
 
 
@@ -76,7 +81,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest='command', required=True)
     make = commands.add_parser('make', help='dataset folder or video -> rosbag2')
-    make.add_argument('source', type=Path, help='Cityscapes root, images/+labels/ folder, or a video file')
+    make.add_argument('source', type=Path, nargs='+',
+                      help='Cityscapes root, images/+labels/ folder, or a video file; one per camera, or one for all')
     make.add_argument('output', type=Path, help='bag folder to create')
     make.add_argument('--kind', default='auto', choices=DATASET_KINDS)
     make.add_argument('--split', default='val', help='Cityscapes split')
@@ -86,14 +92,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     make.add_argument('--compression', default='none', choices=('none', 'jpeg', 'png'),
                       help='camera as sensor_msgs/Image (none) or CompressedImage on <topic>/compressed')
     make.add_argument('--max-frames', type=int, default=0)
-    make.add_argument('--camera-topic', default=CAMERA)
+    make.add_argument('--camera-topic', action='append', default=None,
+                      help=f'camera image topic, once per camera (default {CAMERA}); several cameras put their '
+                           f'CameraInfo and ground truth in their namespaces')
     make.set_defaults(run=command_make)
 
     replay = commands.add_parser('replay', help='bag -> running nodes -> result bag')
     replay.add_argument('bag', type=Path)
     replay.add_argument('output', type=Path, help='result bag folder to create')
-    replay.add_argument('--camera-topic', default=CAMERA, help='camera topic in the bag (its /compressed variant '
-                                                               'is found too)')
+    replay.add_argument('--camera-topic', action='append', default=None,
+                        help='camera topic in the bag to replay, once per camera (its /compressed variant is found '
+                             'too); default: every image topic with a camera_info beside it')
     replay.add_argument('--rate', type=float, default=0.0,
                         help='0: as fast as the nodes keep up, nothing lost (default); R > 0: R x recorded rate')
     replay.add_argument('--frame-timeout', type=float, default=120.0, help='seconds to wait for a frame\'s outputs')
@@ -112,7 +121,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     evaluate = commands.add_parser('evaluate', help='result bag -> metrics and report')
     evaluate.add_argument('result_bag', type=Path)
     evaluate.add_argument('report', type=Path, help='folder for report.md, report.json and plots')
-    evaluate.add_argument('--camera-topic', default=CAMERA)
+    evaluate.add_argument('--camera-topic', action='append', default=None,
+                          help='camera to evaluate, once per camera; default: every camera in the bag')
     evaluate.set_defaults(run=command_evaluate)
     return parser.parse_args(argv)
 

@@ -6,6 +6,10 @@ every label set also gets the independent confusion-matrix path (other sets: Cam
 or Cityscapes predictions mapped onto CamVid classes). Instances: cityscapesscripts' official
 instance-level evaluation (AP, AP50). Latency: output arrival minus camera publication, per output
 topic; dropped frames: frames without an output, and each node's own count from /diagnostics.
+
+Several cameras: each camera is evaluated on its own topics (``topics.camera_bag_topics``), and
+the results of all of them are combined: confusion matrices summed, the official evaluations run
+over every camera's frames, frame counts and latencies side by side.
 """
 from __future__ import annotations
 
@@ -13,15 +17,14 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from seg_models.instance_postprocess import InstanceResult
 from seg_models.labels import LabelSet, label_set_lookup
-from seg_perception.evaluation.bag_io import (BagError, camera_topic_in_bag, read_messages, require_topics,
-                                              topic_listing)
+from seg_perception.evaluation.bag_io import BagError, cameras_in_bag, read_messages, require_topics, topic_listing
 from seg_perception.evaluation.datasets import CITYSCAPES_LABEL_IDS, GroundTruthInfo
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set
 from seg_perception.evaluation.metrics import (CityscapesFiles, confusion_matrix, latency_summary,
@@ -29,10 +32,8 @@ from seg_perception.evaluation.metrics import (CityscapesFiles, confusion_matrix
 from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb, output_msg_to_array
 from seg_perception.messages.instances import instances_from_msg
 from seg_perception.messages.label_info import label_set_from_msg
-from seg_perception.messages.topics import (CAMERA, COMPRESSED_SUFFIX, DIAGNOSTICS, GROUND_TRUTH_INFO,
-                                            GROUND_TRUTH_INSTANCES, GROUND_TRUTH_SEMANTIC, INSTANCE_PREDICTION,
-                                            LABEL_INFO_SUFFIX, PREDICTIONS, REPLAY_SUMMARY, SEMANTIC_PREDICTION,
-                                            stamp_key)
+from seg_perception.messages.topics import (COMPRESSED_SUFFIX, DIAGNOSTICS, GROUND_TRUTH_INFO, LABEL_INFO_SUFFIX,
+                                            REPLAY_SUMMARY, CameraBagTopics, stamp_key)
 from seg_perception.runtime.diagnostics import status_values
 
 OVERLAY_FRAMES = 3
@@ -48,29 +49,37 @@ class BagContents:
     published_ns: dict[Key, int] = field(default_factory=dict)  # camera frame -> when replay published it
     label_sets: dict[str, LabelSet] = field(default_factory=dict)  # prediction topic -> its label set
     arrivals_ns: dict[str, dict[Key, int]] = field(default_factory=dict)  # prediction topic -> arrival times
-    node_status: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> last /diagnostics values
+    node_status: dict[str, dict[str, str]] = field(default_factory=dict)  # status name -> last /diagnostics values
     replay: dict = field(default_factory=dict)
     overlay_frames: dict[Key, np.ndarray] = field(default_factory=dict)  # a few camera frames for the report
     overlay_outputs: dict[Key, dict[str, Any]] = field(default_factory=dict)  # their predictions and truth
 
 
 class Evaluation:
-    def __init__(self, bag: Path, work_dir: Path, camera_topic: str = CAMERA) -> None:
-        self.bag, self.work_dir = bag, work_dir
+    """One camera of a result bag: its predictions scored against its ground truth. ``cityscapes``
+    is shared by every camera of the bag (frame names carry the camera's prefix)."""
+
+    def __init__(self, bag: Path, camera: CameraBagTopics, cityscapes: CityscapesFiles) -> None:
+        self.bag, self.topics = bag, camera
         available = require_topics(bag, [])
-        if not any(topic in available for topic in PREDICTIONS):
-            raise BagError(f'result bag {bag} lacks {" or ".join(PREDICTIONS)} (made by `seg_bag replay`?); it '
-                           f'has:\n{topic_listing(available)}')
-        self.camera_topic = camera_topic_in_bag(available, camera_topic)
+        if not any(topic in available for topic in camera.predictions):
+            raise BagError(f'result bag {bag} lacks {" or ".join(camera.predictions)} (made by `seg_bag replay`?); '
+                           f'it has:\n{topic_listing(available)}')
+        self.camera_topic = camera.camera
         frames = available[self.camera_topic][1]
         self.overlay_indices = set(np.linspace(0, frames - 1, min(OVERLAY_FRAMES, frames)).round().astype(int))
         self.contents = BagContents()
-        self.ground_truth: dict[str, dict[Key, np.ndarray]] = {GROUND_TRUTH_SEMANTIC: {}}
+        self.ground_truth: dict[Key, np.ndarray] = {}  # semantic ground truth waiting for its prediction
         self.semantic_predictions: dict[Key, np.ndarray] = {}
         self.instance_predictions: dict[Key, InstanceResult] = {}
         self.confusion: Optional[np.ndarray] = None
-        self.cityscapes_files: Optional[CityscapesFiles] = None
+        self.semantic_target: Optional[LabelSet] = None
+        self.cityscapes = cityscapes
         self.scored: dict[str, int] = {'semantic': 0, 'instances': 0}
+
+    def frame_name(self, key: Key) -> str:
+        """A frame's file name stem: the camera's prefix and the stamp (shared by a frame's topics)."""
+        return f'{self.topics.frame_prefix}_{key[0]}_{key[1]:09d}'
 
     # --- reading ----------------------------------------------------------------------------------
     def read(self) -> None:
@@ -86,23 +95,24 @@ class Evaluation:
                     convert = compressed_msg_to_rgb if topic.endswith(COMPRESSED_SUFFIX) else image_msg_to_rgb
                     contents.overlay_frames[key] = convert(msg)
                 contents.published_ns[key] = timestamp
-            elif topic in (GROUND_TRUTH_SEMANTIC, GROUND_TRUTH_INSTANCES):
+            elif topic in self.topics.ground_truths:
                 self._add_ground_truth(topic, stamp_key(msg.header), output_msg_to_array(msg))
                 self._score_ready_frames()
             elif topic.endswith(LABEL_INFO_SUFFIX):
                 contents.label_sets[topic[:-len(LABEL_INFO_SUFFIX)]] = label_set_from_msg(msg)
-            elif topic in PREDICTIONS:
+            elif topic in self.topics.predictions:
                 key = stamp_key(msg.header)
                 contents.arrivals_ns.setdefault(topic, {})[key] = timestamp
-                prediction = output_msg_to_array(msg) if topic == SEMANTIC_PREDICTION else instances_from_msg(msg)
+                semantic = topic == self.topics.semantic_prediction
+                prediction = output_msg_to_array(msg) if semantic else instances_from_msg(msg)
                 self._keep_for_overlay(key, topic, prediction)
                 if self._has_ground_truth(topic):
-                    store = self.semantic_predictions if topic == SEMANTIC_PREDICTION else self.instance_predictions
+                    store = self.semantic_predictions if semantic else self.instance_predictions
                     store[key] = prediction
                     self._score_ready_frames()
             elif topic == DIAGNOSTICS:
                 for status in msg.status:
-                    contents.node_status[status.name.split(':')[0]] = status_values(status)
+                    contents.node_status[status.name] = status_values(status)
         if contents.info is None:  # e.g. a drive recorded on a vehicle: latency and throughput only
             contents.info = GroundTruthInfo('none', '', False, False)
         self._score_ready_frames()
@@ -111,13 +121,14 @@ class Evaluation:
         """Cityscapes ground truth goes to gtFine-style files for the official evaluation at once;
         semantic ground truth also waits in memory for its prediction (confusion matrix)."""
         self._keep_for_overlay(key, topic, ground_truth)
+        semantic = topic == self.topics.ground_truth_semantic
         if self.contents.info is not None and self.contents.info.dataset == 'cityscapes':
-            if topic == GROUND_TRUTH_SEMANTIC:
-                self._cityscapes().add_ground_truth(frame_name(key), label_ids=ground_truth)
+            if semantic:
+                self.cityscapes.add_ground_truth(self.frame_name(key), label_ids=ground_truth)
             else:
-                self._cityscapes().add_ground_truth(frame_name(key), instance_ids=ground_truth)
-        if topic == GROUND_TRUTH_SEMANTIC:
-            self.ground_truth[topic][key] = ground_truth
+                self.cityscapes.add_ground_truth(self.frame_name(key), instance_ids=ground_truth)
+        if semantic:
+            self.ground_truth[key] = ground_truth
 
     def _keep_for_overlay(self, key: Key, topic: str, value: Any) -> None:
         if key in self.contents.overlay_frames:
@@ -127,16 +138,15 @@ class Evaluation:
         info = self.contents.info
         if info is None:
             return False
-        return info.has_semantic if prediction_topic == SEMANTIC_PREDICTION else info.has_instances
+        return info.has_semantic if prediction_topic == self.topics.semantic_prediction else info.has_instances
 
     def _score_ready_frames(self) -> None:
         """Score frames whose ground truth and prediction have both been read, then drop their images."""
         info = self.contents.info
         if info is None:
             return
-        semantic_gt = self.ground_truth[GROUND_TRUTH_SEMANTIC]
-        for key in [key for key in self.semantic_predictions if key in semantic_gt]:
-            self._score_semantic(key, semantic_gt[key], self.semantic_predictions.pop(key))
+        for key in [key for key in self.semantic_predictions if key in self.ground_truth]:
+            self._score_semantic(key, self.ground_truth[key], self.semantic_predictions.pop(key))
         for key in list(self.instance_predictions):
             self._score_instances(key, self.instance_predictions.pop(key))
 
@@ -146,31 +156,26 @@ class Evaluation:
         return self.contents.label_sets[topic]
 
     def _score_semantic(self, key: Key, ground_truth: np.ndarray, prediction: np.ndarray) -> None:
-        info, predicted_set = self.contents.info, self._prediction_label_set(SEMANTIC_PREDICTION)
+        info, predicted_set = self.contents.info, self._prediction_label_set(self.topics.semantic_prediction)
         if ground_truth.shape != prediction.shape:
             raise BagError(f'frame {key}: prediction {prediction.shape} and ground truth {ground_truth.shape} differ')
         target = ground_truth_label_set(info.label_set)
         lookup = label_set_lookup(predicted_set, target)  # raises on mismatched label sets
         if info.label_set == CITYSCAPES_LABEL_IDS:
-            self._cityscapes().add_semantic(frame_name(key), prediction)
+            self.cityscapes.add_semantic(self.frame_name(key), prediction)
         truth = class_ids_of_ground_truth(ground_truth, info.label_set)
         matrix = confusion_matrix(truth, lookup[prediction], target.num_classes)
         self.confusion = matrix if self.confusion is None else self.confusion + matrix
         self.semantic_target = target
-        self.ground_truth[GROUND_TRUTH_SEMANTIC].pop(key)
+        self.ground_truth.pop(key)
         self.scored['semantic'] += 1
 
     def _score_instances(self, key: Key, prediction: InstanceResult) -> None:
         if self.contents.info.dataset != 'cityscapes':
             return
-        label_set = self._prediction_label_set(INSTANCE_PREDICTION)
-        self._cityscapes().add_instances(frame_name(key), prediction, label_set)
+        label_set = self._prediction_label_set(self.topics.instance_prediction)
+        self.cityscapes.add_instances(self.frame_name(key), prediction, label_set)
         self.scored['instances'] += 1
-
-    def _cityscapes(self) -> CityscapesFiles:
-        if self.cityscapes_files is None:
-            self.cityscapes_files = CityscapesFiles(self.work_dir / 'cityscapes')
-        return self.cityscapes_files
 
     # --- results ----------------------------------------------------------------------------------
     def latencies_ms(self) -> dict[str, list[float]]:
@@ -194,30 +199,65 @@ class Evaluation:
             if matched:
                 span = (max(matched.values()) - min(contents.published_ns.values())) / 1e9
                 results['throughput_fps'][topic] = len(matched) / span if span > 0 else None
-        if self.confusion is not None:
-            semantic = scores_from_confusion(self.confusion, self.semantic_target.names)
-            semantic.update(frames=self.scored['semantic'], label_set=self.semantic_target.name,
-                            method='confusion matrix')
-            results['semantic'] = semantic
-            results['confusion_matrix'] = {'classes': self.semantic_target.names,
-                                           'matrix': self.confusion.tolist()}
-        files = self.cityscapes_files
-        if files is not None and files.semantic_pairs:
-            results['semantic_cityscapes_official'] = files.semantic_scores()
-        if files is not None and files.instance_pairs:
-            results['instances_cityscapes_official'] = files.instance_scores()
-            results['instances_cityscapes_official']['frames'] = self.scored['instances']
+        results.update(semantic_results(self.confusion, self.semantic_target, self.scored['semantic']))
+        results.update(official_results(self.cityscapes.select(self.topics.frame_prefix), self.scored['instances']))
         return results
 
 
-def frame_name(key: Key) -> str:
-    """A frame's file name stem, from its stamp (the one thing every topic of a frame shares)."""
-    return f'frame_{key[0]}_{key[1]:09d}'
+def semantic_results(confusion: Optional[np.ndarray], target: Optional[LabelSet], frames: int) -> dict:
+    """mIoU and per-class IoU from a confusion matrix (of one camera or summed over several)."""
+    if confusion is None:
+        return {}
+    semantic = scores_from_confusion(confusion, target.names)
+    semantic.update(frames=frames, label_set=target.name, method='confusion matrix')
+    return {'semantic': semantic, 'confusion_matrix': {'classes': target.names, 'matrix': confusion.tolist()}}
 
 
-def evaluate(bag: Path, work_dir: Optional[Path] = None, camera_topic: str = CAMERA) -> tuple[dict, Evaluation]:
-    """Metrics of the result bag ``bag``; the Evaluation keeps the overlay frames for the report."""
+def official_results(files: CityscapesFiles, instance_frames: int) -> dict:
+    """cityscapesscripts' pixel- and instance-level results over ``files``' frames."""
+    results = {}
+    if files.semantic_pairs:
+        results['semantic_cityscapes_official'] = files.semantic_scores()
+    if files.instance_pairs:
+        results['instances_cityscapes_official'] = files.instance_scores()
+        results['instances_cityscapes_official']['frames'] = instance_frames
+    return results
+
+
+def combined_results(bag: Path, evaluations: list[Evaluation], cityscapes: CityscapesFiles) -> dict:
+    """Every camera's results under 'cameras', and over all cameras: frames, latency and
+    throughput per output topic (each camera has its own), the summed confusion matrix, the
+    official evaluations over every camera's frames."""
+    per_camera = {evaluation.camera_topic: evaluation.results() for evaluation in evaluations}
+    first = next(iter(per_camera.values()))
+    results: dict[str, Any] = {
+        'bag': str(bag), 'ground_truth': first['ground_truth'], 'replay': first['replay'],
+        'frames': {'replayed': sum(camera['frames']['replayed'] for camera in per_camera.values())},
+        'latency': {}, 'throughput_fps': {}, 'nodes': first['nodes']}
+    for camera in per_camera.values():
+        for key in ('latency', 'throughput_fps'):
+            results[key].update(camera[key])
+        results['frames'].update({topic: counts for topic, counts in camera['frames'].items() if topic != 'replayed'})
+    matrices = [evaluation.confusion for evaluation in evaluations if evaluation.confusion is not None]
+    target = next((evaluation.semantic_target for evaluation in evaluations if evaluation.confusion is not None), None)
+    results.update(semantic_results(sum(matrices) if matrices else None, target,
+                                    sum(evaluation.scored['semantic'] for evaluation in evaluations)))
+    results.update(official_results(cityscapes, sum(evaluation.scored['instances'] for evaluation in evaluations)))
+    results['cameras'] = per_camera
+    return results
+
+
+def evaluate(bag: Path, work_dir: Optional[Path] = None, camera_topics: Sequence[str] = ()
+             ) -> tuple[dict, list[Evaluation]]:
+    """Metrics of the result bag ``bag`` for the cameras named (default: every camera in it); the
+    Evaluations keep the overlay frames for the report. One camera: its results; several: the
+    combined results with each camera's under 'cameras'."""
+    cameras = cameras_in_bag(require_topics(bag, []), camera_topics)
     with tempfile.TemporaryDirectory(prefix='seg_eval_') as temporary:
-        evaluation = Evaluation(bag, Path(work_dir or temporary), camera_topic)
-        evaluation.read()
-        return evaluation.results(), evaluation
+        cityscapes = CityscapesFiles(Path(work_dir or temporary) / 'cityscapes')
+        evaluations = [Evaluation(bag, camera, cityscapes) for camera in cameras]
+        for evaluation in evaluations:
+            evaluation.read()
+        if len(evaluations) == 1:
+            return evaluations[0].results(), evaluations
+        return combined_results(bag, evaluations, cityscapes), evaluations

@@ -1,11 +1,14 @@
 """A dataset as a rosbag2: camera images, CameraInfo and ground truth, stamped consistently.
 
 Frame i is stamped ``start + i / rate`` on every topic (header stamp and bag time), so ground
-truth, camera and later the nodes' outputs line up by stamp alone.
+truth, camera and later the nodes' outputs line up by stamp alone. Several cameras (one dataset
+each, or one for all) share the stamps; each has its CameraInfo and ground truth in its namespace
+(``topics.camera_bag_topics``).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 from builtin_interfaces.msg import Time
@@ -16,8 +19,7 @@ from tqdm import tqdm
 from seg_perception.evaluation.bag_io import BagWriter
 from seg_perception.evaluation.datasets import Dataset, Sample
 from seg_perception.messages.images import array_to_image_msg
-from seg_perception.messages.topics import (CAMERA, CAMERA_INFO, COMPRESSED_SUFFIX, GROUND_TRUTH_INFO,
-                                            GROUND_TRUTH_INSTANCES, GROUND_TRUTH_SEMANTIC)
+from seg_perception.messages.topics import CAMERA, COMPRESSED_SUFFIX, GROUND_TRUTH_INFO, camera_bag_topics
 
 START_TIME_NS = 1_700_000_000 * 10**9  # a fixed start: bags made twice are identical
 COMPRESSIONS = ('none', 'jpeg', 'png')
@@ -43,24 +45,38 @@ def _camera_message(sample: Sample, header: Header, compression: str):
     return CompressedImage(header=header, format=f'rgb8; {compression} compressed bgr8', data=encoded.tobytes())
 
 
-def make_bag(dataset: Dataset, output: Path, storage: str = 'mcap', rate_hz: float = 10.0,
-             compression: str = 'none', frame_id: str = 'camera', camera_topic: str = CAMERA) -> int:
-    """Write every sample of ``dataset`` to a new bag at ``output``; returns the number of frames."""
+def make_bag(datasets: Sequence[Dataset], output: Path, storage: str = 'mcap', rate_hz: float = 10.0,
+             compression: str = 'none', frame_id: str = 'camera', camera_topics: Sequence[str] = (CAMERA,)) -> int:
+    """Write the samples of ``datasets`` (one per camera topic, or one for all) to a new bag at
+    ``output``; returns the number of frames per camera."""
     if compression not in COMPRESSIONS:
         raise ValueError(f'compression {compression!r} is not one of {", ".join(COMPRESSIONS)}')
-    image_topic = camera_topic + (COMPRESSED_SUFFIX if compression != 'none' else '')
+    if len(datasets) not in (1, len(camera_topics)):
+        raise ValueError(f'{len(datasets)} sources for {len(camera_topics)} camera topics: give one source, or one '
+                         f'per camera')
+    if len({dataset.info.label_set for dataset in datasets}) > 1:
+        raise ValueError('the sources\' ground truth uses different label sets; one bag holds one')
+    datasets = list(datasets) * (len(camera_topics) // len(datasets))
+    cameras = [camera_bag_topics(topic, None if len(camera_topics) == 1 else index)
+               for index, topic in enumerate(camera_topics)]
+    frame_ids = [frame_id] if len(cameras) == 1 else [f'{frame_id}_{index}' for index in range(len(cameras))]
+    suffix = COMPRESSED_SUFFIX if compression != 'none' else ''
     count = 0
     with BagWriter(output, storage) as bag:
-        bag.write(GROUND_TRUTH_INFO, String(data=dataset.info.to_json()), START_TIME_NS)
-        for index, sample in enumerate(tqdm(dataset.samples, total=len(dataset.names), desc='frames to bag',
-                                            unit='frame')):
+        bag.write(GROUND_TRUTH_INFO, String(data=datasets[0].info.to_json()), START_TIME_NS)
+        frames = zip(*(dataset.samples for dataset in datasets))
+        total = min(len(dataset.names) for dataset in datasets)
+        for index, samples in enumerate(tqdm(frames, total=total, desc='frames to bag', unit='frame')):
             stamp_ns = START_TIME_NS + int(round(index * 1e9 / rate_hz))
-            header = Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame_id)
-            bag.write(image_topic, _camera_message(sample, header, compression), stamp_ns)
-            bag.write(CAMERA_INFO, camera_info(sample, header), stamp_ns)
-            if sample.semantic is not None:
-                bag.write(GROUND_TRUTH_SEMANTIC, array_to_image_msg(sample.semantic, 'mono8', header), stamp_ns)
-            if sample.instances is not None:
-                bag.write(GROUND_TRUTH_INSTANCES, array_to_image_msg(sample.instances, 'mono16', header), stamp_ns)
+            for camera, sample, camera_frame_id in zip(cameras, samples, frame_ids):
+                header = Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=camera_frame_id)
+                bag.write(camera.camera + suffix, _camera_message(sample, header, compression), stamp_ns)
+                bag.write(camera.camera_info, camera_info(sample, header), stamp_ns)
+                if sample.semantic is not None:
+                    bag.write(camera.ground_truth_semantic, array_to_image_msg(sample.semantic, 'mono8', header),
+                              stamp_ns)
+                if sample.instances is not None:
+                    bag.write(camera.ground_truth_instances, array_to_image_msg(sample.instances, 'mono16', header),
+                              stamp_ns)
             count += 1
     return count

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import copy
 import math
 import os
 from pathlib import Path
@@ -115,6 +116,15 @@ class CityscapesFiles:
         text_path = self.folder / 'pred' / f'{name}_instances.txt'
         text_path.write_text(''.join(lines))
         self.instance_pairs.append((str(text_path), str(self._ground_truth_path(name, 'instanceIds'))))
+
+    def select(self, frame_prefix: str) -> 'CityscapesFiles':
+        """The same files, only the frames named ``<frame_prefix>_...`` (one camera of several)."""
+        view = copy.copy(self)
+        view.semantic_pairs = [pair for pair in self.semantic_pairs
+                               if Path(pair[1]).name.startswith(frame_prefix + '_')]
+        view.instance_pairs = [pair for pair in self.instance_pairs
+                               if Path(pair[1]).name.startswith(frame_prefix + '_')]
+        return view
 
     def _missing_ground_truth(self, pairs: list[tuple[str, str]]) -> list[str]:
         return [ground_truth for _, ground_truth in pairs if not Path(ground_truth).is_file()]

@@ -1,4 +1,8 @@
-"""Replay a bag's camera into the running nodes over real topics and record what they publish.
+"""Replay a bag's cameras into the running nodes over real topics and record what they publish.
+
+Every camera the bag has (image topics beside a CameraInfo topic), or the ones named, is
+replayed on its own topic; with several cameras each one's outputs are awaited in its namespace
+(``topics.camera_bag_topics``), as nodes with the same ``cameras`` list publish them.
 
 Two paces:
 * back-pressure (``rate`` 0, the default): each frame is published, then replay waits until every
@@ -31,9 +35,9 @@ from tqdm import tqdm
 
 from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE
 from seg_perception.bringup.processes import node_command, spin_until
-from seg_perception.evaluation.bag_io import BagWriter, camera_topic_in_bag, message_class, read_raw, require_topics
-from seg_perception.messages.topics import (CAMERA, CAMERA_INFO, CLOCK, LABEL_INFO_QOS, LABEL_INFO_SUFFIX,
-                                            PREDICTIONS, RECORDED_BY_DEFAULT, REPLAY_SUMMARY, stamp_key)
+from seg_perception.evaluation.bag_io import BagWriter, cameras_in_bag, message_class, read_raw, require_topics
+from seg_perception.messages.topics import (CLOCK, COMPRESSED_SUFFIX, LABEL_INFO_QOS, LABEL_INFO_SUFFIX,
+                                            RECORDED_BY_DEFAULT, REPLAY_SUMMARY, CameraBagTopics, stamp_key)
 
 RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 DISCOVERY_SETTLE_SEC = 2.0
@@ -44,10 +48,9 @@ CAMERA_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 class ReplaySettings:
     bag: Path
     output: Path
-    camera_topic: str = CAMERA  # its /compressed variant is used when the bag has that instead
+    camera_topics: Sequence[str] = ()  # empty: every camera in the bag; each may be found as its /compressed variant
     rate: float = 0.0  # 0: back-pressure; > 0: this multiple of the recorded rate
-    record: Sequence[str] = RECORDED_BY_DEFAULT
-    wait_for: Sequence[str] = PREDICTIONS  # outputs a frame waits for (those that have a publisher)
+    record: Sequence[str] = RECORDED_BY_DEFAULT  # besides every camera's predictions and their label_info
     frame_timeout_sec: float = 120.0
     startup_timeout_sec: float = 300.0
     storage: str = 'mcap'
@@ -55,21 +58,23 @@ class ReplaySettings:
 
 @dataclass
 class ReplaySummary:
-    frames: int = 0
+    frames: int = 0  # camera frames published, every camera
     mode: str = ''
-    camera_topic: str = ''
+    cameras: dict[str, int] = field(default_factory=dict)  # camera topic -> frames published on it
     outputs: dict[str, int] = field(default_factory=dict)  # topic -> frames with that output
     missing: dict[str, int] = field(default_factory=dict)  # topic -> frames without it
 
 
 class Recorder(Node):
-    """Publishes the camera (and /clock, CameraInfo) and records the nodes' outputs into a bag."""
+    """Publishes the cameras (and /clock, CameraInfo) and records the nodes' outputs into a bag."""
 
-    def __init__(self, camera_topic: str, camera_type: type, writer: BagWriter) -> None:
+    def __init__(self, cameras: Sequence[CameraBagTopics], camera_types: dict[str, type], writer: BagWriter) -> None:
         super().__init__('bag_replay')
         self.writer = writer
-        self.camera = self.create_publisher(camera_type, camera_topic, CAMERA_QOS)
-        self.camera_info = self.create_publisher(CameraInfo, CAMERA_INFO, CAMERA_QOS)
+        self.cameras = {camera.camera: self.create_publisher(camera_types[camera.camera], camera.camera, CAMERA_QOS)
+                        for camera in cameras}
+        self.camera_infos = {camera.camera_info: self.create_publisher(CameraInfo, camera.camera_info, CAMERA_QOS)
+                             for camera in cameras}
         self.clock = self.create_publisher(Clock, CLOCK, CAMERA_QOS)
         self.received: dict[str, set[tuple[int, int]]] = {}
 
@@ -95,51 +100,60 @@ class Recorder(Node):
             self.received[topic].add(stamp_key(header))
 
 
-def _wait_for_nodes(recorder: Recorder, settings: ReplaySettings, camera_topic: str, expect_all_outputs: bool,
-                    check_alive) -> list[str]:
-    """The outputs to wait for per frame: those published. With ``expect_all_outputs`` (nodes this
-    process started) every one of ``settings.wait_for``, else whichever appear first. Recording
-    starts before the camera check: lazy nodes subscribe to the camera only once someone listens."""
-    def published() -> list[str]:
-        return [topic for topic in settings.wait_for if recorder.count_publishers(topic)]
+def _wait_for_nodes(recorder: Recorder, settings: ReplaySettings, cameras: Sequence[CameraBagTopics],
+                    expect_all_outputs: bool, check_alive) -> dict[str, list[str]]:
+    """Per camera, the outputs its frames wait for: those published. With ``expect_all_outputs``
+    (nodes this process started) every prediction of every camera, else whichever appear first.
+    Recording starts before the camera check: lazy nodes subscribe to a camera only once someone
+    listens to its outputs."""
+    expected = [topic for camera in cameras for topic in camera.predictions]
 
-    spin_until(recorder, lambda: len(published()) == len(settings.wait_for) if expect_all_outputs else published(),
+    def published() -> list[str]:
+        return [topic for topic in expected if recorder.count_publishers(topic)]
+
+    spin_until(recorder, lambda: len(published()) == len(expected) if expect_all_outputs else published(),
                settings.startup_timeout_sec, check_alive)
     spin_until(recorder, lambda: False, DISCOVERY_SETTLE_SEC)  # the rest of a node's topics, other nodes
     waited = published()
     if not waited:
-        raise RuntimeError(f'no node publishes {" or ".join(settings.wait_for)} within '
-                           f'{settings.startup_timeout_sec:.0f} s: start the nodes (ros2 launch seg_perception '
-                           f'driving.launch.py use_sim_time:=true) or pass --start-pipeline')
-    recorder.record(list(dict.fromkeys(list(settings.record) + waited)))
-    nodes = {(info.node_namespace, info.node_name) for topic in waited
-             for info in recorder.get_publishers_info_by_topic(topic)}
-    if not spin_until(recorder, lambda: recorder.camera.get_subscription_count() >= len(nodes),
-                      settings.startup_timeout_sec, check_alive):
-        raise RuntimeError(f'the nodes publishing {", ".join(waited)} never subscribed to {camera_topic}: check '
-                           f'their camera remapping and input_transport')
-    return waited
+        raise RuntimeError(f'no node publishes {" or ".join(expected)} within {settings.startup_timeout_sec:.0f} s: '
+                           f'start the nodes (ros2 launch seg_perception driving.launch.py use_sim_time:=true, with '
+                           f'cameras:=[...] for several cameras) or pass --start-pipeline')
+    labels = [topic + LABEL_INFO_SUFFIX for topic in waited]
+    recorder.record(list(dict.fromkeys(list(settings.record) + waited + labels)))
+    outputs = {camera.camera: [topic for topic in camera.predictions if topic in waited] for camera in cameras}
+    for camera in cameras:
+        nodes = {(info.node_namespace, info.node_name) for topic in outputs[camera.camera]
+                 for info in recorder.get_publishers_info_by_topic(topic)}
+        publisher = recorder.cameras[camera.camera]
+        if not spin_until(recorder, lambda: publisher.get_subscription_count() >= len(nodes),
+                          settings.startup_timeout_sec, check_alive):
+            raise RuntimeError(f'the nodes publishing {", ".join(outputs[camera.camera])} never subscribed to '
+                               f'{camera.camera}: check their cameras parameter (or camera remapping) and '
+                               f'input_transport')
+    return outputs
 
 
 def replay(settings: ReplaySettings, check_alive=lambda: None, expect_all_outputs: bool = False) -> ReplaySummary:
     """Replay ``settings.bag`` into the running nodes; write the result bag; ``check_alive`` raises
     when nodes this process started have died."""
     available = require_topics(settings.bag, [])
-    camera_topic = camera_topic_in_bag(available, settings.camera_topic)
-    camera_type = message_class(available[camera_topic][0])
-    frame_count = available[camera_topic][1]
+    cameras = cameras_in_bag(available, settings.camera_topics)
+    camera_types = {camera.camera: message_class(available[camera.camera][0]) for camera in cameras}
+    frame_count = sum(available[camera.camera][1] for camera in cameras)
     summary = ReplaySummary(mode='back-pressure' if settings.rate <= 0 else f'{settings.rate:g}x recorded rate',
-                            camera_topic=camera_topic)
+                            cameras={camera.camera: 0 for camera in cameras})
     rclpy.init()
     try:
         with BagWriter(settings.output, settings.storage) as writer:
-            recorder = Recorder(camera_topic, camera_type, writer)
-            waited = _wait_for_nodes(recorder, settings, camera_topic, expect_all_outputs, check_alive)
+            recorder = Recorder(cameras, camera_types, writer)
+            waited = _wait_for_nodes(recorder, settings, cameras, expect_all_outputs, check_alive)
             spin_until(recorder, lambda: False, 1.0)  # let the subscriptions match
-            _publish_frames(recorder, settings, camera_topic, waited, frame_count, summary, check_alive)
-            for topic in waited:
-                summary.outputs[topic] = len(recorder.received[topic])
-                summary.missing[topic] = summary.frames - summary.outputs[topic]
+            _publish_frames(recorder, settings, waited, frame_count, summary, check_alive)
+            for camera, topics in waited.items():
+                for topic in topics:
+                    summary.outputs[topic] = len(recorder.received[topic])
+                    summary.missing[topic] = summary.cameras[camera] - summary.outputs[topic]
             writer.write(REPLAY_SUMMARY, String(data=json.dumps(asdict(summary))), time.time_ns())
             recorder.destroy_node()
     finally:
@@ -147,15 +161,15 @@ def replay(settings: ReplaySettings, check_alive=lambda: None, expect_all_output
     return summary
 
 
-def _publish_frames(recorder: Recorder, settings: ReplaySettings, camera_topic: str, waited: list[str],
-                    frame_count: int, summary: ReplaySummary, check_alive) -> None:
+def _publish_frames(recorder: Recorder, settings: ReplaySettings, waited: dict[str, list[str]], frame_count: int,
+                    summary: ReplaySummary, check_alive) -> None:
     started_wall, first_bag_time = time.monotonic(), None
     progress = tqdm(total=frame_count, desc='replay', unit='frame')
     for topic, msgtype, bag_time, data in read_raw(settings.bag):
-        if topic != camera_topic:
+        if topic not in recorder.cameras:
             recorder.writer.write_raw(topic, msgtype, data, time.time_ns())  # ground truth, CameraInfo ...
-            if topic == CAMERA_INFO:
-                recorder.camera_info.publish(deserialize_message(data, message_class(msgtype)))
+            if topic in recorder.camera_infos:
+                recorder.camera_infos[topic].publish(deserialize_message(data, message_class(msgtype)))
             continue
         msg = deserialize_message(data, message_class(msgtype))
         key = stamp_key(msg.header)
@@ -165,28 +179,38 @@ def _publish_frames(recorder: Recorder, settings: ReplaySettings, camera_topic: 
             due = started_wall + (bag_time - first_bag_time) / 1e9 / settings.rate
             spin_until(recorder, lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()) + 1.0, check_alive)
         recorder.clock.publish(Clock(clock=msg.header.stamp))
-        recorder.camera.publish(msg)
+        recorder.cameras[topic].publish(msg)
         recorder.writer.write_raw(topic, msgtype, data, time.time_ns())
         summary.frames += 1
+        summary.cameras[topic] += 1
         if settings.rate <= 0:
-            spin_until(recorder, lambda: all(key in recorder.received[t] for t in waited),
+            spin_until(recorder, lambda: all(key in recorder.received[t] for t in waited[topic]),
                        settings.frame_timeout_sec, check_alive)
         progress.update()
     progress.close()
     # Recorded rate: the last frames' outputs are still on their way.
-    spin_until(recorder, lambda: all(len(recorder.received[t]) >= summary.frames for t in waited),
+    spin_until(recorder, lambda: all(len(recorder.received[t]) >= summary.cameras[camera]
+                                     for camera, topics in waited.items() for t in topics),
                settings.frame_timeout_sec if settings.rate > 0 else 2.0, check_alive)
 
 
-def start_pipeline_commands(config: Path, camera_topic: str, compressed: bool, overrides: list[str],
+def start_pipeline_commands(config: Path, cameras: Sequence[CameraBagTopics], overrides: list[str],
                             checkpoints: dict[str, str]) -> list[list[str]]:
-    """The driving pipeline's node commands for replay: sim time, reliable input, the bag's camera
-    transport; ``checkpoints`` maps launch-style arguments (semantic_checkpoint ...) to weights."""
-    settings = ['use_sim_time:=true', 'input_reliability:=reliable',
-                f'input_transport:={"compressed" if compressed else "raw"}'] + list(overrides)
+    """The driving pipeline's node commands for replaying ``cameras``: sim time, reliable input, the
+    bag's camera transport; one camera as the default camera (remapped), several as the cameras
+    parameter. ``checkpoints`` maps launch-style arguments (semantic_checkpoint ...) to weights."""
+    settings = ['use_sim_time:=true', 'input_reliability:=reliable']
+    if len(cameras) == 1 and cameras[0].frame_prefix == 'frame':  # the classic names: the default camera
+        compressed = cameras[0].camera.endswith(COMPRESSED_SUFFIX)
+        camera_topic = cameras[0].camera[:-len(COMPRESSED_SUFFIX)] if compressed else cameras[0].camera
+        settings.append(f'input_transport:={"compressed" if compressed else "raw"}')
+    else:
+        camera_topic = cameras[0].camera
+        settings.append(f'cameras:=[{", ".join(camera.camera for camera in cameras)}]')
     commands = []
     for node in DRIVING_PIPELINE:
         checkpoint = checkpoints.get(node.checkpoint_argument)
-        node_settings = settings + ([f'checkpoint:={Path(checkpoint).resolve()}'] if checkpoint else [])
+        node_settings = settings + list(overrides) + ([f'checkpoint:={Path(checkpoint).resolve()}']
+                                                      if checkpoint else [])
         commands.append(node_command(node, camera_topic, config, node_settings))
     return commands

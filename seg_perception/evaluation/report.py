@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import cv2
 import matplotlib
@@ -14,9 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from seg_models.visualize import draw_instances, overlay  # noqa: E402
-from seg_perception.evaluation.evaluate import Evaluation, frame_name  # noqa: E402
+from seg_perception.evaluation.evaluate import Evaluation  # noqa: E402
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set  # noqa: E402
-from seg_perception.messages.topics import GROUND_TRUTH_SEMANTIC, INSTANCE_PREDICTION, SEMANTIC_PREDICTION  # noqa: E402
 
 
 def _percent(value: Optional[float]) -> str:
@@ -68,28 +67,43 @@ def _plot_latency(latencies: dict[str, list[float]], path: Path) -> None:
 def _overlay_frames(evaluation: Evaluation, folder: Path) -> list[str]:
     """Per chosen frame: camera | semantic prediction | semantic ground truth | instances, side by side."""
     folder.mkdir(parents=True, exist_ok=True)
-    contents, written = evaluation.contents, []
-    semantic_set = contents.label_sets.get(SEMANTIC_PREDICTION)
-    instance_set = contents.label_sets.get(INSTANCE_PREDICTION)
+    contents, topics, written = evaluation.contents, evaluation.topics, []
+    semantic_set = contents.label_sets.get(topics.semantic_prediction)
+    instance_set = contents.label_sets.get(topics.instance_prediction)
     truth_set = ground_truth_label_set(contents.info.label_set)
     for key, rgb in contents.overlay_frames.items():
         outputs = contents.overlay_outputs.get(key, {})
         panels = [rgb]
-        if SEMANTIC_PREDICTION in outputs and semantic_set is not None:
-            panels.append(overlay(rgb, outputs[SEMANTIC_PREDICTION], semantic_set))
-        if GROUND_TRUTH_SEMANTIC in outputs and truth_set is not None:
-            truth = class_ids_of_ground_truth(outputs[GROUND_TRUTH_SEMANTIC], contents.info.label_set)
+        if topics.semantic_prediction in outputs and semantic_set is not None:
+            panels.append(overlay(rgb, outputs[topics.semantic_prediction], semantic_set))
+        if topics.ground_truth_semantic in outputs and truth_set is not None:
+            truth = class_ids_of_ground_truth(outputs[topics.ground_truth_semantic], contents.info.label_set)
             panels.append(overlay(rgb, truth, truth_set))
-        if INSTANCE_PREDICTION in outputs and instance_set is not None:
-            panels.append(draw_instances(rgb, outputs[INSTANCE_PREDICTION].instances, instance_set))
-        name = f'{frame_name(key)}.png'
+        if topics.instance_prediction in outputs and instance_set is not None:
+            panels.append(draw_instances(rgb, outputs[topics.instance_prediction].instances, instance_set))
+        name = f'{evaluation.frame_name(key)}.png'
         cv2.imwrite(str(folder / name), cv2.cvtColor(np.concatenate(panels, axis=1), cv2.COLOR_RGB2BGR))
         written.append(name)
     return written
 
 
-def write_report(results: dict, evaluation: Evaluation, folder: Path) -> Path:
-    """Write report.json, report.md and the plots into ``folder``; returns report.md's path."""
+def _camera_table(cameras: dict[str, dict]) -> list[str]:
+    """One row per camera: its frames, mIoU and AP, and its semantic latency."""
+    lines = ['## Per camera', '', '| camera | frames | mIoU | mIoU (official) | AP (official) | latency p50 |',
+             '| --- | --- | --- | --- | --- | --- |']
+    for camera, results in cameras.items():
+        semantic = results.get('semantic', {}).get('miou')
+        official = results.get('semantic_cityscapes_official', {}).get('miou')
+        ap = results.get('instances_cityscapes_official', {}).get('ap')
+        p50 = [f'{summary["p50_ms"]:.0f} ms' for summary in results['latency'].values() if summary.get('count')]
+        lines.append(f'| `{camera}` | {results["frames"]["replayed"]} | {_percent(semantic)} | {_percent(official)} | '
+                     f'{_percent(ap)} | {", ".join(p50)} |')
+    return lines + ['']
+
+
+def write_report(results: dict, evaluations: Sequence[Evaluation], folder: Path) -> Path:
+    """Write report.json, report.md and the plots into ``folder``; returns report.md's path. With
+    several cameras the figures are over all of them, followed by a table per camera."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'report.json').write_text(json.dumps(results, indent=2))
     lines = [f'# Evaluation of `{results["bag"]}`', '']
@@ -101,6 +115,8 @@ def write_report(results: dict, evaluation: Evaluation, folder: Path) -> Path:
         if isinstance(counts, dict):
             lines.append(f'| `{topic}` | {counts["with_output"]} | {counts["without_output"]} |')
     lines.append('')
+    if 'cameras' in results:
+        lines += _camera_table(results['cameras'])
     official = results.get('semantic_cityscapes_official')
     semantic = results.get('semantic')
     if official:
@@ -133,18 +149,20 @@ def write_report(results: dict, evaluation: Evaluation, folder: Path) -> Path:
             lines.append(f'| `{topic}` | {summary["p50_ms"]:.0f} ms | {summary["p95_ms"]:.0f} ms | '
                          f'{summary["p99_ms"]:.0f} ms | {summary["max_ms"]:.0f} ms | '
                          f'{"n/a" if fps is None else f"{fps:.2f} fps"} |')
-    _plot_latency(evaluation.latencies_ms(), folder / 'latency_histogram.png')
+    _plot_latency({topic: values for evaluation in evaluations for topic, values in evaluation.latencies_ms().items()},
+                  folder / 'latency_histogram.png')
     lines += ['', '![latency histogram](latency_histogram.png)', '']
     if results['nodes']:
         lines += ['## Nodes (their last /diagnostics status)', '',
-                  '| node | frames received | published | dropped | backend | precision |',
-                  '| --- | --- | --- | --- | --- | --- |']
-        for node, values in results['nodes'].items():
-            lines.append(f'| {node} | {values.get("frames received", "")} | {values.get("frames published", "")} | '
-                         f'{values.get("frames dropped", "")} | {values.get("backend", "")} | '
-                         f'{values.get("precision", "")} |')
+                  '| status | frames received | published | dropped | batch sizes (size: calls) | backend '
+                  '| precision |',
+                  '| --- | --- | --- | --- | --- | --- | --- |']
+        for name, values in results['nodes'].items():
+            lines.append(f'| {name} | {values.get("frames received", "")} | {values.get("frames published", "")} | '
+                         f'{values.get("frames dropped", "")} | {values.get("batch sizes (size: calls)", "")} | '
+                         f'{values.get("backend", "")} | {values.get("precision", "")} |')
         lines.append('')
-    overlays = _overlay_frames(evaluation, folder / 'frames')
+    overlays = [name for evaluation in evaluations for name in _overlay_frames(evaluation, folder / 'frames')]
     if overlays:
         lines += ['## Frames (camera | semantic prediction | semantic ground truth | instances)', '']
         lines += [f'![{name}](frames/{name})' for name in overlays]

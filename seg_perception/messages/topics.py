@@ -15,6 +15,9 @@ command line, for bags recorded elsewhere).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 # --- nodes and their topics -------------------------------------------------------------------
@@ -78,6 +81,46 @@ def in_root_namespace(relative: str) -> str:
 def private_topic(node_name: str, private: str) -> str:
     """What a node's private topic resolves to in the root namespace: ('n', '~/x') -> '/n/x'."""
     return output_in_namespace('/', node_name, private)
+
+
+@dataclass(frozen=True)
+class CameraBagTopics:
+    """One camera's topics in a bag: its images, CameraInfo, ground truth and the nodes' predictions.
+
+    A bag of one camera uses the classic names (/ground_truth/..., the default camera's outputs
+    /segmentation/...); with several cameras each has them in its namespace, as the nodes publish
+    them (``camera_output_topic``): /front/ground_truth/semantic, /front/segmentation/semantic ...
+    """
+
+    camera: str  # the image topic (sensor_msgs/Image; its /compressed variant for CompressedImage)
+    camera_info: str
+    ground_truth_semantic: str
+    ground_truth_instances: str
+    semantic_prediction: str
+    instance_prediction: str
+    frame_prefix: str  # names this camera's frames in reports and Cityscapes files (no underscore)
+
+    @property
+    def predictions(self) -> tuple[str, str]:
+        return self.semantic_prediction, self.instance_prediction
+
+    @property
+    def ground_truths(self) -> tuple[str, str]:
+        return self.ground_truth_semantic, self.ground_truth_instances
+
+
+def camera_bag_topics(camera: str, index: Optional[int] = None) -> CameraBagTopics:
+    """The topics of ``camera`` in a bag: the classic single-camera names with ``index`` None, else
+    those in the camera's namespace (``index`` numbers the camera: its frame prefix)."""
+    namespace = camera_namespace(camera)
+    camera_info = output_in_namespace(namespace, '', CAMERA_INFO_NAME)
+    if index is None:
+        return CameraBagTopics(camera, camera_info, GROUND_TRUTH_SEMANTIC, GROUND_TRUTH_INSTANCES,
+                               in_root_namespace(SEMANTIC_OUTPUT), in_root_namespace(INSTANCE_OUTPUT), 'frame')
+    ground_truth = output_in_namespace(namespace, '', GROUND_TRUTH)
+    return CameraBagTopics(camera, camera_info, f'{ground_truth}/semantic', f'{ground_truth}/instances',
+                           output_in_namespace(namespace, '', SEMANTIC_OUTPUT),
+                           output_in_namespace(namespace, '', INSTANCE_OUTPUT), f'camera{index}')
 
 
 SEMANTIC_PREDICTION = in_root_namespace(SEMANTIC_OUTPUT)  # what replay records from the nodes
