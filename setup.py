@@ -13,7 +13,7 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE_NAME]),
         ('share/' + PACKAGE_NAME, ['package.xml']),
         ('share/' + PACKAGE_NAME + '/launch', glob('launch/*.launch.py')),
-        ('share/' + PACKAGE_NAME + '/config', glob('config/*.yaml')),
+        ('share/' + PACKAGE_NAME + '/config', glob('config/*.yaml') + glob('config/*.xml')),
         ('share/' + PACKAGE_NAME + '/config/label_sets', glob('config/label_sets/*.yaml')),
     ],
     install_requires=['setuptools'],

@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TEST_DIR = Path(__file__).resolve().parent
 
 # Before anything initialises rclpy: node processes the tests start inherit these.
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ['ROS_DOMAIN_ID'] = str(1 + os.getpid() % 100)
-os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(TEST_DIR / 'fastdds_localhost.xml')
+os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(REPO_ROOT / 'config' / 'fastdds_localhost.xml')
 # Exported ONNX files and engines of this run stay out of the user's cache.
 os.environ['SEG_MODELS_CACHE_DIR'] = tempfile.mkdtemp(prefix='seg_models_test_cache_')
 # Test the source tree, also in node processes started by tests.

@@ -23,10 +23,11 @@ STOP_TIMEOUT_SEC = 15.0
 
 
 def node_command(node: PipelineNode, camera_topic: str, config: Optional[Path] = None,
-                 overrides: Sequence[str] = ()) -> list[str]:
+                 overrides: Sequence[str] = (), name: Optional[str] = None) -> list[str]:
     """The command line ``ros2 launch`` would build for ``node``, run through this interpreter:
-    its name, the camera remapping, the parameter file and ``NAME:=VALUE`` overrides."""
-    command = [sys.executable, '-m', node.module, '--ros-args', '-r', f'__node:={node.name}',
+    its name (``name``, default the pipeline's), the camera remapping, the parameter file and
+    ``NAME:=VALUE`` overrides."""
+    command = [sys.executable, '-m', node.module, '--ros-args', '-r', f'__node:={name or node.name}',
                '-r', f'{node.camera_input}:={camera_topic}']
     if config is not None:
         command += ['--params-file', str(config)]

@@ -193,21 +193,23 @@ class CameraInput:
         for item in pending:
             channel = self.cameras[item.source]
             started = time.perf_counter()
+            msg = channel.deserialize(item.msg)
             try:
-                rgb = channel.convert(item.msg)
+                rgb = channel.convert(msg)
             except ImageConversionError as error:
                 channel.statistics.input_error(time.monotonic(), error.kind)
                 self._errors.error(error.kind, f'dropped image on {channel.input_topic} '
-                                               f'(frame_id {item.msg.header.frame_id!r}): {error}')
+                                               f'(frame_id {msg.header.frame_id!r}): {error}')
                 continue
-            frame = CameraFrame(rgb, item.msg.header, item.source)
+            frame = CameraFrame(rgb, msg.header, item.source)
             accepted.append((item, frame, (time.perf_counter() - started) * 1e3))
         if not accepted:
             return
         try:
             times = self._processor.process([frame for _, frame, _ in accepted])
         except Exception as error:  # noqa: BLE001 - a failing batch must not end the worker
-            self._errors.error('inference', f'inference failed, frames dropped: {type(error).__name__}: {error}')
+            if self._node.context.ok():  # else shutting down (Ctrl-C): the publishers are gone, nothing to say
+                self._errors.error('inference', f'inference failed, frames dropped: {type(error).__name__}: {error}')
             return
         with self._batch_lock:
             self._batch_sizes[len(accepted)] += 1

@@ -18,7 +18,7 @@ from typing import Any, Optional
 @dataclass(frozen=True)
 class PendingFrame:
     source: str  # the input topic: one slot per camera
-    msg: Any  # the message as received; converted by the worker, off the executor thread
+    msg: Any  # the message as received (serialized); deserialized and converted by the worker
     received: float  # time.monotonic() at arrival
 
 

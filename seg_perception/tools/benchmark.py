@@ -3,23 +3,33 @@
     python -m seg_perception.tools.benchmark latency      # node end to end vs the bare backend call
     python -m seg_perception.tools.benchmark conversion   # camera message -> RGB, ms per megapixel
     python -m seg_perception.tools.benchmark postprocess  # Mask R-CNN: paste + crop + message vs the model
+    python -m seg_perception.tools.benchmark cameras      # N cameras: one node vs N single-camera nodes
 
 ``latency`` starts the semantic node in its own process (as launch does) and, alternating frame by
 frame on the same camera frames, times (a) the bare backend call on the preprocessed batch in this
 process and (b) image published -> class-id image received from the node. Their ratio is what the
 node costs on top of the model: DDS both ways, conversion, resizing, message fill.
+
+``cameras`` feeds 1, 2 and 4 cameras at 30 Hz (best effort, as live cameras publish) into one
+semantic node serving all of them and, in the same run, into as many single-camera nodes; it
+prints the outputs per second of all cameras together, each camera's latency (stamp -> output
+received) p50/p95, the resident memory of the node processes, and the ratios.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import cv2
 import numpy as np
 import rclpy
 from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from seg_perception_msgs.msg import FrameTiming
 from std_msgs.msg import Header
@@ -27,14 +37,15 @@ from std_msgs.msg import Header
 from seg_models.configs import BackendSettings, InstanceFilter, InstanceModelConfig, SemanticModelConfig
 from seg_models.frame_sources import SYNTHETIC, open_frames
 from seg_models.instance import create_instance_segmenter
+from seg_models.package_data import data_path
 from seg_models.semantic import create_semantic_segmenter
 from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
 from seg_perception.messages.images import (CAMERA_ENCODINGS, array_to_image_msg, compressed_msg_to_rgb,
                                             image_msg_to_rgb)
 from seg_perception.messages.instances import instances_to_msg
-from seg_perception.messages.topics import (OUTPUT_QOS, PROCESSING_TIME_OUTPUT, SEMANTIC_NODE, SEMANTIC_PREDICTION,
-                                            private_topic, stamp_key)
+from seg_perception.messages.topics import (OUTPUT_QOS, PROCESSING_TIME_OUTPUT, SEMANTIC_NODE, SEMANTIC_OUTPUT,
+                                            SEMANTIC_PREDICTION, camera_output_topic, private_topic, stamp_key)
 
 CAMERA_TOPIC = '/benchmark/image_raw'
 
@@ -179,9 +190,103 @@ def instance_postprocess_share(frame: np.ndarray, instances: int, checkpoint: st
     return model_ms, rows
 
 
+CAMERA_COUNTS = (1, 2, 4)
+CAMERA_RATE_HZ = 30.0
+DDS_PROFILE = 'config/fastdds_localhost.xml'  # 64 MiB shared-memory segments: best-effort 1280x720 frames arrive
+
+
+@dataclass(frozen=True)
+class CameraLoadResult:
+    """What N cameras at 30 Hz got from one setup of semantic nodes."""
+
+    output_fps: float  # outputs per second, all cameras together
+    latencies_ms: dict[str, tuple[float, float]]  # camera -> (p50, p95), stamp -> output received
+    rss_mb: float  # resident memory of every node process together
+
+
+class CameraLoad(Node):
+    """Publishes one frame on every camera at 30 Hz and times each camera's outputs."""
+
+    def __init__(self, cameras: list[str], msg: Image) -> None:
+        super().__init__('camera_benchmark')
+        self.msg = msg
+        self.publishers_ = [self.create_publisher(Image, camera, qos_profile_sensor_data) for camera in cameras]
+        self.latencies_ms: dict[str, list[float]] = {camera: [] for camera in cameras}
+        self.counting = False
+        for camera in cameras:
+            self.create_subscription(Image, camera_output_topic(camera, SEMANTIC_NODE, SEMANTIC_OUTPUT),
+                                     lambda msg, camera=camera: self._on_labels(camera, msg), OUTPUT_QOS)
+        self.timer = self.create_timer(1.0 / CAMERA_RATE_HZ, self._publish)
+
+    def _publish(self) -> None:
+        self.msg.header.stamp = self.get_clock().now().to_msg()
+        for publisher in self.publishers_:
+            publisher.publish(self.msg)
+
+    def _on_labels(self, camera: str, msg: Image) -> None:
+        if self.counting:
+            latency = self.get_clock().now() - rclpy.time.Time.from_msg(msg.header.stamp)
+            self.latencies_ms[camera].append(latency.nanoseconds / 1e6)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def camera_load(frame: np.ndarray, cameras: list[str], one_node: bool, overrides: list[str], warmup_sec: float,
+                window_sec: float) -> CameraLoadResult:
+    """``cameras`` at 30 Hz into one node serving them all (``one_node``) or one node per camera."""
+    semantic_node = next(node for node in DRIVING_PIPELINE if node.name == SEMANTIC_NODE)
+    groups = [cameras] if one_node else [[camera] for camera in cameras]
+    commands = [node_command(semantic_node, group[0], overrides=overrides + [
+        f'cameras:=[{", ".join(group)}]', f'max_batch:={len(group)}'], name=f'{SEMANTIC_NODE}_{index}')
+        for index, group in enumerate(groups)]
+    probe = CameraLoad(cameras, array_to_image_msg(frame, 'rgb8', Header(frame_id='camera')))
+    try:
+        with NodeProcesses(commands) as processes:
+            if not spin_until(probe, lambda: all(publisher.get_subscription_count() for publisher in
+                                                 probe.publishers_), 300, processes.check_alive):
+                raise TimeoutError('the nodes never subscribed to every camera')
+            spin_until(probe, lambda: False, warmup_sec, processes.check_alive)
+            probe.counting = True
+            spin_until(probe, lambda: False, window_sec, processes.check_alive)
+            probe.counting = False
+            rss_mb = sum(_rss_mb(process.pid) for process in processes.processes)
+    finally:
+        probe.destroy_node()
+    outputs = sum(len(values) for values in probe.latencies_ms.values())
+    latencies = {camera: (float(np.percentile(values, 50)), float(np.percentile(values, 95))) if values
+                 else (float('nan'), float('nan')) for camera, values in probe.latencies_ms.items()}
+    return CameraLoadResult(outputs / window_sec, latencies, rss_mb)
+
+
+def camera_scaling(frame: np.ndarray, counts: tuple[int, ...], overrides: list[str], warmup_sec: float,
+                   window_sec: float) -> None:
+    """Print, for each camera count, one node serving every camera against one node per camera."""
+    os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(data_path(DDS_PROFILE)))
+    rclpy.init()
+    try:
+        for count in counts:
+            cameras = [f'/benchmark/camera{index}/image_raw' for index in range(count)]
+            shared = camera_load(frame, cameras, True, overrides, warmup_sec, window_sec)
+            separate = camera_load(frame, cameras, False, overrides, warmup_sec, window_sec)
+            for label, result in ((f'1 node x {count} cameras', shared), (f'{count} single-camera nodes', separate)):
+                latency = ', '.join(f'{p50:.0f}/{p95:.0f}' for p50, p95 in result.latencies_ms.values())
+                print(f'{label:<24} {result.output_fps:7.2f} outputs/s   latency p50/p95 per camera (ms): '
+                      f'{latency:<40} RSS {result.rss_mb:7.0f} MB')
+            print(f'{count} cameras: throughput ratio one node / separate nodes '
+                  f'{shared.output_fps / separate.output_fps:.2f} (goal >= 1), memory ratio '
+                  f'{shared.rss_mb / separate.rss_mb:.2f} (goal for 4 cameras <= 0.35)')
+    finally:
+        rclpy.try_shutdown()
+
+
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('what', choices=('latency', 'conversion', 'postprocess'))
+    parser.add_argument('what', choices=('latency', 'conversion', 'postprocess', 'cameras'))
     parser.add_argument('--source', default=SYNTHETIC, help='folder of images, video, or "synthetic"')
     parser.add_argument('--size', type=int, nargs=2, default=None, metavar=('HEIGHT', 'WIDTH'),
                         help='frame size (default: 720 1280; postprocess: 1024 2048)')
@@ -190,6 +295,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--checkpoint', default='', help='semantic weights (default: untrained, same speed)')
     parser.add_argument('--repeats', type=int, default=20, help='conversion: timings per encoding')
+    parser.add_argument('--cameras', type=int, nargs='+', default=list(CAMERA_COUNTS), help='cameras: camera counts')
+    parser.add_argument('--network-size', type=int, nargs=2, default=(512, 1024), metavar=('HEIGHT', 'WIDTH'),
+                        help='cameras: network input (default 512 1024, as config/driving.yaml)')
+    parser.add_argument('--window', type=float, default=20.0, help='cameras: seconds measured per setup')
     return parser.parse_args(argv)
 
 
@@ -204,6 +313,14 @@ def main(argv: Optional[list[str]] = None) -> None:
         for name, (post_ms, kept, area) in rows.items():
             print(f'  {name:<24} {kept:3d} instances, mean box {area:7.0f} px: {post_ms:7.1f} ms = '
                   f'{post_ms / model_ms:6.1%} of the model time (target <= 10%)')
+        return
+    if args.what == 'cameras':
+        overrides = ['backend:=onnxruntime', f'input_height:={args.network_size[0]}',
+                     f'input_width:={args.network_size[1]}'] + ([f'checkpoint:={args.checkpoint}']
+                                                                  if args.checkpoint else [])
+        print(f'semantic segmentation, cameras at {CAMERA_RATE_HZ:.0f} Hz, {width}x{height} rgb8, network '
+              f'{args.network_size[1]}x{args.network_size[0]}, ONNX Runtime, {os.cpu_count()} CPU cores')
+        camera_scaling(frames[0], tuple(args.cameras), overrides, warmup_sec=5.0, window_sec=args.window)
         return
     if args.what == 'conversion':
         print(f'camera message -> RGB at {width}x{height}, median of {args.repeats}:')
