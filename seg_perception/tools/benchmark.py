@@ -236,14 +236,15 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def camera_load(frame: np.ndarray, cameras: list[str], one_node: bool, overrides: list[str], warmup_sec: float,
-                window_sec: float) -> CameraLoadResult:
-    """``cameras`` at 30 Hz into one node serving them all (``one_node``) or one node per camera."""
+def camera_load(frame: np.ndarray, groups: list[list[str]], max_batch: Optional[int], overrides: list[str],
+                warmup_sec: float, window_sec: float) -> CameraLoadResult:
+    """Every camera at 30 Hz, one semantic node per group of cameras (``max_batch``: None, the
+    group's size)."""
     semantic_node = next(node for node in DRIVING_PIPELINE if node.name == SEMANTIC_NODE)
-    groups = [cameras] if one_node else [[camera] for camera in cameras]
     commands = [node_command(semantic_node, group[0], overrides=overrides + [
-        f'cameras:=[{", ".join(group)}]', f'max_batch:={len(group)}'], name=f'{SEMANTIC_NODE}_{index}')
+        f'cameras:=[{", ".join(group)}]', f'max_batch:={max_batch or len(group)}'], name=f'{SEMANTIC_NODE}_{index}')
         for index, group in enumerate(groups)]
+    cameras = [camera for group in groups for camera in group]
     probe = CameraLoad(cameras, array_to_image_msg(frame, 'rgb8', Header(frame_id='camera')))
     try:
         with NodeProcesses(commands) as processes:
@@ -265,21 +266,28 @@ def camera_load(frame: np.ndarray, cameras: list[str], one_node: bool, overrides
 
 def camera_scaling(frame: np.ndarray, counts: tuple[int, ...], overrides: list[str], warmup_sec: float,
                    window_sec: float) -> None:
-    """Print, for each camera count, one node serving every camera against one node per camera."""
+    """Print, for each camera count, one node serving every camera (one batch of all, and taking
+    turns one frame per call) against one node per camera."""
     os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(data_path(DDS_PROFILE)))
     rclpy.init()
     try:
         for count in counts:
             cameras = [f'/benchmark/camera{index}/image_raw' for index in range(count)]
-            shared = camera_load(frame, cameras, True, overrides, warmup_sec, window_sec)
-            separate = camera_load(frame, cameras, False, overrides, warmup_sec, window_sec)
-            for label, result in ((f'1 node x {count} cameras', shared), (f'{count} single-camera nodes', separate)):
+            setups = {f'1 node, batch {count}': ([cameras], None),
+                      '1 node, batch 1 (turns)': ([cameras], 1),
+                      f'{count} single-camera nodes': ([[camera] for camera in cameras], None)}
+            results = {label: camera_load(frame, groups, max_batch, overrides, warmup_sec, window_sec)
+                       for label, (groups, max_batch) in setups.items() if count > 1 or max_batch is None}
+            for label, result in results.items():
                 latency = ', '.join(f'{p50:.0f}/{p95:.0f}' for p50, p95 in result.latencies_ms.values())
-                print(f'{label:<24} {result.output_fps:7.2f} outputs/s   latency p50/p95 per camera (ms): '
-                      f'{latency:<40} RSS {result.rss_mb:7.0f} MB')
-            print(f'{count} cameras: throughput ratio one node / separate nodes '
-                  f'{shared.output_fps / separate.output_fps:.2f} (goal >= 1), memory ratio '
-                  f'{shared.rss_mb / separate.rss_mb:.2f} (goal for 4 cameras <= 0.35)')
+                print(f'{count} cameras, {label:<24} {result.output_fps:5.2f} outputs/s  RSS {result.rss_mb:6.0f} MB  '
+                      f'latency p50/p95 per camera (ms): {latency}')
+            separate = results[f'{count} single-camera nodes']
+            for label, result in results.items():
+                if label.startswith('1 node'):
+                    print(f'{count} cameras, {label} / single-camera nodes: throughput '
+                          f'{result.output_fps / separate.output_fps:.2f} (goal >= 1), memory '
+                          f'{result.rss_mb / separate.rss_mb:.2f} (goal at 4 cameras <= 0.35)')
     finally:
         rclpy.try_shutdown()
 
