@@ -8,5 +8,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 set +u; source "$ROOT/env.sh"; set -u
 SAMPLE="$ROOT/../shared/data/camvid_seq05vd/images"
 if [[ -d "$SAMPLE" ]]; then SOURCE="$SAMPLE"; else SOURCE=synthetic; fi
+# --source may be given once per camera: the sample is the default only when none is given.
+DEFAULT_SOURCE=(--source "$SOURCE")
+for argument in "$@"; do
+  if [[ "$argument" == --source || "$argument" == --source=* ]]; then DEFAULT_SOURCE=(); fi
+done
 cd "$ROOT"
-exec python -m seg_perception.bringup.runner --source "$SOURCE" --output "$ROOT/out/demo" "$@"
+exec python -m seg_perception.bringup.runner "${DEFAULT_SOURCE[@]}" --output "$ROOT/out/demo" "$@"
