@@ -89,7 +89,9 @@ class EngineCache:
         return CacheEntry(path, True, 'cached artifact matches')
 
     def build(self, stem: str, suffix: str, key: dict, build: Callable[[Path], None]) -> Path:
-        """Run ``build(tmp_path)`` and publish the result atomically, sidecar last."""
+        """Run ``build(tmp_path)`` and publish the result atomically, sidecar last. The sidecar
+        records this build's checksum: should another process publish the same name in between,
+        the pair no longer matches and the next check rebuilds instead of trusting it."""
         path = self.artifact_path(stem, suffix)
         self.directory.mkdir(parents=True, exist_ok=True)
         sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
@@ -98,10 +100,11 @@ class EngineCache:
         os.close(descriptor)
         try:
             build(Path(temporary))
+            sha256 = file_sha256(temporary)
             os.replace(temporary, path)
         finally:
             Path(temporary).unlink(missing_ok=True)
-        sidecar.write_text(json.dumps({'key': key, 'sha256': file_sha256(path)}, indent=2, sort_keys=True))
+        sidecar.write_text(json.dumps({'key': key, 'sha256': sha256}, indent=2, sort_keys=True))
         return path
 
     def get_or_build(self, stem: str, suffix: str, key: dict, build: Callable[[Path], None],

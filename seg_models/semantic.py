@@ -129,8 +129,10 @@ def semantic_deployment_graph(config: SemanticModelConfig, graph: SemanticInfere
                               label_set: LabelSet) -> DeploymentGraph:
     """How the semantic graph is exported and what its cached artifacts depend on."""
     example_size = config.input_size or (512, 1024)
+    # The name tells graph variants apart, so nodes building different ones at once never share a file.
+    variant = '_confidence' if graph.with_confidence else ''
     return DeploymentGraph(
-        name=f'{config.architecture}_os{config.output_stride}_{label_set.name}',
+        name=f'{config.architecture}_os{config.output_stride}_{label_set.name}{variant}',
         output_names=graph.output_names, module=graph, input_size=config.input_size,
         export=lambda path: export_semantic_onnx(graph, path, label_set.name, example_size=example_size),
         key={'label_set': label_set.name, 'num_classes': label_set.num_classes,
