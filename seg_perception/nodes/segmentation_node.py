@@ -149,8 +149,7 @@ class SegmentationNode(LifecycleNode):
         values = declare_parameters(self, tuple(self.task_parameters) + BACKEND_PARAMETERS + CAMERA_INPUT_PARAMETERS
                                     + (autostart_spec,))
         self.processor: SegmenterProcessor = self.processor_type(self, values)
-        self.camera = CameraInput(self, build_config(CameraInputSettings, values), self.processor,
-                                  self.processor.max_batch)
+        self.camera = CameraInput(self, build_config(CameraInputSettings, values), self.processor)
         self._autostarting = bool(values['autostart'])
         self._configure_error: Optional[Exception] = None
         if self._autostarting:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -28,6 +28,9 @@ from seg_perception.runtime.camera_statistics import CameraStatistics
 from seg_perception.runtime.diagnostics import CameraInputState, camera_input_status
 from seg_perception.runtime.newest_frame import NewestFrameSlots
 from seg_perception.runtime.parameters import ParameterValueError
+
+if TYPE_CHECKING:  # camera_input imports this module
+    from seg_perception.runtime.camera_input import CameraInputSettings
 
 # The /diagnostics status keeps the name it has had since the first release: robot monitors and
 # diagnostic aggregator configurations match on it. Named cameras add their input topic.
@@ -111,20 +114,10 @@ class OutputPublishers:
         self._publishers.clear()
 
 
-@dataclass(frozen=True)
-class ChannelSettings:
-    """What a channel needs of the node's camera-input settings."""
-
-    reliability: str
-    max_image_pixels: int
-    lazy: bool
-    input_timeout_sec: float
-
-
 class CameraChannel:
     """One camera: subscribed while the node is active and (lazy mode) its outputs have listeners."""
 
-    def __init__(self, node: Node, topics: CameraTopics, settings: ChannelSettings, slots: NewestFrameSlots,
+    def __init__(self, node: Node, topics: CameraTopics, settings: CameraInputSettings, slots: NewestFrameSlots,
                  is_active: Callable[[], bool], bridge: Any) -> None:
         self._node = node
         self.topics = topics
@@ -146,7 +139,7 @@ class CameraChannel:
         kind = 'CompressedImage' if self.topics.compressed else 'Image'
         outputs = 'the node\'s own output names' if self.topics.output_namespace is None else \
             f'outputs under {self.topics.output_namespace}'
-        return f'{self.input_topic} ({kind}, {self._settings.reliability}; {outputs})'
+        return f'{self.input_topic} ({kind}, {self._settings.input_reliability}; {outputs})'
 
     # --- subscription ---------------------------------------------------------------------------
     def update_subscription(self) -> None:
@@ -160,7 +153,7 @@ class CameraChannel:
             # raw: the executor only copies the serialized frame; the worker deserializes the frames it
             # takes, so frames replaced in the slot (most of a 30 Hz camera's) cost no deserialization.
             self._subscription = self._node.create_subscription(
-                self._msg_type, self.input_topic, self._on_message, input_qos(self._settings.reliability),
+                self._msg_type, self.input_topic, self._on_message, input_qos(self._settings.input_reliability),
                 event_callbacks=callbacks, raw=True)
             self._subscribed_since = time.monotonic()
             self._log.info(f'subscribed to {self.input_topic}')
@@ -176,7 +169,7 @@ class CameraChannel:
         self._log.warning(
             f'a publisher on {self.input_topic} offers QoS incompatible with this subscription '
             f'({info.last_policy_kind.name}); its images never arrive. Set input_reliability to match it '
-            f'(now {self._settings.reliability!r}).')
+            f'(now {self._settings.input_reliability!r}).')
 
     def _on_message(self, serialized: bytes) -> None:
         replaced = self._slots.put(self.input_topic, serialized)

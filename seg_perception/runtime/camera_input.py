@@ -37,7 +37,7 @@ from std_msgs.msg import Header
 from seg_perception.messages.images import DEFAULT_MAX_PIXELS, ImageConversionError, cv_bridge_if_installed
 from seg_perception.messages.topics import (DEFAULT_CAMERAS, DIAGNOSTICS, DIAGNOSTICS_QOS, OUTPUT_QOS,
                                             PROCESSING_TIME_OUTPUT, RELIABILITY_CHOICES, TRANSPORT_CHOICES)
-from seg_perception.runtime.camera_channel import CameraChannel, ChannelSettings, OutputPublishers, camera_topics
+from seg_perception.runtime.camera_channel import CameraChannel, OutputPublishers, camera_topics
 from seg_perception.runtime.diagnostics import inference_status
 from seg_perception.runtime.newest_frame import NewestFrameSlots, PendingFrame
 from seg_perception.runtime.parameters import ParameterSpec
@@ -103,22 +103,21 @@ class StageTimes:
 class CameraInput:
     """Owned by a segmentation node; ``processor`` runs the model on batches of ``CameraFrame`` and
     publishes the results (``process(frames) -> StageTimes``), and describes itself for /diagnostics
-    (``is_trained``, ``description()``). ``max_batch``: frames per model call at most."""
+    (``is_trained``, ``description()``) and says how many frames one model call takes at most
+    (``max_batch``)."""
 
-    def __init__(self, node: Node, settings: CameraInputSettings, processor: Any, max_batch: int) -> None:
+    def __init__(self, node: Node, settings: CameraInputSettings, processor: Any) -> None:
         self._node = node
         self._settings = settings
         self._processor = processor
-        self._max_batch = max_batch
+        self._max_batch = processor.max_batch
         self._log = node.get_logger()
         self._errors = ThrottledErrorLog(self._log.error, ERROR_THROTTLE_SEC)
         self._bridge = cv_bridge_if_installed()
         self._slots = NewestFrameSlots()
-        channel_settings = ChannelSettings(settings.input_reliability, settings.max_image_pixels, settings.lazy,
-                                           settings.input_timeout_sec)
         self.cameras: dict[str, CameraChannel] = {}
         for topics in camera_topics(node, settings.cameras, settings.input_transport):
-            self.cameras[topics.input_topic] = CameraChannel(node, topics, channel_settings, self._slots,
+            self.cameras[topics.input_topic] = CameraChannel(node, topics, settings, self._slots,
                                                              lambda: self._active, self._bridge)
         self._batch_sizes: Counter[int] = Counter()
         self._batch_lock = threading.Lock()
