@@ -83,8 +83,13 @@ class Evaluation:
 
     # --- reading ----------------------------------------------------------------------------------
     def read(self) -> None:
-        contents = self.contents
-        for topic, timestamp, msg in tqdm(read_messages(self.bag), desc='evaluating', unit='msg'):
+        """One pass over this camera's topics and the bag-wide ones; other cameras' messages are
+        not even deserialized."""
+        contents, topics = self.contents, self.topics
+        wanted = [GROUND_TRUTH_INFO, REPLAY_SUMMARY, DIAGNOSTICS, topics.camera, *topics.ground_truths,
+                  *topics.predictions, *(prediction + LABEL_INFO_SUFFIX for prediction in topics.predictions)]
+        for topic, timestamp, msg in tqdm(read_messages(self.bag, wanted), desc=f'evaluating {topics.camera}',
+                                          unit='msg'):
             if topic == GROUND_TRUTH_INFO:
                 contents.info = GroundTruthInfo.from_json(msg.data)
             elif topic == REPLAY_SUMMARY:
