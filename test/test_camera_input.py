@@ -50,6 +50,13 @@ class PipelineProbe(ProbeNode):
     def alive(self) -> None:
         assert self.process.alive(), f'node died:\n{self.process.output()}'
 
+    def keep(self, topic: str, msg_type=Image) -> dict:
+        """The first message of each stamp on ``topic``, by stamp, as they arrive."""
+        store = {}
+        self.node.create_subscription(msg_type, topic, lambda msg: store.setdefault(stamp_key(msg.header), msg),
+                                      OUTPUT_QOS)
+        return store
+
     def camera_subscribed(self) -> bool:
         return self.node.count_subscribers(self.camera_topic) > 0
 
@@ -130,11 +137,8 @@ def test_diagnostics_and_processing_time_describe_the_served_frames(tmp_path, ch
                           namespace='/diag') as node:
         probe = PipelineProbe('diag_probe', node, '/diag/camera', '/diag')
         try:
-            labels, timings = {}, {}
-            probe.node.create_subscription(Image, '/diag/segmentation/semantic',
-                                           lambda msg: labels.setdefault(stamp_key(msg.header), msg), OUTPUT_QOS)
-            probe.node.create_subscription(FrameTiming, '/diag/semantic_segmentation/processing_time',
-                                           lambda msg: timings.setdefault(stamp_key(msg.header), msg), OUTPUT_QOS)
+            labels = probe.keep('/diag/segmentation/semantic')
+            timings = probe.keep('/diag/semantic_segmentation/processing_time', FrameTiming)
             probe.wait_for(probe.camera_subscribed, 'no camera subscription')
             frames = driving_frames(3)
             for index, frame in enumerate(frames):
@@ -165,9 +169,7 @@ def test_lifecycle_configure_activate_deactivate_cleanup(tmp_path, checkpoint):
                           namespace='/managed') as node:
         probe = PipelineProbe('managed_probe', node, '/managed/camera', '/managed')
         try:
-            labels = {}
-            probe.node.create_subscription(Image, '/managed/segmentation/semantic',
-                                           lambda msg: labels.setdefault(stamp_key(msg.header), msg), OUTPUT_QOS)
+            labels = probe.keep('/managed/segmentation/semantic')
             lifecycle = LifecycleClient(probe, '/managed/semantic_segmentation', START_TIMEOUT)
             assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
             assert probe.node.count_publishers('/managed/segmentation/semantic') == 0

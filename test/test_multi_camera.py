@@ -49,6 +49,7 @@ class CameraProbe(ProbeNode):
         self.nodes = nodes
         self.cameras: dict[str, object] = {}
         self.outputs: dict[str, dict] = {}
+        self.listeners = []  # subscriptions to the nodes' outputs
         self.statuses: list[DiagnosticStatus] = []
         self.node.create_subscription(DiagnosticArray, '/diagnostics',
                                       lambda msg: self.statuses.extend(msg.status), 50)
@@ -68,9 +69,19 @@ class CameraProbe(ProbeNode):
 
     def listen(self, topic: str, msg_type=Image, qos=OUTPUT_QOS) -> dict:
         store = self.outputs.setdefault(topic, {})
-        self.node.create_subscription(msg_type, topic, lambda msg: store.__setitem__(
-            stamp_key(msg.header) if msg_type is not LabelSet else 'label_set', msg), qos)
+        self.listeners.append(self.node.create_subscription(msg_type, topic, lambda msg: store.__setitem__(
+            stamp_key(msg.header) if msg_type is not LabelSet else 'label_set', msg), qos))
         return store
+
+    def connect(self, cameras: dict[str, type]) -> None:
+        """Create the camera publishers (topic -> message type) and wait until each has matched the
+        node's subscription, and every output listened to has matched the node's publisher: a
+        message published before its match is lost (volatile durability), whatever the graph
+        already says."""
+        publishers = [self.camera(topic, msg_type) for topic, msg_type in cameras.items()]
+        self.wait_for(lambda: all(publisher.get_subscription_count() for publisher in publishers)
+                      and all(listener.get_publisher_count() for listener in self.listeners),
+                      f'cameras {list(cameras)} or their outputs not connected', START_TIMEOUT)
 
     def send(self, topic: str, msg, frame_id: str) -> tuple[int, int]:
         msg.header = Header(stamp=Time(sec=2000 + next(_stamps), nanosec=5), frame_id=frame_id)
@@ -116,9 +127,7 @@ def test_three_cameras_of_different_sizes_and_encodings_equal_single_camera_node
                           for topic, ns in namespaces.items()}
             timings = probe.listen('/multi/processing_time', FrameTiming)
             reference = probe.listen('/single/segmentation/semantic')
-            probe.wait_for(lambda: all(probe.node.count_subscribers(topic) for topic in cameras)
-                           and probe.node.count_subscribers('/single/image_raw'), 'cameras not subscribed',
-                           START_TIMEOUT)
+            probe.connect({**{topic: type(msg) for topic, (msg, _, _) in cameras.items()}, '/single/image_raw': Image})
             probe.wait_for(lambda: all(store for store in label_sets.values()), 'a camera has no label_info')
             assert {store['label_set'].name for store in label_sets.values()} == {'cityscapes'}
 
@@ -175,9 +184,7 @@ def test_a_silent_camera_stalls_nothing_and_a_30_hz_camera_cannot_starve_a_1_hz_
         probe = CameraProbe('turns_probe', [node])
         try:
             fast, slow = probe.listen('/fast/segmentation/semantic'), probe.listen('/slow/segmentation/semantic')
-            probe.wait_for(lambda: all(probe.node.count_subscribers(f'/{name}/image_raw')
-                                       for name in ('fast', 'slow', 'silent')), 'cameras not subscribed',
-                           START_TIMEOUT)
+            probe.connect({f'/{name}/image_raw': Image for name in ('fast', 'slow', 'silent')})
             frame = encode_image_msg(driving_frames(1)[0], 'rgb8')  # 480x360 at its own size: slower than 33 ms
             slow_keys = []
 
@@ -213,8 +220,7 @@ def test_a_camera_nobody_listens_to_is_not_subscribed_while_the_others_run(tmp_p
         probe = CameraProbe('lazy_cameras_probe', [node])
         try:
             labels = probe.listen('/watched/segmentation/semantic')
-            probe.wait_for(lambda: probe.node.count_subscribers('/watched/image_raw') > 0, 'watched not subscribed',
-                           START_TIMEOUT)
+            probe.connect({'/watched/image_raw': Image})
             frame = encode_image_msg(driving_frames(1)[0], 'rgb8')
             for _ in range(3):
                 key = probe.send('/watched/image_raw', frame, 'watched')
