@@ -163,7 +163,7 @@ def replay(settings: ReplaySettings, check_alive=lambda: None, expect_all_output
 
 def _publish_frames(recorder: Recorder, settings: ReplaySettings, waited: dict[str, list[str]], frame_count: int,
                     summary: ReplaySummary, check_alive) -> None:
-    started_wall, first_bag_time = time.monotonic(), None
+    pace_origin = None  # (wall time, bag time) of the first camera frame: the recorded rate counts from it
     progress = tqdm(total=frame_count, desc='replay', unit='frame')
     for topic, msgtype, bag_time, data in read_raw(settings.bag):
         if topic not in recorder.cameras:
@@ -175,12 +175,13 @@ def _publish_frames(recorder: Recorder, settings: ReplaySettings, waited: dict[s
         key = stamp_key(msg.header)
         recorder.record(settings.record)
         if settings.rate > 0:
-            first_bag_time = bag_time if first_bag_time is None else first_bag_time
-            due = started_wall + (bag_time - first_bag_time) / 1e9 / settings.rate
+            pace_origin = pace_origin or (time.monotonic(), bag_time)
+            due = pace_origin[0] + (bag_time - pace_origin[1]) / 1e9 / settings.rate
             spin_until(recorder, lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()) + 1.0, check_alive)
+        sent = time.time_ns()  # the frame's time in the result bag: when it was sent, not when sending returned
         recorder.clock.publish(Clock(clock=msg.header.stamp))
         recorder.cameras[topic].publish(msg)
-        recorder.writer.write_raw(topic, msgtype, data, time.time_ns())
+        recorder.writer.write_raw(topic, msgtype, data, sent)
         summary.frames += 1
         summary.cameras[topic] += 1
         if settings.rate <= 0:
