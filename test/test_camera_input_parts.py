@@ -53,7 +53,7 @@ def test_statistics_rates_percentiles_and_totals():
     assert later.frames_received == 30  # totals outlive the window
 
 
-def _status(serving='active', silence=0.5, trained=True, errors=None, output=5.0):
+def _status(serving='active', silence=0.5, trained=True, errors=None, output=5.0, now=1.0):
     stats = CameraStatistics(now=0.0)
     for index in range(10):
         stats.frame_received(index * 0.1, dropped_older=False)
@@ -64,7 +64,7 @@ def _status(serving='active', silence=0.5, trained=True, errors=None, output=5.0
     state = CameraInputState(serving=serving, input_topic='/cam/image', input_silence_sec=silence,
                           input_timeout_sec=5.0, trained=trained,
                           model={'backend': 'onnxruntime', 'precision': 'fp32', 'model': 'deeplab'})
-    return camera_input_status('seg: camera pipeline', 'cpu', stats.snapshot(now=1.0), state)
+    return camera_input_status('seg: camera pipeline', 'cpu', stats.snapshot(now=now), state)
 
 
 def test_status_carries_rates_latency_drops_and_model():
@@ -79,7 +79,11 @@ def test_status_carries_rates_latency_drops_and_model():
 @pytest.mark.parametrize('kwargs, level, words', [
     ({'silence': 6.0}, DiagnosticStatus.WARN, 'no images on /cam/image for 6 s'),
     ({'errors': ['encoding', 'encoding']}, DiagnosticStatus.WARN, 'encoding x2'),
-    ({'errors': ['step'], 'output': 0}, DiagnosticStatus.ERROR, 'images refused (step x1)'),
+    ({'errors': ['step'], 'output': 0}, DiagnosticStatus.ERROR, 'images not answered (step x1)'),
+    # Whatever the cause (a worker stuck or dead, every batch failing), frames unanswered for longer than
+    # the input timeout are an error, also with untrained weights.
+    ({'output': 0, 'now': 6.0, 'trained': False}, DiagnosticStatus.ERROR, 'none was answered for 6 s (see the log)'),
+    ({'errors': ['inference'], 'output': 0, 'now': 6.0}, DiagnosticStatus.ERROR, '(not answered: inference x1)'),
     ({'trained': False}, DiagnosticStatus.WARN, 'UNTRAINED'),
     ({'serving': 'idle', 'silence': None}, DiagnosticStatus.OK, 'idle'),
     ({'serving': 'inactive', 'silence': None}, DiagnosticStatus.OK, 'inactive'),

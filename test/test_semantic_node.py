@@ -168,6 +168,21 @@ def test_bad_images_are_dropped_with_a_named_error_and_the_node_keeps_serving(se
         assert key not in semantic.labels, f'published a result for a bad image ({problem})'
 
 
+def test_stamps_before_the_epoch_are_answered_and_impossible_ones_refused(semantic):
+    """A negative stamp used to kill the inference worker (rclpy's Time refuses it) and every later
+    frame went unanswered; builtin_interfaces allows it, so it is answered. Nanoseconds of a second or
+    more cannot be carried on, so that frame is refused."""
+    before_epoch = array_to_image_msg(camera_frame(), 'rgb8', Header(stamp=Time(sec=-5), frame_id='front_camera'))
+    semantic.publisher.publish(before_epoch)
+    assert semantic.result((-5, 0)).header.frame_id == 'front_camera'
+    impossible = array_to_image_msg(camera_frame(), 'rgb8', Header(stamp=Time(sec=7, nanosec=2_000_000_000)))
+    semantic.publisher.publish(impossible)
+    assert semantic.probe.spin_until(lambda: 'nanosec 2000000000 is not in [0, 1e9)' in semantic.node.output(),
+                                     FRAME_TIMEOUT), semantic.node.output()
+    semantic.result(semantic.send(array_to_image_msg(camera_frame(), 'rgb8', Header())))  # still serving
+    assert (7, 2_000_000_000) not in semantic.labels
+
+
 @pytest.fixture(scope='module')
 def compressed(tmp_path_factory, checkpoint):
     """A node on image/compressed with mono8 confidence, whose threshold (the test frame's median

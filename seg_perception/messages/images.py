@@ -80,6 +80,13 @@ def cv_bridge_if_installed() -> Optional[Any]:
     return CvBridge()
 
 
+def check_header(header: Header) -> None:
+    """Refuse a header the outputs cannot carry on: a stamp whose nanoseconds are not below one second.
+    (Negative seconds are valid in builtin_interfaces/Time and are answered; they just give no latency.)"""
+    if not 0 <= header.stamp.nanosec < 10**9:
+        raise ImageConversionError('stamp', f'header stamp nanosec {header.stamp.nanosec} is not in [0, 1e9)')
+
+
 def _check_size(width: int, height: int, max_pixels: int) -> None:
     if height <= 0 or width <= 0:
         raise ImageConversionError('zero_size', f'zero-size image ({width}x{height})')

@@ -156,3 +156,10 @@ DIAGNOSTICS_QOS = QoSProfile(depth=10)
 def stamp_key(header) -> tuple[int, int]:
     """(sec, nanosec) of a std_msgs/Header: how every tool matches a frame's messages to each other."""
     return header.stamp.sec, header.stamp.nanosec
+
+
+def stamp_latency_ms(now_ns: int, stamp) -> Optional[float]:
+    """Milliseconds from an image stamp to ``now_ns``; None for a stamp at or before the epoch (a camera
+    without a clock: no latency to speak of). Plain integers: rclpy's Time refuses negative stamps."""
+    stamp_ns = stamp.sec * 10**9 + stamp.nanosec
+    return (now_ns - stamp_ns) / 1e6 if stamp_ns > 0 else None

@@ -21,7 +21,7 @@ from rclpy.qos import QoSProfile
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
-from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb
+from seg_perception.messages.images import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from seg_perception.messages.topics import (CAMERA_INPUT, COMPRESSED_SUFFIX, OUTPUT_QOS, camera_namespace,
                                             input_qos, output_in_namespace)
 from seg_perception.runtime.camera_statistics import CameraStatistics
@@ -156,6 +156,7 @@ class CameraChannel:
                 self._msg_type, self.input_topic, self._on_message, input_qos(self._settings.input_reliability),
                 event_callbacks=callbacks, raw=True)
             self._subscribed_since = time.monotonic()
+            self.statistics.forget_unanswered()
             self._log.info(f'subscribed to {self.input_topic}')
         elif not wanted and self._subscription is not None:
             self._node.destroy_subscription(self._subscription)
@@ -181,7 +182,11 @@ class CameraChannel:
 
     def deserialize(self, serialized: bytes) -> Any:
         """The Image or CompressedImage a frame in the slot was received as."""
-        return deserialize_message(serialized, self._msg_type)
+        try:
+            return deserialize_message(serialized, self._msg_type)
+        except Exception as error:  # noqa: BLE001 - rclpy raises several kinds for malformed CDR
+            raise ImageConversionError('deserialize', f'{len(serialized)} bytes do not deserialize as '
+                                                      f'{self._msg_type.__name__}: {error}') from None
 
     def convert(self, msg: Any) -> np.ndarray:
         """RGB uint8 of ``msg``; raises ImageConversionError for a bad image."""

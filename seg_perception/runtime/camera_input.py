@@ -20,6 +20,7 @@ rest, the same way for every node and for any number of cameras (the ``cameras``
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -30,13 +31,14 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.time import Time
 from seg_perception_msgs.msg import FrameTiming
 from std_msgs.msg import Header
 
-from seg_perception.messages.images import DEFAULT_MAX_PIXELS, ImageConversionError, cv_bridge_if_installed
+from seg_perception.messages.images import (DEFAULT_MAX_PIXELS, ImageConversionError, check_header,
+                                            cv_bridge_if_installed)
 from seg_perception.messages.topics import (DEFAULT_CAMERAS, DIAGNOSTICS, DIAGNOSTICS_QOS, OUTPUT_QOS,
-                                            PROCESSING_TIME_OUTPUT, RELIABILITY_CHOICES, TRANSPORT_CHOICES)
+                                            PROCESSING_TIME_OUTPUT, RELIABILITY_CHOICES, TRANSPORT_CHOICES,
+                                            stamp_latency_ms)
 from seg_perception.runtime.camera_channel import CameraChannel, OutputPublishers, camera_topics
 from seg_perception.runtime.diagnostics import inference_status
 from seg_perception.runtime.newest_frame import NewestFrameSlots, PendingFrame
@@ -183,8 +185,20 @@ class CameraInput:
     def _work(self) -> None:
         while self._active:
             pending = self._slots.take(WORKER_POLL_SEC, self._max_batch)
-            if pending:
+            if not pending:
+                continue
+            try:
                 self._process(pending)
+            except Exception as error:  # noqa: BLE001 - nothing one batch holds may end the worker
+                self._not_answered(pending, 'internal', f'frames dropped, processing failed: '
+                                                        f'{type(error).__name__}: {error}')
+
+    def _not_answered(self, pending: list[PendingFrame], kind: str, message: str) -> None:
+        now = time.monotonic()
+        for item in pending:
+            self.cameras[item.source].statistics.input_error(now, kind)
+        if self._node.context.ok():  # else shutting down (Ctrl-C): the publishers are gone, nothing to say
+            self._errors.error(kind, message)
 
     def _process(self, pending: list[PendingFrame]) -> None:
         taken = time.monotonic()
@@ -192,13 +206,14 @@ class CameraInput:
         for item in pending:
             channel = self.cameras[item.source]
             started = time.perf_counter()
-            msg = channel.deserialize(item.msg)
             try:
+                msg = channel.deserialize(item.msg)
+                check_header(msg.header)
                 rgb = channel.convert(msg)
             except ImageConversionError as error:
-                channel.statistics.input_error(time.monotonic(), error.kind)
-                self._errors.error(error.kind, f'dropped image on {channel.input_topic} '
-                                               f'(frame_id {msg.header.frame_id!r}): {error}')
+                frame_id = msg.header.frame_id if error.kind != 'deserialize' else '?'
+                self._not_answered([item], error.kind, f'dropped image on {channel.input_topic} '
+                                                       f'(frame_id {frame_id!r}): {error}')
                 continue
             frame = CameraFrame(rgb, msg.header, item.source)
             accepted.append((item, frame, (time.perf_counter() - started) * 1e3))
@@ -207,20 +222,20 @@ class CameraInput:
         try:
             times = self._processor.process([frame for _, frame, _ in accepted])
         except Exception as error:  # noqa: BLE001 - a failing batch must not end the worker
-            if self._node.context.ok():  # else shutting down (Ctrl-C): the publishers are gone, nothing to say
-                self._errors.error('inference', f'inference failed, frames dropped: {type(error).__name__}: {error}')
+            self._not_answered([item for item, _, _ in accepted], 'inference',
+                               f'inference failed, frames dropped: {type(error).__name__}: {error}')
             return
         with self._batch_lock:
             self._batch_sizes[len(accepted)] += 1
-        now = self._node.get_clock().now()
+        now_ns = self._node.get_clock().now().nanoseconds
         for item, frame, conversion_ms in accepted:
             statistics = self.cameras[item.source].statistics
-            latency_ms = (now - Time.from_msg(frame.header.stamp, clock_type=now.clock_type)).nanoseconds / 1e6
+            latency_ms = stamp_latency_ms(now_ns, frame.header.stamp)
             processing_ms = conversion_ms + times.inference_ms + times.publish_ms
             statistics.frame_published(time.monotonic(), latency_ms, processing_ms)
             received, dropped = statistics.totals()
             self._timing_publisher.publish(FrameTiming(
-                header=frame.header, camera=item.source, latency_ms=latency_ms,
+                header=frame.header, camera=item.source, latency_ms=math.nan if latency_ms is None else latency_ms,
                 queue_ms=(taken - item.received) * 1e3, conversion_ms=conversion_ms,
                 inference_ms=times.inference_ms, publish_ms=times.publish_ms, batch_size=len(accepted),
                 frames_received=received, frames_dropped=dropped))

@@ -28,9 +28,10 @@ class StatisticsSnapshot:
     frames_published: int
     frames_dropped: int  # replaced in the newest-frame slot before the worker was free
     frames_lost: int  # lost in transport before the node saw them (DDS message_lost events)
-    input_errors: int  # refused images (bad encoding, size, data ...)
-    recent_errors: dict[str, int] = field(default_factory=dict)  # refused in the window, by kind
+    input_errors: int  # frames not answered: refused images (bad encoding, size, data ...), failed batches
+    recent_errors: dict[str, int] = field(default_factory=dict)  # not answered in the window, by kind
     seconds_since_input: Optional[float] = None  # None: no image yet
+    seconds_unanswered: Optional[float] = None  # frames arrived and none was answered for this long; None: all were
 
 
 class _Window:
@@ -62,11 +63,14 @@ class CameraStatistics:
         self._errors: deque[tuple[float, str]] = deque()
         self._totals = Counter()
         self._last_input: Optional[float] = None
+        self._unanswered_since: Optional[float] = None  # first frame received after the last one answered
 
     def frame_received(self, now: float, dropped_older: bool) -> None:
         with self._lock:
             self._inputs.add(now)
             self._last_input = now
+            if self._unanswered_since is None:
+                self._unanswered_since = now
             self._totals['received'] += 1
             self._totals['dropped'] += int(dropped_older)
 
@@ -75,14 +79,18 @@ class CameraStatistics:
             self._totals['lost'] += count
 
     def input_error(self, now: float, kind: str) -> None:
+        """A frame not answered: a refused image, or a frame of a failed batch."""
         with self._lock:
             self._errors.append((now, kind))
             self._totals['errors'] += 1
 
-    def frame_published(self, now: float, latency_ms: float, processing_ms: float) -> None:
+    def frame_published(self, now: float, latency_ms: Optional[float], processing_ms: float) -> None:
+        """A frame answered; ``latency_ms`` None where the image stamp gives none (before the epoch)."""
         with self._lock:
             self._outputs.add(now)
-            self._latencies_ms.add(now, latency_ms)
+            self._unanswered_since = None
+            if latency_ms is not None:
+                self._latencies_ms.add(now, latency_ms)
             self._processing_ms.add(now, processing_ms)
             self._totals['published'] += 1
 
@@ -95,6 +103,7 @@ class CameraStatistics:
         """Forget the windows (not the totals), e.g. when a lifecycle node is activated again."""
         with self._lock:
             self._started = now
+            self._unanswered_since = None
             for window in (self._inputs, self._outputs, self._latencies_ms, self._processing_ms):
                 window.entries.clear()
             self._errors.clear()
@@ -113,4 +122,10 @@ class CameraStatistics:
                 frames_received=self._totals['received'], frames_published=self._totals['published'],
                 frames_dropped=self._totals['dropped'], frames_lost=self._totals['lost'],
                 input_errors=self._totals['errors'], recent_errors=dict(Counter(kind for _, kind in self._errors)),
-                seconds_since_input=None if self._last_input is None else now - self._last_input)
+                seconds_since_input=None if self._last_input is None else now - self._last_input,
+                seconds_unanswered=None if self._unanswered_since is None else now - self._unanswered_since)
+
+    def forget_unanswered(self) -> None:
+        """Frames received before a new subscription are not waiting for an answer any more."""
+        with self._lock:
+            self._unanswered_since = None

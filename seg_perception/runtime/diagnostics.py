@@ -21,7 +21,7 @@ class CameraInputState:
     serving: str  # 'active', 'idle' (lazy: nothing subscribes to the outputs) or 'inactive' (lifecycle)
     input_topic: str
     input_silence_sec: Optional[float]  # subscribed and no image for this long; None: not subscribed
-    input_timeout_sec: float  # silence longer than this is reported
+    input_timeout_sec: float  # silence, or frames arriving unanswered, for longer than this is reported
     trained: bool
     model: dict[str, str]  # backend, model, precision, label set ...
 
@@ -38,10 +38,14 @@ def _level_and_message(snapshot: StatisticsSnapshot, state: CameraInputState) ->
         return DiagnosticStatus.OK, 'idle: nothing subscribes to the outputs (lazy mode)'
     if state.input_silence_sec is not None and state.input_silence_sec > state.input_timeout_sec:
         return DiagnosticStatus.WARN, f'no images on {state.input_topic} for {state.input_silence_sec:.0f} s'
-    if snapshot.recent_errors:
-        kinds = ', '.join(f'{kind} x{count}' for kind, count in sorted(snapshot.recent_errors.items()))
+    kinds = ', '.join(f'{kind} x{count}' for kind, count in sorted(snapshot.recent_errors.items()))
+    if snapshot.seconds_unanswered is not None and snapshot.seconds_unanswered > state.input_timeout_sec:
+        cause = f'not answered: {kinds}' if kinds else 'see the log'
+        return DiagnosticStatus.ERROR, (f'images arrive but none was answered for {snapshot.seconds_unanswered:.0f} s '
+                                        f'({cause}); {rates}')
+    if kinds:
         level = DiagnosticStatus.ERROR if snapshot.output_rate_hz == 0 else DiagnosticStatus.WARN
-        return level, f'images refused ({kinds}); {rates}'
+        return level, f'images not answered ({kinds}); {rates}'
     if not state.trained:
         return DiagnosticStatus.WARN, f'UNTRAINED weights, outputs are meaningless; {rates}'
     return DiagnosticStatus.OK, rates
@@ -62,7 +66,7 @@ def camera_input_status(name: str, hardware_id: str, snapshot: StatisticsSnapsho
         'frames published': str(snapshot.frames_published),
         'frames dropped': str(snapshot.frames_dropped),
         'frames lost in transport': str(snapshot.frames_lost),
-        'images refused': str(snapshot.input_errors),
+        'images not answered': str(snapshot.input_errors),
         'trained weights': str(state.trained).lower(),
         **state.model,
     }
