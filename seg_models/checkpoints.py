@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import warnings
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,8 @@ LOGGER = logging.getLogger(__name__)
 
 # Containers that training frameworks wrap a state dict in (torchvision scripts, VainF, mmseg, ...).
 STATE_DICT_CONTAINER_KEYS = ('state_dict', 'model_state', 'model')
+MAX_CONTAINER_DEPTH = 4
+UNPICKLER_BOILERPLATE = ('weights_only', 'Weights only load failed', 'Check the documentation')
 
 
 UNTRAINED_SEED = 0
@@ -49,10 +52,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if path.suffix == '.safetensors':
             loaded = load_file(str(path), device='cpu')
         else:
-            loaded = torch.load(path, map_location='cpu', weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')  # e.g. the pickle protocol; the file loads or is refused
+                loaded = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
         reason = _weights_unpickler_reason(str(error))
-        if 'Unsupported global' in reason:
+        if 'unsupported global' in reason.lower():
             raise CheckpointError(
                 f'checkpoint {path} needs code to be unpickled and was refused (only tensors and plain '
                 f'containers are loaded; re-save it as a plain state dict or safetensors): {reason}') from None
@@ -63,20 +68,31 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _weights_unpickler_reason(message: str) -> str:
-    """The one line of torch's long weights-only error that says what was wrong."""
+    """The one line of torch's long weights-only error that says what was wrong, without its
+    boilerplate, which suggests retrying with weights_only=False: never give that advice. (Its
+    wording differs between torch versions and pickle formats.)"""
     marker = 'WeightsUnpickler error:'
-    if marker not in message:
-        return message.strip().splitlines()[0] if message.strip() else 'unreadable pickle data'
-    return message.split(marker, 1)[1].strip().split('. ')[0].strip()
+    lines = [line.strip() for line in message.splitlines()]
+    for line in lines:
+        if marker in line and line.split(marker, 1)[1].strip():
+            return line.split(marker, 1)[1].strip().split('. ')[0]
+    reasons = [line for line in lines if line and marker not in line
+               and not any(words in line for words in UNPICKLER_BOILERPLATE)]
+    return reasons[0] if reasons else 'unreadable pickle data'
 
 
 def _unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
-    while isinstance(loaded, Mapping) and not _is_tensor_mapping(loaded):
+    for _ in range(MAX_CONTAINER_DEPTH + 1):  # bounded: a container can hold itself ({'model': <itself>})
+        if not isinstance(loaded, Mapping) or _is_tensor_mapping(loaded):
+            break
         container_key = next((key for key in STATE_DICT_CONTAINER_KEYS if key in loaded), None)
         if container_key is None:
             raise CheckpointError(
                 f'checkpoint {path} holds no state dict (top-level keys: {sorted(map(str, loaded))[:10]})')
         loaded = loaded[container_key]
+    else:
+        raise CheckpointError(f'checkpoint {path} nests {"/".join(STATE_DICT_CONTAINER_KEYS)} containers more '
+                              f'than {MAX_CONTAINER_DEPTH} deep (or holds itself): no state dict found')
     if not isinstance(loaded, Mapping):
         raise CheckpointError(f'checkpoint {path} holds a {type(loaded).__name__}, not a state dict')
     return dict(loaded)

@@ -83,14 +83,26 @@ class _CodeOnLoad:
         return (Path.touch, (self.marker,))
 
 
-def test_checkpoint_needing_code_is_refused_and_nothing_runs(tmp_path: Path):
+@pytest.mark.parametrize('zip_format', [True, False], ids=['zip', 'legacy'])
+def test_checkpoint_needing_code_is_refused_and_nothing_runs(tmp_path: Path, zip_format: bool):
     marker = tmp_path / 'code_ran'
     path = tmp_path / 'evil.pth'
     with open(path, 'wb') as handle:
-        torch.save({'weight': torch.zeros(1), 'payload': _CodeOnLoad(marker)}, handle, pickle_protocol=2)
-    with pytest.raises(CheckpointError, match='refused'):
+        torch.save({'weight': torch.zeros(1), 'payload': _CodeOnLoad(marker)}, handle, pickle_protocol=2,
+                   _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(CheckpointError, match='needs code to be unpickled and was refused') as error:
         read_state_dict(path)
     assert not marker.exists()
+    assert 'GLOBAL' in str(error.value) and 'weights_only' not in str(error.value)  # no unsafe advice
+
+
+def test_checkpoint_holding_itself_is_refused_instead_of_looping(tmp_path: Path):
+    """{'model': <itself>} loads under weights_only; unwrapping it used to loop forever."""
+    looped = {}
+    looped['model'] = looped
+    torch.save(looped, tmp_path / 'loop.pth')
+    with pytest.raises(CheckpointError, match='more than 4 deep'):
+        read_state_dict(tmp_path / 'loop.pth')
 
 
 def test_corrupt_and_missing_checkpoints_give_clear_errors(tmp_path: Path):

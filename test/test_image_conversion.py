@@ -1,10 +1,12 @@
 """Image message conversion: every supported encoding, padded rows, and each kind of bad input."""
+import io
 import struct
 import zlib
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -86,6 +88,15 @@ def test_throttled_log_reports_each_kind_and_counts_the_suppressed():
     now[0] = 6.0
     log.error('encoding', 'bad encoding')
     assert logged == ['bad encoding', 'bad step', 'bad encoding (1 more like this in the last 6 s)']
+
+
+def test_throttled_log_lines_are_bounded_whatever_a_message_carries():
+    logged = []
+    bad = Image(encoding='x' * 9000, height=1, width=1, step=3, data=b'abc')
+    with pytest.raises(ImageConversionError) as error:
+        image_msg_to_rgb(bad)
+    ThrottledErrorLog(logged.append, 5.0).error(error.value.kind, f'dropped image: {error.value}')
+    assert len(logged[0]) < 500 and logged[0].endswith('characters)')
 
 
 # --- camera encodings beyond 8-bit colour: Bayer, YUV 4:2:2, 16 bit, compressed ---------------------
@@ -175,15 +186,69 @@ def _png_claiming_size(width: int, height: int) -> bytes:
 @pytest.mark.parametrize('data, kind, words', [
     (b'', 'zero_size', 'no data'),
     (b'\xff\xd8\xff\xe0 not really a jpeg', 'undecodable', 'cannot be decoded'),
-    (b'garbage' * 20, 'undecodable', 'cannot be decoded'),
+    (b'garbage' * 20, 'format', 'neither JPEG nor PNG'),
     (_png_claiming_size(10000, 8000), 'too_large', 'above the limit'),
     (_png_claiming_size(60000, 60000), 'too_large', 'too large'),
-    (_png_claiming_size(8, 8), 'undecodable', 'cannot be decoded'),  # header fine, data truncated
+    (_png_claiming_size(8, 8), 'undecodable', 'corrupt PNG: image file is truncated'),  # header fine, data short
 ], ids=['empty', 'jpeg_marker_only', 'garbage', 'above_limit', 'decompression_bomb', 'truncated'])
 def test_bad_compressed_images_raise_a_named_error(data, kind, words):
     with pytest.raises(ImageConversionError, match=words) as error:
         compressed_msg_to_rgb(CompressedImage(format='png', data=data), max_pixels=50_000_000)
     assert error.value.kind == kind
+
+
+def _encoded(extension: str, image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(extension, image)
+    assert ok
+    return encoded.tobytes()
+
+
+@pytest.mark.parametrize('extension, image', [
+    ('.tiff', np.zeros((4, 6), np.float32)),  # 32-bit samples came back at double width
+    ('.tiff', np.zeros((4, 6, 3), np.uint8)), ('.bmp', np.zeros((4, 6, 3), np.uint8)),
+    ('.webp', np.zeros((4, 6, 3), np.uint8)), ('.ppm', np.zeros((4, 6, 3), np.uint8)),
+], ids=['tiff32', 'tiff8', 'bmp', 'webp', 'ppm'])
+def test_formats_other_than_jpeg_and_png_are_refused_by_name(extension, image):
+    with pytest.raises(ImageConversionError, match='neither JPEG nor PNG') as error:
+        compressed_msg_to_rgb(CompressedImage(format=extension[1:], data=_encoded(extension, image)))
+    assert error.value.kind == 'format'
+
+
+def test_gif_is_refused_by_name():
+    gif = io.BytesIO()
+    PILImage.new('RGB', (6, 4)).save(gif, format='GIF')
+    with pytest.raises(ImageConversionError, match='neither JPEG nor PNG'):
+        compressed_msg_to_rgb(CompressedImage(format='gif', data=gif.getvalue()))
+
+
+def test_jpeg_whose_header_declares_more_than_its_data_is_refused():
+    """OpenCV answers an 8x8 JPEG whose header says 65000x1 with a grey 1x65000 image."""
+    data = bytearray(_encoded('.jpg', np.full((8, 8, 3), 90, np.uint8)))
+    start_of_frame = data.index(b'\xff\xc0')
+    data[start_of_frame + 5:start_of_frame + 9] = struct.pack('>HH', 1, 65000)
+    assert cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR).shape == (1, 65000, 3)
+    with pytest.raises(ImageConversionError, match='corrupt JPEG.*premature end') as error:
+        compressed_msg_to_rgb(CompressedImage(format='jpeg', data=bytes(data)))
+    assert error.value.kind == 'undecodable'
+    truncated = _encoded('.jpg', np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8))[:-100]
+    with pytest.raises(ImageConversionError, match='corrupt JPEG'):
+        compressed_msg_to_rgb(CompressedImage(format='jpeg', data=truncated))
+
+
+@pytest.mark.parametrize('mode', ['P', 'LA', 'RGBA', '1'])
+def test_png_of_every_colour_type_decodes_to_rgb(mode):
+    image = PILImage.fromarray(RGB).convert(mode)
+    encoded = io.BytesIO()
+    image.save(encoded, format='PNG')
+    rgb = compressed_msg_to_rgb(CompressedImage(format='png', data=encoded.getvalue()))
+    np.testing.assert_array_equal(rgb, np.asarray(image.convert('RGB')))
+
+
+def test_16_bit_colour_png_keeps_the_top_byte():
+    rgb16 = RGB.astype(np.uint16) << 8 | 0x7F
+    rgb = compressed_msg_to_rgb(CompressedImage(format='png', data=_encoded('.png', cv2.cvtColor(rgb16,
+                                                                                                 cv2.COLOR_RGB2BGR))))
+    np.testing.assert_array_equal(rgb, RGB)
 
 
 CV_BRIDGE = cv_bridge_if_installed()

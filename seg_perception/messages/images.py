@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -147,35 +148,67 @@ def image_msg_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS, bridge: O
                                                  f'{str(error).strip().splitlines()[-1]}') from None
 
 
-def compressed_msg_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS,
-                          bridge: Optional[Any] = None) -> np.ndarray:
-    """RGB uint8 array of a JPEG or PNG ``CompressedImage``; the size is read from the file header
-    and checked before anything is decompressed."""
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+JPEG_SIGNATURE = b'\xff\xd8'
+COMPRESSED_FORMATS = 'JPEG or 8/16-bit PNG'
+PNG_16_BIT_MODES = ('I;16', 'I;16B', 'I;16L', 'I')  # Pillow's modes of a 16-bit grey PNG
+
+
+def _decode_jpeg(data: bytes, max_pixels: int, described: str) -> np.ndarray:
+    """libjpeg-turbo through simplejpeg, strict: a warning (data ending before the image does, which
+    OpenCV answers with grey-filled rows and a line on stderr) refuses the frame."""
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as error:
+        raise ImageConversionError('undecodable', f'{described} cannot be decoded: {error}') from None
+    _check_size(width, height, max_pixels)
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace='RGB', strict=True)
+    except ValueError as error:
+        raise ImageConversionError('undecodable', f'{described} is a corrupt JPEG: {error}') from None
+
+
+def _decode_png(data: bytes, max_pixels: int, described: str) -> np.ndarray:
+    """Pillow: it raises on truncated or corrupt data instead of printing libpng's lines on stderr.
+    16-bit samples keep their most significant byte."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the frame is decoded or refused; Pillow's warnings add nothing
+        try:
+            image = PILImage.open(io.BytesIO(data), formats=['PNG'])  # reads the header only
+        except PILImage.DecompressionBombError as error:
+            raise ImageConversionError('too_large', f'{described} is too large: {error}') from None
+        except Exception as error:  # noqa: BLE001 - Pillow raises many types for garbage
+            raise ImageConversionError('undecodable', f'{described} cannot be decoded: {error}') from None
+        with image:
+            _check_size(image.width, image.height, max_pixels)
+            try:
+                image.load()
+                if image.mode in PNG_16_BIT_MODES:
+                    return cv2.cvtColor((np.asarray(image) >> 8).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+                return np.asarray(image if image.mode == 'RGB' else image.convert('RGB'))
+            except Exception as error:  # noqa: BLE001 - truncated or corrupt data, in many types
+                raise ImageConversionError('undecodable', f'{described} is a corrupt PNG: {error}') from None
+
+
+def compressed_msg_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """RGB uint8 array of a JPEG or PNG ``CompressedImage`` (told apart by their signatures; other
+    formats are refused). The size is read from the file header and checked before anything is
+    decompressed; the decoders are strict, so corrupt data is refused, never answered. cv_bridge is
+    not used here: it decodes with OpenCV, which accepts any format and fills missing data with grey."""
     data = bytes(msg.data)
+    described = f'compressed image (format {msg.format!r}, {len(data)} bytes)'
     if not data:
         raise ImageConversionError('zero_size', 'compressed image with no data')
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', PILImage.DecompressionBombWarning)  # the limit is ours
-            with PILImage.open(io.BytesIO(data)) as header:  # reads the header only
-                width, height = header.size
-    except PILImage.DecompressionBombError as error:
-        raise ImageConversionError('too_large', f'compressed image is too large: {error}') from None
-    except Exception as error:  # Pillow raises many types for garbage; all mean "not an image"
-        raise ImageConversionError(
-            'undecodable', f'compressed image (format {msg.format!r}, {len(data)} bytes) cannot be decoded: '
-                           f'{error}') from None
-    _check_size(width, height, max_pixels)
-    if bridge is not None:
-        return np.asarray(bridge.compressed_imgmsg_to_cv2(msg, desired_encoding='rgb8'))
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if decoded is None or decoded.shape[:2] != (height, width):
-        raise ImageConversionError(
-            'undecodable', f'compressed image (format {msg.format!r}, {len(data)} bytes) cannot be decoded')
-    decoded = _to_8_bits(decoded)
-    if decoded.ndim == 2:
-        return cv2.cvtColor(decoded, cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB if decoded.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+    if data.startswith(JPEG_SIGNATURE):
+        rgb = _decode_jpeg(data, max_pixels, described)
+    elif data.startswith(PNG_SIGNATURE):
+        rgb = _decode_png(data, max_pixels, described)
+    else:
+        raise ImageConversionError('format', f'{described} is neither JPEG nor PNG (starts with {data[:8]!r}); '
+                                             f'accepted: {COMPRESSED_FORMATS}')
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageConversionError('undecodable', f'{described} decoded to {rgb.dtype} {rgb.shape}, not RGB')
+    return rgb
 
 
 def array_to_image_msg(array: np.ndarray, encoding: str, header: Header) -> Image:

@@ -191,7 +191,7 @@ class CameraChannel:
     def convert(self, msg: Any) -> np.ndarray:
         """RGB uint8 of ``msg``; raises ImageConversionError for a bad image."""
         if self.topics.compressed:
-            return compressed_msg_to_rgb(msg, self._settings.max_image_pixels, self._bridge)
+            return compressed_msg_to_rgb(msg, self._settings.max_image_pixels)
         return image_msg_to_rgb(msg, self._settings.max_image_pixels, self._bridge)
 
     # --- health -----------------------------------------------------------------------------------

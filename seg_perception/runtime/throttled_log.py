@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+MAX_MESSAGE_CHARS = 400
+
 
 class ThrottledErrorLog:
     """Logs the first error of each kind, then at most one per ``period_sec``, with the number of
@@ -21,6 +23,9 @@ class ThrottledErrorLog:
         self._suppressed: dict[str, int] = {}
 
     def error(self, kind: str, message: str) -> None:
+        """Log ``message`` (cut to ``MAX_MESSAGE_CHARS``: it may quote message fields of any length)."""
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = f'{message[:MAX_MESSAGE_CHARS]}... ({len(message)} characters)'
         now = self._clock()
         last = self._last_report.get(kind)
         if last is not None and now - last < self._period_sec:
