@@ -21,12 +21,10 @@ import numpy as np
 
 from seg_models.backends.base import BackendError
 from seg_models.checkpoints import CheckpointError
-from seg_models.configs import (BACKENDS, PRECISIONS, BackendSettings, InstanceModelConfig, SemanticModelConfig,
-                                build_config)
+from seg_models.configs import (BACKENDS, DEFAULT_INPUT_SIZE, PRECISIONS, BackendSettings, InstanceModelConfig,
+                                SemanticModelConfig, build_config)
 
 TASKS = {'semantic': SemanticModelConfig, 'instance': InstanceModelConfig}
-#: network input the CLI builds for by default: the one config/driving.yaml gives both nodes
-DEFAULT_INPUT_SIZE = (512, 1024)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -47,6 +47,11 @@ class InstanceFilter:
     class_ids: tuple[int, ...] = ()  # empty: every class
 
 
+# The network input both tasks run at by default (and config/driving.yaml deploys): a Cityscapes
+# frame at half resolution. Camera images of any size are resized to it and the outputs back.
+DEFAULT_INPUT_SIZE = (512, 1024)
+
+
 @dataclass(frozen=True)
 class SemanticModelConfig:
     """Everything needed to build a semantic segmenter."""
@@ -56,7 +61,8 @@ class SemanticModelConfig:
     label_set: str = 'cityscapes'
     checkpoint: str = ''  # empty: untrained weights (loudly reported)
     model_metadata: str = ''  # bring your own model: metadata .yaml naming an ONNX file (see external.py)
-    input_size: Optional[tuple[int, int]] = None  # (height, width); None: each image's own size
+    # (height, width); None: each image's own size (opt in: a full-resolution network on whatever arrives)
+    input_size: Optional[tuple[int, int]] = DEFAULT_INPUT_SIZE
     with_confidence: bool = False
     selection: SemanticFilter = field(default_factory=SemanticFilter)
     deployment: BackendSettings = field(default_factory=BackendSettings)
@@ -70,7 +76,7 @@ class InstanceModelConfig:
     label_set: str = 'cityscapes_things'  # classes the network was trained on (coco_things for COCO weights)
     output_label_set: str = ''  # classes to publish; empty: the network's own
     checkpoint: str = ''
-    input_size: tuple[int, int] = (1024, 2048)  # fixed (height, width), multiples of 32
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE  # fixed (height, width), multiples of 32
     max_detections: int = 100
     selection: InstanceFilter = field(default_factory=InstanceFilter)
     # max_batch is the batch size baked into the instance graph (ONNX / TensorRT), padded when short

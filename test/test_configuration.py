@@ -21,9 +21,6 @@ NODES = {
     SEMANTIC_NODE: ('semantic', SEMANTIC_PARAMETERS, semantic_config_from_parameters, SemanticModelConfig),
     INSTANCE_NODE: ('instance', INSTANCE_PARAMETERS, instance_config_from_parameters, InstanceModelConfig),
 }
-# What driving.yaml sets on purpose away from a node's own default: the network input (0 would run
-# the network at each camera's resolution; the deployed pipeline uses 512x1024).
-DEPLOYMENT_CHOICES = {'input_height': 512, 'input_width': 1024}
 OPTIONAL_IN_CONFIG = {'class_filter'}  # shown commented out in driving.yaml: no filter by default
 
 
@@ -50,20 +47,20 @@ def test_driving_yaml_sets_every_declared_parameter_to_a_valid_value(node_name):
 
 
 @pytest.mark.parametrize('node_name', list(NODES))
-def test_driving_yaml_keeps_the_defaults_but_for_the_deployment_choices(node_name):
+def test_driving_yaml_is_the_defaults_written_out(node_name):
+    """A node started without driving.yaml runs as deployed: in particular at a 512x1024 network input,
+    not a full-resolution network on whatever size arrives."""
     specs, values = declared(node_name), configured(node_name)
     differing = {name: value for name, value in values.items() if value != specs[name].default}
-    assert differing == DEPLOYMENT_CHOICES
+    assert differing == {}
+    assert (specs['input_height'].default, specs['input_width'].default) == (512, 1024)
 
 
 @pytest.mark.parametrize('node_name', list(NODES))
 def test_parameter_defaults_build_the_seg_models_default_config(node_name):
     _, task_parameters, config_from_parameters, config_type = NODES[node_name]
     defaults = {name: spec.default for name, spec in declared(node_name).items()}
-    expected = config_type()
-    if config_type is SemanticModelConfig:  # 0 x 0 input means the camera's own size, as the config's None
-        assert expected.input_size is None
-    assert config_from_parameters(defaults) == expected
+    assert config_from_parameters(defaults) == config_type()
 
 
 @pytest.mark.parametrize('node_name', list(NODES))

@@ -251,6 +251,13 @@ def test_16_bit_colour_png_keeps_the_top_byte():
     np.testing.assert_array_equal(rgb, RGB)
 
 
+def test_default_pixel_limit_refuses_a_small_file_declaring_a_huge_image_before_decoding():
+    """An 8000x8000 PNG of a few KB used to be decoded (and run through a full-size network)."""
+    with pytest.raises(ImageConversionError, match='above the limit of 16777216') as error:
+        compressed_msg_to_rgb(CompressedImage(format='png', data=_png_claiming_size(8000, 8000)))
+    assert error.value.kind == 'too_large'
+
+
 CV_BRIDGE = cv_bridge_if_installed()
 
 

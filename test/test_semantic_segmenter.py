@@ -40,7 +40,7 @@ def test_class_ids_are_the_argmax_of_the_network_on_normalised_pixels(segmenter)
 
 def test_without_input_size_each_image_runs_at_its_own_size_grouped_by_size():
     calls = []
-    own_size = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='pytorch')))
+    own_size = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='pytorch'), input_size=None))
     infer = own_size.backend.infer
     own_size.backend.infer = lambda batch: calls.append(batch.shape) or infer(batch)
     sizes = [(32, 48), (40, 48), (32, 48)]

@@ -64,7 +64,7 @@ def _camera_encodings() -> dict[str, CameraEncoding]:
 
 CAMERA_ENCODINGS: dict[str, CameraEncoding] = _camera_encodings()
 
-DEFAULT_MAX_PIXELS = 8192 * 8192
+DEFAULT_MAX_PIXELS = 4096 * 4096  # 4K and 12-megapixel cameras fit; a decompression bomb does not
 
 # Encodings of the images this package publishes: encoding -> (dtype, channels).
 OUTPUT_ENCODINGS = {'mono8': (np.uint8, 1), 'mono16': (np.uint16, 1), 'rgb8': (np.uint8, 3),

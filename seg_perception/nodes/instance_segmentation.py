@@ -37,6 +37,8 @@ from seg_perception.runtime.camera_input import CameraFrame
 from seg_perception.runtime.parameters import (ParameterSpec, ParameterValueError, max_batch_parameter,
                                                network_input_size)
 
+NATIVE_INPUT_SIZE = (1024, 2048)  # input_height/width 0: Cityscapes frames as Mask R-CNN was trained on
+
 INSTANCE_PARAMETERS = (
     ParameterSpec.of_field(InstanceModelConfig, 'architecture', 'Mask R-CNN variant (torchvision).',
                            choices=MASK_RCNN_ARCHITECTURES),
@@ -79,9 +81,9 @@ def instance_config_from_parameters(values: dict[str, Any]) -> InstanceModelConf
     output_label_set = values['output_label_set'] or values['label_set']
     selection = build_config(InstanceFilter, values,
                              class_ids=class_filter_ids(values['class_filter'], output_label_set))
-    defaults = InstanceModelConfig()  # native input: Cityscapes frames, 1024x2048
+    defaults = InstanceModelConfig()
     return build_config(InstanceModelConfig, values, selection=selection,
-                        input_size=network_input_size(values) or defaults.input_size,
+                        input_size=network_input_size(values) or NATIVE_INPUT_SIZE,
                         max_detections=max(defaults.max_detections, values['max_instances']))
 
 

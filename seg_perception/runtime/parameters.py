@@ -15,7 +15,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from seg_models.configs import BACKENDS, PRECISIONS, BackendSettings, field_default
+from seg_models.configs import BACKENDS, DEFAULT_INPUT_SIZE, PRECISIONS, BackendSettings, field_default
 
 
 class ParameterValueError(ValueError):
@@ -94,10 +94,12 @@ BACKEND_PARAMETERS = (
     ParameterSpec.of_field(BackendSettings, 'device', 'Device for the PyTorch backend: cpu, cuda or cuda:N.'),
     ParameterSpec.of_field(BackendSettings, 'precision', 'Arithmetic precision of the backend (int8: TensorRT '
                                                          'only).', choices=PRECISIONS),
-    ParameterSpec('input_height', 0, 'Network input height in pixels; 0 = each camera image as it is '
-                                     '(or the model\'s native size).', value_range=(0, 8192)),
-    ParameterSpec('input_width', 0, 'Network input width in pixels; 0 = each camera image as it is '
-                                    '(or the model\'s native size).', value_range=(0, 8192)),
+    ParameterSpec('input_height', DEFAULT_INPUT_SIZE[0], 'Network input height in pixels; 0 = each camera image '
+                  'as it is (semantic; a full-resolution network) or the native 1024 (instance).',
+                  value_range=(0, 8192)),
+    ParameterSpec('input_width', DEFAULT_INPUT_SIZE[1], 'Network input width in pixels; 0 = each camera image '
+                  'as it is (semantic; a full-resolution network) or the native 2048 (instance).',
+                  value_range=(0, 8192)),
 )
 
 
