@@ -3,11 +3,14 @@ import hashlib
 import json
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 
 from seg_models.backends.factory import BackendSettings, DeploymentGraph, create_backend
-from seg_models.engine_cache import EngineCache, module_sha256
+from seg_models.engine_cache import (MAX_ENTRIES_PER_STEM, CacheDirectoryError, EngineCache, checked_onnx,
+                                     file_sha256, module_sha256, onnx_sha256)
 from seg_models.export import export_semantic_onnx
 from seg_models.models.deeplabv3plus import deeplabv3plus
 from seg_models.models.semantic_inference import SemanticInference
@@ -29,7 +32,7 @@ def test_reuse_rebuild_on_changed_inputs_and_on_corruption(tmp_path):
     path.write_text('engine v1 but truncated')
     corrupt = cache.check('model', '.engine', key)
     assert not corrupt.reused and 'corrupt' in corrupt.reason
-    (tmp_path / 'model.engine.json').write_text('{not json')
+    (tmp_path / f'{path.name}.json').write_text('{not json')
     assert 'unreadable' in cache.check('model', '.engine', key).reason
     assert cache.check('absent', '.engine', key).reason == 'no cached artifact'
 
@@ -52,13 +55,68 @@ def test_get_or_build_rebuilds_when_a_cached_file_cannot_be_loaded(tmp_path):
     value, entry = cache.get_or_build('m', '.bin', key, build, load)
     assert entry.reused and len(builds) == 1
     # Incompatible file with a matching sidecar (e.g. the runtime was upgraded in place).
-    (tmp_path / 'm.bin').write_text('bad')
-    sidecar = json.loads((tmp_path / 'm.bin.json').read_text())
-    sidecar["sha256"] = hashlib.sha256(b"bad").hexdigest()
-    (tmp_path / 'm.bin.json').write_text(json.dumps(sidecar))
+    _replace_keeping_the_sidecar_valid(entry.path, b'bad')
     value, entry = cache.get_or_build('m', '.bin', key, build, load)
     assert value == 'good' and len(builds) == 2 and 'cannot be loaded (deserialisation failed)' in entry.reason
-    assert [path.name for path, _ in cache.entries()] == ['m.bin']
+    assert [path for path, _ in cache.entries()] == [entry.path]
+
+
+def _replace_keeping_the_sidecar_valid(path, data: bytes) -> None:
+    path.write_bytes(data)
+    sidecar = path.with_name(path.name + '.json')
+    recorded = json.loads(sidecar.read_text())
+    recorded['sha256'] = hashlib.sha256(data).hexdigest()
+    sidecar.write_text(json.dumps(recorded))
+
+
+def test_entries_with_different_keys_live_side_by_side_and_the_least_recently_used_go(tmp_path):
+    """Two nodes with different settings sharing a cache used to rebuild each other's file at every start."""
+    cache = EngineCache(tmp_path)
+    builds = []
+    build = lambda path: builds.append(path) or path.write_text('x')  # noqa: E731
+    for _ in range(2):
+        for threshold in (0.5, 0.7):
+            cache.get_or_build('maskrcnn', '.onnx', {'score_threshold': threshold}, build, load=lambda path: path)
+    assert len(builds) == 2
+    assert "score_threshold: 0.7 -> 0.9" in cache.check('maskrcnn', '.onnx', {'score_threshold': 0.9}).reason
+    for threshold in (0.1, 0.2, 0.3):
+        cache.get_or_build('maskrcnn', '.onnx', {'score_threshold': threshold}, build, load=lambda path: path)
+    kept = sorted(key['score_threshold'] for _, key in cache.entries())
+    assert kept == [0.1, 0.2, 0.3, 0.7] and len(list(tmp_path.glob('*.onnx'))) == MAX_ENTRIES_PER_STEM
+
+
+def test_a_corrupt_onnx_matching_its_sidecar_is_rebuilt(tmp_path):
+    cache = EngineCache(tmp_path)
+    graph = onnx.helper.make_graph([onnx.helper.make_node('Identity', ['x'], ['y'])], 'g',
+                                   [onnx.helper.make_tensor_value_info('x', onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info('y', onnx.TensorProto.FLOAT, [1])])
+    export = lambda path: onnx.save(onnx.helper.make_model(graph), str(path))  # noqa: E731
+    path, _ = cache.get_or_build('g', '.onnx', {'weights': 1}, export, load=checked_onnx)
+    _replace_keeping_the_sidecar_valid(path, path.read_bytes()[:-7])
+    rebuilt, entry = cache.get_or_build('g', '.onnx', {'weights': 1}, export, load=checked_onnx)
+    assert 'cannot be loaded' in entry.reason and onnx.load(str(rebuilt)).graph.node[0].op_type == 'Identity'
+
+
+def test_onnx_hash_covers_external_data_files(tmp_path):
+    weights = onnx.numpy_helper.from_array(np.ones((64, 64), np.float32), 'w')
+    graph = onnx.helper.make_graph([onnx.helper.make_node('MatMul', ['x', 'w'], ['y'])], 'g',
+                                   [onnx.helper.make_tensor_value_info('x', onnx.TensorProto.FLOAT, [1, 64])],
+                                   [onnx.helper.make_tensor_value_info('y', onnx.TensorProto.FLOAT, [1, 64])],
+                                   [weights])
+    model_path = tmp_path / 'model.onnx'
+    onnx.save(onnx.helper.make_model(graph), str(model_path), save_as_external_data=True,
+              location='model.onnx.data', size_threshold=0)
+    before = onnx_sha256(model_path)
+    data = bytearray((tmp_path / 'model.onnx.data').read_bytes())
+    data[:4] = np.float32(2.0).tobytes()
+    (tmp_path / 'model.onnx.data').write_bytes(bytes(data))  # new weights, same graph file
+    assert onnx_sha256(model_path) != before and file_sha256(model_path) == file_sha256(model_path)
+
+
+def test_engine_dir_that_is_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / 'file').write_text('')
+    with pytest.raises(CacheDirectoryError, match='is a file, not a folder'):
+        EngineCache(tmp_path / 'file')
 
 
 def test_failed_build_leaves_no_artifact_that_looks_valid(tmp_path):

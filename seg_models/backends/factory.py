@@ -16,7 +16,7 @@ from torch import nn
 
 from seg_models.backends.base import Backend, BackendError
 from seg_models.configs import BACKENDS, BackendSettings
-from seg_models.engine_cache import EngineCache, file_sha256, module_sha256
+from seg_models.engine_cache import EngineCache, checked_onnx, module_sha256, onnx_sha256
 from seg_models.export import ONNX_OPSET
 from seg_models.frame_sources import image_files, read_rgb
 
@@ -86,7 +86,7 @@ def onnx_artifact(graph: DeploymentGraph, cache: EngineCache) -> Path:
         return graph.onnx_file
     key = {'format': 'onnx', 'opset': ONNX_OPSET, 'torch': torch.__version__,
            'weights_sha256': module_sha256(graph.module), **graph.key}
-    path, entry = cache.get_or_build(graph.name, '.onnx', key, graph.export, load=lambda path: path)
+    path, entry = cache.get_or_build(graph.name, '.onnx', key, graph.export, load=checked_onnx)
     LOGGER.info('ONNX model %s (%s)', path, 'reused: ' + entry.reason if entry.reused else entry.reason)
     return path
 
@@ -110,7 +110,7 @@ def _tensorrt_backend(graph: DeploymentGraph, settings: BackendSettings, cache: 
         batches = (1, 1, max(1, settings.max_batch))
     shapes = InputShapes(*[(batch, 3, height, width) for batch in batches])
     engine_device = settings.device if settings.device.startswith('cuda') else 'cuda'
-    key = {'format': 'tensorrt', 'onnx_sha256': file_sha256(onnx_path), 'tensorrt': tensorrt.__version__,
+    key = {'format': 'tensorrt', 'onnx_sha256': onnx_sha256(onnx_path), 'tensorrt': tensorrt.__version__,
            **gpu_identity(torch.device(engine_device).index or 0),
            'precision': settings.precision, 'input_shapes': shapes.as_key(), **graph.key}
     stem = f'{graph.name}_{settings.precision}_{height}x{width}'
@@ -124,7 +124,7 @@ def _tensorrt_backend(graph: DeploymentGraph, settings: BackendSettings, cache: 
         if calibration_files:
             images = [read_rgb(path) for path in calibration_files]
             calibrator = entropy_calibrator(images, graph.input_size,
-                                            cache.artifact_path(stem, '.calibration'), batch_size=batches[1])
+                                            cache.artifact_path(stem, '.calibration', key), batch_size=batches[1])
         build_engine(onnx_path, path, settings.precision, shapes, calibrator, show_progress=True)
 
     backend, entry = cache.get_or_build(
