@@ -9,19 +9,25 @@ Metadata (YAML), paths relative to the metadata file::
     std: [58.395, 57.12, 57.375]
     channel_order: rgb             # rgb or bgr
     output: logits                 # logits (N, C, H, W) or class_ids (N, H, W)
+    void_class: 19                 # optional: the model's background/void class, published as the
+                                   # label set's ignore id (its other classes keep their order)
 
-The adapter normalises on the host and takes the argmax of logits, so the model runs through the
-same backends (ONNX Runtime, TensorRT) and the same nodes as our own exports.
+The metadata is checked against the ONNX graph at start-up: input size, the output's class count
+against the label set (plus ``void_class``), mean/std on the 0-255 scale. The adapter normalises
+on the host and takes the argmax of logits, so the model runs through the same backends (ONNX
+Runtime, TensorRT) and the same nodes as our own exports; ids outside the label set are never
+published (they become its ignore id).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from seg_models.backends.base import Backend, BackendError
+from seg_models.labels import LabelSet, get_label_set
 
 OUTPUT_KINDS = ('logits', 'class_ids')
 CHANNEL_ORDERS = ('rgb', 'bgr')
@@ -38,14 +44,17 @@ class ExternalModelSpec:
     output: str
     output_name: str = 'output'
     batch_size: Optional[int] = None  # fixed batch of the ONNX input, None: dynamic
+    void_class: Optional[int] = None  # the model's "no class" output: published as the label set's ignore id
 
     def as_key(self) -> dict:
         return {'input_size': list(self.input_size) if self.input_size else None, 'mean': list(self.mean),
-                'std': list(self.std), 'channel_order': self.channel_order, 'output': self.output}
+                'std': list(self.std), 'channel_order': self.channel_order, 'output': self.output,
+                'void_class': self.void_class}
 
 
 def load_external_model(metadata_path: str | Path) -> ExternalModelSpec:
-    """Read and check a metadata file; every problem is named in one ValueError."""
+    """Read a metadata file and check it, and the ONNX graph it names, against each other; every
+    problem is named in one ValueError."""
     import yaml
 
     metadata_path = Path(metadata_path)
@@ -53,14 +62,40 @@ def load_external_model(metadata_path: str | Path) -> ExternalModelSpec:
         document = yaml.safe_load(metadata_path.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
         raise ValueError(f'model metadata {metadata_path} is unreadable: {error}') from None
-    problems = []
+    if not isinstance(document, dict):
+        raise ValueError(f'model metadata {metadata_path} must be a mapping of fields (onnx, label_set, mean, '
+                         f'std, output ...), not a {type(document).__name__}')
+    problems = _metadata_problems(document)
     onnx_path = metadata_path.parent / str(document.get('onnx', ''))
     if not document.get('onnx') or not onnx_path.is_file():
         problems.append(f'onnx: file {onnx_path} not found')
+    if problems:
+        raise ValueError(f'model metadata {metadata_path}: ' + '; '.join(problems))
+    label_set = str(document['label_set'])
+    if label_set.endswith(('.yaml', '.yml')):
+        label_set = str(metadata_path.parent / label_set)
+    graph = _read_graph(onnx_path)
+    spec = ExternalModelSpec(onnx=onnx_path, label_set=label_set,
+                             input_size=tuple(document['input_size']) if document.get('input_size') else None,
+                             mean=tuple(float(v) for v in document['mean']),
+                             std=tuple(float(v) for v in document['std']),
+                             channel_order=document.get('channel_order', 'rgb'), output=document['output'],
+                             output_name=graph.output[0].name, void_class=document.get('void_class'))
+    spec, problems = _checked_against_graph(spec, graph, get_label_set(label_set).num_classes)
+    if problems:
+        raise ValueError(f'model metadata {metadata_path} does not match {onnx_path.name}: ' + '; '.join(problems))
+    return spec
+
+
+def _metadata_problems(document: dict) -> list[str]:
+    problems = []
     for field_name in ('mean', 'std'):
         values = document.get(field_name)
         if not (isinstance(values, list) and len(values) == 3 and all(isinstance(v, (int, float)) for v in values)):
             problems.append(f'{field_name}: three numbers expected, got {values!r}')
+    if not problems and max(document['mean']) <= 1.0 and max(document['std']) <= 1.0:
+        problems.append(f'mean/std {document["mean"]}/{document["std"]} look like the 0-1 scale: give them on the '
+                        f'0-255 scale the camera pixels come in (multiply by 255)')
     if document.get('channel_order', 'rgb') not in CHANNEL_ORDERS:
         problems.append(f'channel_order: one of {CHANNEL_ORDERS} expected')
     if document.get('output') not in OUTPUT_KINDS:
@@ -69,34 +104,67 @@ def load_external_model(metadata_path: str | Path) -> ExternalModelSpec:
     if input_size is not None and not (isinstance(input_size, list) and len(input_size) == 2
                                        and all(isinstance(v, int) and v > 0 for v in input_size)):
         problems.append(f'input_size: [height, width] expected, got {input_size!r}')
+    void_class = document.get('void_class')
+    if void_class is not None and not (isinstance(void_class, int) and void_class >= 0):
+        problems.append(f'void_class: a class index (0 or more) expected, got {void_class!r}')
     if 'label_set' not in document:
         problems.append('label_set: missing')
-    if problems:
-        raise ValueError(f'model metadata {metadata_path}: ' + '; '.join(problems))
-    label_set = str(document['label_set'])
-    if label_set.endswith(('.yaml', '.yml')):
-        label_set = str(metadata_path.parent / label_set)
+    return problems
+
+
+def _read_graph(onnx_path: Path):
     import onnx
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    batch_dim = graph.input[0].type.tensor_type.shape.dim[0].dim_value
-    return ExternalModelSpec(onnx=onnx_path, label_set=label_set,
-                             input_size=tuple(input_size) if input_size else None,
-                             mean=tuple(float(v) for v in document['mean']),
-                             std=tuple(float(v) for v in document['std']),
-                             channel_order=document.get('channel_order', 'rgb'), output=document['output'],
-                             output_name=graph.output[0].name, batch_size=batch_dim or None)
+    try:
+        return onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception as error:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeError ... for damaged files
+        raise ValueError(f'{onnx_path} is not a readable ONNX model ({type(error).__name__}: {error})') from None
+
+
+def _static_dims(value_info) -> list[Optional[int]]:
+    """Dimensions of a graph input or output; None where symbolic (dynamic)."""
+    return [dim.dim_value if dim.HasField('dim_value') else None for dim in value_info.type.tensor_type.shape.dim]
+
+
+def _checked_against_graph(spec: ExternalModelSpec, graph, num_classes: int) -> tuple[ExternalModelSpec, list[str]]:
+    """The spec with what the graph fixes filled in (input size, batch), and where they disagree."""
+    problems = []
+    initializers = {tensor.name for tensor in graph.initializer}
+    model_input = next(value for value in graph.input if value.name not in initializers)
+    dims = _static_dims(model_input)
+    if len(dims) != 4 or dims[1] not in (None, 3):
+        return spec, [f'the ONNX input {model_input.name} is {dims}, not (N, 3, H, W)']
+    graph_size = tuple(dims[2:]) if None not in dims[2:] else None
+    if spec.input_size and graph_size and spec.input_size != graph_size:
+        problems.append(f'input_size {list(spec.input_size)} contradicts the ONNX input {model_input.name}, '
+                        f'which is fixed at {list(graph_size)}')
+    output_dims = _static_dims(graph.output[0])
+    expected_rank = 4 if spec.output == 'logits' else 3
+    channels = num_classes + (spec.void_class is not None)
+    if len(output_dims) != expected_rank:
+        problems.append(f'output {spec.output} needs a rank-{expected_rank} ONNX output, {spec.output_name} is '
+                        f'{output_dims}')
+    elif spec.output == 'logits' and output_dims[1] is not None and output_dims[1] != channels:
+        void = ' plus the void class' if spec.void_class is not None else ''
+        problems.append(f'the ONNX output {spec.output_name} has {output_dims[1]} channels, but the label set '
+                        f'{spec.label_set} has {num_classes} classes{void}; map a background/void channel with '
+                        f'void_class')
+    if spec.void_class is not None and spec.void_class >= channels:
+        problems.append(f'void_class {spec.void_class} is not one of the {channels} model classes')
+    return replace(spec, input_size=spec.input_size or graph_size, batch_size=dims[0] or None), problems
 
 
 class ExternalSemanticBackend(Backend):
     """Wraps the backend running a foreign ONNX file so it honours our interface: uint8 RGB
     (N, 3, H, W) in, ``class_ids`` [and ``confidence``] out."""
 
-    def __init__(self, inner: Backend, spec: ExternalModelSpec, with_confidence: bool = False) -> None:
+    def __init__(self, inner: Backend, spec: ExternalModelSpec, label_set: LabelSet,
+                 with_confidence: bool = False) -> None:
         if with_confidence and spec.output != 'logits':
             raise BackendError('confidence needs a model that outputs logits')
         self.inner = inner
         self.spec = spec
+        self.num_classes, self.ignore_id = label_set.num_classes, label_set.ignore_id
         self.name = f'{inner.name} (external model)'
         self.mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, 3, 1, 1)
         self.scale = 1.0 / np.asarray(spec.std, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -110,9 +178,18 @@ class ExternalSemanticBackend(Backend):
         raw = np.concatenate([self.inner.infer(normalised[start:start + step])[self.spec.output_name]
                               for start in range(0, len(normalised), step)])
         if self.spec.output == 'class_ids':
-            return {'class_ids': raw.astype(np.int64)}
-        outputs = {'class_ids': raw.argmax(axis=1)}
+            return {'class_ids': self._in_label_set(raw.astype(np.int64))}
+        outputs = {'class_ids': self._in_label_set(raw.argmax(axis=1))}
         if 'confidence' in self.output_names:
             shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
             outputs['confidence'] = (1.0 / shifted.sum(axis=1)).astype(np.float32)
         return outputs
+
+    def _in_label_set(self, ids: np.ndarray) -> np.ndarray:
+        """Model class ids as label-set ids: the void class and anything outside the set (a class_ids
+        model can emit any number) become the ignore id; classes after the void class move down one."""
+        if self.spec.void_class is not None:
+            void = ids == self.spec.void_class
+            ids = np.where(ids > self.spec.void_class, ids - 1, ids)
+            ids[void] = self.ignore_id
+        return np.where((ids >= 0) & (ids < self.num_classes), ids, self.ignore_id)

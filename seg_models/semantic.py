@@ -149,7 +149,7 @@ def _external_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
                             onnx_file=spec.onnx, input_size=spec.input_size,
                             key={'label_set': label_set.name, 'model_metadata': spec.as_key()})
     inner = create_backend(graph, config.deployment)
-    backend = ExternalSemanticBackend(inner, spec, with_confidence=config.with_confidence)
+    backend = ExternalSemanticBackend(inner, spec, label_set, with_confidence=config.with_confidence)
     LOGGER.info('semantic segmenter: external model %s, label set %s, backend %s', spec.onnx, label_set.name,
                 backend.describe())
     return SemanticSegmenter(backend, label_set, spec.input_size or config.input_size, str(spec.onnx),

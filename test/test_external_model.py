@@ -92,3 +92,70 @@ def test_the_semantic_node_serves_an_external_model(external_model, tmp_path):
     labels = output_msg_to_array(received[0])
     assert received[0].header.frame_id == 'byo_camera'
     assert np.mean(labels == reference_ids(model, frame)) >= 0.995
+
+
+def _constant_logits_onnx(path, channels: int, winner: int, input_hw=('height', 'width')) -> None:
+    """A 1x1 convolution with zero weights: logits equal the bias everywhere, so every pixel is ``winner``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    bias = np.zeros(channels, np.float32)
+    bias[winner] = 1.0
+    graph = helper.make_graph(
+        [helper.make_node('Conv', ['input', 'weight', 'bias'], ['logits'])], 'constant',
+        [helper.make_tensor_value_info('input', TensorProto.FLOAT, ['batch', 3, *input_hw])],
+        [helper.make_tensor_value_info('logits', TensorProto.FLOAT, ['batch', channels, *input_hw])],
+        [numpy_helper.from_array(np.zeros((channels, 3, 1, 1), np.float32), 'weight'),
+         numpy_helper.from_array(bias, 'bias')])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)], ir_version=8), str(path))
+
+
+def _metadata(folder, text: str):
+    (folder / 'model.yaml').write_text(text)
+    return SemanticModelConfig(model_metadata=str(folder / 'model.yaml'), input_size=None)
+
+
+MEAN_STD = 'mean: [123.7, 116.3, 103.5]\nstd: [58.4, 57.1, 57.4]\n'
+
+
+@pytest.mark.parametrize('channels, extra, problem', [
+    (20, '', 'has 20 channels, but the label set cityscapes_things has 8 classes'),
+    (9, 'void_class: 12\n', 'void_class 12 is not one of the 9 model classes'),
+    (8, 'input_size: [64, 64]\n', 'input_size [64, 64] contradicts the ONNX input input, which is fixed at [32, 48]'),
+])
+def test_metadata_that_contradicts_the_onnx_graph_is_refused_at_start_up(tmp_path, channels, extra, problem):
+    _constant_logits_onnx(tmp_path / 'm.onnx', channels, 0, input_hw=(32, 48))
+    config = _metadata(tmp_path, f'onnx: m.onnx\nlabel_set: cityscapes_things\noutput: logits\n{MEAN_STD}{extra}')
+    with pytest.raises(ValueError, match=problem.replace('[', r'\[').replace(']', r'\]')):
+        create_semantic_segmenter(config)
+
+
+def test_mean_and_std_on_the_0_1_scale_are_refused(tmp_path):
+    _constant_logits_onnx(tmp_path / 'm.onnx', 8, 0)
+    config = _metadata(tmp_path, 'onnx: m.onnx\nlabel_set: cityscapes_things\noutput: logits\n'
+                                 'mean: [0.485, 0.456, 0.406]\nstd: [0.229, 0.224, 0.225]\n')
+    with pytest.raises(ValueError, match='look like the 0-1 scale'):
+        create_semantic_segmenter(config)
+
+
+@pytest.mark.parametrize('content, problem', [
+    ('- onnx: m.onnx\n- label_set: cityscapes\n', 'must be a mapping of fields'),
+    (None, 'is not a readable ONNX model'),
+], ids=['yaml_list', 'truncated_onnx'])
+def test_unreadable_metadata_and_onnx_are_one_line_errors(tmp_path, content, problem):
+    _constant_logits_onnx(tmp_path / 'm.onnx', 8, 0)
+    (tmp_path / 'm.onnx').write_bytes((tmp_path / 'm.onnx').read_bytes()[:-40])
+    text = content or f'onnx: m.onnx\nlabel_set: cityscapes_things\noutput: logits\n{MEAN_STD}'
+    with pytest.raises(ValueError, match=problem) as error:
+        create_semantic_segmenter(_metadata(tmp_path, text))
+    assert '\n' not in str(error.value)
+
+
+@pytest.mark.parametrize('winner, published', [(0, 255), (1, 0), (8, 7)])
+def test_void_class_is_published_as_the_ignore_id_and_later_classes_move_down(tmp_path, winner, published):
+    """A model with a background channel first (then the 8 Cityscapes things): background is unlabeled."""
+    _constant_logits_onnx(tmp_path / 'm.onnx', 9, winner)
+    segmenter = create_semantic_segmenter(_metadata(
+        tmp_path, f'onnx: m.onnx\nlabel_set: cityscapes_things\noutput: logits\nvoid_class: 0\n{MEAN_STD}'))
+    class_ids = segmenter.segment([np.zeros((24, 40, 3), np.uint8)])[0].class_ids
+    assert class_ids.shape == (24, 40) and set(np.unique(class_ids)) == {published}
