@@ -4,7 +4,7 @@ Starts the nodes of ``driving_pipeline.DRIVING_PIPELINE`` as separate processes 
 parameter file the launch file uses, publishes each frame on every camera topic as cameras would,
 waits for every node's outputs for it (nothing is dropped) and writes them to disk:
 
-    OUTPUT/labels/<frame>.png      class ids (mono8 PNG, lossless; 255 = unlabeled)
+    OUTPUT/labels/<frame>.png      class ids (mono8 PNG, lossless; the label set's ignore id = unlabeled)
     OUTPUT/color/<frame>.png       palette view of the class ids
     OUTPUT/instances/<frame>.png   Mask R-CNN instances drawn on the frame (masks, boxes, classes)
 

@@ -6,7 +6,7 @@ Subscribes:  image (sensor_msgs/Image, any supported encoding; remap to the came
              image/compressed (sensor_msgs/CompressedImage) with input_transport: compressed;
              or every topic of the cameras parameter, each camera's outputs in its namespace
 Publishes:   segmentation/semantic (sensor_msgs/Image mono8/mono16 class ids, camera resolution,
-             header copied from the input image; 255 / 65535 = unlabeled)
+             header copied from the input image; the label set's ignore id = unlabeled)
              segmentation/semantic/confidence (mono8 0-255 or 32FC1 0..1; confidence_output)
              segmentation/semantic/label_info (seg_perception_msgs/LabelSet, transient local, once)
              ~/color, ~/overlay (rgb8 palette view, and palette blended with the camera image;
