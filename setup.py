@@ -22,7 +22,6 @@ setup(
     maintainer_email='maintainers@seg-perception.dev',
     description='Semantic and instance segmentation nodes for driving scenes.',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'semantic_node = seg_perception.nodes.semantic_segmentation:SemanticSegmentationNode.main',
