@@ -128,6 +128,10 @@ def test_missing_camera_topic_and_qos_mismatch_are_reported(tmp_path):
             probe.node.create_publisher(Image, '/eager/camera', qos_profile_sensor_data)  # best effort
             probe.wait_for(lambda: 'offers QoS incompatible' in node.output(), 'QoS mismatch not reported')
             assert 'RELIABILITY' in node.output()
+            probe.wait_for(lambda: any('incompatible QoS (RELIABILITY)' in s.message for s in probe.statuses),
+                           'QoS mismatch not on /diagnostics')
+            status = next(s for s in reversed(probe.statuses) if 'incompatible QoS' in s.message)
+            assert status.level == DiagnosticStatus.ERROR and 'set input_reliability' in status.message
         finally:
             probe.close()
 

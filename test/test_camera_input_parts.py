@@ -53,7 +53,7 @@ def test_statistics_rates_percentiles_and_totals():
     assert later.frames_received == 30  # totals outlive the window
 
 
-def _status(serving='active', silence=0.5, trained=True, errors=None, output=5.0, now=1.0):
+def _status(serving='active', silence=0.5, trained=True, errors=None, output=5.0, now=1.0, lost=0, **state_fields):
     stats = CameraStatistics(now=0.0)
     for index in range(10):
         stats.frame_received(index * 0.1, dropped_older=False)
@@ -61,9 +61,11 @@ def _status(serving='active', silence=0.5, trained=True, errors=None, output=5.0
             stats.frame_published(index * 0.1, latency_ms=80.0, processing_ms=40.0)
     for kind in errors or []:
         stats.input_error(0.9, kind)
+    if lost:
+        stats.frames_lost(lost, now=0.9)
     state = CameraInputState(serving=serving, input_topic='/cam/image', input_silence_sec=silence,
                           input_timeout_sec=5.0, trained=trained,
-                          model={'backend': 'onnxruntime', 'precision': 'fp32', 'model': 'deeplab'})
+                          model={'backend': 'onnxruntime', 'precision': 'fp32', 'model': 'deeplab'}, **state_fields)
     return camera_input_status('seg: camera pipeline', 'cpu', stats.snapshot(now=now), state)
 
 
@@ -85,6 +87,9 @@ def test_status_carries_rates_latency_drops_and_model():
     ({'output': 0, 'now': 6.0, 'trained': False}, DiagnosticStatus.ERROR, 'none was answered for 6 s (see the log)'),
     ({'errors': ['inference'], 'output': 0, 'now': 6.0}, DiagnosticStatus.ERROR, '(not answered: inference x1)'),
     ({'trained': False}, DiagnosticStatus.WARN, 'UNTRAINED'),
+    ({'silence': 6.0, 'silence_cause': 'large images'}, DiagnosticStatus.WARN, 'for 6 s (large images)'),
+    ({'qos_problem': 'incompatible QoS (RELIABILITY)'}, DiagnosticStatus.ERROR, 'incompatible QoS (RELIABILITY)'),
+    ({'lost': 3}, DiagnosticStatus.WARN, '3 frames lost in transport in the last 10 s (large images over'),
     ({'serving': 'idle', 'silence': None}, DiagnosticStatus.OK, 'idle'),
     ({'serving': 'inactive', 'silence': None}, DiagnosticStatus.OK, 'inactive'),
 ])

@@ -32,6 +32,12 @@ from seg_perception.runtime.parameters import ParameterValueError
 if TYPE_CHECKING:  # camera_input imports this module
     from seg_perception.runtime.camera_input import CameraInputSettings
 
+# Matched publishers whose frames never arrive, or frames lost in transport: the usual cause.
+LARGE_IMAGES_HINT = ('large images over best-effort Fast DDS are dropped with the default 512 KiB shared-memory '
+                     'segments: see README, "Large images over DDS"')
+
+LOST_WARNING_THROTTLE_SEC = 10.0
+
 # The /diagnostics status keeps the name it has had since the first release: robot monitors and
 # diagnostic aggregator configurations match on it. Named cameras add their input topic.
 STATUS_NAME = '{node}: camera pipeline'
@@ -130,6 +136,7 @@ class CameraChannel:
         self.outputs = OutputPublishers(node, topics, self.update_subscription)
         self._subscription = None
         self._subscribed_since = 0.0
+        self._incompatible_qos: Optional[tuple[float, str]] = None  # (when, policy) of the last such event
 
     @property
     def input_topic(self) -> str:
@@ -148,7 +155,7 @@ class CameraChannel:
         wanted = active and (not self._settings.lazy or self.outputs.any_subscribed())
         if wanted and self._subscription is None:
             callbacks = SubscriptionEventCallbacks(
-                message_lost=lambda info: self.statistics.frames_lost(info.total_count_change),
+                message_lost=self._on_message_lost,
                 incompatible_qos=self._on_incompatible_qos)
             # raw: the executor only copies the serialized frame; the worker deserializes the frames it
             # takes, so frames replaced in the slot (most of a 30 Hz camera's) cost no deserialization.
@@ -164,9 +171,15 @@ class CameraChannel:
             reason = 'inactive' if not active else 'nothing subscribes to its outputs (lazy)'
             self._log.info(f'unsubscribed from {self.input_topic}: {reason}')
 
+    def _on_message_lost(self, info: Any) -> None:
+        self.statistics.frames_lost(info.total_count_change)
+        self._log.warning(f'{info.total_count} frames on {self.input_topic} lost in transport so far; '
+                          f'{LARGE_IMAGES_HINT}', throttle_duration_sec=LOST_WARNING_THROTTLE_SEC)
+
     def _on_incompatible_qos(self, info: Any) -> None:
         # Not throttled: rclpy throttles per call site, which every camera shares; the event comes
         # once per mismatched publisher, not per frame.
+        self._incompatible_qos = (time.monotonic(), info.last_policy_kind.name)
         self._log.warning(
             f'a publisher on {self.input_topic} offers QoS incompatible with this subscription '
             f'({info.last_policy_kind.name}); its images never arrive. Set input_reliability to match it '
@@ -201,16 +214,26 @@ class CameraChannel:
         self.update_subscription()  # also catches subscriber changes the matched events missed
         now = time.monotonic()
         snapshot = self.statistics.snapshot(now)
-        silence, silent = None, None
+        silence, silent, silence_cause = None, None, None
         if self._subscription is not None:
             silence = now - self._subscribed_since
             if snapshot.seconds_since_input is not None:
                 silence = min(silence, snapshot.seconds_since_input)
             if silence > self._settings.input_timeout_sec:
-                silent = (f'no images on {self.input_topic} for {silence:.0f} s '
-                          f'({self._node.count_publishers(self.input_topic)} publishers on it)')
+                publishers = self._node.count_publishers(self.input_topic)
+                silent = f'no images on {self.input_topic} for {silence:.0f} s ({publishers} publishers on it)'
+                if publishers and self._settings.input_reliability == 'best_effort':
+                    silence_cause = LARGE_IMAGES_HINT
+                    silent += f'; {silence_cause}'
+        qos_problem = None
+        if self._incompatible_qos is not None:
+            since = snapshot.seconds_since_input
+            if since is None or now - since < self._incompatible_qos[0]:  # no image since the event
+                qos_problem = (f'a publisher on {self.input_topic} offers incompatible QoS '
+                               f'({self._incompatible_qos[1]}); set input_reliability to match it')
         serving = 'inactive' if not self._is_active() else ('active' if self._subscription is not None else 'idle')
         state = CameraInputState(serving=serving, input_topic=self.input_topic, input_silence_sec=silence,
-                                 input_timeout_sec=self._settings.input_timeout_sec, trained=trained, model=model)
+                                 input_timeout_sec=self._settings.input_timeout_sec, trained=trained, model=model,
+                                 qos_problem=qos_problem, silence_cause=silence_cause)
         return camera_input_status(self.topics.status_name(self._node.get_name()), model.get('device', ''),
                                    snapshot, state), silent

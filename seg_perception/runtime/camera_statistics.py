@@ -6,6 +6,7 @@ every method takes the time explicitly so the arithmetic is testable without sle
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Optional
@@ -32,6 +33,7 @@ class StatisticsSnapshot:
     recent_errors: dict[str, int] = field(default_factory=dict)  # not answered in the window, by kind
     seconds_since_input: Optional[float] = None  # None: no image yet
     seconds_unanswered: Optional[float] = None  # frames arrived and none was answered for this long; None: all were
+    recent_lost: int = 0  # lost in transport in the window
 
 
 class _Window:
@@ -60,6 +62,7 @@ class CameraStatistics:
         self._started = now
         self._inputs, self._outputs = _Window(), _Window()
         self._latencies_ms, self._processing_ms = _Window(), _Window()
+        self._lost = _Window()
         self._errors: deque[tuple[float, str]] = deque()
         self._totals = Counter()
         self._last_input: Optional[float] = None
@@ -74,9 +77,10 @@ class CameraStatistics:
             self._totals['received'] += 1
             self._totals['dropped'] += int(dropped_older)
 
-    def frames_lost(self, count: int) -> None:
+    def frames_lost(self, count: int, now: Optional[float] = None) -> None:
         with self._lock:
             self._totals['lost'] += count
+            self._lost.add(time.monotonic() if now is None else now, count)
 
     def input_error(self, now: float, kind: str) -> None:
         """A frame not answered: a refused image, or a frame of a failed batch."""
@@ -104,13 +108,13 @@ class CameraStatistics:
         with self._lock:
             self._started = now
             self._unanswered_since = None
-            for window in (self._inputs, self._outputs, self._latencies_ms, self._processing_ms):
+            for window in (self._inputs, self._outputs, self._latencies_ms, self._processing_ms, self._lost):
                 window.entries.clear()
             self._errors.clear()
 
     def snapshot(self, now: float) -> StatisticsSnapshot:
         with self._lock:
-            for window in (self._inputs, self._outputs, self._latencies_ms, self._processing_ms):
+            for window in (self._inputs, self._outputs, self._latencies_ms, self._processing_ms, self._lost):
                 window.trim(now)
             while self._errors and self._errors[0][0] < now - WINDOW_SEC:
                 self._errors.popleft()
@@ -123,7 +127,8 @@ class CameraStatistics:
                 frames_dropped=self._totals['dropped'], frames_lost=self._totals['lost'],
                 input_errors=self._totals['errors'], recent_errors=dict(Counter(kind for _, kind in self._errors)),
                 seconds_since_input=None if self._last_input is None else now - self._last_input,
-                seconds_unanswered=None if self._unanswered_since is None else now - self._unanswered_since)
+                seconds_unanswered=None if self._unanswered_since is None else now - self._unanswered_since,
+                recent_lost=int(sum(count for _, count in self._lost.entries)))
 
     def forget_unanswered(self) -> None:
         """Frames received before a new subscription are not waiting for an answer any more."""

@@ -11,7 +11,9 @@ from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-from seg_perception.runtime.camera_statistics import StatisticsSnapshot
+from seg_perception.runtime.camera_statistics import WINDOW_SEC, StatisticsSnapshot
+
+LOST_FRAMES_HINT = 'large images over best-effort DDS? see README, "Large images over DDS"'
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class CameraInputState:
     input_timeout_sec: float  # silence, or frames arriving unanswered, for longer than this is reported
     trained: bool
     model: dict[str, str]  # backend, model, precision, label set ...
+    qos_problem: Optional[str] = None  # a publisher with incompatible QoS, and no image since it appeared
+    silence_cause: Optional[str] = None  # the likely reason for a silence (publishers matched, no frames)
 
 
 def _format_ms(value: Optional[float]) -> str:
@@ -36,8 +40,11 @@ def _level_and_message(snapshot: StatisticsSnapshot, state: CameraInputState) ->
         return DiagnosticStatus.OK, 'inactive (lifecycle): not subscribed, model released'
     if state.serving == 'idle':
         return DiagnosticStatus.OK, 'idle: nothing subscribes to the outputs (lazy mode)'
+    if state.qos_problem is not None:
+        return DiagnosticStatus.ERROR, f'{state.qos_problem}; {rates}'
     if state.input_silence_sec is not None and state.input_silence_sec > state.input_timeout_sec:
-        return DiagnosticStatus.WARN, f'no images on {state.input_topic} for {state.input_silence_sec:.0f} s'
+        cause = f' ({state.silence_cause})' if state.silence_cause else ''
+        return DiagnosticStatus.WARN, f'no images on {state.input_topic} for {state.input_silence_sec:.0f} s{cause}'
     kinds = ', '.join(f'{kind} x{count}' for kind, count in sorted(snapshot.recent_errors.items()))
     if snapshot.seconds_unanswered is not None and snapshot.seconds_unanswered > state.input_timeout_sec:
         cause = f'not answered: {kinds}' if kinds else 'see the log'
@@ -46,6 +53,9 @@ def _level_and_message(snapshot: StatisticsSnapshot, state: CameraInputState) ->
     if kinds:
         level = DiagnosticStatus.ERROR if snapshot.output_rate_hz == 0 else DiagnosticStatus.WARN
         return level, f'images not answered ({kinds}); {rates}'
+    if snapshot.recent_lost:
+        return DiagnosticStatus.WARN, (f'{snapshot.recent_lost} frames lost in transport in the last '
+                                       f'{WINDOW_SEC:.0f} s ({LOST_FRAMES_HINT}); {rates}')
     if not state.trained:
         return DiagnosticStatus.WARN, f'UNTRAINED weights, outputs are meaningless; {rates}'
     return DiagnosticStatus.OK, rates
