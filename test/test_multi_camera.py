@@ -179,6 +179,7 @@ def test_a_silent_camera_stalls_nothing_and_a_30_hz_camera_cannot_starve_a_1_hz_
     """One frame per model call (max_batch 1) and a model slower than the 30 Hz camera: the cameras
     take turns, so the 1 Hz camera gets an output for every frame; the silent one is reported."""
     node = semantic_node(tmp_path, 'turns', f'checkpoint:={checkpoint}', 'max_batch:=1', 'lazy:=false',
+                         'input_height:=0', 'input_width:=0',  # each frame at its own size, 480x360
                          'input_timeout_sec:=1.0', 'cameras:=[/fast/image_raw, /slow/image_raw, /silent/image_raw]')
     with node:
         probe = CameraProbe('turns_probe', [node])
