@@ -97,10 +97,21 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
-def _differences(recorded_key: dict, key: dict) -> list[str]:
+def _recorded(sidecar: Path) -> tuple[dict, str]:
+    """(key, sha256) that ``sidecar`` records; raises one of ``UNREADABLE_SIDECAR`` where it cannot."""
+    recorded = json.loads(sidecar.read_text())
+    return recorded['key'], recorded['sha256']
+
+
+UNREADABLE_SIDECAR = (OSError, ValueError, KeyError, TypeError)
+
+
+def _inputs_changed(recorded_key: dict, key: dict) -> str:
+    """'inputs changed (field: old -> new; ...)', or '' where ``key`` is what was recorded."""
     changed = [f'{field}: {recorded_key.get(field)!r} -> {value!r}'
                for field, value in key.items() if recorded_key.get(field) != value]
-    return changed + [f'{field}: no longer recorded' for field in recorded_key if field not in key]
+    changed += [f'{field}: no longer recorded' for field in recorded_key if field not in key]
+    return 'inputs changed (' + '; '.join(changed) + ')' if changed else ''
 
 
 class CacheDirectoryError(ValueError):
@@ -141,13 +152,12 @@ class EngineCache:
         if not path.is_file() or not sidecar.is_file():
             return CacheEntry(path, False, self._nearest_difference(stem, suffix, key))
         try:
-            recorded = json.loads(sidecar.read_text())
-            recorded_key, recorded_sha = recorded['key'], recorded['sha256']
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            recorded_key, recorded_sha = _recorded(sidecar)
+        except UNREADABLE_SIDECAR as error:
             return CacheEntry(path, False, f'metadata sidecar {sidecar.name} is unreadable ({error})')
-        changed = _differences(recorded_key, key)
+        changed = _inputs_changed(recorded_key, key)
         if changed:
-            return CacheEntry(path, False, 'inputs changed (' + '; '.join(changed) + ')')
+            return CacheEntry(path, False, changed)
         if file_sha256(path) != recorded_sha:
             return CacheEntry(path, False, f'{path.name} is corrupt (checksum differs from its sidecar)')
         return CacheEntry(path, True, 'cached artifact matches')
@@ -157,10 +167,10 @@ class EngineCache:
         if not entries:
             return 'no cached artifact'
         try:
-            recorded_key = json.loads(_sidecar(entries[0]).read_text())['key']
-        except (OSError, ValueError, KeyError, TypeError):
+            recorded_key, _ = _recorded(_sidecar(entries[0]))
+        except UNREADABLE_SIDECAR:
             return 'no cached artifact for these inputs'
-        return 'inputs changed (' + '; '.join(_differences(recorded_key, key)) + ')'
+        return _inputs_changed(recorded_key, key) or 'no cached artifact'
 
     def _entries_of(self, stem: str, suffix: str) -> list[Path]:
         """The stem's artifacts that have a sidecar, most recently used first."""

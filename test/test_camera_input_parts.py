@@ -62,7 +62,7 @@ def _status(serving='active', silence=0.5, trained=True, errors=None, output=5.0
     for kind in errors or []:
         stats.input_error(0.9, kind)
     if lost:
-        stats.frames_lost(lost, now=0.9)
+        stats.frames_lost(0.9, lost)
     state = CameraInputState(serving=serving, input_topic='/cam/image', input_silence_sec=silence,
                           input_timeout_sec=5.0, trained=trained,
                           model={'backend': 'onnxruntime', 'precision': 'fp32', 'model': 'deeplab'}, **state_fields)

@@ -142,11 +142,11 @@ def run(sources: Sequence[str], output: Path, config: Path, cameras: Sequence[Ru
             _wait(collector, processes, collector.ready, STARTUP_TIMEOUT_SEC,
                   'pipeline start (label sets and camera subscriptions)')
             for camera_frames in tqdm(frames, desc='frames', unit='frame'):
-                stamp = collector.get_clock().now().to_msg()
-                key = (stamp.sec, stamp.nanosec)
+                header = Header(stamp=collector.get_clock().now().to_msg(), frame_id='camera')
+                key = stamp_key(header)
                 started = time.monotonic()
                 for publisher, frame in zip(collector.camera_publishers, camera_frames):
-                    publisher.publish(array_to_image_msg(frame.rgb, 'rgb8', Header(stamp=stamp, frame_id='camera')))
+                    publisher.publish(array_to_image_msg(frame.rgb, 'rgb8', header))
                 _wait(collector, processes, lambda: collector.complete(key), FRAME_TIMEOUT_SEC,
                       f'output for frame {camera_frames[0].name}')
                 latencies.append(time.monotonic() - started)

@@ -25,16 +25,12 @@ from seg_perception.messages.images import ImageConversionError, compressed_msg_
 from seg_perception.messages.topics import (CAMERA_INPUT, COMPRESSED_SUFFIX, OUTPUT_QOS, camera_namespace,
                                             input_qos, output_in_namespace)
 from seg_perception.runtime.camera_statistics import CameraStatistics
-from seg_perception.runtime.diagnostics import CameraInputState, camera_input_status
+from seg_perception.runtime.diagnostics import LARGE_IMAGES_HINT, CameraInputState, camera_input_status
 from seg_perception.runtime.newest_frame import NewestFrameSlots
 from seg_perception.runtime.parameters import ParameterValueError
 
 if TYPE_CHECKING:  # camera_input imports this module
     from seg_perception.runtime.camera_input import CameraInputSettings
-
-# Matched publishers whose frames never arrive, or frames lost in transport: the usual cause.
-LARGE_IMAGES_HINT = ('large images over best-effort Fast DDS are dropped with the default 512 KiB shared-memory '
-                     'segments: see README, "Large images over DDS"')
 
 LOST_WARNING_THROTTLE_SEC = 10.0
 
@@ -172,7 +168,7 @@ class CameraChannel:
             self._log.info(f'unsubscribed from {self.input_topic}: {reason}')
 
     def _on_message_lost(self, info: Any) -> None:
-        self.statistics.frames_lost(info.total_count_change)
+        self.statistics.frames_lost(time.monotonic(), info.total_count_change)
         self._log.warning(f'{info.total_count} frames on {self.input_topic} lost in transport so far; '
                           f'{LARGE_IMAGES_HINT}', throttle_duration_sec=LOST_WARNING_THROTTLE_SEC)
 

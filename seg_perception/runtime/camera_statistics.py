@@ -6,7 +6,6 @@ every method takes the time explicitly so the arithmetic is testable without sle
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Optional
@@ -77,10 +76,10 @@ class CameraStatistics:
             self._totals['received'] += 1
             self._totals['dropped'] += int(dropped_older)
 
-    def frames_lost(self, count: int, now: Optional[float] = None) -> None:
+    def frames_lost(self, now: float, count: int) -> None:
         with self._lock:
             self._totals['lost'] += count
-            self._lost.add(time.monotonic() if now is None else now, count)
+            self._lost.add(now, count)
 
     def input_error(self, now: float, kind: str) -> None:
         """A frame not answered: a refused image, or a frame of a failed batch."""

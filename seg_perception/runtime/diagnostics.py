@@ -13,7 +13,9 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from seg_perception.runtime.camera_statistics import WINDOW_SEC, StatisticsSnapshot
 
-LOST_FRAMES_HINT = 'large images over best-effort DDS? see README, "Large images over DDS"'
+# Matched publishers whose frames never arrive, or frames lost in transport: the usual cause.
+LARGE_IMAGES_HINT = ('large images over best-effort Fast DDS are dropped with the default 512 KiB shared-memory '
+                     'segments: see README, "Large images over DDS"')
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def _level_and_message(snapshot: StatisticsSnapshot, state: CameraInputState) ->
         return level, f'images not answered ({kinds}); {rates}'
     if snapshot.recent_lost:
         return DiagnosticStatus.WARN, (f'{snapshot.recent_lost} frames lost in transport in the last '
-                                       f'{WINDOW_SEC:.0f} s ({LOST_FRAMES_HINT}); {rates}')
+                                       f'{WINDOW_SEC:.0f} s ({LARGE_IMAGES_HINT}); {rates}')
     if not state.trained:
         return DiagnosticStatus.WARN, f'UNTRAINED weights, outputs are meaningless; {rates}'
     return DiagnosticStatus.OK, rates

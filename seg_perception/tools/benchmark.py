@@ -45,7 +45,8 @@ from seg_perception.messages.images import (CAMERA_ENCODINGS, array_to_image_msg
                                             image_msg_to_rgb)
 from seg_perception.messages.instances import instances_to_msg
 from seg_perception.messages.topics import (OUTPUT_QOS, PROCESSING_TIME_OUTPUT, SEMANTIC_NODE, SEMANTIC_OUTPUT,
-                                            SEMANTIC_PREDICTION, camera_output_topic, private_topic, stamp_key)
+                                            SEMANTIC_PREDICTION, camera_output_topic, private_topic, stamp_key,
+                                            stamp_latency_ms)
 
 CAMERA_TOPIC = '/benchmark/image_raw'
 
@@ -225,8 +226,7 @@ class CameraLoad(Node):
 
     def _on_labels(self, camera: str, msg: Image) -> None:
         if self.counting:
-            latency = self.get_clock().now() - rclpy.time.Time.from_msg(msg.header.stamp)
-            self.latencies_ms[camera].append(latency.nanoseconds / 1e6)
+            self.latencies_ms[camera].append(stamp_latency_ms(self.get_clock().now().nanoseconds, msg.header.stamp))
 
 
 def _rss_mb(pid: int) -> float:
