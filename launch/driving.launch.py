@@ -10,7 +10,10 @@ Arguments:
   instance_checkpoint  weights for the instance node; empty keeps the params file's value
   use_sim_time         true when replaying bags with /clock
 The nodes come from seg_perception.bringup.driving_pipeline, which the no-ROS-install runner reads
-too. They configure and activate themselves (parameter autostart, true in config/driving.yaml).
+too. They configure and activate themselves (parameter autostart, true in config/driving.yaml),
+and use the installed Fast DDS profile config/fastdds_large_images.xml (64 MiB shared-memory
+segments: camera-sized frames arrive best-effort) unless FASTDDS_DEFAULT_PROFILES_FILE is set
+(seg_perception.messages.dds_profile). Ctrl-C stops every node with exit code 0.
 """
 import os
 

@@ -56,7 +56,8 @@ class NodeProcess:
         return self.process.poll() is None
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def wait(self, timeout: float) -> int:

@@ -4,7 +4,7 @@ import threading
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 
-from seg_perception.runtime.camera_statistics import WINDOW_SEC, CameraStatistics
+from seg_perception.runtime.camera_statistics import WINDOW_SEC, CameraStatistics, PublicationGaps
 from seg_perception.runtime.diagnostics import CameraInputState, camera_input_status, status_values
 from seg_perception.runtime.newest_frame import NewestFrameSlots
 
@@ -89,10 +89,20 @@ def test_status_carries_rates_latency_drops_and_model():
     ({'trained': False}, DiagnosticStatus.WARN, 'UNTRAINED'),
     ({'silence': 6.0, 'silence_cause': 'large images'}, DiagnosticStatus.WARN, 'for 6 s (large images)'),
     ({'qos_problem': 'incompatible QoS (RELIABILITY)'}, DiagnosticStatus.ERROR, 'incompatible QoS (RELIABILITY)'),
-    ({'lost': 3}, DiagnosticStatus.WARN, '3 frames lost in transport in the last 10 s (large images over'),
+    ({'lost': 3}, DiagnosticStatus.WARN, '3 frames lost before reaching the node in the last 10 s (large images over'),
     ({'serving': 'idle', 'silence': None}, DiagnosticStatus.OK, 'idle'),
     ({'serving': 'inactive', 'silence': None}, DiagnosticStatus.OK, 'inactive'),
 ])
 def test_status_level_names_the_problem(kwargs, level, words):
     status = _status(**kwargs)
     assert status.level == level and words in status.message
+
+
+def test_publication_gaps_count_per_publisher_and_only_where_the_rmw_reports_numbers():
+    gaps = PublicationGaps()
+    first, second = {'data': b'\x01' * 16}, {'data': b'\x02' * 16}
+    assert gaps.missed({'publication_sequence_number': None, 'publisher_gid': first}) == 0
+    assert not gaps.reported  # an RMW without sequence numbers: message_lost events count instead
+    counts = [gaps.missed({'publication_sequence_number': number, 'publisher_gid': publisher})
+              for number, publisher in ((7, first), (40, second), (8, first), (12, first), (41, second))]
+    assert gaps.reported and counts == [0, 0, 0, 3, 0]  # each publisher's own numbers; none before its first

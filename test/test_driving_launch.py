@@ -114,5 +114,10 @@ class TestPipelineOutputs(unittest.TestCase):
 @launch_testing.post_shutdown_test()
 class TestShutdown(unittest.TestCase):
 
-    def test_nodes_exit_cleanly(self, proc_info):
-        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0, -2])
+    def test_nodes_exit_cleanly(self, proc_info, proc_output):
+        """launch's SIGINT (and the terminal's, on Ctrl-C) ends every node with exit code 0 and no
+        traceback, ERROR line or rclpy complaint about a dead context."""
+        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0])
+        for output in proc_output:
+            for unwanted in (b'Traceback', b'[ERROR]', b'Failed to publish log message'):
+                self.assertNotIn(unwanted, output.text, output.process_name)

@@ -56,7 +56,7 @@ def test_installed_entry_point_runs_the_node(tmp_path):
     process = NodeProcess('seg_perception.nodes.semantic_segmentation', ['-p', 'output_stride:=4'], tmp_path / 'log')
     process.command = [str(script), '--ros-args', '-p', 'output_stride:=4']
     with process:
-        assert process.wait(timeout=90) == 1
+        assert process.wait(timeout=90) == 2
         assert "parameter 'output_stride' = 4 is not allowed" in process.output()
 
 

@@ -245,7 +245,7 @@ def test_undecodable_compressed_image_is_dropped_with_a_named_error(compressed):
 def test_invalid_parameter_stops_start_up_with_a_clear_message(tmp_path):
     with NodeProcess(SEMANTIC_MODULE, ['-p', 'architecture:=deeplabv3plus_vgg'],
                      tmp_path / 'log') as node:
-        assert node.wait(timeout=NODE_START_TIMEOUT) == 1
+        assert node.wait(timeout=NODE_START_TIMEOUT) == 2  # a usage error
         assert "parameter 'architecture' = 'deeplabv3plus_vgg' is not allowed" in node.output()
 
 

@@ -15,6 +15,7 @@ sequence to every camera, once per camera gives each its own.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from seg_models.frame_sources import SYNTHETIC, open_frames
 from seg_models.package_data import data_path
 from seg_perception.bringup.driving_pipeline import CONFIG_FILE, CONFIG_PATH, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
+from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
 from seg_perception.messages.topics import (CAMERA_INPUT, COLOR_OUTPUT, COMPRESSED_SUFFIX, DEFAULT_CAMERAS,
                                             INSTANCE_NODE, INSTANCE_OUTPUT, LABEL_INFO_QOS, LABEL_INFO_SUFFIX,
@@ -198,6 +200,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
+    use_large_images_profile(os.environ, LOCALHOST_PROFILE)  # this process's frames and its nodes' outputs
     config = args.config or data_path(CONFIG_PATH)
     # The runner publishes every frame and waits for its output: a reliable input loses nothing.
     common = ['input_reliability:=reliable']

@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from seg_perception.evaluation.bag_io import STORAGE_PLUGINS, BagError, bag_topics, cameras_in_bag
 from seg_perception.evaluation.datasets import DATASET_KINDS
+from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.topics import CAMERA
 
 USER_ERRORS = (BagError, FileNotFoundError, ValueError, RuntimeError, TimeoutError)
@@ -129,6 +131,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    use_large_images_profile(os.environ, LOCALHOST_PROFILE)  # replayed frames, and the nodes it starts
     try:
         return args.run(args)
     except USER_ERRORS as error:

@@ -140,6 +140,10 @@ class SegmentationNode(LifecycleNode):
     task_parameters: Sequence[ParameterSpec]  # the task's own parameters, declared first
     processor_type: type  # processor_type(node, parameter values) -> SegmenterProcessor
     main_output: str  # the topic whose /label_info announces the label set
+    # None until the constructor built them: a parameter refused before that leaves nothing to drop
+    # when rclpy's shutdown destroys the half-built node.
+    processor: Optional[SegmenterProcessor] = None
+    camera: Optional[CameraInput] = None
 
     def __init__(self, *, autostart: Optional[bool] = None, **kwargs) -> None:
         """``autostart`` overrides the parameter's default (the lifecycle executables start unconfigured)."""
@@ -148,7 +152,7 @@ class SegmentationNode(LifecycleNode):
                                                                            AUTOSTART.description)
         values = declare_parameters(self, tuple(self.task_parameters) + BACKEND_PARAMETERS + CAMERA_INPUT_PARAMETERS
                                     + (autostart_spec,))
-        self.processor: SegmenterProcessor = self.processor_type(self, values)
+        self.processor = self.processor_type(self, values)
         self.camera = CameraInput(self, build_config(CameraInputSettings, values), self.processor)
         self._autostarting = bool(values['autostart'])
         self._configure_error: Optional[Exception] = None
@@ -200,6 +204,8 @@ class SegmentationNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _drop_outputs(self) -> None:
+        if self.camera is None or self.processor is None:
+            return
         self.camera.cleanup()
         self.processor.release()
         self.processor.destroy()

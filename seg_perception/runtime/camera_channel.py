@@ -24,7 +24,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from seg_perception.messages.images import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 from seg_perception.messages.topics import (CAMERA_INPUT, COMPRESSED_SUFFIX, OUTPUT_QOS, camera_namespace,
                                             input_qos, output_in_namespace)
-from seg_perception.runtime.camera_statistics import CameraStatistics
+from seg_perception.runtime.camera_statistics import CameraStatistics, PublicationGaps
 from seg_perception.runtime.diagnostics import LARGE_IMAGES_HINT, CameraInputState, camera_input_status
 from seg_perception.runtime.newest_frame import NewestFrameSlots
 from seg_perception.runtime.parameters import ParameterValueError
@@ -132,6 +132,7 @@ class CameraChannel:
         self.outputs = OutputPublishers(node, topics, self.update_subscription)
         self._subscription = None
         self._subscribed_since = 0.0
+        self._gaps = PublicationGaps()
         self._incompatible_qos: Optional[tuple[float, str]] = None  # (when, policy) of the last such event
 
     @property
@@ -159,6 +160,7 @@ class CameraChannel:
                 self._msg_type, self.input_topic, self._on_message, input_qos(self._settings.input_reliability),
                 event_callbacks=callbacks, raw=True)
             self._subscribed_since = time.monotonic()
+            self._gaps = PublicationGaps()
             self.statistics.forget_unanswered()
             self._log.info(f'subscribed to {self.input_topic}')
         elif not wanted and self._subscription is not None:
@@ -168,7 +170,8 @@ class CameraChannel:
             self._log.info(f'unsubscribed from {self.input_topic}: {reason}')
 
     def _on_message_lost(self, info: Any) -> None:
-        self.statistics.frames_lost(time.monotonic(), info.total_count_change)
+        if not self._gaps.reported:  # else the sequence-number gaps count these frames too
+            self.statistics.frames_lost(time.monotonic(), info.total_count_change)
         self._log.warning(f'{info.total_count} frames on {self.input_topic} lost in transport so far; '
                           f'{LARGE_IMAGES_HINT}', throttle_duration_sec=LOST_WARNING_THROTTLE_SEC)
 
@@ -181,9 +184,13 @@ class CameraChannel:
             f'({info.last_policy_kind.name}); its images never arrive. Set input_reliability to match it '
             f'(now {self._settings.input_reliability!r}).')
 
-    def _on_message(self, serialized: bytes) -> None:
+    def _on_message(self, serialized: bytes, info: dict) -> None:
         replaced = self._slots.put(self.input_topic, serialized)
-        self.statistics.frame_received(time.monotonic(), replaced)
+        now = time.monotonic()
+        self.statistics.frame_received(now, replaced)
+        missed = self._gaps.missed(info)
+        if missed:
+            self.statistics.frames_lost(now, missed)
 
     @property
     def _msg_type(self) -> type:

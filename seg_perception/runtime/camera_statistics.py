@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -27,12 +27,12 @@ class StatisticsSnapshot:
     frames_received: int
     frames_published: int
     frames_dropped: int  # replaced in the newest-frame slot before the worker was free
-    frames_lost: int  # lost in transport before the node saw them (DDS message_lost events)
+    frames_lost: int  # sent but never seen by the node (PublicationGaps; DDS message_lost events)
     input_errors: int  # frames not answered: refused images (bad encoding, size, data ...), failed batches
     recent_errors: dict[str, int] = field(default_factory=dict)  # not answered in the window, by kind
     seconds_since_input: Optional[float] = None  # None: no image yet
     seconds_unanswered: Optional[float] = None  # frames arrived and none was answered for this long; None: all were
-    recent_lost: int = 0  # lost in transport in the window
+    recent_lost: int = 0  # lost before the node in the window
 
 
 class _Window:
@@ -53,6 +53,28 @@ class _Window:
 
     def percentile(self, q: float) -> Optional[float]:
         return float(np.percentile([value for _, value in self.entries], q)) if self.entries else None
+
+
+class PublicationGaps:
+    """Frames a publisher sent that never reached the subscription: gaps in each publisher's
+    publication sequence numbers, which a subscription callback's message info carries where the
+    RMW reports them (rmw_fastrtps does). They count what DDS' own ``message_lost`` events miss:
+    frames the reader's history (keep last 1) overwrote before the executor took them. Only gaps
+    between frames this subscription saw count, never what a publisher sent before it joined."""
+
+    def __init__(self) -> None:
+        self._last: dict[bytes, int] = {}
+        self.reported = False  # the RMW gave sequence numbers: message_lost events are counted here too
+
+    def missed(self, info: Mapping[str, Any]) -> int:
+        """Frames of this message's publisher missed since its previous message (0 for its first)."""
+        number, publisher = info.get('publication_sequence_number'), info.get('publisher_gid')
+        if number is None or not publisher or number >= 2**63:  # rmw: UINT64_MAX = unsupported
+            return 0
+        self.reported = True
+        key = bytes(publisher['data'])
+        last, self._last[key] = self._last.get(key), number
+        return max(0, number - last - 1) if last is not None else 0
 
 
 class CameraStatistics:

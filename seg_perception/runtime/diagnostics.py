@@ -13,7 +13,7 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from seg_perception.runtime.camera_statistics import WINDOW_SEC, StatisticsSnapshot
 
-# Matched publishers whose frames never arrive, or frames lost in transport: the usual cause.
+# Matched publishers whose frames never arrive, or frames lost before the node: the usual cause.
 LARGE_IMAGES_HINT = ('large images over best-effort Fast DDS are dropped with the default 512 KiB shared-memory '
                      'segments: see README, "Large images over DDS"')
 
@@ -56,7 +56,7 @@ def _level_and_message(snapshot: StatisticsSnapshot, state: CameraInputState) ->
         level = DiagnosticStatus.ERROR if snapshot.output_rate_hz == 0 else DiagnosticStatus.WARN
         return level, f'images not answered ({kinds}); {rates}'
     if snapshot.recent_lost:
-        return DiagnosticStatus.WARN, (f'{snapshot.recent_lost} frames lost in transport in the last '
+        return DiagnosticStatus.WARN, (f'{snapshot.recent_lost} frames lost before reaching the node in the last '
                                        f'{WINDOW_SEC:.0f} s ({LARGE_IMAGES_HINT}); {rates}')
     if not state.trained:
         return DiagnosticStatus.WARN, f'UNTRAINED weights, outputs are meaningless; {rates}'
@@ -77,7 +77,7 @@ def camera_input_status(name: str, hardware_id: str, snapshot: StatisticsSnapsho
         'frames received': str(snapshot.frames_received),
         'frames published': str(snapshot.frames_published),
         'frames dropped': str(snapshot.frames_dropped),
-        'frames lost in transport': str(snapshot.frames_lost),
+        'frames lost before the node': str(snapshot.frames_lost),
         'images not answered': str(snapshot.input_errors),
         'trained weights': str(state.trained).lower(),
         **state.model,

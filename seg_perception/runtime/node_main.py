@@ -1,42 +1,113 @@
-"""One ``main`` for every node executable: init, spin, clean shutdown, clear start-up errors."""
+"""One ``main`` for every node executable: init, spin, clean shutdown, clear start-up errors.
+
+SIGINT and SIGTERM (Ctrl-C, ``ros2 launch`` stopping its nodes: the terminal and launch each send
+one SIGINT) end the spin loop; the node is then torn down while its context still works (the
+worker finishes its frame, nothing publishes into a dead context, the last log lines reach
+/rosout), and further signals during the teardown are ignored instead of raising into it.
+
+Exit codes: 0 after Ctrl-C, SIGTERM or a shutdown; 2 for a usage error (a parameter of the wrong
+type or out of range, an unreadable params file or ``--ros-args`` rule); 1 for any other start-up
+failure a user can fix (checkpoint, backend, model files). Each is one ``cannot start: ...`` line.
+"""
 from __future__ import annotations
 
 import logging
+import os
+import re
+import signal
 import sys
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from seg_models.backends.base import BackendError
 from seg_models.checkpoints import CheckpointError
+from seg_perception.messages.dds_profile import use_large_images_profile
 from seg_perception.runtime.parameters import ParameterValueError
 
 # Start-up failures a user can fix (bad parameter, checkpoint, backend): reported in one line.
 STARTUP_ERRORS = (ParameterValueError, CheckpointError, BackendError, ValueError, FileNotFoundError)
+EXIT_STARTUP_FAILED = 1
+EXIT_USAGE = 2
+
+# How often the spin loop looks at the stop request: the longest a signal waits to be acted on.
+STOP_POLL_SEC = 0.1
+
+# rcl's "failed to initialize rcl: <what>, at /project/src/parse.c:776, at ...": keep <what>.
+_RCL_SOURCE_TRAIL = re.compile(r'(, at [^,]+:\d+)+$')
+
+
+class StopRequest:
+    """The handler of SIGINT and SIGTERM. While the node is being built, the first signal aborts
+    start-up (KeyboardInterrupt, as Python's default would); once it spins, a signal only asks the
+    loop to stop. Any signal after the first is ignored: the teardown runs to its end."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.spinning = False
+
+    def __call__(self, signum: int, frame) -> None:
+        first, self.requested = not self.requested, True
+        if first and not self.spinning:
+            raise KeyboardInterrupt
+
+    def install(self) -> 'StopRequest':
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self)
+        return self
 
 
 def run_node(node_factory: Callable[[], Node], args=None) -> int:
-    """Create the node, spin it until Ctrl-C or shutdown; returns the process exit code."""
+    """Create the node, spin it until SIGINT, SIGTERM or shutdown; returns the process exit code."""
     logging.basicConfig(level=logging.INFO, format='[%(levelname)s] [%(name)s]: %(message)s')
-    rclpy.init(args=args)
+    logger = rclpy.logging.get_logger('seg_perception')
+    stop = StopRequest().install()
+    use_large_images_profile(os.environ)  # before the first participant: camera-sized messages arrive
+    try:
+        # No rclpy signal handlers: they would shut the context down before the node is torn down.
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except rclpy_implementation.RCLError as error:  # a params file or --ros-args rule rcl cannot read
+        logger.fatal(f'cannot start: {_rcl_reason(error)}')
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 0
     node = None
     try:
         node = node_factory()
-        rclpy.spin(node)
+        stop.spinning = True
+        _spin_until_stopped(node, stop)
     except STARTUP_ERRORS as error:
         if node is not None:
             raise
-        rclpy.logging.get_logger('seg_perception').fatal(f'cannot start: {error}')
-        return 1
+        logger.fatal(f'cannot start: {error}')
+        return EXIT_USAGE if isinstance(error, ParameterValueError) else EXIT_STARTUP_FAILED
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        stop.spinning = True  # from here on a signal raises nothing: the teardown runs to its end
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _spin_until_stopped(node: Node, stop: StopRequest) -> None:
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        while not stop.requested and rclpy.ok():
+            executor.spin_once(timeout_sec=STOP_POLL_SEC)
+    finally:
+        executor.remove_node(node)
+        executor.shutdown()
+
+
+def _rcl_reason(error: Exception) -> str:
+    return _RCL_SOURCE_TRAIL.sub('', str(error)).removeprefix('failed to initialize rcl: ')
 
 
 def main_for(node_factory: Callable[[], Node]) -> None:

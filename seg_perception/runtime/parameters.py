@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -19,7 +20,13 @@ from seg_models.configs import BACKENDS, DEFAULT_INPUT_SIZE, PRECISIONS, Backend
 
 
 class ParameterValueError(ValueError):
-    """A parameter value outside its range or allowed choices."""
+    """A parameter value of the wrong type, outside its range or allowed choices: a usage error
+    (the executables exit with code 2 and this one line)."""
+
+
+# What each parameter type takes, in words, for refusals.
+_TYPE_WORDS = ((bool, 'true or false'), (int, 'an integer'), (float, 'a number with a decimal point (e.g. 2.0)'),
+               (str, 'a string'), (tuple, 'a list of strings, e.g. "[a, b]"'))
 
 
 @dataclass(frozen=True)
@@ -54,31 +61,52 @@ class ParameterSpec:
     def is_string_array(self) -> bool:
         return isinstance(self.default, tuple)
 
+    @property
+    def allowed(self) -> str:
+        """What the parameter takes, in words: its type, and its choices or range."""
+        words = next(words for kind, words in _TYPE_WORDS if isinstance(self.default, kind))
+        if self.choices:
+            return f'one of: {", ".join(map(str, self.choices))}'
+        if self.value_range is not None:
+            return f'{words} in [{self.value_range[0]}, {self.value_range[1]}]'
+        return words
+
+    def refusal(self, value: Any) -> ParameterValueError:
+        """The one-line error for ``value``: the parameter, the value and what is allowed."""
+        return ParameterValueError(f'parameter {self.name!r} = {value!r} is not allowed; it takes {self.allowed}')
+
     def check(self, value: Any) -> None:
         if self.is_string_array:
             return
         if self.choices and value not in self.choices:
-            raise ParameterValueError(
-                f'parameter {self.name!r} = {value!r} is not allowed; one of: {", ".join(map(str, self.choices))}')
+            raise self.refusal(value)
         if self.value_range is not None and not self.value_range[0] <= value <= self.value_range[1]:
-            raise ParameterValueError(
-                f'parameter {self.name!r} = {value!r} is outside [{self.value_range[0]}, {self.value_range[1]}]')
+            raise self.refusal(value)
 
 
 def declare_parameters(node: Node, specs: Sequence[ParameterSpec]) -> dict[str, Any]:
-    """Declare every spec on ``node`` and return the checked values by name."""
+    """Declare every spec on ``node`` and return the checked values by name; a value given on the
+    command line or in a params file that the spec refuses raises ParameterValueError."""
     values = {}
     for spec in specs:
-        if spec.is_string_array:
-            # An empty list has no type of its own in ROS parameters: declared by type then.
-            default = list(spec.default) if spec.default else Parameter.Type.STRING_ARRAY
+        # An empty list has no type of its own in ROS parameters: declared by type then.
+        default = (list(spec.default) or Parameter.Type.STRING_ARRAY) if spec.is_string_array else spec.default
+        try:
             value = node.declare_parameter(spec.name, default, spec.descriptor()).value
+        except ParameterException:
+            # rclpy refused the given value (type or descriptor range) before our check could word it.
+            raise spec.refusal(_given_value(node, spec.name)) from None
+        if spec.is_string_array:
             value = tuple(value) if value is not None else spec.default
-        else:
-            value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
         spec.check(value)
         values[spec.name] = value
     return values
+
+
+def _given_value(node: Node, name: str) -> Any:
+    """The value given for ``name`` (command line or params file), whatever its type: declared
+    dynamically typed, which takes any value, after the typed declaration refused it."""
+    return node.declare_parameter(name, None, ParameterDescriptor(dynamic_typing=True)).value
 
 
 # Parameters every segmentation node shares (backend and network input), declared from this table

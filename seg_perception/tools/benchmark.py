@@ -37,10 +37,10 @@ from std_msgs.msg import Header
 from seg_models.configs import BackendSettings, InstanceFilter, InstanceModelConfig, SemanticModelConfig
 from seg_models.frame_sources import SYNTHETIC, open_frames
 from seg_models.instance import create_instance_segmenter
-from seg_models.package_data import data_path
 from seg_models.semantic import create_semantic_segmenter
 from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
+from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import (CAMERA_ENCODINGS, array_to_image_msg, compressed_msg_to_rgb,
                                             image_msg_to_rgb)
 from seg_perception.messages.instances import instances_to_msg
@@ -193,7 +193,6 @@ def instance_postprocess_share(frame: np.ndarray, instances: int, checkpoint: st
 
 CAMERA_COUNTS = (1, 2, 4)
 CAMERA_RATE_HZ = 30.0
-DDS_PROFILE = 'config/fastdds_localhost.xml'  # 64 MiB shared-memory segments: best-effort 1280x720 frames arrive
 
 
 @dataclass(frozen=True)
@@ -268,7 +267,6 @@ def camera_scaling(frame: np.ndarray, counts: tuple[int, ...], overrides: list[s
                    window_sec: float) -> None:
     """Print, for each camera count, one node serving every camera (one batch of all, and taking
     turns one frame per call) against one node per camera."""
-    os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(data_path(DDS_PROFILE)))
     rclpy.init()
     try:
         for count in counts:
@@ -312,6 +310,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
+    use_large_images_profile(os.environ, LOCALHOST_PROFILE)  # best-effort camera frames of any size arrive
     height, width = args.size or ((1024, 2048) if args.what == 'postprocess' else (720, 1280))
     frames = camera_frames(args.source, args.frames, height, width)
     if args.what == 'postprocess':
