@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,19 @@ def test_launch_cameras_argument_reaches_the_nodes(monkeypatch, tmp_path):
     assert all(node.kwargs['parameters'][1]['cameras'] == cameras for node in nodes)
     semantic = next(node for node in nodes if node.kwargs['name'] == SEMANTIC_NODE)
     _check_launched_node(semantic, context, tmp_path, cameras)
+
+
+@pytest.mark.skipif(not (REPO_ROOT / 'env.sh').is_file(), reason='env.sh is written by scripts/bootstrap.sh')
+def test_env_sh_puts_every_executable_on_path_also_under_set_u():
+    """README tells users to `source env.sh` and run run_pipeline, seg_bag and seg-models: they were
+    'command not found', and sourcing failed under `set -u` (COLCON_CURRENT_PREFIX unbound)."""
+    names = sorted(console_scripts())
+    script = f'set -eu; source env.sh; for name in {" ".join(names)}; do command -v "$name"; done; seg-models --help'
+    fresh_shell = {**os.environ, 'PATH': '/usr/bin:/bin'}  # none of the venv or install tree on PATH yet
+    done = subprocess.run(['bash', '-c', script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                          env=fresh_shell)
+    assert done.returncode == 0, done.stderr
+    found = done.stdout.splitlines()[:len(names)]
+    assert [Path(path).name for path in found] == names
+    assert all(Path(path).parent == INSTALL / PACKAGE / 'lib' / PACKAGE for path in found)
+    assert 'usage: seg-models' in done.stdout

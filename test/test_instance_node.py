@@ -253,7 +253,7 @@ def test_example_listener_rebuilds_full_frame_masks(tmp_path):
 def test_unknown_class_filter_name_stops_start_up_naming_the_known_classes(tmp_path):
     with NodeProcess('seg_perception.nodes.instance_segmentation', ['-p', 'class_filter:=[car, spaceship]'],
                      tmp_path / 'log') as node:
-        assert node.wait(timeout=120) == 1
+        assert node.wait(timeout=120) == 2  # a parameter value: a usage error
         assert "class_filter names ['spaceship'] are not in label set cityscapes_things" in node.output()
 
 

@@ -240,7 +240,7 @@ def test_a_camera_nobody_listens_to_is_not_subscribed_while_the_others_run(tmp_p
 def test_cameras_sharing_a_namespace_are_refused_in_one_line(tmp_path):
     node = semantic_node(tmp_path, 'clash', 'cameras:=[/cam/left, /cam/right]')
     with node:
-        assert node.wait(timeout=60) == 1
+        assert node.wait(timeout=60) == 2  # a parameter value: a usage error
         assert "cameras '/cam/left' and '/cam/right' would publish their outputs into the same namespace /cam" \
             in node.output()
 

@@ -149,6 +149,7 @@ def image_msg_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS, bridge: O
 
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+PNG_END = b'\x00\x00\x00\x00IEND\xaeB`\x82'  # the IEND chunk (empty, constant CRC) every PNG ends with
 JPEG_SIGNATURE = b'\xff\xd8'
 COMPRESSED_FORMATS = 'JPEG or 8/16-bit PNG'
 PNG_16_BIT_MODES = ('I;16', 'I;16B', 'I;16L', 'I')  # Pillow's modes of a 16-bit grey PNG
@@ -169,7 +170,8 @@ def _decode_jpeg(data: bytes, max_pixels: int, described: str) -> np.ndarray:
 
 
 def _decode_png(data: bytes, max_pixels: int, described: str) -> np.ndarray:
-    """Pillow: it raises on truncated or corrupt data instead of printing libpng's lines on stderr.
+    """Pillow: it raises on truncated or corrupt data instead of printing libpng's lines on stderr;
+    a file cut after its last pixel data (no IEND chunk) is refused too, though Pillow decodes it.
     16-bit samples keep their most significant byte."""
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the frame is decoded or refused; Pillow's warnings add nothing
@@ -181,6 +183,8 @@ def _decode_png(data: bytes, max_pixels: int, described: str) -> np.ndarray:
             raise ImageConversionError('undecodable', f'{described} cannot be decoded: {error}') from None
         with image:
             _check_size(image.width, image.height, max_pixels)
+            if PNG_END not in data:
+                raise ImageConversionError('undecodable', f'{described} is a corrupt PNG: truncated, no IEND chunk')
             try:
                 image.load()
                 if image.mode in PNG_16_BIT_MODES:
