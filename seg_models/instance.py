@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from seg_models.backends.base import Backend
+from seg_models.backends.base import Backend, release_host_memory
 from seg_models.backends.factory import DeploymentGraph, create_backend
 from seg_models.checkpoint_formats import strip_wrapper_prefix
 from seg_models.checkpoints import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
@@ -21,7 +21,8 @@ from seg_models.configs import InstanceFilter, InstanceModelConfig
 from seg_models.export import export_instance_onnx
 from seg_models.instance_postprocess import InstanceResult, instances_from_outputs
 from seg_models.labels import COCO_TO_CITYSCAPES_THINGS, LabelSet, get_label_set
-from seg_models.models.instance_inference import SIZE_DIVISOR, InstanceInference
+from seg_models.models.instance_inference import (SIZE_DIVISOR, InstanceInference, PublishedDetections,
+                                                  keep_published_detections)
 from seg_models.models.maskrcnn import MASK_RCNN_BUILDERS, mask_rcnn, network_classes_for
 from seg_models.transform import CameraTransform
 
@@ -95,11 +96,20 @@ class InstanceSegmenter:
         return self.results(self.infer_raw(images), images)
 
 
+def published_detections(selection: InstanceFilter, max_detections: int, classes: np.ndarray) -> PublishedDetections:
+    """What the graph keeps, in network terms: ``classes`` maps network class indices to output
+    label-set ids (-1: not published), and the class filter names output ids."""
+    wanted = classes >= 0
+    if selection.class_ids:
+        wanted &= np.isin(classes, selection.class_ids)
+    return PublishedDetections(selection.score_threshold, min(max_detections, selection.max_instances),
+                               tuple(int(index) for index in np.flatnonzero(wanted)))
+
+
 def build_instance_network(config: InstanceModelConfig, network_classes: list[str]) -> tuple[torch.nn.Module, str]:
     """Mask R-CNN with the checkpoint's weights (torchvision layout, e.g. torchvision's COCO weights)."""
     with reproducible_untrained_weights():
-        network = mask_rcnn(config.architecture, len(network_classes), max_detections=config.max_detections,
-                            score_threshold=min(0.05, config.selection.score_threshold))
+        network = mask_rcnn(config.architecture, len(network_classes), max_detections=config.max_detections)
     if not config.checkpoint:
         LOGGER.warning(UNTRAINED_WARNING)
         return network, ''
@@ -118,23 +128,35 @@ def create_instance_segmenter(config: InstanceModelConfig) -> InstanceSegmenter:
     network_label_set = get_label_set(config.label_set)
     output_label_set = get_label_set(config.output_label_set or config.label_set)
     network_classes = network_classes_for(network_label_set)
+    classes = class_map(network_classes, network_label_set, output_label_set)
     network, weights_source = build_instance_network(config, network_classes)
+    published = published_detections(config.selection, config.max_detections, classes)
+    keep_published_detections(network, published)
     graph = InstanceInference(network)
+    backend = create_backend(instance_deployment_graph(config, graph, network_label_set, network_classes, published),
+                             config.deployment)
+    del network, graph
+    if backend.name != 'pytorch':  # the others run their own copy of the weights
+        release_host_memory()
+    LOGGER.info('instance segmenter: %s, classes %s -> %s, backend %s', config.architecture,
+                network_label_set.name, output_label_set.name, backend.describe())
+    fixed_batch = None if backend.name == 'pytorch' else config.deployment.max_batch
+    return InstanceSegmenter(backend, output_label_set, config.input_size, classes, config.selection,
+                             fixed_batch, weights_source)
+
+
+def instance_deployment_graph(config: InstanceModelConfig, graph: InstanceInference, network_label_set: LabelSet,
+                              network_classes: list[str], published: PublishedDetections) -> DeploymentGraph:
+    """How the instance graph is exported and what its cached artifacts depend on."""
     batch_size = config.deployment.max_batch
-    deployment = DeploymentGraph(
+    return DeploymentGraph(
         name=f'{config.architecture}_{network_label_set.name}_b{batch_size}',
         output_names=graph.output_names, module=graph, input_size=config.input_size,
-        fixed_batch=batch_size,
+        fixed_batch=batch_size, cpu_memory_arena=False,
         export=lambda path: export_instance_onnx(graph, path, network_label_set.name, network_classes,
                                                  config.input_size, batch_size),
         key={'label_set': network_label_set.name, 'input_size': list(config.input_size),
-             'max_detections': config.max_detections, 'box_score_threshold': network.roi_heads.score_thresh,
+             'published': {'score_threshold': published.score_threshold,
+                           'max_detections': published.max_detections, 'classes': list(published.classes)},
              'normalisation': {
                  'mean': graph.mean.flatten().tolist(), 'std': graph.std.flatten().tolist()}})
-    backend = create_backend(deployment, config.deployment)
-    LOGGER.info('instance segmenter: %s, classes %s -> %s, backend %s', config.architecture,
-                network_label_set.name, output_label_set.name, backend.describe())
-    fixed_batch = None if backend.name == 'pytorch' else batch_size
-    return InstanceSegmenter(backend, output_label_set, config.input_size,
-                             class_map(network_classes, network_label_set, output_label_set), config.selection,
-                             fixed_batch, weights_source)

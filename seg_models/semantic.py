@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from seg_models.backends.base import Backend
+from seg_models.backends.base import Backend, release_host_memory
 from seg_models.backends.factory import DeploymentGraph, create_backend
 from seg_models.checkpoint_formats import import_deeplabv3plus
 from seg_models.checkpoints import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
@@ -120,6 +120,9 @@ def create_semantic_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
     class_id_dtype = torch.uint8 if label_set.class_id_dtype == np.uint8 else torch.int32
     graph = SemanticInference(network, class_id_dtype=class_id_dtype, with_confidence=config.with_confidence)
     backend = create_backend(semantic_deployment_graph(config, graph, label_set), config.deployment)
+    del network, graph
+    if backend.name != 'pytorch':  # the others run their own copy of the weights
+        release_host_memory()
     LOGGER.info('semantic segmenter: %s, label set %s, backend %s', config.architecture, label_set.name,
                 backend.describe())
     return SemanticSegmenter(backend, label_set, config.input_size, weights_source, config.selection)

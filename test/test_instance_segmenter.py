@@ -16,7 +16,8 @@ from seg_models.models.maskrcnn import mask_rcnn
 pytestmark = pytest.mark.slow
 
 INPUT_SIZE = (256, 512)
-KEEP_ALL = InstanceFilter(score_threshold=0.0, max_instances=20)
+# torchvision's own box threshold and our cap: what torchvision's complete model returns, compared with.
+KEEP_ALL = InstanceFilter(score_threshold=0.05, max_instances=20)
 
 
 @pytest.fixture(scope='module')
@@ -111,6 +112,28 @@ def test_score_threshold_class_filter_and_empty_frames(maskrcnn_checkpoint):
     assert nothing.instances == [] and nothing.full_frame_masks().shape == (0, *frame.shape[:2])
 
 
+def test_the_graph_computes_masks_only_for_what_is_published(maskrcnn_checkpoint):
+    """Score threshold, class filter and max_instances act inside the graph, before the mask head,
+    and publish the same instances as filtering torchvision's wider output on the host."""
+    frame = driving_frames(1)[0]
+    wide = create_instance_segmenter(config(maskrcnn_checkpoint)).segment([frame])[0].instances
+    cutoff = float(np.median([i.score for i in wide]))
+    present = sorted({i.class_id for i in wide if i.score >= cutoff})
+    selection = InstanceFilter(score_threshold=cutoff, max_instances=3, class_ids=tuple(present[:2]))
+    narrow = create_instance_segmenter(config(maskrcnn_checkpoint, selection=selection))
+    outputs = narrow.infer_raw([frame])
+    count = int(outputs['num_detections'][0])
+    assert outputs['mask_probs'].shape[1] == 3 and 0 < count <= 3  # the mask head ran for these alone
+    assert (outputs['scores'][0, :count] >= cutoff).all()
+    assert set(narrow.class_map[outputs['labels'][0, :count]]) <= set(present[:2])
+    expected = [i for i in wide if i.score >= cutoff and i.class_id in present[:2]][:3]
+    published = narrow.segment([frame])[0].instances
+    assert [(i.class_id, round(i.score, 5)) for i in published] == [(i.class_id, round(i.score, 5)) for i in expected]
+    for got, want in zip(published, expected):
+        np.testing.assert_allclose(got.box, want.box, atol=1e-3)
+        np.testing.assert_array_equal(got.mask, want.mask)
+
+
 def test_coco_classes_map_onto_cityscapes_things():
     coco = get_label_set('coco_things')
     mapping = class_map(coco_category_names(), coco, cityscapes_things())
@@ -132,13 +155,19 @@ def test_torchvision_coco_checkpoint_loads_and_publishes_cityscapes_classes(tmp_
     coco = create_instance_segmenter(config(path, label_set='coco_things'))
     for name, tensor in source.state_dict().items():
         torch.testing.assert_close(coco.backend.module.model.state_dict()[name], tensor, rtol=0, atol=0)
-    coco_instances = coco.segment([frame])[0].instances
+    cityscapes_classes = ('person', 'car', 'truck', 'bus', 'train', 'motorcycle', 'bicycle')
+    coco_ids = tuple(label.id for label in get_label_set('coco_things').classes if label.name in cityscapes_classes)
+    filtered = create_instance_segmenter(config(path, label_set='coco_things', selection=InstanceFilter(
+        score_threshold=KEEP_ALL.score_threshold, max_instances=KEEP_ALL.max_instances, class_ids=coco_ids)))
+    expected = filtered.segment([frame])[0].instances
+    assert {i.class_name for i in coco.segment([frame])[0].instances} - set(cityscapes_classes)  # others compete
     mapped = create_instance_segmenter(config(path, label_set='coco_things', output_label_set='cityscapes_things'))
     assert mapped.label_set.name == 'cityscapes_things'
     mapped_instances = mapped.segment([frame])[0].instances
-    expected = [i for i in coco_instances if i.class_name in ('person', 'car', 'truck', 'bus', 'train', 'motorcycle',
-                                                             'bicycle')]
-    assert [(i.class_name, i.score) for i in mapped_instances] == [(i.class_name, i.score) for i in expected]
+    # The 20 best of the mapped classes: COCO classes Cityscapes lacks never take a place among them.
+    assert len(mapped_instances) == KEEP_ALL.max_instances
+    assert [(i.class_name, round(i.score, 5)) for i in mapped_instances] == \
+        [(i.class_name, round(i.score, 5)) for i in expected]
 
 
 def test_bad_settings_are_refused(maskrcnn_checkpoint):
@@ -148,3 +177,26 @@ def test_bad_settings_are_refused(maskrcnn_checkpoint):
         create_instance_segmenter(config(maskrcnn_checkpoint, architecture='yolo'))
     with pytest.raises(Exception, match='does not fit the network'):
         create_instance_segmenter(config(maskrcnn_checkpoint, label_set='coco_things'))
+
+
+def test_onnxruntime_instance_backend_keeps_no_pytorch_module_and_no_memory_arena(maskrcnn_checkpoint, tmp_path):
+    """The module the graph was exported from is released once the session exists, and the session
+    runs without ONNX Runtime's CPU arena, which Mask R-CNN's detection-dependent shapes defeat."""
+    import gc
+
+    import onnxruntime
+    from torchvision.models.detection import MaskRCNN
+
+    def modules_alive() -> int:
+        gc.collect()
+        return sum(isinstance(item, MaskRCNN) for item in gc.get_objects())
+
+    before = modules_alive()
+    segmenter = create_instance_segmenter(config(maskrcnn_checkpoint, backend='onnxruntime',
+                                                 engine_dir=str(tmp_path)))
+    assert modules_alive() == before
+    options = segmenter.backend.session.get_session_options()
+    assert not options.enable_cpu_mem_arena
+    assert options.execution_mode == onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert segmenter.segment(driving_frames(1))[0].image_size == (360, 480)

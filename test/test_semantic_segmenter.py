@@ -1,4 +1,5 @@
 """SemanticSegmenter: batches of any camera size in, class ids at each camera's resolution out."""
+import json
 import numpy as np
 import pytest
 import torch
@@ -62,15 +63,23 @@ def test_unknown_architecture_and_backend_are_refused():
         create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='tensorrt_nope')))
 
 
-def test_auto_backend_names_its_choice_and_reason(caplog, tmp_path):
-    """Without TensorRT and a GPU (as on CI), auto takes ONNX Runtime and says why."""
+def test_auto_backend_measures_once_and_takes_the_fastest(caplog, tmp_path):
+    """auto times every usable backend on the model (here ONNX Runtime and PyTorch; TensorRT where
+    present), keeps the fastest, and records the measurement in the cache for later starts."""
     from seg_models.backends.tensorrt import tensorrt_unavailable_reason
 
-    reason = tensorrt_unavailable_reason()
-    if reason is None:
-        pytest.skip('TensorRT and a GPU are present: auto picks TensorRT here')
     caplog.set_level('INFO')
-    segmenter = create_semantic_segmenter(build_config(SemanticModelConfig, dict(input_size=(64, 96),
-                                                                                 engine_dir=str(tmp_path))))
-    assert segmenter.backend.name == 'onnxruntime'
-    assert f'backend onnxruntime: TensorRT unusable ({reason})' in caplog.text
+    config = build_config(SemanticModelConfig, dict(input_size=(64, 96), engine_dir=str(tmp_path)))
+    first = create_semantic_segmenter(config)
+    [record] = [path for path in tmp_path.glob('*_auto-*.json') if path.suffixes[-2:] != ['.json', '.json']]
+    measured = json.loads(record.read_text())
+    timings = measured['timings_ms']
+    assert {'onnxruntime', 'pytorch'} <= set(timings) and all(ms > 0 for ms in timings.values())
+    assert first.backend.name == measured['chosen'] == min(timings, key=timings.get)
+    assert f'backend auto: {first.backend.name}, fastest here, measured now: ' in caplog.text
+    reason = tensorrt_unavailable_reason()
+    assert reason is None or f'tensorrt unusable: {reason}' in caplog.text
+    caplog.clear()
+    second = create_semantic_segmenter(config)
+    assert second.backend.name == first.backend.name
+    assert f'measured at an earlier start ({record.name})' in caplog.text

@@ -6,6 +6,7 @@ with one engine; callers never see tensors, devices or sessions.
 from __future__ import annotations
 
 import abc
+import ctypes
 import gc
 import sys
 
@@ -39,7 +40,20 @@ class Backend(abc.ABC):
 def release_device_memory() -> None:
     """Give accelerator memory back after the last reference to a backend was dropped (a lifecycle
     node's deactivate): collect the engine, session or module, then empty torch's CUDA cache."""
-    gc.collect()
+    release_host_memory()
     torch = sys.modules.get('torch')
     if torch is not None and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+
+
+def release_host_memory() -> None:
+    """Collect unreachable objects and hand the freed heap back to the system. glibc's malloc keeps
+    freed memory for reuse: the PyTorch module an ONNX Runtime or TensorRT backend was exported
+    from (or only hashed, for the cache key) would otherwise stay resident as if still loaded,
+    about 200 MB for Mask R-CNN R50-FPN. Elsewhere than glibc there is nothing to trim."""
+    gc.collect()
+    try:
+        malloc_trim = ctypes.CDLL('libc.so.6').malloc_trim
+    except (OSError, AttributeError):
+        return
+    malloc_trim(0)

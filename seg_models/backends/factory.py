@@ -35,34 +35,28 @@ class DeploymentGraph:
     onnx_file: Optional[Path] = None  # a user-supplied ONNX file, used as it is
     input_size: Optional[tuple[int, int]] = None  # fixed (H, W), None: dynamic
     fixed_batch: Optional[int] = None  # batch size baked into the graph, None: dynamic
-
-
-def choose_backend(requested: str, graph: DeploymentGraph) -> tuple[str, str]:
-    """The backend to use and the reason, for the log."""
-    from seg_models.backends.tensorrt import tensorrt_unavailable_reason
-
-    if requested not in BACKENDS:
-        raise BackendError(f'unknown backend {requested!r}; available: {", ".join(BACKENDS)}')
-    if requested != 'auto':
-        return requested, 'requested'
-    trt_missing = tensorrt_unavailable_reason()
-    if trt_missing is None and graph.input_size is None:
-        trt_missing = 'the model has no fixed input size (TensorRT engines are built for one)'
-    if trt_missing is None:
-        return 'tensorrt', 'a CUDA GPU and TensorRT are present: the fastest path'
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        if graph.module is None:
-            raise BackendError('this ONNX model needs onnxruntime or TensorRT, and neither is installed') from None
-        return 'pytorch', f'TensorRT unusable ({trt_missing}) and onnxruntime not installed'
-    return 'onnxruntime', f'TensorRT unusable ({trt_missing}); ONNX Runtime is the fastest CPU path'
+    cpu_memory_arena: bool = True  # ONNX Runtime's arena pays where shapes are static (backends/onnxruntime.py)
 
 
 def create_backend(graph: DeploymentGraph, settings: BackendSettings) -> Backend:
-    """A ready backend for ``graph``; which one and why is logged."""
-    name, reason = choose_backend(settings.backend, graph)
-    LOGGER.info('backend %s: %s', name, reason)
+    """A ready backend for ``graph``: the one asked for, or with ``auto`` the one measured fastest
+    here (seg_models.backends.auto); which one and why is logged."""
+    if settings.backend not in BACKENDS:
+        raise BackendError(f'unknown backend {settings.backend!r}; available: {", ".join(BACKENDS)}')
+    cache = EngineCache(settings.engine_dir or None)
+    if settings.backend != 'auto':
+        LOGGER.info('backend %s: requested', settings.backend)
+        return named_backend(settings.backend, graph, settings, cache)
+    from seg_models.backends.auto import measured_backend
+
+    backend, reason = measured_backend(graph, settings, cache,
+                                       lambda name: named_backend(name, graph, settings, cache))
+    LOGGER.info('backend auto: %s, %s', backend.name, reason)
+    return backend
+
+
+def named_backend(name: str, graph: DeploymentGraph, settings: BackendSettings, cache: EngineCache) -> Backend:
+    """The backend ``name`` (pytorch, onnxruntime, tensorrt) for ``graph``, its artifacts in ``cache``."""
     if name == 'pytorch':
         if graph.module is None:
             raise BackendError('a user-supplied ONNX model cannot run on the pytorch backend')
@@ -70,13 +64,13 @@ def create_backend(graph: DeploymentGraph, settings: BackendSettings) -> Backend
 
         return PyTorchBackend(graph.module, graph.output_names, device=settings.device,
                               precision=settings.precision)
-    cache = EngineCache(settings.engine_dir or None)
     if name == 'onnxruntime':
         from seg_models.backends.onnxruntime import OnnxRuntimeBackend
 
         if settings.precision != 'fp32':
             raise BackendError(f'the onnxruntime backend runs fp32 only, not {settings.precision}')
-        return OnnxRuntimeBackend(onnx_artifact(graph, cache), device=settings.device)
+        return OnnxRuntimeBackend(onnx_artifact(graph, cache), device=settings.device,
+                                  memory_arena=graph.cpu_memory_arena)
     return _tensorrt_backend(graph, settings, cache)
 
 

@@ -11,7 +11,7 @@ from seg_models.backends.base import Backend, BackendError
 class OnnxRuntimeBackend(Backend):
     name = 'onnxruntime'
 
-    def __init__(self, onnx_path: str | Path, device: str = 'cpu') -> None:
+    def __init__(self, onnx_path: str | Path, device: str = 'cpu', memory_arena: bool = True) -> None:
         import onnxruntime
 
         available = onnxruntime.get_available_providers()
@@ -22,7 +22,8 @@ class OnnxRuntimeBackend(Backend):
         else:
             providers = ['CPUExecutionProvider']
         try:
-            self.session = onnxruntime.InferenceSession(str(onnx_path), providers=providers)
+            self.session = onnxruntime.InferenceSession(str(onnx_path), session_options(onnxruntime, memory_arena),
+                                                        providers=providers)
         except Exception as error:  # onnxruntime raises its own exception types for bad files
             raise BackendError(f'ONNX Runtime cannot load {onnx_path}: {error}') from None
         self.input_name = self.session.get_inputs()[0].name
@@ -31,3 +32,24 @@ class OnnxRuntimeBackend(Backend):
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.session.run(None, {self.input_name: images})
         return dict(zip(self.output_names, outputs))
+
+
+def session_options(onnxruntime, memory_arena: bool):
+    """The session options, each chosen by measurement (2-core CPU, 512x1024 input, 2026-11-22;
+    README "Backends and the engine cache"):
+
+    * every graph optimisation (fusions, layout changes): ORT_ENABLE_ALL; ORT_ENABLE_EXTENDED was
+      5-45% slower;
+    * sequential execution: parallel mode was 1.6-1.7x slower (the graphs are chains whose
+      operators already use every intra-op thread);
+    * intra-op threads: 0, ONNX Runtime's one per physical core; 1 thread was 1.5-2.2x slower;
+    * the CPU memory arena where the graph's shapes are static (DeepLabv3+: 349 MB resident, and
+      off 21% slower); off for Mask R-CNN, whose detection-dependent shapes defeat the arena's
+      reuse (resident 1040 MB with it, 390 MB without, at the same speed within noise).
+    """
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = 0
+    options.enable_cpu_mem_arena = memory_arena
+    return options

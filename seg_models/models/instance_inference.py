@@ -4,17 +4,61 @@ TensorRT needs static shapes, so the graph pads every image's detections to ``ma
 (padding rows have score 0 and are counted out by ``num_detections``). Masks leave the graph as
 the mask head's low-resolution probabilities; they are pasted once, at the camera's resolution,
 on the host (seg_models.instance_postprocess), never resized twice.
+
+The graph keeps only the detections that will be published (``keep_published_detections``: score
+threshold, classes, the most instances), so the mask head, the costliest stage after the backbone,
+runs for those alone: torchvision's defaults would run it for up to 100 boxes down to score 0.05.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import MethodType
+from typing import Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import RoIHeads
 
 INSTANCE_OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'mask_probs', 'num_detections')
 SIZE_DIVISOR = 32  # FPN strides: every level must tile the image exactly
+
+
+@dataclass(frozen=True)
+class PublishedDetections:
+    """What the graph keeps of the box head's detections, in network terms."""
+
+    score_threshold: float  # scores at or above it
+    max_detections: int  # the highest-scoring ones, after the class filter
+    classes: Sequence[int] = ()  # network class indices to keep; empty: every class
+
+
+def keep_published_detections(model: MaskRCNN, published: PublishedDetections) -> None:
+    """Make ``model.roi_heads`` hand the mask head only ``published`` detections: torchvision's own
+    post-processing (softmax, box decoding, per-class NMS) with the score threshold, then the class
+    filter and the top ``max_detections``, in that order, so filtered-out classes never take a place."""
+    heads = model.roi_heads
+    # torchvision keeps scores strictly above score_thresh; the published threshold is inclusive.
+    heads.score_thresh = float(np.nextafter(np.float32(published.score_threshold), np.float32(-1)))
+    num_classes = heads.box_predictor.cls_score.out_features
+    # Every candidate (each proposal once per class, as per-class NMS may keep it): capped after the class filter.
+    heads.detections_per_img = model.rpn.post_nms_top_n() * (num_classes - 1)
+    allowed = torch.zeros(num_classes, dtype=torch.bool)
+    allowed[list(published.classes) or slice(None)] = True
+    heads.register_buffer('published_classes', allowed, persistent=False)
+    heads.max_published = published.max_detections
+    heads.postprocess_detections = MethodType(_published_detections, heads)
+
+
+def _published_detections(heads: RoIHeads, class_logits, box_regression, proposals, image_shapes):
+    all_boxes, all_scores, all_labels = RoIHeads.postprocess_detections(heads, class_logits, box_regression,
+                                                                        proposals, image_shapes)
+    kept = [heads.published_classes[labels] for labels in all_labels]  # NMS left them by decreasing score
+    return tuple([values[keep][:heads.max_published] for values, keep in zip(all_values, kept)]
+                 for all_values in (all_boxes, all_scores, all_labels))
 
 
 class InstanceInference(nn.Module):
@@ -28,7 +72,7 @@ class InstanceInference(nn.Module):
     def __init__(self, model: MaskRCNN) -> None:
         super().__init__()
         self.model = model.eval()
-        self.max_detections = model.roi_heads.detections_per_img
+        self.max_detections = getattr(model.roi_heads, 'max_published', model.roi_heads.detections_per_img)
         self.register_buffer('mean', torch.tensor(model.transform.image_mean).view(1, 3, 1, 1) * 255,
                              persistent=False)
         self.register_buffer('std', torch.tensor(model.transform.image_std).view(1, 3, 1, 1) * 255,

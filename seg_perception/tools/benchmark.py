@@ -228,7 +228,7 @@ class CameraLoad(Node):
             self.latencies_ms[camera].append(stamp_latency_ms(self.get_clock().now().nanoseconds, msg.header.stamp))
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     for line in Path(f'/proc/{pid}/status').read_text().splitlines():
         if line.startswith('VmRSS:'):
             return int(line.split()[1]) / 1024
@@ -254,13 +254,13 @@ def camera_load(frame: np.ndarray, groups: list[list[str]], max_batch: Optional[
             probe.counting = True
             spin_until(probe, lambda: False, window_sec, processes.check_alive)
             probe.counting = False
-            rss_mb = sum(_rss_mb(process.pid) for process in processes.processes)
+            memory_mb = sum(rss_mb(process.pid) for process in processes.processes)
     finally:
         probe.destroy_node()
     outputs = sum(len(values) for values in probe.latencies_ms.values())
     latencies = {camera: (float(np.percentile(values, 50)), float(np.percentile(values, 95))) if values
                  else (float('nan'), float('nan')) for camera, values in probe.latencies_ms.items()}
-    return CameraLoadResult(outputs / window_sec, latencies, rss_mb)
+    return CameraLoadResult(outputs / window_sec, latencies, memory_mb)
 
 
 def camera_scaling(frame: np.ndarray, counts: tuple[int, ...], overrides: list[str], warmup_sec: float,

@@ -1,0 +1,31 @@
+"""The versus benchmark runs end to end (both nodes, a short stream) and prints the side-by-side table;
+our node keeps its newest-frame promise under it: after the camera stops, at most the frame in
+flight and the one waiting are answered."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from ros_helpers import REPO_ROOT
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+
+def test_versus_prints_both_nodes_side_by_side_with_ratios():
+    done = subprocess.run([sys.executable, '-m', 'seg_perception.tools.versus', 'semantic', '--seconds', '4',
+                           '--size', '90', '160', '--network-size', '64', '128', '--frames', '2'],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = done.stdout
+    for row in ('one frame, end to end (ms)', 'answers per second', 'latency p95, last 10 s (ms)',
+                'answers after the camera stopped', 'resident memory (MB)', 'bytes per answer'):
+        assert re.search(rf'{re.escape(row)}\s+\d+\.\d\s+\d+\.\d', table), f'no row {row!r}:\n{table}'
+    assert re.search(r'one frame, end to end .* ours \d+\.\d\dx faster', table), table
+    late = re.search(r'answers after the camera stopped\s+(\d+)\.\d', table)
+    assert int(late.group(1)) <= 2, table  # newest frame only: the one in flight and the one waiting
+    # Same network and weights on both sides: label images of the camera's size, message for message.
+    sizes = re.search(r'bytes per answer\s+(\d+)\.\d\s+(\d+)\.\d', table)
+    assert sizes.group(1) == sizes.group(2) and int(sizes.group(1)) >= 90 * 160, table
