@@ -98,7 +98,9 @@ def test_launch_checkpoint_argument_overrides_only_when_given(monkeypatch):
 
 
 def _call(probe: ProbeNode, client, request):
-    assert client.wait_for_service(timeout_sec=60), f'service {client.srv_name} not available'
+    # A node answers once built: on a 2-core runner the instance node's first start exports its graph
+    # and times the backends (backend auto) for a minute or more.
+    assert client.wait_for_service(timeout_sec=240), f'service {client.srv_name} not available'
     future = client.call_async(request)
     assert probe.spin_until(future.done, 30)
     return future.result()
