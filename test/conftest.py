@@ -1,4 +1,5 @@
 """Test set-up: DDS kept on this machine, on a domain of this test run's own; shared fixtures."""
+import faulthandler
 import os
 import sys
 import tempfile
@@ -36,3 +37,16 @@ def checkpoint(tmp_path_factory) -> Path:
 
     return random_checkpoint(tmp_path_factory.mktemp('weights') / 'deeplabv3plus_mobilenet.pth',
                              lambda: deeplabv3plus('mobilenet_v3_large', num_classes=19), seed=7)
+
+
+# The longest any one test runs on a 2-core runner is a few minutes. A test still running after this
+# is hung (Fast DDS 3.2 can deadlock while endpoints come and go: eProsima/Fast-DDS#6502): dump every
+# thread's stack and end the run, instead of waiting for CI's limit with no word on where.
+HUNG_TEST_SEC = 1200
+
+
+@pytest.fixture(autouse=True)
+def hung_test_watchdog():
+    faulthandler.dump_traceback_later(HUNG_TEST_SEC, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
