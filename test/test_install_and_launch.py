@@ -98,11 +98,12 @@ def test_launch_checkpoint_argument_overrides_only_when_given(monkeypatch):
 
 
 def _call(probe: ProbeNode, client, request):
-    # A node answers once built: on a 2-core runner the instance node's first start exports its graph
-    # and times the backends (backend auto) for a minute or more.
-    assert client.wait_for_service(timeout_sec=240), f'service {client.srv_name} not available'
+    # The services exist as soon as the node does, but are answered once it spins, after it was built:
+    # on a 2-core runner the instance node's first start exports its graph and times the backends
+    # (backend auto) for a minute or more.
+    assert client.wait_for_service(timeout_sec=60), f'service {client.srv_name} not available'
     future = client.call_async(request)
-    assert probe.spin_until(future.done, 30)
+    assert probe.spin_until(future.done, 240), f'{client.srv_name} not answered'
     return future.result()
 
 
