@@ -22,6 +22,7 @@ from ros_helpers import LifecycleClient, NodeProcess, ProbeNode, driving_frames
 from seg_perception.runtime.diagnostics import status_values
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
 from seg_perception.messages.topics import OUTPUT_QOS
+from seg_perception.tools.benchmark import rss_mb
 
 pytestmark = pytest.mark.ros
 
@@ -227,13 +228,6 @@ def test_lifecycle_configure_with_a_corrupt_checkpoint_fails_cleanly(tmp_path):
             probe.close()
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-        if line.startswith('VmRSS:'):
-            return int(line.split()[1]) / 1024
-    raise AssertionError('no VmRSS')
-
-
 LOAD_SEC = 20.0
 MEMORY_MARKS_SEC = (4.0, 19.0)  # after warm-up, and at the end
 
@@ -273,7 +267,7 @@ def test_30_hz_camera_into_a_slower_model(tmp_path, checkpoint):
                 elapsed = time.monotonic() - started
                 for mark in MEMORY_MARKS_SEC:
                     if elapsed >= mark and mark not in memory_mb:
-                        memory_mb[mark] = _rss_mb(node.process.pid)
+                        memory_mb[mark] = rss_mb(node.process.pid)
                 probe.alive()
 
             camera_timer = probe.node.create_timer(1 / 30, publish)

@@ -33,23 +33,11 @@ DYNAMIC_INPUT_EXAMPLE = (512, 1024)  # timed size for graphs that take any size 
 
 def usable_backends(graph, settings: BackendSettings) -> tuple[list[str], dict[str, str]]:
     """The backends that can run ``graph`` here, fastest-expected first, and why the others cannot."""
-    from seg_models.backends.tensorrt import tensorrt_unavailable_reason
+    from seg_models.backends.factory import unusable_reason
 
-    unusable = {}
-    tensorrt_missing = tensorrt_unavailable_reason()
-    if tensorrt_missing is None and graph.input_size is None:
-        tensorrt_missing = 'the model has no fixed input size (TensorRT engines are built for one)'
-    if tensorrt_missing:
-        unusable['tensorrt'] = tensorrt_missing
-    try:
-        import onnxruntime  # noqa: F401
-        if settings.precision != 'fp32':
-            unusable['onnxruntime'] = f'runs fp32 only, not {settings.precision}'
-    except ImportError:
-        unusable['onnxruntime'] = 'onnxruntime is not installed'
-    if graph.module is None:
-        unusable['pytorch'] = 'a user-supplied ONNX model has no PyTorch module'
-    usable = [name for name in ('tensorrt', 'onnxruntime', 'pytorch') if name not in unusable]
+    reasons = {name: unusable_reason(name, graph, settings) for name in ('tensorrt', 'onnxruntime', 'pytorch')}
+    unusable = {name: reason for name, reason in reasons.items() if reason}
+    usable = [name for name in reasons if name not in unusable]
     if not usable:
         raise BackendError('no backend can run this model: ' + '; '.join(f'{k}: {v}' for k, v in unusable.items()))
     return usable, unusable

@@ -6,6 +6,7 @@ backend, reusing cached ONNX files and engines whose recorded inputs still match
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,11 +56,30 @@ def create_backend(graph: DeploymentGraph, settings: BackendSettings) -> Backend
     return backend
 
 
+def unusable_reason(name: str, graph: DeploymentGraph, settings: BackendSettings) -> Optional[str]:
+    """Why backend ``name`` cannot run ``graph`` with ``settings`` here, or None where it can: asked
+    before creating one, so an explicit choice is refused with the reason and ``auto`` skips it."""
+    if name == 'pytorch':
+        return 'a user-supplied ONNX model has no PyTorch module' if graph.module is None else None
+    if name == 'onnxruntime':
+        if importlib.util.find_spec('onnxruntime') is None:
+            return 'onnxruntime is not installed'
+        return f'it runs fp32 only, not {settings.precision}' if settings.precision != 'fp32' else None
+    from seg_models.backends.tensorrt import tensorrt_unavailable_reason
+
+    missing = tensorrt_unavailable_reason()
+    if missing is None and graph.input_size is None:
+        missing = ('the model has no fixed input size (TensorRT engines are built for one: set input_height and '
+                   'input_width)')
+    return missing
+
+
 def named_backend(name: str, graph: DeploymentGraph, settings: BackendSettings, cache: EngineCache) -> Backend:
     """The backend ``name`` (pytorch, onnxruntime, tensorrt) for ``graph``, its artifacts in ``cache``."""
+    reason = unusable_reason(name, graph, settings)
+    if reason:
+        raise BackendError(f'the {name} backend cannot run this model: {reason}')
     if name == 'pytorch':
-        if graph.module is None:
-            raise BackendError('a user-supplied ONNX model cannot run on the pytorch backend')
         from seg_models.backends.pytorch import PyTorchBackend
 
         return PyTorchBackend(graph.module, graph.output_names, device=settings.device,
@@ -67,8 +87,6 @@ def named_backend(name: str, graph: DeploymentGraph, settings: BackendSettings, 
     if name == 'onnxruntime':
         from seg_models.backends.onnxruntime import OnnxRuntimeBackend
 
-        if settings.precision != 'fp32':
-            raise BackendError(f'the onnxruntime backend runs fp32 only, not {settings.precision}')
         return OnnxRuntimeBackend(onnx_artifact(graph, cache), device=settings.device,
                                   memory_arena=graph.cpu_memory_arena)
     return _tensorrt_backend(graph, settings, cache)
@@ -86,15 +104,10 @@ def onnx_artifact(graph: DeploymentGraph, cache: EngineCache) -> Path:
 
 
 def _tensorrt_backend(graph: DeploymentGraph, settings: BackendSettings, cache: EngineCache) -> Backend:
-    from seg_models.backends.tensorrt import (InputShapes, TensorRTBackend, build_engine, entropy_calibrator,
-                                              gpu_identity, tensorrt_unavailable_reason)
-
-    missing = tensorrt_unavailable_reason()
-    if missing:
-        raise BackendError(f'TensorRT backend unavailable: {missing}')
-    if graph.input_size is None:
-        raise BackendError('TensorRT needs a fixed network input size: set input_height and input_width')
     import tensorrt
+
+    from seg_models.backends.tensorrt import (InputShapes, TensorRTBackend, build_engine, entropy_calibrator,
+                                              gpu_identity)
 
     onnx_path = onnx_artifact(graph, cache)
     height, width = graph.input_size

@@ -178,10 +178,11 @@ class CameraChannel:
     def _on_incompatible_qos(self, info: Any) -> None:
         # Not throttled: rclpy throttles per call site, which every camera shares; the event comes
         # once per mismatched publisher, not per frame.
-        self._incompatible_qos = (time.monotonic(), info.last_policy_kind.name.removeprefix('RMW_QOS_POLICY_'))
+        policy = info.last_policy_kind.name.removeprefix('RMW_QOS_POLICY_')
+        self._incompatible_qos = (time.monotonic(), policy)
         self._log.warning(
             f'a publisher on {self.input_topic} offers QoS incompatible with this subscription '
-            f'({info.last_policy_kind.name}); its images never arrive. Set input_reliability to match it '
+            f'({policy}); its images never arrive. Set input_reliability to match it '
             f'(now {self._settings.input_reliability!r}).')
 
     def _on_message(self, serialized: bytes, info: dict) -> None:

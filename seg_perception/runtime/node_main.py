@@ -42,17 +42,17 @@ _RCL_SOURCE_TRAIL = re.compile(r'(, at [^,]+:\d+)+$')
 
 
 class StopRequest:
-    """The handler of SIGINT and SIGTERM. While the node is being built, the first signal aborts
-    start-up (KeyboardInterrupt, as Python's default would); once it spins, a signal only asks the
-    loop to stop. Any signal after the first is ignored: the teardown runs to its end."""
+    """The handler of SIGINT and SIGTERM. While the node is being built (``starting``), the first
+    signal aborts start-up (KeyboardInterrupt, as Python's default would); after that, a signal only
+    asks the spin loop to stop. Any signal after the first is ignored: the teardown runs to its end."""
 
     def __init__(self) -> None:
         self.requested = False
-        self.spinning = False
+        self.starting = True
 
     def __call__(self, signum: int, frame) -> None:
         first, self.requested = not self.requested, True
-        if first and not self.spinning:
+        if first and self.starting:
             raise KeyboardInterrupt
 
     def install(self) -> 'StopRequest':
@@ -78,7 +78,7 @@ def run_node(node_factory: Callable[[], Node], args=None) -> int:
     node = None
     try:
         node = node_factory()
-        stop.spinning = True
+        stop.starting = False
         _spin_until_stopped(node, stop)
     except STARTUP_ERRORS as error:
         if node is not None:
@@ -88,7 +88,7 @@ def run_node(node_factory: Callable[[], Node], args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        stop.spinning = True  # from here on a signal raises nothing: the teardown runs to its end
+        stop.starting = False  # from here on a signal raises nothing: the teardown runs to its end
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
