@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One bootstrap for a machine without a ROS install (Debian/Ubuntu, Python 3.11):
 #   1. .venv with every Python dependency pinned in constraints.txt (ROS 2 kilted wheels, colcon,
-#      torch + torchvision from PyPI, onnxruntime, OpenCV, cityscapesscripts, rosbags, pytest)
+#      torch + torchvision from PyPI, onnxruntime, NVIDIA ModelOpt, OpenCV, cityscapesscripts, rosbags, pytest)
 #   2. colcon build of both packages: the repository root (seg_perception) and the interface
 #      package seg_perception_msgs inside it (colcon does not find a package nested in another)
 #   3. env.sh, to source before running nodes or tests
@@ -25,7 +25,7 @@ find_python() {
   log "Python 3.11 is required (the ROS 2 kilted wheels are built for it)"; return 1
 }
 
-wanted_stamp="$(cat requirements.txt constraints.txt | sha256sum | cut -d' ' -f1)"
+wanted_stamp="$(cat requirements.txt requirements-no-deps.txt constraints.txt | sha256sum | cut -d' ' -f1)"
 if [[ ! -x "$VENV/bin/python" ]]; then
   log "creating $VENV"
   "$(find_python)" -m venv "$VENV"
@@ -36,6 +36,10 @@ if [[ "$(cat "$STAMP" 2>/dev/null)" != "$wanted_stamp" ]]; then
   # that matches torchvision.
   PIP_FIND_LINKS= "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
     -r requirements.txt -c constraints.txt
+  # Packages whose declared dependencies conflict with the pins (see the file): their real ones are
+  # in requirements.txt.
+  PIP_FIND_LINKS= "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+    -r requirements-no-deps.txt -c constraints.txt
   echo "$wanted_stamp" > "$STAMP"
 else
   log "Python dependencies up to date"

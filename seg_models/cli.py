@@ -45,12 +45,13 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--device', help=f'default: {deployment.device}')
     parser.add_argument('--precision', choices=PRECISIONS, help=f'default: {deployment.precision}')
     parser.add_argument('--engine-dir', help='engine cache; default: $SEG_MODELS_CACHE_DIR or ~/.cache/seg_models')
-    parser.add_argument('--calibration-images', help='folder of images for int8')
+    parser.add_argument('--calibration-images',
+                        help='folder of camera frames: int8 calibration, and fp16 range checks (seg_models.precision)')
 
 
-def model_config(args: argparse.Namespace, backend: Optional[str] = None):
+def model_config(args: argparse.Namespace, backend: Optional[str] = None, precision: Optional[str] = None):
     """The Semantic/InstanceModelConfig the nodes would build from the same settings."""
-    values = dict(vars(args), backend=backend or args.backend)
+    values = dict(vars(args), backend=backend or args.backend, precision=precision or args.precision)
     return build_config(TASKS[args.task], values, input_size=tuple(args.input_size))
 
 
@@ -84,11 +85,42 @@ def command_export(args: argparse.Namespace) -> int:
 
 
 def command_build(args: argparse.Namespace) -> int:
-    """Pre-build the artifacts the nodes will load, exactly as they would build them."""
+    """Pre-build the artifacts the nodes will load, exactly as they would build them; with
+    ``--onnx-only``, only the ONNX graph at the asked precision, checked, on any machine."""
     started = time.perf_counter()
-    segmenter = create_segmenter(model_config(args))
+    config = model_config(args)
+    if args.onnx_only:
+        return _build_onnx_only(config, started)
+    segmenter = create_segmenter(config)
     print(f'ready: {segmenter.backend.describe()} in {time.perf_counter() - started:.1f} s; '
           f'cache {args.engine_dir or "default"} (see `seg-models info`)')
+    return 0
+
+
+def _build_onnx_only(config, started: float) -> int:
+    """The TensorRT-bound ONNX graph at ``config``'s precision, made and validated without TensorRT:
+    ONNX checker, TensorRT operator coverage, and a run in ONNX Runtime on the CPU."""
+    from seg_models.backends.factory import precision_onnx_artifact, require_tensorrt_operators
+    from seg_models.backends.onnxruntime import OnnxRuntimeBackend
+    from seg_models.engine_cache import EngineCache
+    from seg_models.instance import instance_deployment
+    from seg_models.semantic import semantic_deployment
+    from seg_models.tensorrt_operators import TABLE_SOURCE
+
+    if getattr(config, 'model_metadata', ''):
+        raise ValueError('--onnx-only prepares our own exported graphs; a bring-your-own ONNX model is used as it is')
+    deployment = semantic_deployment(config)[0] if isinstance(config, SemanticModelConfig) \
+        else instance_deployment(config)[0]
+    settings = config.deployment
+    path = precision_onnx_artifact(deployment, settings, EngineCache(settings.engine_dir or None))
+    require_tensorrt_operators(path)
+    height, width = deployment.input_size or DEFAULT_INPUT_SIZE
+    batch = np.zeros((deployment.fixed_batch or 1, 3, height, width), np.uint8)
+    outputs = OnnxRuntimeBackend(path, 'cpu', precision=settings.precision).infer(batch)
+    print(f'ready: {settings.precision} ONNX graph {path} in {time.perf_counter() - started:.1f} s')
+    print(f'  checked: ONNX checker; every node is one TensorRT parses ({TABLE_SOURCE}); ONNX Runtime ran it '
+          f'({", ".join(f"{name} {list(value.shape)}" for name, value in outputs.items())})')
+    print('  build the engine where TensorRT and the GPU are: the same command without --onnx-only')
     return 0
 
 
@@ -128,36 +160,65 @@ def command_info(args: argparse.Namespace) -> int:
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    """Same frames through each available backend; a table of latencies and ratios to the first."""
-    from seg_models.backends.tensorrt import tensorrt_unavailable_reason
-
-    rng = np.random.default_rng(0)
+    """Same frames through each backend at each precision; a table of latencies, ratios to the
+    first row, and how closely each lower precision answers like the same backend's fp32."""
     height, width = args.input_size
     batch_size = args.max_batch or 1
-    frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(batch_size)]
+    frames = _bench_frames(args.frames, (height, width), batch_size)
     rows = []
     for backend in args.backends:
-        if backend == 'tensorrt' and tensorrt_unavailable_reason():
-            print(f'skipping tensorrt: {tensorrt_unavailable_reason()}')
-            continue
-        segmenter = create_segmenter(model_config(args, backend=backend))
-        for _ in range(args.warmup):
-            segmenter.segment(frames)
-        timings = []
-        for _ in range(args.iterations):
-            started = time.perf_counter()
-            segmenter.segment(frames)
-            timings.append(time.perf_counter() - started)
-        rows.append((segmenter.backend.describe(), float(np.median(timings)) * 1000, float(np.min(timings)) * 1000))
+        fp32_results = None
+        for precision in args.precisions:
+            try:
+                segmenter = create_segmenter(model_config(args, backend=backend, precision=precision))
+            except BackendError as error:
+                print(f'skipping {backend} {precision}: {error}')
+                continue
+            for _ in range(args.warmup):
+                segmenter.segment(frames)
+            timings = []
+            for _ in range(args.iterations):
+                started = time.perf_counter()
+                results = segmenter.segment(frames)
+                timings.append(time.perf_counter() - started)
+            fp32_results = results if precision == 'fp32' else fp32_results
+            agreement = '' if precision == 'fp32' or fp32_results is None else \
+                _agreement(args.task, fp32_results, results, segmenter)
+            rows.append((segmenter.backend.describe(), float(np.median(timings)) * 1000,
+                         float(np.min(timings)) * 1000, agreement))
+            del segmenter
     if not rows:
         return 1
     baseline = rows[0][1]
     print(f'\n{args.task} {args.architecture or "(default)"} at {height}x{width}, batch {batch_size}, '
-          f'{args.iterations} iterations (median):')
-    print(f'{"backend":<40} {"median ms":>10} {"min ms":>10} {"speed-up vs " + rows[0][0].split()[0]:>22}')
-    for name, median, minimum in rows:
-        print(f'{name:<40} {median:>10.1f} {minimum:>10.1f} {baseline / median:>21.2f}x')
+          f'{args.iterations} iterations (median), {"frames from " + args.frames if args.frames else "random frames"}:')
+    print(f'{"backend":<40} {"median ms":>10} {"min ms":>10} {"speed-up vs " + rows[0][0].split()[0]:>22}  '
+          f'agreement with fp32')
+    for name, median, minimum, agreement in rows:
+        print(f'{name:<40} {median:>10.1f} {minimum:>10.1f} {baseline / median:>21.2f}x  {agreement}')
     return 0
+
+
+def _bench_frames(folder: Optional[str], size: tuple[int, int], count: int) -> list[np.ndarray]:
+    """``count`` frames: the first images of ``folder`` (real frames give meaningful agreement
+    figures), else seeded random frames of ``size``."""
+    if folder:
+        from seg_models.frame_sources import image_files, read_rgb
+
+        files = image_files(folder)[:count]
+        if not files:
+            raise ValueError(f'no images in {folder!r}')
+        return [read_rgb(path) for path in files]
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def _agreement(task: str, reference, results, segmenter) -> str:
+    from seg_models.fidelity import identical_pixels, instance_agreement
+
+    if task == 'semantic':
+        return f'{100 * identical_pixels(reference, results):.2f}% identical pixels'
+    return instance_agreement(reference, results, segmenter.selection.score_threshold).describe()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=command_export)
     build = add('build', 'pre-build ONNX files / TensorRT engines into the engine cache')
     _model_arguments(build)
+    build.add_argument('--onnx-only', action='store_true',
+                       help='only make and check the ONNX graph at --precision (no TensorRT needed)')
     build.set_defaults(run=command_build)
     info = add('info', 'describe an ONNX file, an artifact or the engine cache')
     info.add_argument('path', nargs='?', default='')
@@ -181,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(bench)
     bench.add_argument('--backends', nargs='+', default=['pytorch', 'onnxruntime', 'tensorrt'],
                        choices=[b for b in BACKENDS if b != 'auto'])
+    bench.add_argument('--precisions', nargs='+', default=['fp32'], choices=PRECISIONS,
+                       help='each backend at each (fp16/int8 graphs from seg_models.precision); default: fp32')
+    bench.add_argument('--frames', help='folder of camera frames to run (default: random frames)')
     bench.add_argument('--iterations', type=int, default=10)
     bench.add_argument('--warmup', type=int, default=2)
     bench.set_defaults(run=command_bench)

@@ -7,15 +7,22 @@ TorchScript exporter (``dynamo=False``) is used: it needs no onnxscript and hand
 
 Every file carries ``seg_models.*`` metadata (label set, kind, input size) so a model file alone
 says how to run it (``seg-models info``).
+
+After tracing, every graph is constant-folded by onnxslim (shape arithmetic of a fixed-size graph
+becomes constants, as TensorRT needs for TopK's K and the like), made TensorRT-compatible where
+torchvision's code and onnx-tensorrt's table disagree (``tensorrt_compatible``), and must pass the
+ONNX checker and strict shape inference (``checked_graph``).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import onnx
 import torch
+import torchvision
 from torch import nn
 
 from seg_models.models.instance_inference import InstanceInference
@@ -28,17 +35,98 @@ METADATA_PREFIX = 'seg_models.'
 
 def export_onnx(graph: nn.Module, path: str | Path, example: torch.Tensor, output_names: tuple[str, ...],
                 dynamic_axes: Mapping[str, Mapping[int, str]], metadata: Mapping[str, object]) -> Path:
-    """Trace ``graph`` on ``example`` into ``path`` and attach ``metadata`` (JSON-encoded values)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        torch.onnx.export(graph.eval(), (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=[INPUT_NAME], output_names=list(output_names),
-                          dynamic_axes=dict(dynamic_axes) or None)
-    model = onnx.load(str(path))
+    """Trace ``graph`` on ``example`` into ``path``, fold its constants, make it TensorRT-compatible,
+    check it, and attach ``metadata`` (JSON-encoded values)."""
+    path = trace_onnx(graph, path, example, output_names, dynamic_axes)
+    model = checked_graph(tensorrt_compatible(fold_constants(onnx.load(str(path)))))
     onnx.helper.set_model_props(model, {METADATA_PREFIX + key: json.dumps(value) for key, value in metadata.items()})
     onnx.save(model, str(path))
     return path
+
+
+def trace_onnx(graph: nn.Module, path: str | Path, example: torch.Tensor, output_names: tuple[str, ...],
+               dynamic_axes: Mapping[str, Mapping[int, str]]) -> Path:
+    """The graph as the TorchScript exporter traces it, nothing done after."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), traceable_batched_nms():
+        torch.onnx.export(graph.eval(), (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=[INPUT_NAME], output_names=list(output_names),
+                          dynamic_axes=dict(dynamic_axes) or None)
+    return path
+
+
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` constant-folded and without dead nodes (onnxslim): what is computable from
+    initializers and static shapes becomes an initializer."""
+    import onnxslim
+
+    return without_intermediate_shapes(onnxslim.slim(model))
+
+
+def without_intermediate_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without recorded shapes of intermediate tensors (its inputs and outputs keep theirs).
+
+    onnxslim and ModelOpt record symbolic shapes from their own inference, naming unknown sizes
+    alike ('unk') in unrelated tensors; ONNX Runtime takes equal names for equal sizes and reuses
+    a buffer planned for one tensor for another ("Shape mismatch attempting to re-use buffer", seen
+    in an fp16 Mask R-CNN). Runtimes and TensorRT infer the shapes themselves.
+    """
+    del model.graph.value_info[:]
+    return model
+
+
+def checked_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` once the full ONNX checker and strict shape and type inference accept it (raises
+    otherwise): what TensorRT's parser and ModelOpt's converters rely on."""
+    onnx.checker.check_model(model, full_check=True)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    return model
+
+
+def tensorrt_compatible(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx-tensorrt's operator table (seg_models.tensorrt_operators) lists NonZero for FP32 and FP16
+    inputs; torchvision's detection code takes nonzero of BOOL masks. Such a mask is cast to FP32 in
+    front of its NonZero: the same indices, and a graph the table accepts."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {value.name: value.type.tensor_type.elem_type for value in
+             [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type == 'NonZero' and types.get(node.input[0]) == onnx.TensorProto.BOOL:
+            as_float = f'{node.input[0]}_as_float'
+            nodes.append(onnx.helper.make_node('Cast', [node.input[0]], [as_float], name=f'{node.name}_input_cast',
+                                               to=onnx.TensorProto.FLOAT))
+            node.input[0] = as_float
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+@contextlib.contextmanager
+def traceable_batched_nms() -> Iterator[None]:
+    """While exporting, torchvision's per-class NMS is traced instead of scripted.
+
+    torchvision scripts ``_batched_nms_coordinate_trick`` under tracing (``@torch.jit._script_if_tracing``)
+    for its empty-input branch, which puts ONNX ``If`` subgraphs into the Mask R-CNN graph; ModelOpt
+    0.47's precision converter fails on those. This traced form computes the same kept indices with
+    no branch: the class offset comes from the largest coordinate or 0, so an empty input flows
+    through as empty tensors.
+    """
+    from torchvision.ops import boxes as box_ops
+
+    def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float):
+        largest = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).max()
+        offsets = idxs.to(boxes) * (largest + 1)
+        return torchvision.ops.nms(boxes + offsets[:, None], scores, iou_threshold)
+
+    scripted = box_ops._batched_nms_coordinate_trick
+    box_ops._batched_nms_coordinate_trick = batched_nms
+    try:
+        yield
+    finally:
+        box_ops._batched_nms_coordinate_trick = scripted
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, object]:

@@ -21,7 +21,7 @@ from seg_models.configs import InstanceFilter, InstanceModelConfig
 from seg_models.export import export_instance_onnx
 from seg_models.instance_postprocess import InstanceResult, instances_from_outputs
 from seg_models.labels import COCO_TO_CITYSCAPES_THINGS, LabelSet, get_label_set
-from seg_models.models.instance_inference import (SIZE_DIVISOR, InstanceInference, PublishedDetections,
+from seg_models.models.instance_inference import (FP32_NODES, SIZE_DIVISOR, InstanceInference, PublishedDetections,
                                                   keep_published_detections)
 from seg_models.models.maskrcnn import MASK_RCNN_BUILDERS, mask_rcnn, network_classes_for
 from seg_models.transform import CameraTransform
@@ -117,8 +117,10 @@ def build_instance_network(config: InstanceModelConfig, network_classes: list[st
     return network, config.checkpoint
 
 
-def create_instance_segmenter(config: InstanceModelConfig) -> InstanceSegmenter:
-    """Build network, weights and backend from ``config``; the backend choice is logged with its reason."""
+def instance_deployment(config: InstanceModelConfig) -> tuple[DeploymentGraph, LabelSet, np.ndarray, str]:
+    """(the deployment graph, the output label set, the network-to-output class map, the weights
+    source) for ``config``: what a backend is created from, and what ``seg-models build --onnx-only``
+    converts without creating one."""
     if config.architecture not in MASK_RCNN_BUILDERS:
         raise ValueError(f'unknown instance architecture {config.architecture!r}; '
                          f'known: {", ".join(MASK_RCNN_BUILDERS)}')
@@ -133,13 +135,19 @@ def create_instance_segmenter(config: InstanceModelConfig) -> InstanceSegmenter:
     published = published_detections(config.selection, config.max_detections, classes)
     keep_published_detections(network, published)
     graph = InstanceInference(network)
-    backend = create_backend(instance_deployment_graph(config, graph, network_label_set, network_classes, published),
-                             config.deployment)
-    del network, graph
+    deployment = instance_deployment_graph(config, graph, network_label_set, network_classes, published)
+    return deployment, output_label_set, classes, weights_source
+
+
+def create_instance_segmenter(config: InstanceModelConfig) -> InstanceSegmenter:
+    """Build network, weights and backend from ``config``; the backend choice is logged with its reason."""
+    deployment, output_label_set, classes, weights_source = instance_deployment(config)
+    backend = create_backend(deployment, config.deployment)
+    del deployment
     if backend.name != 'pytorch':  # the others run their own copy of the weights
         release_host_memory()
     LOGGER.info('instance segmenter: %s, classes %s -> %s, backend %s', config.architecture,
-                network_label_set.name, output_label_set.name, backend.describe())
+                config.label_set, output_label_set.name, backend.describe())
     fixed_batch = None if backend.name == 'pytorch' else config.deployment.max_batch
     return InstanceSegmenter(backend, output_label_set, config.input_size, classes, config.selection,
                              fixed_batch, weights_source)
@@ -152,7 +160,7 @@ def instance_deployment_graph(config: InstanceModelConfig, graph: InstanceInfere
     return DeploymentGraph(
         name=f'{config.architecture}_{network_label_set.name}_b{batch_size}',
         output_names=graph.output_names, module=graph, input_size=config.input_size,
-        fixed_batch=batch_size, cpu_memory_arena=False,
+        fixed_batch=batch_size, cpu_memory_arena=False, keep_fp32=FP32_NODES,
         export=lambda path: export_instance_onnx(graph, path, network_label_set.name, network_classes,
                                                  config.input_size, batch_size),
         key={'label_set': network_label_set.name, 'input_size': list(config.input_size),

@@ -111,16 +111,23 @@ def build_semantic_network(config: SemanticModelConfig, label_set: LabelSet) -> 
     return network, config.checkpoint
 
 
-def create_semantic_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
-    """Build network, weights and backend from ``config``, logging which backend was chosen and why."""
-    if config.model_metadata:
-        return _external_segmenter(config)
+def semantic_deployment(config: SemanticModelConfig) -> tuple[DeploymentGraph, LabelSet, str]:
+    """(the deployment graph, its label set, the weights source) for ``config``: what a backend is
+    created from, and what ``seg-models build --onnx-only`` converts without creating one."""
     label_set = get_label_set(config.label_set)
     network, weights_source = build_semantic_network(config, label_set)
     class_id_dtype = torch.uint8 if label_set.class_id_dtype == np.uint8 else torch.int32
     graph = SemanticInference(network, class_id_dtype=class_id_dtype, with_confidence=config.with_confidence)
-    backend = create_backend(semantic_deployment_graph(config, graph, label_set), config.deployment)
-    del network, graph
+    return semantic_deployment_graph(config, graph, label_set), label_set, weights_source
+
+
+def create_semantic_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
+    """Build network, weights and backend from ``config``, logging which backend was chosen and why."""
+    if config.model_metadata:
+        return _external_segmenter(config)
+    deployment, label_set, weights_source = semantic_deployment(config)
+    backend = create_backend(deployment, config.deployment)
+    del deployment
     if backend.name != 'pytorch':  # the others run their own copy of the weights
         release_host_memory()
     LOGGER.info('semantic segmenter: %s, label set %s, backend %s', config.architecture, label_set.name,

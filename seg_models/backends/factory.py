@@ -12,14 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from seg_models.backends.base import Backend, BackendError
-from seg_models.configs import BACKENDS, BackendSettings
-from seg_models.engine_cache import EngineCache, checked_onnx, module_sha256, onnx_sha256
+from seg_models.configs import BACKENDS, DEFAULT_INPUT_SIZE, BackendSettings
+from seg_models.engine_cache import EngineCache, checked_onnx, file_sha256, module_sha256, onnx_sha256
 from seg_models.export import ONNX_OPSET
 from seg_models.frame_sources import image_files, read_rgb
+from seg_models.transform import CameraTransform
 
 LOGGER = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class DeploymentGraph:
     input_size: Optional[tuple[int, int]] = None  # fixed (H, W), None: dynamic
     fixed_batch: Optional[int] = None  # batch size baked into the graph, None: dynamic
     cpu_memory_arena: bool = True  # ONNX Runtime's arena pays where shapes are static (backends/onnxruntime.py)
+    keep_fp32: tuple[str, ...] = ()  # node-name patterns that stay fp32 in fp16/int8 graphs (seg_models.precision)
 
 
 def create_backend(graph: DeploymentGraph, settings: BackendSettings) -> Backend:
@@ -60,14 +63,20 @@ def unusable_reason(name: str, graph: DeploymentGraph, settings: BackendSettings
     """Why backend ``name`` cannot run ``graph`` with ``settings`` here, or None where it can: asked
     before creating one, so an explicit choice is refused with the reason and ``auto`` skips it."""
     if name == 'pytorch':
-        return 'a user-supplied ONNX model has no PyTorch module' if graph.module is None else None
+        if graph.module is None:
+            return 'a user-supplied ONNX model has no PyTorch module'
+        if settings.precision == 'int8':
+            return 'it runs fp32 or fp16 (int8 is a Q/DQ graph for ONNX Runtime and TensorRT)'
+        if settings.precision == 'fp16' and not settings.device.startswith('cuda'):
+            return 'its fp16 needs a CUDA device'
+        return None
     if name == 'onnxruntime':
         if importlib.util.find_spec('onnxruntime') is None:
             return 'onnxruntime is not installed'
-        return f'it runs fp32 only, not {settings.precision}' if settings.precision != 'fp32' else None
+        return graph_precision_unavailable_reason(graph, settings)
     from seg_models.backends.tensorrt import tensorrt_unavailable_reason
 
-    missing = tensorrt_unavailable_reason()
+    missing = tensorrt_unavailable_reason() or graph_precision_unavailable_reason(graph, settings)
     if missing is None and graph.input_size is None:
         missing = ('the model has no fixed input size (TensorRT engines are built for one: set input_height and '
                    'input_width)')
@@ -87,8 +96,8 @@ def named_backend(name: str, graph: DeploymentGraph, settings: BackendSettings, 
     if name == 'onnxruntime':
         from seg_models.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(onnx_artifact(graph, cache), device=settings.device,
-                                  memory_arena=graph.cpu_memory_arena)
+        return OnnxRuntimeBackend(precision_onnx_artifact(graph, settings, cache), device=settings.device,
+                                  memory_arena=graph.cpu_memory_arena, precision=settings.precision)
     return _tensorrt_backend(graph, settings, cache)
 
 
@@ -103,13 +112,79 @@ def onnx_artifact(graph: DeploymentGraph, cache: EngineCache) -> Path:
     return path
 
 
+def graph_precision_unavailable_reason(graph: DeploymentGraph, settings: BackendSettings) -> Optional[str]:
+    """Why the graph cannot be had at ``settings.precision`` here (fp16/int8 graphs are converted
+    from our own fp32 export), or None."""
+    if settings.precision == 'fp32':
+        return None
+    if graph.onnx_file is not None:
+        return f'a user-supplied ONNX model runs at its own precision; convert it to {settings.precision} yourself'
+    from seg_models.precision import converter_unavailable_reason
+
+    return converter_unavailable_reason()
+
+
+def precision_onnx_artifact(graph: DeploymentGraph, settings: BackendSettings, cache: EngineCache) -> Path:
+    """The graph at ``settings.precision``: the fp32 export itself, or the fp16 (AutoCast) or int8
+    (Q/DQ) graph converted from it, reused while the export, the converter and the calibration
+    frames are unchanged (seg_models.precision)."""
+    source = onnx_artifact(graph, cache)
+    precision = settings.precision
+    if precision == 'fp32':
+        return source
+    reason = graph_precision_unavailable_reason(graph, settings)
+    if reason:
+        raise BackendError(reason)
+    from seg_models.precision import CONVERTERS, convert_fp16, modelopt_version, quantize_int8
+
+    files, frames = calibration_frames(graph, settings)
+    key = {'format': f'onnx-{precision}', 'source_onnx_sha256': onnx_sha256(source),
+           'converter': CONVERTERS[precision],
+           'modelopt': modelopt_version(), 'keep_fp32': list(graph.keep_fp32),
+           'calibration_images': [f'{path.name}:{file_sha256(path)[:16]}' for path in files] or 'random frames',
+           **graph.key}
+
+    def build(path: Path) -> None:
+        LOGGER.info('converting %s to %s with ModelOpt (%s frames)', source.name, precision, len(frames))
+        if precision == 'fp16':
+            convert_fp16(source, path, frames[:graph.fixed_batch or 1], graph.keep_fp32)
+        else:
+            quantize_int8(source, path, frames, graph.keep_fp32)
+
+    path, entry = cache.get_or_build(f'{graph.name}_{precision}', '.onnx', key, build, load=checked_onnx)
+    LOGGER.info('%s ONNX model %s (%s)', precision, path, 'reused: ' + entry.reason if entry.reused else entry.reason)
+    return path
+
+
+def calibration_frames(graph: DeploymentGraph, settings: BackendSettings) -> tuple[list[Path], np.ndarray]:
+    """(image files, uint8 batch at the graph's input size) for converting the graph: the first
+    ``MAX_CALIBRATION_FRAMES`` images of ``calibration_images`` (int8 needs them; fp16 uses them to
+    find fp16's out-of-range nodes, else seeded random frames), as many as the graph's batch divides."""
+    from seg_models.precision import MAX_CALIBRATION_FRAMES
+
+    batch = graph.fixed_batch or 1
+    size = graph.input_size or DEFAULT_INPUT_SIZE
+    if settings.precision == 'int8' or settings.calibration_images:
+        files = calibration_image_files(settings.calibration_images)[:MAX_CALIBRATION_FRAMES]
+        files = files[:max(batch, len(files) // batch * batch)]
+        images = [read_rgb(path) for path in files]
+    else:
+        LOGGER.warning('fp16 conversion without calibration_images: AutoCast judges fp16 ranges on random frames; '
+                       'real frames keep more of the graph in fp16 safely')
+        files, rng = [], np.random.default_rng(0)
+        images = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(batch)]
+    while len(images) % batch:  # fixed-batch graphs: fill the last batch with copies
+        images.append(images[-1])
+    return files, CameraTransform(size).batch(images)
+
+
 def _tensorrt_backend(graph: DeploymentGraph, settings: BackendSettings, cache: EngineCache) -> Backend:
     import tensorrt
 
-    from seg_models.backends.tensorrt import (InputShapes, TensorRTBackend, build_engine, entropy_calibrator,
-                                              gpu_identity)
+    from seg_models.backends.tensorrt import InputShapes, TensorRTBackend, build_engine, gpu_identity
 
-    onnx_path = onnx_artifact(graph, cache)
+    onnx_path = precision_onnx_artifact(graph, settings, cache)
+    require_tensorrt_operators(onnx_path)
     height, width = graph.input_size
     if graph.fixed_batch:
         batches = (graph.fixed_batch,) * 3
@@ -118,31 +193,30 @@ def _tensorrt_backend(graph: DeploymentGraph, settings: BackendSettings, cache: 
     shapes = InputShapes(*[(batch, 3, height, width) for batch in batches])
     engine_device = settings.device if settings.device.startswith('cuda') else 'cuda'
     key = {'format': 'tensorrt', 'onnx_sha256': onnx_sha256(onnx_path), 'tensorrt': tensorrt.__version__,
-           **gpu_identity(torch.device(engine_device).index or 0),
+           **gpu_identity(torch.device(engine_device).index or 0), 'strongly_typed': True,
            'precision': settings.precision, 'input_shapes': shapes.as_key(), **graph.key}
     stem = f'{graph.name}_{settings.precision}_{height}x{width}'
-
-    calibration_files = calibration_image_files(settings.calibration_images) if settings.precision == 'int8' else []
-    if calibration_files:
-        key['calibration_images'] = [path.name for path in calibration_files]
-
-    def build(path: Path) -> None:
-        calibrator = None
-        if calibration_files:
-            images = [read_rgb(path) for path in calibration_files]
-            calibrator = entropy_calibrator(images, graph.input_size,
-                                            cache.artifact_path(stem, '.calibration', key), batch_size=batches[1])
-        build_engine(onnx_path, path, settings.precision, shapes, calibrator, show_progress=True)
-
     backend, entry = cache.get_or_build(
-        stem, '.engine', key, build, load=lambda path: TensorRTBackend(path, engine_device, settings.precision))
+        stem, '.engine', key, lambda path: build_engine(onnx_path, path, shapes, show_progress=True),
+        load=lambda path: TensorRTBackend(path, engine_device, settings.precision))
     LOGGER.info('TensorRT engine %s (%s)', entry.path, 'reused' if entry.reused else entry.reason)
     return backend
 
 
+def require_tensorrt_operators(onnx_path: Path) -> None:
+    """Refuse, in one line naming each, a graph with nodes TensorRT's ONNX parser does not take."""
+    from seg_models.tensorrt_operators import unsupported_nodes
+
+    problems = unsupported_nodes(onnx_path)
+    if problems:
+        raise BackendError(f'{onnx_path.name} would not parse in TensorRT: ' + '; '.join(problems[:5]) +
+                           (f' (and {len(problems) - 5} more)' if len(problems) > 5 else ''))
+
+
 def calibration_image_files(folder: str) -> list[Path]:
-    """The INT8 calibration set; their names go into the engine's key, so a new set rebuilds it."""
+    """The calibration images (sorted); their names and hashes go into the converted graph's key."""
     paths = image_files(folder) if folder and Path(folder).is_dir() else []
     if not paths:
-        raise BackendError(f'int8 needs calibration images; none found in {folder!r}')
+        raise BackendError(f'int8 needs calibration images (calibration_images: a folder of camera frames); '
+                           f'none found in {folder!r}')
     return paths

@@ -1,4 +1,8 @@
-"""ONNX Runtime backend: the fast CPU path, and CUDA where onnxruntime-gpu is installed."""
+"""ONNX Runtime backend: the fast CPU path, and CUDA where onnxruntime-gpu is installed.
+
+It runs the graph at any precision seg_models makes (fp32 export, fp16 AutoCast, int8 Q/DQ): the
+very graphs TensorRT builds its strongly typed engines from, so they are checked on any CPU.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +15,8 @@ from seg_models.backends.base import Backend, BackendError
 class OnnxRuntimeBackend(Backend):
     name = 'onnxruntime'
 
-    def __init__(self, onnx_path: str | Path, device: str = 'cpu', memory_arena: bool = True) -> None:
+    def __init__(self, onnx_path: str | Path, device: str = 'cpu', memory_arena: bool = True,
+                 precision: str = 'fp32') -> None:
         import onnxruntime
 
         available = onnxruntime.get_available_providers()
@@ -27,7 +32,7 @@ class OnnxRuntimeBackend(Backend):
         except Exception as error:  # onnxruntime raises its own exception types for bad files
             raise BackendError(f'ONNX Runtime cannot load {onnx_path}: {error}') from None
         self.input_name = self.session.get_inputs()[0].name
-        super().__init__(tuple(output.name for output in self.session.get_outputs()), device, 'fp32')
+        super().__init__(tuple(output.name for output in self.session.get_outputs()), device, precision)
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.session.run(None, {self.input_name: images})

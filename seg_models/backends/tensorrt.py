@@ -3,32 +3,35 @@
 Building is separate from running (``build_engine`` vs ``TensorRTBackend``) so engines can be
 built ahead of time (``seg-models build``) and nodes only deserialize. Device memory comes from
 torch's CUDA allocator, so no pycuda/cuda-python dependency is needed. Written against the
-TensorRT 10 Python API (JetPack 6 and current x86 releases).
+TensorRT 10 and 11 Python APIs (JetPack 6, DRIVE OS, current x86 releases): networks are strongly
+typed, their precision set by the ONNX graph they are parsed from (seg_models.precision).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
 
 from seg_models.backends.base import Backend, BackendError
-from seg_models.configs import PRECISIONS
-from seg_models.transform import CameraTransform
 
 LOGGER = logging.getLogger(__name__)
 WORKSPACE_BYTES = 4 << 30
 
 
 def tensorrt_unavailable_reason() -> Optional[str]:
-    """Why TensorRT cannot run here, or None when it can (module importable and a CUDA GPU seen)."""
+    """Why TensorRT cannot run here, or None when it can (TensorRT 10 or newer importable and a CUDA
+    GPU seen)."""
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt
     except ImportError:
         return 'the tensorrt Python module is not installed'
+    problem = tensorrt_version_problem(getattr(tensorrt, '__version__', ''))
+    if problem:
+        return problem
     if not torch.cuda.is_available():
         return 'no CUDA GPU is visible'
     return None
@@ -90,19 +93,46 @@ def tqdm_progress_monitor():
     return TqdmProgressMonitor()
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str, shapes: InputShapes,
-                 calibrator=None, show_progress: bool = False) -> None:
-    """Parse ``onnx_path`` and write a serialized engine to ``engine_path``.
+MINIMUM_TENSORRT_MAJOR = 10
 
-    int8 needs ``calibrator`` (see ``EntropyCalibrator``); fp16/int8 keep fp32 where TensorRT finds
-    a layer faster or unsupported in the lower precision.
+
+def strongly_typed_network_flags(trt) -> int:
+    """``create_network`` flags for a strongly typed network: each tensor's type comes from the ONNX
+    graph (fp16 casts, Q/DQ nodes), never from builder flags.
+
+    TensorRT 10: strong typing is asked for with ``1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)``
+    (Python API reference 10.x, Core/Builder, NetworkDefinitionCreationFlag). TensorRT 11 is always
+    strongly typed; the flag is kept there only for compatibility and ignored (11.0 reference, same
+    page), and ``BuilderFlag.FP16/INT8`` and calibrators are gone (Migrating from TensorRT 10.x to 11.x).
     """
-    if precision not in PRECISIONS:
-        raise BackendError(f'TensorRT precision must be one of {PRECISIONS}, not {precision!r}')
+    flag = getattr(trt.NetworkDefinitionCreationFlag, 'STRONGLY_TYPED', None)
+    return 0 if flag is None else 1 << int(flag)
+
+
+def tensorrt_version_problem(version: str) -> Optional[str]:
+    """Why this TensorRT cannot build our engines, or None (10.x and 11.x can)."""
+    try:
+        major = int(version.split('.')[0])
+    except ValueError:
+        return f'TensorRT reports an unreadable version {version!r}'
+    if major < MINIMUM_TENSORRT_MAJOR:
+        return (f'TensorRT {version} is too old: seg_models builds strongly typed networks, which need TensorRT '
+                f'{MINIMUM_TENSORRT_MAJOR} or newer (JetPack 6, or NVIDIA\'s tensorrt package on x86)')
+    return None
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, shapes: InputShapes,
+                 show_progress: bool = False) -> None:
+    """Parse ``onnx_path`` into a strongly typed network and write its serialized engine to
+    ``engine_path``. The precision is the graph's own (seg_models.precision: fp32 as exported, fp16
+    by AutoCast, int8 as Q/DQ nodes), so no precision flag is set and TensorRT 10 and 11 build alike."""
     trt = _trt()
+    problem = tensorrt_version_problem(trt.__version__)
+    if problem:
+        raise BackendError(problem)
     logger = _logger()
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
+    network = builder.create_network(strongly_typed_network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = '; '.join(str(parser.get_error(index)) for index in range(parser.num_errors))
@@ -110,17 +140,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     profile = builder.create_optimization_profile()
-    input_name = network.get_input(0).name
-    profile.set_shape(input_name, shapes.minimum, shapes.optimum, shapes.maximum)
+    profile.set_shape(network.get_input(0).name, shapes.minimum, shapes.optimum, shapes.maximum)
     config.add_optimization_profile(profile)
-    if precision in ('fp16', 'int8'):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == 'int8':
-        if calibrator is None:
-            raise BackendError('int8 needs a folder of calibration images')
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = calibrator
-        config.set_calibration_profile(profile)
     monitor = tqdm_progress_monitor() if show_progress else None  # kept alive until the build ends
     if monitor is not None:
         config.progress_monitor = monitor
@@ -128,41 +149,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     if serialized is None:
         raise BackendError(f'TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)')
     Path(engine_path).write_bytes(bytes(serialized))
-
-
-def entropy_calibrator(images: Sequence[np.ndarray], input_size: tuple[int, int], cache_path: str | Path,
-                       batch_size: int = 1):
-    """An IInt8EntropyCalibrator2 that feeds uint8 RGB ``images`` resized to ``input_size`` and
-    keeps its result in ``cache_path`` (reused by later builds of the same model)."""
-    trt = _trt()
-    if not hasattr(trt, 'IInt8EntropyCalibrator2'):
-        raise BackendError(f'TensorRT {trt.__version__} has no implicit INT8 calibration; use fp16')
-    cache_path = Path(cache_path)
-    transform = CameraTransform(input_size)
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.batches = [images[start:start + batch_size] for start in range(0, len(images), batch_size)]
-            self.batches = [batch for batch in self.batches if len(batch) == batch_size]
-            self.device_batch = None
-
-        def get_batch_size(self):
-            return batch_size
-
-        def get_batch(self, names):
-            if not self.batches:
-                return None
-            self.device_batch = torch.from_numpy(transform.batch(self.batches.pop(0))).cuda()
-            return [int(self.device_batch.data_ptr())]
-
-        def read_calibration_cache(self):
-            return cache_path.read_bytes() if cache_path.is_file() else None
-
-        def write_calibration_cache(self, cache):
-            cache_path.write_bytes(bytes(cache))
-
-    return EntropyCalibrator()
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:

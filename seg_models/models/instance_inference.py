@@ -24,6 +24,12 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 
 INSTANCE_OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'mask_probs', 'num_detections')
+# In fp16 and int8 graphs (seg_models.precision) only the network's layers change precision: the
+# backbone and FPN, the RPN head, and the box and mask heads. Everything else (normalisation of
+# the uint8 input aside, which is exact in fp16) is proposal and detection post-processing that
+# stays fp32: box coordinates of a 2048-pixel image have 1-2 pixel steps in fp16, and the score
+# order that NMS and the top-k follow must not change with the precision.
+FP32_NODES = (r'^(?!/backbone/|/rpn/head/|/roi_heads/(box_head|box_predictor|mask_head|mask_predictor)/|/Sub$|/Div$)',)
 SIZE_DIVISOR = 32  # FPN strides: every level must tile the image exactly
 
 

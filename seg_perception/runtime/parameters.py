@@ -117,11 +117,12 @@ BACKEND_PARAMETERS = (
     ParameterSpec.of_field(BackendSettings, 'engine_dir', 'Engine cache for exported ONNX models and TensorRT '
                                                           'engines (pre-build them with `seg-models build`); empty: '
                                                           '$SEG_MODELS_CACHE_DIR or ~/.cache/seg_models.'),
-    ParameterSpec.of_field(BackendSettings, 'calibration_images', 'Folder of camera images for TensorRT INT8 '
-                                                                  'calibration.'),
+    ParameterSpec.of_field(BackendSettings, 'calibration_images', 'Folder of camera frames: int8 calibration '
+                                                                  '(Q/DQ graph) and fp16 range checks.'),
     ParameterSpec.of_field(BackendSettings, 'device', 'Device for the PyTorch backend: cpu, cuda or cuda:N.'),
-    ParameterSpec.of_field(BackendSettings, 'precision', 'Arithmetic precision of the backend (int8: TensorRT '
-                                                         'only).', choices=PRECISIONS),
+    ParameterSpec.of_field(BackendSettings, 'precision', 'Precision of the ONNX graph the backend runs (fp16: '
+                                                         'AutoCast, int8: Q/DQ; ONNX Runtime and TensorRT).',
+                           choices=PRECISIONS),
     ParameterSpec('input_height', DEFAULT_INPUT_SIZE[0], 'Network input height in pixels; 0 = each camera image '
                   'as it is (semantic; a full-resolution network) or the native 1024 (instance).',
                   value_range=(0, 8192)),

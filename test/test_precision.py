@@ -1,0 +1,311 @@
+"""Precision in the ONNX graph, checked on the CPU: fp16 (ModelOpt AutoCast) and int8 (Q/DQ, ModelOpt
+PTQ calibrated on real frames) graphs run in ONNX Runtime and answer like fp32 on networks fitted to
+real driving frames; every deployment graph at every precision is one TensorRT's ONNX parser takes;
+folding constants changes no answer; the converted graphs are cache artifacts."""
+import re
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from fitted_models import (CAMVID, CAMVID_VOID, FIT_SIZE, camvid_available, camvid_frames, fit_deeplabv3plus,
+                           fit_mask_rcnn)
+from seg_models.backends.onnxruntime import OnnxRuntimeBackend
+from seg_models.configs import InstanceFilter, InstanceModelConfig, SemanticModelConfig, build_config
+from seg_models.fidelity import identical_pixels, instance_agreement
+from seg_models.instance import create_instance_segmenter
+from seg_models.semantic import create_semantic_segmenter
+from seg_models.tensorrt_operators import unsupported_nodes
+
+pytestmark = pytest.mark.slow
+needs_camvid = pytest.mark.skipif(not camvid_available(), reason=f'needs the CamVid frames in {CAMVID}')
+SCORE_THRESHOLD = 0.5
+
+
+def calibration_folder(folder, size=(360, 480), count=4):
+    """Real driving frames (CamVid where ../shared has it) written as a calibration folder."""
+    import cv2
+
+    from ros_helpers import driving_frames
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, frame in enumerate(driving_frames(count, size=size)):
+        cv2.imwrite(str(folder / f'{index:03d}.png'), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def converted(cache, precision):
+    """The converted graph of ``precision`` in ``cache`` (one model per cache)."""
+    found = [path for path in cache.glob(f'*_{precision}-*.onnx')]
+    assert len(found) == 1, sorted(path.name for path in cache.iterdir())
+    return found[0]
+
+
+# --- every graph TensorRT would parse --------------------------------------------------------------
+
+GRAPH_VARIANTS = {  # every kind of deployment graph: both tasks, both encoder families, both outputs
+    'semantic': (SemanticModelConfig, create_semantic_segmenter, {}),
+    'semantic_resnet50_confidence_mapillary': (SemanticModelConfig, create_semantic_segmenter, dict(
+        architecture='deeplabv3plus_resnet50', with_confidence=True, label_set='mapillary_vistas')),
+    'instance': (InstanceModelConfig, create_instance_segmenter, {}),
+}
+
+
+@pytest.mark.parametrize('variant', list(GRAPH_VARIANTS))
+def test_every_deployment_graph_at_every_precision_would_parse_in_tensorrt(variant, tmp_path):
+    from ros_helpers import driving_frames
+
+    calibration = calibration_folder(tmp_path / 'frames')
+    cache = tmp_path / 'cache'
+    config_type, create, settings = GRAPH_VARIANTS[variant]
+    frames = driving_frames(3)
+    for precision in ('fp32', 'fp16', 'int8'):  # each graph runs in ONNX Runtime on the CPU
+        segmenter = create(build_config(config_type, dict(
+            backend='onnxruntime', precision=precision, input_size=(128, 256), engine_dir=str(cache),
+            calibration_images=str(calibration), **settings)))
+        assert len(segmenter.segment(frames)) == len(frames)
+    graphs = sorted(cache.glob('*.onnx'))
+    assert len(graphs) == 3, [path.name for path in graphs]
+    for path in graphs:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        assert unsupported_nodes(model) == [], path.name
+        assert not [node for node in model.graph.node if node.op_type == 'If'], 'no If subgraphs (export.py)'
+    int8 = onnx.load(str(converted(cache, 'int8')))
+    assert sum(node.op_type == 'QuantizeLinear' for node in int8.graph.node) >= 20
+    fp16 = onnx.load(str(converted(cache, 'fp16')))
+    assert sum(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.graph.initializer) >= 20
+    for model in (int8, fp16):  # the image input and the outputs keep their types
+        assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+
+
+def _graph(nodes, inputs, outputs, initializers=(), opset=17):
+    helper = onnx.helper
+    graph = helper.make_graph(nodes, 'g', inputs, outputs, list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', opset)])
+
+
+def _value(name, element_type, shape):
+    return onnx.helper.make_tensor_value_info(name, element_type, shape)
+
+
+FLOAT, UINT8, INT64 = onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8, onnx.TensorProto.INT64
+
+
+def _topk(k):
+    return _graph([onnx.helper.make_node('TopK', ['x', 'k'], ['values', 'indices'], name='topk')],
+                  [_value('x', FLOAT, [8000])], [_value('values', FLOAT, [k]), _value('indices', INT64, [k])],
+                  [onnx.numpy_helper.from_array(np.array([k], np.int64), 'k')])
+
+
+def test_the_operator_table_refuses_what_tensorrt_would_refuse():
+    make = onnx.helper.make_node
+    accepted = _graph([make('Cast', ['image'], ['as_float'], to=FLOAT), make('Relu', ['as_float'], ['out'])],
+                      [_value('image', UINT8, [1, 3, 4, 4])], [_value('out', FLOAT, [1, 3, 4, 4])])
+    assert unsupported_nodes(accepted) == []
+    assert 'K = 3840 (must be less than 3840)' in unsupported_nodes(_topk(3840))[0]
+    assert unsupported_nodes(_topk(1000)) == []
+    dynamic_k = _graph([make('TopK', ['x', 'k'], ['v', 'i'], name='topk')],
+                       [_value('x', FLOAT, [100]), _value('k', INT64, [1])], [_value('v', FLOAT, [None]),
+                                                                               _value('i', INT64, [None])])
+    assert 'K is not a build-time constant' in unsupported_nodes(dynamic_k)[0]
+    unique = _graph([make('Unique', ['x'], ['y'], name='unique')], [_value('x', FLOAT, [4])],
+                    [_value('y', FLOAT, [None])])
+    assert unsupported_nodes(unique) == ["unique (Unique): operator not supported by TensorRT's ONNX parser"]
+    cubic = _graph([make('Resize', ['x', '', 'scales'], ['y'], name='resize', mode='cubic')],
+                   [_value('x', FLOAT, [1, 1, 4, 4])], [_value('y', FLOAT, [1, 1, 8, 8])],
+                   [onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), 'scales')])
+    assert 'mode cubic' in unsupported_nodes(cubic)[0]
+    inner_uint8 = _graph([make('Cast', ['x'], ['small'], to=UINT8), make('Cast', ['small'], ['y'], to=FLOAT)],
+                         [_value('x', FLOAT, [4])], [_value('y', FLOAT, [4])])
+    assert unsupported_nodes(inner_uint8) == ['tensor small: UINT8 is supported only as a network input or output']
+    pool_1d = _graph([make('MaxPool', ['x'], ['y'], name='pool', kernel_shape=[2])], [_value('x', FLOAT, [1, 1, 8])],
+                     [_value('y', FLOAT, [1, 1, 7])])
+    assert '1D pooling' in unsupported_nodes(pool_1d)[0]
+    shifted = _graph([make('QuantizeLinear', ['x', 'scale', 'zero'], ['q'], name='quantize'),
+                      make('DequantizeLinear', ['q', 'scale', 'zero'], ['y'], name='dequantize')],
+                     [_value('x', FLOAT, [4])], [_value('y', FLOAT, [4])],
+                     [onnx.numpy_helper.from_array(np.array(0.1, np.float32), 'scale'),
+                      onnx.numpy_helper.from_array(np.array(3, np.int8), 'zero')])
+    assert [line.split(':')[0] for line in unsupported_nodes(shifted)] == ['quantize (QuantizeLinear)',
+                                                                            'dequantize (DequantizeLinear)']
+    assert unsupported_nodes(_graph(accepted.graph.node, accepted.graph.input, accepted.graph.output,
+                                    opset=25))[0].startswith('opset 25')
+
+
+# --- folding ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('task', ['semantic', 'instance'])
+def test_constant_folding_keeps_every_onnx_runtime_answer(task, tmp_path):
+    from ros_helpers import driving_frames
+    from seg_models.export import checked_graph, fold_constants, trace_onnx
+    from seg_models.instance import instance_deployment
+    from seg_models.semantic import semantic_deployment
+    from seg_models.transform import CameraTransform
+
+    size = (128, 256)
+    if task == 'semantic':
+        deployment = semantic_deployment(build_config(SemanticModelConfig, dict(input_size=size)))[0]
+    else:
+        deployment = instance_deployment(build_config(InstanceModelConfig, dict(
+            input_size=size, selection=InstanceFilter(score_threshold=0.05))))[0]
+    traced = trace_onnx(deployment.module, tmp_path / 'traced.onnx', torch.zeros((1, 3, *size), dtype=torch.uint8),
+                        deployment.output_names, {})
+    folded = checked_graph(fold_constants(onnx.load(str(traced))))
+    onnx.save(folded, str(tmp_path / 'folded.onnx'))
+    assert len(folded.graph.node) < len(onnx.load(str(traced)).graph.node)
+    batch = CameraTransform(size).batch(driving_frames(3)[-1:])
+    before = OnnxRuntimeBackend(traced).infer(batch)
+    after = OnnxRuntimeBackend(tmp_path / 'folded.onnx').infer(batch)
+    for name in deployment.output_names:
+        np.testing.assert_allclose(after[name], before[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    if task == 'instance':
+        assert before['num_detections'][0] > 0
+
+
+# --- fidelity on fitted networks -------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def camvid_frames_full():
+    return [image for image, _ in camvid_frames(size=(360, 480))]
+
+
+@pytest.fixture(scope='module')
+def fitted_semantic(tmp_path_factory):
+    return fit_deeplabv3plus(tmp_path_factory.mktemp('fitted') / 'deeplabv3plus_camvid.pth')
+
+
+@pytest.fixture(scope='module')
+def fitted_instance(tmp_path_factory):
+    return fit_mask_rcnn(tmp_path_factory.mktemp('fitted') / 'maskrcnn_camvid.pth')
+
+
+@needs_camvid
+def test_fp16_and_int8_semantic_graphs_answer_like_fp32(fitted_semantic, camvid_frames_full, tmp_path, capsys):
+    def segmenter(precision):
+        return create_semantic_segmenter(build_config(SemanticModelConfig, dict(
+            checkpoint=str(fitted_semantic), label_set='camvid', input_size=FIT_SIZE, backend='onnxruntime',
+            precision=precision, engine_dir=str(tmp_path), calibration_images=str(CAMVID / 'images'))))
+
+    results = {precision: segmenter(precision).segment(camvid_frames_full) for precision in ('fp32', 'fp16', 'int8')}
+    truths = [labels for _, labels in camvid_frames(size=(360, 480))]
+    accuracy = np.mean([(result.class_ids == truth)[truth != CAMVID_VOID].mean()
+                        for result, truth in zip(results['fp32'], truths)])
+    classes = np.unique(np.concatenate([r.class_ids.ravel() for r in results['fp32']]))
+    fp16, int8 = (identical_pixels(results['fp32'], results[p]) for p in ('fp16', 'int8'))
+    with capsys.disabled():
+        print(f'\nDeepLabv3+ fitted to CamVid: pixel accuracy {accuracy:.3f}, {len(classes)} classes; identical '
+              f'pixels to fp32: fp16 {100 * fp16:.2f}%, int8 {100 * int8:.2f}%')
+    assert accuracy > 0.6 and len(classes) >= 5, 'the fitted network must answer like a real one'
+    assert fp16 >= 0.995
+    assert int8 >= 0.97
+
+
+@pytest.fixture(scope='module')
+def instance_agreements(fitted_instance, camvid_frames_full, tmp_path_factory):
+    """fp16 and int8 Mask R-CNN graphs against fp32, all in ONNX Runtime, on the 20 CamVid frames."""
+    cache = tmp_path_factory.mktemp('instance_cache')
+
+    def segmenter(precision):
+        return create_instance_segmenter(build_config(InstanceModelConfig, dict(
+            checkpoint=str(fitted_instance), input_size=FIT_SIZE, backend='onnxruntime', precision=precision,
+            engine_dir=str(cache), calibration_images=str(CAMVID / 'images'),
+            selection=InstanceFilter(score_threshold=SCORE_THRESHOLD))))
+
+    results = {precision: segmenter(precision).segment(camvid_frames_full) for precision in ('fp32', 'fp16', 'int8')}
+    agreements = {p: instance_agreement(results['fp32'], results[p], SCORE_THRESHOLD) for p in ('fp16', 'int8')}
+    for precision, agreement in agreements.items():
+        print(f'\nMask R-CNN fitted to CamVid, {precision} against fp32: {agreement.describe()}')
+    return agreements
+
+
+@needs_camvid
+def test_fp16_instance_graph_keeps_the_detections(instance_agreements):
+    """Our own guard (issue 13 sets no fp16 instance bound): nearly every detection survives fp16.
+    Measured: 18 of 19 (31 of 32 with one thread) matched; the one lost is a small pedestrian."""
+    fp16 = instance_agreements['fp16']
+    assert fp16.reference >= 10, 'the fitted network must find instances'
+    assert fp16.matched >= 0.9 * fp16.reference and fp16.extra == 0
+
+
+@needs_camvid
+@pytest.mark.xfail(strict=True, reason='int8 Mask R-CNN misses the bounds (measured: 17/19 matched, 1 missing, '
+                                       '3 extra, box IoU >= 0.63, mask IoU >= 0.58; with max calibration or only '
+                                       'the backbone quantized no better): issue 13 stays open on this')
+def test_int8_instance_graph_finds_the_same_instances(instance_agreements):
+    int8 = instance_agreements['int8']
+    assert int8.missing == 0 and int8.extra == 0
+    assert int8.min_box_iou >= 0.9 and int8.min_mask_iou >= 0.9
+
+
+# --- cache and CLI ---------------------------------------------------------------------------------
+
+def test_converted_graphs_are_reused_and_rebuilt_when_the_calibration_frames_change(tmp_path, caplog):
+    caplog.set_level('INFO')
+    frames = calibration_folder(tmp_path / 'frames')
+    config = build_config(SemanticModelConfig, dict(input_size=(64, 128), backend='onnxruntime', precision='int8',
+                                                    engine_dir=str(tmp_path / 'cache'),
+                                                    calibration_images=str(frames)))
+    create_semantic_segmenter(config)
+    assert re.search(r'int8 ONNX model .*_int8-[0-9a-f]{12}\.onnx \(built: no cached artifact\)', caplog.text)
+    caplog.clear()
+    create_semantic_segmenter(config)
+    assert 'int8 ONNX model' in caplog.text and 'reused: cached artifact matches' in caplog.text
+    caplog.clear()
+    (frames / '003.png').unlink()
+    create_semantic_segmenter(config)
+    assert re.search(r'int8 ONNX model .*built: inputs changed \(calibration_images', caplog.text)
+
+
+def test_int8_without_calibration_frames_is_refused_in_one_line(tmp_path):
+    from seg_models.backends.base import BackendError
+
+    with pytest.raises(BackendError, match=r'int8 needs calibration images \(calibration_images'):
+        create_semantic_segmenter(build_config(SemanticModelConfig, dict(
+            input_size=(64, 128), backend='onnxruntime', precision='int8', engine_dir=str(tmp_path))))
+
+
+@pytest.mark.skipif(__import__('importlib').util.find_spec('tensorrt') is not None, reason='TensorRT is installed')
+def test_onnx_only_prepares_the_int8_graph_for_tensorrt_anywhere(tmp_path):
+    frames = calibration_folder(tmp_path / 'frames')
+    common = ['--backend', 'tensorrt', '--precision', 'int8', '--input-size', '64', '128',
+              '--engine-dir', str(tmp_path / 'cache'), '--calibration-images', str(frames)]
+    without = subprocess.run([sys.executable, '-m', 'seg_models', 'build', *common], capture_output=True, text=True,
+                             timeout=600)
+    assert without.returncode == 1 and 'Traceback' not in without.stderr
+    assert without.stderr.strip().splitlines()[-1] == ('seg-models build: the tensorrt backend cannot run this model: '
+                                                       'the tensorrt Python module is not installed')
+    done = subprocess.run([sys.executable, '-m', 'seg_models', 'build', *common, '--onnx-only'], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert 'ready: int8 ONNX graph' in done.stdout and 'every node is one TensorRT parses' in done.stdout
+    model = onnx.load(str(converted(tmp_path / 'cache', 'int8')))
+    assert any(node.op_type == 'DequantizeLinear' for node in model.graph.node)
+    assert unsupported_nodes(model) == []
+
+
+def test_tensorrt_older_than_10_is_refused_by_name():
+    from seg_models.backends.tensorrt import tensorrt_version_problem
+
+    assert 'TensorRT 8.6.1 is too old' in tensorrt_version_problem('8.6.1')
+    assert tensorrt_version_problem('10.13.3.9') is None and tensorrt_version_problem('11.4.0') is None
+    assert 'unreadable version' in tensorrt_version_problem('unknown')
+
+
+def test_bench_prints_each_precision_with_its_agreement_to_fp32(tmp_path):
+    frames = calibration_folder(tmp_path / 'frames')
+    done = subprocess.run([sys.executable, '-m', 'seg_models', 'bench', '--backends', 'onnxruntime', '--precisions',
+                           'fp32', 'fp16', 'int8', '--input-size', '64', '128', '--iterations', '1', '--warmup', '0',
+                           '--calibration-images', str(frames), '--frames', str(frames), '--batch-size', '2',
+                           '--engine-dir', str(tmp_path / 'cache')], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[3].strip('()'): line for line in done.stdout.splitlines() if line.startswith('onnxruntime')}
+    assert set(rows) == {'fp32', 'fp16', 'int8'}, done.stdout
+    assert 'identical pixels' not in rows['fp32']
+    for precision in ('fp16', 'int8'):
+        share = float(re.search(r'([\d.]+)% identical pixels', rows[precision]).group(1))
+        assert 0 < share <= 100
