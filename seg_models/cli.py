@@ -2,10 +2,13 @@
 
   seg-models export --task semantic --checkpoint ckpt.pth --output model.onnx
   seg-models build  --task instance --backend tensorrt --precision fp16 --input-size 1024 2048
+  seg-models build  --backend tensorrt --precision int8 --calibration-images frames/ --onnx-only
   seg-models info   ~/.cache/seg_models            (or a .onnx file)
   seg-models bench  --architecture deeplabv3plus_mobilenet_v3_large --input-size 512 1024
+  seg-models bench  --backends onnxruntime --precisions fp32 fp16 int8 --calibration-images frames/ --frames frames/
 
-``build`` fills the engine cache that nodes read, so no node waits minutes for an engine.
+``build`` fills the engine cache that nodes read, so no node waits minutes for an engine;
+``--onnx-only`` stops before TensorRT, with the graph at its precision made and checked.
 """
 from __future__ import annotations
 
