@@ -137,17 +137,20 @@ def precision_onnx_artifact(graph: DeploymentGraph, settings: BackendSettings, c
         raise BackendError(reason)
     from seg_models.precision import CONVERTERS, convert_fp16, modelopt_version, quantize_int8
 
-    files, frames = calibration_frames(graph, settings)
+    files = calibration_image_files(settings) if precision == 'int8' or settings.calibration_images else []
+    batch = graph.fixed_batch or 1
+    files = files[:max(batch, len(files) // batch * batch)]  # whole batches of a fixed-batch graph
     key = {'format': f'onnx-{precision}', 'source_onnx_sha256': onnx_sha256(source),
            'converter': CONVERTERS[precision],
            'modelopt': modelopt_version(), 'keep_fp32': list(graph.keep_fp32),
            'calibration_images': [f'{path.name}:{file_sha256(path)[:16]}' for path in files] or 'random frames',
            **graph.key}
 
-    def build(path: Path) -> None:
+    def build(path: Path) -> None:  # the frames are read only when the graph is converted, not at each start
+        frames = calibration_batch(graph, files)
         LOGGER.info('converting %s to %s with ModelOpt (%s frames)', source.name, precision, len(frames))
         if precision == 'fp16':
-            convert_fp16(source, path, frames[:graph.fixed_batch or 1], graph.keep_fp32)
+            convert_fp16(source, path, frames[:batch], graph.keep_fp32)
         else:
             quantize_int8(source, path, frames, graph.keep_fp32)
 
@@ -156,26 +159,22 @@ def precision_onnx_artifact(graph: DeploymentGraph, settings: BackendSettings, c
     return path
 
 
-def calibration_frames(graph: DeploymentGraph, settings: BackendSettings) -> tuple[list[Path], np.ndarray]:
-    """(image files, uint8 batch at the graph's input size) for converting the graph: the first
-    ``MAX_CALIBRATION_FRAMES`` images of ``calibration_images`` (int8 needs them; fp16 uses them to
-    find fp16's out-of-range nodes, else seeded random frames), as many as the graph's batch divides."""
-    from seg_models.precision import MAX_CALIBRATION_FRAMES
-
+def calibration_batch(graph: DeploymentGraph, files: list[Path]) -> np.ndarray:
+    """uint8 batch at the graph's input size for converting it: ``files`` (int8 needs them; fp16
+    uses them to find fp16's out-of-range nodes), else seeded random frames; fewer files than a
+    fixed-batch graph's batch are filled up with copies."""
     batch = graph.fixed_batch or 1
     size = graph.input_size or DEFAULT_INPUT_SIZE
-    if settings.precision == 'int8' or settings.calibration_images:
-        files = calibration_image_files(settings.calibration_images)[:MAX_CALIBRATION_FRAMES]
-        files = files[:max(batch, len(files) // batch * batch)]
+    if files:
         images = [read_rgb(path) for path in files]
     else:
         LOGGER.warning('fp16 conversion without calibration_images: AutoCast judges fp16 ranges on random frames; '
                        'real frames keep more of the graph in fp16 safely')
-        files, rng = [], np.random.default_rng(0)
+        rng = np.random.default_rng(0)
         images = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(batch)]
-    while len(images) % batch:  # fixed-batch graphs: fill the last batch with copies
+    while len(images) % batch:
         images.append(images[-1])
-    return files, CameraTransform(size).batch(images)
+    return CameraTransform(size).batch(images)
 
 
 def _tensorrt_backend(graph: DeploymentGraph, settings: BackendSettings, cache: EngineCache) -> Backend:
@@ -184,7 +183,6 @@ def _tensorrt_backend(graph: DeploymentGraph, settings: BackendSettings, cache: 
     from seg_models.backends.tensorrt import InputShapes, TensorRTBackend, build_engine, gpu_identity
 
     onnx_path = precision_onnx_artifact(graph, settings, cache)
-    require_tensorrt_operators(onnx_path)
     height, width = graph.input_size
     if graph.fixed_batch:
         batches = (graph.fixed_batch,) * 3
@@ -196,9 +194,12 @@ def _tensorrt_backend(graph: DeploymentGraph, settings: BackendSettings, cache: 
            **gpu_identity(torch.device(engine_device).index or 0), 'strongly_typed': True,
            'precision': settings.precision, 'input_shapes': shapes.as_key(), **graph.key}
     stem = f'{graph.name}_{settings.precision}_{height}x{width}'
+    def build(path: Path) -> None:
+        require_tensorrt_operators(onnx_path)  # refused in one line before TensorRT's parser sees it
+        build_engine(onnx_path, path, shapes, show_progress=True)
+
     backend, entry = cache.get_or_build(
-        stem, '.engine', key, lambda path: build_engine(onnx_path, path, shapes, show_progress=True),
-        load=lambda path: TensorRTBackend(path, engine_device, settings.precision))
+        stem, '.engine', key, build, load=lambda path: TensorRTBackend(path, engine_device, settings.precision))
     LOGGER.info('TensorRT engine %s (%s)', entry.path, 'reused' if entry.reused else entry.reason)
     return backend
 
@@ -213,10 +214,14 @@ def require_tensorrt_operators(onnx_path: Path) -> None:
                            (f' (and {len(problems) - 5} more)' if len(problems) > 5 else ''))
 
 
-def calibration_image_files(folder: str) -> list[Path]:
-    """The calibration images (sorted); their names and hashes go into the converted graph's key."""
+def calibration_image_files(settings: BackendSettings) -> list[Path]:
+    """The first ``MAX_CALIBRATION_FRAMES`` images of ``calibration_images`` (sorted); their names and
+    hashes go into the converted graph's key."""
+    from seg_models.precision import MAX_CALIBRATION_FRAMES
+
+    folder = settings.calibration_images
     paths = image_files(folder) if folder and Path(folder).is_dir() else []
     if not paths:
-        raise BackendError(f'int8 needs calibration images (calibration_images: a folder of camera frames); '
-                           f'none found in {folder!r}')
-    return paths
+        raise BackendError(f'{settings.precision} needs calibration images (calibration_images: a folder of camera '
+                           f'frames); none found in {folder!r}')
+    return paths[:MAX_CALIBRATION_FRAMES]
