@@ -6,6 +6,7 @@
   seg-models info   ~/.cache/seg_models            (or a .onnx file)
   seg-models bench  --architecture deeplabv3plus_mobilenet_v3_large --input-size 512 1024
   seg-models bench  --backends onnxruntime --precisions fp32 fp16 int8 --calibration-images frames/ --frames frames/
+  seg-models bench  --device cuda --iterations 30   (GPU path against torchvision's eager models, per stage)
 
 ``build`` fills the engine cache that nodes read, so no node waits minutes for an engine;
 ``--onnx-only`` stops before TensorRT, with the graph at its precision made and checked.
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -71,7 +73,8 @@ def command_export(args: argparse.Namespace) -> int:
     from seg_models.export import export_instance_onnx, export_semantic_onnx
 
     config = model_config(args, backend='pytorch')
-    segmenter = create_segmenter(config)
+    config = dataclasses.replace(config, deployment=dataclasses.replace(config.deployment, device='cpu'))
+    segmenter = create_segmenter(config)  # traced on the CPU: the graph is the same everywhere
     graph = segmenter.backend.module
     if args.task == 'semantic':
         graph.with_confidence = args.confidence
@@ -164,7 +167,18 @@ def command_info(args: argparse.Namespace) -> int:
 
 def command_bench(args: argparse.Namespace) -> int:
     """Same frames through each backend at each precision; a table of latencies, ratios to the
-    first row, and how closely each lower precision answers like the same backend's fp32."""
+    first row, and how closely each lower precision answers like the same backend's fp32. On a
+    CUDA device: our GPU path beside torchvision's eager models (seg_models.device_benchmark)."""
+    from seg_models.backends.factory import resolved_device
+
+    if resolved_device(args.device or BackendSettings().device).startswith('cuda'):
+        from seg_models.device_benchmark import run_device_benchmark
+
+        return run_device_benchmark(args.architectures, args.batches, tuple(args.camera_size), args.input_size,
+                                    args.precisions or ['fp32', 'fp16'], args.iterations, args.warmup,
+                                    resolved_device(args.device or 'auto'))
+    args.input_size = args.input_size or DEFAULT_INPUT_SIZE
+    args.precisions = args.precisions or ['fp32']
     height, width = args.input_size
     batch_size = args.max_batch or 1
     frames = _bench_frames(args.frames, (height, width), batch_size)
@@ -247,12 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(bench)
     bench.add_argument('--backends', nargs='+', default=['pytorch', 'onnxruntime', 'tensorrt'],
                        choices=[b for b in BACKENDS if b != 'auto'])
-    bench.add_argument('--precisions', nargs='+', default=['fp32'], choices=PRECISIONS,
-                       help='each backend at each (fp16/int8 graphs from seg_models.precision); default: fp32')
+    bench.add_argument('--precisions', nargs='+', choices=PRECISIONS,
+                       help='each backend at each (fp16/int8 graphs from seg_models.precision); default: fp32, '
+                            'on CUDA fp32 fp16')
     bench.add_argument('--frames', help='folder of camera frames to run (default: random frames)')
     bench.add_argument('--iterations', type=int, default=10)
     bench.add_argument('--warmup', type=int, default=2)
-    bench.set_defaults(run=command_bench)
+    from seg_models.device_benchmark import DEFAULT_ARCHITECTURES
+
+    cuda = bench.add_argument_group('on a CUDA device (--device cuda): ours against torchvision, per stage')
+    cuda.add_argument('--architectures', nargs='+', default=list(DEFAULT_ARCHITECTURES), metavar='ARCHITECTURE',
+                      help=f'default: {" ".join(DEFAULT_ARCHITECTURES)}')
+    cuda.add_argument('--batches', nargs='+', type=int, default=[1, 4])
+    cuda.add_argument('--camera-size', type=int, nargs=2, default=(1024, 2048), metavar=('HEIGHT', 'WIDTH'),
+                      help='camera frames (default 1024 2048); the network input is --input-size, else this')
+    bench.set_defaults(run=command_bench, input_size=None)
     return parser
 
 

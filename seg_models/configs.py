@@ -23,7 +23,7 @@ class BackendSettings:
     """How to run a model: backend, device, precision and where built artifacts are cached."""
 
     backend: str = 'auto'
-    device: str = 'cpu'  # PyTorch / ONNX Runtime device; TensorRT always runs on a CUDA device
+    device: str = 'auto'  # cpu, cuda, cuda:N; auto: cuda where PyTorch sees a GPU. TensorRT always runs on CUDA
     precision: str = 'fp32'
     engine_dir: str = ''  # engine cache folder; empty: the default cache (see engine_cache)
     calibration_images: str = ''  # folder of images for INT8 calibration

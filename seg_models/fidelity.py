@@ -17,6 +17,7 @@ from seg_models.semantic import SemanticResult
 # Detections within this much of the score threshold may fall on either side of it at another
 # precision; they are not counted as missing or extra.
 BORDERLINE_SCORE = 0.05
+INSTANCE_IOU_BOUND = 0.9
 
 
 def identical_pixels(reference: Sequence[SemanticResult], other: Sequence[SemanticResult]) -> float:
@@ -36,6 +37,12 @@ class InstanceAgreement:
     extra: int  # other detections clearly above the threshold without a match
     min_box_iou: float  # over matched pairs (1.0 when none)
     min_mask_iou: float
+
+    def within_instance_bounds(self) -> bool:
+        """The bounds issue 13 sets for lower-precision instance graphs: the same detections, and
+        box and mask IoU at least ``INSTANCE_IOU_BOUND`` for each matched pair."""
+        return (self.missing == 0 and self.extra == 0 and self.min_box_iou >= INSTANCE_IOU_BOUND
+                and self.min_mask_iou >= INSTANCE_IOU_BOUND)
 
     def describe(self) -> str:
         return (f'{self.matched}/{self.reference} detections matched, {self.missing} missing, {self.extra} extra, '

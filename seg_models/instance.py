@@ -7,6 +7,7 @@ label set (e.g. a COCO model publishing Cityscapes thing classes).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Optional, Sequence
 
@@ -19,7 +20,8 @@ from seg_models.checkpoint_formats import strip_wrapper_prefix
 from seg_models.checkpoints import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
 from seg_models.configs import InstanceFilter, InstanceModelConfig
 from seg_models.export import export_instance_onnx
-from seg_models.instance_postprocess import InstanceResult, instances_from_outputs
+from seg_models.instance_postprocess import (InstanceResult, instance_result, instances_from_outputs,
+                                             paste_masks_in_rois, published)
 from seg_models.labels import COCO_TO_CITYSCAPES_THINGS, LabelSet, get_label_set
 from seg_models.models.instance_inference import (FP32_NODES, SIZE_DIVISOR, InstanceInference, PublishedDetections,
                                                   keep_published_detections)
@@ -93,7 +95,39 @@ class InstanceSegmenter:
         """Instances of each image at its own resolution, filtered by ``selection``."""
         if not images:
             return []
+        if self.backend.device_pipeline is not None:
+            return self._segment_on_device(self.backend.device_pipeline, images)
         return self.results(self.infer_raw(images), images)
+
+    def _segment_on_device(self, pipeline, images: Sequence[np.ndarray]) -> list[InstanceResult]:
+        """Frames up once as uint8 per camera size; the small detection outputs come back, the
+        published masks are pasted on the device and only their box-sized crops come back."""
+        results: list[Optional[InstanceResult]] = [None] * len(images)
+        small_outputs = [name for name in self.backend.output_names if name != 'mask_probs']
+        for indices in self.transform.groups(images, by_camera_size=True):
+            frames = [images[index] for index in indices]
+            size = frames[0].shape[:2]
+            with pipeline.session():
+                pipeline.mark('start')
+                uploaded = pipeline.upload(frames)
+                pipeline.mark('upload')
+                outputs = dict(zip(self.backend.output_names,
+                                   pipeline.run(uploaded, self.transform.network_size(size), static=False)))
+                host = dict(zip(small_outputs, pipeline.download([outputs[name] for name in small_outputs])))
+                detections = [published(host, position, self.transform.box_scale(size), size, self.class_map,
+                                        self.selection) for position in range(len(frames))]
+                rows = outputs['mask_probs'].shape[1]  # one paste for the whole batch: rows of all images
+                crops = paste_masks_in_rois(outputs['mask_probs'].flatten(0, 1), [
+                    dataclasses.replace(detection, index=position * rows + detection.index)
+                    for position, image_detections in enumerate(detections) for detection in image_detections],
+                    self.selection.mask_threshold)
+                pipeline.mark('postprocess')
+                masks = iter(pipeline.download_flat(crops))
+                pipeline.mark('download')
+            for index, image_detections in zip(indices, detections):
+                results[index] = instance_result(size, image_detections, [next(masks) for _ in image_detections],
+                                                 self.label_set.names)
+        return results
 
 
 def published_detections(selection: InstanceFilter, max_detections: int, classes: np.ndarray) -> PublishedDetections:

@@ -69,15 +69,33 @@ class SemanticSegmenter:
         """Class ids (and confidence where the graph has it) for each image, at its resolution;
         pixels below the confidence threshold are unlabeled.
 
-        Images that share a network size are one backend call (all of them, with a fixed input size).
+        Images that share a network size are one backend call (all of them, with a fixed input size);
+        on a device pipeline, those that share a camera size too.
         """
+        pipeline = self.backend.device_pipeline
         results: list[Optional[SemanticResult]] = [None] * len(images)
-        for indices in self.transform.groups(images):
-            outputs = self.backend.infer(self.transform.batch([images[index] for index in indices]))
+        for indices in self.transform.groups(images, by_camera_size=pipeline is not None):
+            group = [images[index] for index in indices]
+            if pipeline is None:
+                outputs = self.backend.infer(self.transform.batch(group))
+            else:
+                outputs = self._on_device(pipeline, group)
             for position, index in enumerate(indices):
                 result = self._result_at_camera_size(outputs, position, images[index].shape[:2])
                 results[index] = result.unlabel_below(self.selection.confidence_threshold, self.label_set.ignore_id)
         return results
+
+    def _on_device(self, pipeline, frames: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs at camera size from the device: frames up as uint8, logits upsampled there
+        bilinearly before the argmax, class ids (and confidence) back."""
+        with pipeline.session():
+            pipeline.mark('start')
+            uploaded = pipeline.upload(frames)
+            pipeline.mark('upload')
+            outputs = pipeline.run(uploaded, self.transform.network_size(frames[0].shape), static=True)
+            downloaded = pipeline.download(outputs)
+            pipeline.mark('download')
+        return dict(zip(self.backend.output_names, downloaded))
 
     def _result_at_camera_size(self, outputs: dict[str, np.ndarray], position: int,
                                size: tuple[int, int]) -> SemanticResult:

@@ -4,7 +4,8 @@ As torchvision's ``GeneralizedRCNNTransform`` resizes images for the network and
 back, ``CameraTransform`` turns RGB camera images of any size into the uint8 NCHW batch a
 deployment graph takes, and brings what the network returns back to each camera's resolution:
 per-pixel maps (class ids, confidence) and boxes. Both segmenters and INT8 calibration use it, so
-every path feeds the network the same pixels.
+every path feeds the network the same pixels. ``frames_at_network_size`` is the same resize for
+frames already on a GPU (seg_models.device_pipeline), where it is done after one uint8 upload.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Optional, Sequence
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 Size = tuple[int, int]  # (height, width)
 
@@ -26,12 +29,15 @@ class CameraTransform:
         """The size an image of ``image_size`` has in the network."""
         return self.input_size or tuple(image_size[:2])
 
-    def groups(self, images: Sequence[np.ndarray]) -> list[list[int]]:
+    def groups(self, images: Sequence[np.ndarray], by_camera_size: bool = False) -> list[list[int]]:
         """Indices of ``images`` that share a network size, so each group is one batch (one group
-        with a fixed input size; several cameras of different resolutions otherwise)."""
-        groups: dict[Size, list[int]] = {}
+        with a fixed input size; several cameras of different resolutions otherwise). With
+        ``by_camera_size`` they share the camera size too: frames resized on the device go up as
+        one (N, H, W, 3) batch."""
+        groups: dict[tuple, list[int]] = {}
         for index, image in enumerate(images):
-            groups.setdefault(self.network_size(image.shape), []).append(index)
+            key = (self.network_size(image.shape), tuple(image.shape[:2]) if by_camera_size else None)
+            groups.setdefault(key, []).append(index)
         return list(groups.values())
 
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -56,3 +62,12 @@ class CameraTransform:
         """Factors (x, y, x, y) taking x1y1x2y2 boxes from network pixels to ``image_size`` pixels."""
         network_size = self.network_size(image_size)
         return np.array([image_size[1] / network_size[1], image_size[0] / network_size[0]] * 2, dtype=np.float32)
+
+
+def frames_at_network_size(frames: torch.Tensor, network_size: Size) -> torch.Tensor:
+    """uint8 camera frames (N, H, W, 3) on any device -> float (N, 3, h, w) at ``network_size``,
+    bilinear (half-pixel centres, as ``CameraTransform.batch``), left unrounded on 0..255."""
+    images = frames.permute(0, 3, 1, 2).float().contiguous()
+    if tuple(images.shape[-2:]) == tuple(network_size):
+        return images
+    return F.interpolate(images, size=tuple(network_size), mode='bilinear', align_corners=False)

@@ -50,3 +50,33 @@ def hung_test_watchdog():
     faulthandler.dump_traceback_later(HUNG_TEST_SEC, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+# Networks fitted to ../shared's CamVid frames (test/fitted_models.py), once per test run: the
+# precision and device-pipeline checks need realistic activations. On a CUDA machine they train there.
+
+def _fit_device() -> str:
+    import torch
+
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+@pytest.fixture(scope='session')
+def camvid_frames_full():
+    from fitted_models import camvid_frames
+
+    return [image for image, _ in camvid_frames(size=(360, 480))]
+
+
+@pytest.fixture(scope='session')
+def fitted_semantic(tmp_path_factory):
+    from fitted_models import fit_deeplabv3plus
+
+    return fit_deeplabv3plus(tmp_path_factory.mktemp('fitted') / 'deeplabv3plus_camvid.pth', device=_fit_device())
+
+
+@pytest.fixture(scope='session')
+def fitted_instance(tmp_path_factory):
+    from fitted_models import fit_mask_rcnn
+
+    return fit_mask_rcnn(tmp_path_factory.mktemp('fitted') / 'maskrcnn_camvid.pth', device=_fit_device())

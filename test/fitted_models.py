@@ -5,7 +5,7 @@ networks have seen real driving frames, so their activations have realistic rang
 answers change with the input: a DeepLabv3+ MobileNetV3 on CamVid's 11 classes, and a Mask R-CNN
 R50-FPN on instances taken as connected components of CamVid's Car and Pedestrian pixels. Both
 train at low resolution from a fixed seed, on the CPU, and are saved as the checkpoints a user
-would pass.
+would pass. On a GPU machine they train there (``device``), in seconds.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ros_helpers import SHARED_DATA
+from shared_data import SHARED_DATA
 
 CAMVID = SHARED_DATA / 'camvid_seq05vd'
 FIT_SIZE = (192, 256)  # (height, width): CamVid's 360x480 at about half, multiples of 32
@@ -63,15 +63,16 @@ def recalibrate_batch_norm(module: torch.nn.Module, forward, batches) -> None:
     module.eval()
 
 
-def fit_deeplabv3plus(path: Path, steps: int = 150, seed: int = 0) -> Path:
+def fit_deeplabv3plus(path: Path, steps: int = 150, seed: int = 0, device: str = 'cpu') -> Path:
     """DeepLabv3+ MobileNetV3-Large (output stride 16) fitted to every CamVid frame; a checkpoint."""
     from seg_models.models.deeplabv3plus import deeplabv3plus
 
     torch.manual_seed(seed)
     pairs = camvid_frames()
-    network = deeplabv3plus('mobilenet_v3_large', num_classes=11).train()
+    network = deeplabv3plus('mobilenet_v3_large', num_classes=11).train().to(device)
     optimiser = torch.optim.AdamW(network.parameters(), lr=2e-3)
-    images, labels = _normalised([p[0] for p in pairs]), torch.from_numpy(np.stack([p[1] for p in pairs])).long()
+    images = _normalised([p[0] for p in pairs]).to(device)
+    labels = torch.from_numpy(np.stack([p[1] for p in pairs])).long().to(device)
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     for step in range(steps):
@@ -83,7 +84,7 @@ def fit_deeplabv3plus(path: Path, steps: int = 150, seed: int = 0) -> Path:
     recalibrate_batch_norm(network, network, images.split(4))
     print(f'fitted DeepLabv3+ to CamVid: {steps} steps, loss {float(loss):.3f}, '
           f'{time.perf_counter() - started:.0f} s')
-    torch.save(network.state_dict(), path)
+    torch.save(network.cpu().state_dict(), path)
     return path
 
 
@@ -107,7 +108,7 @@ def instance_targets(labels: np.ndarray) -> dict[str, torch.Tensor]:
             'masks': torch.from_numpy(np.stack(masks) if masks else np.zeros((0, *labels.shape), bool)).to(torch.uint8)}
 
 
-def fit_mask_rcnn(path: Path, steps: int = 150, frames: int = 6, seed: int = 0) -> Path:
+def fit_mask_rcnn(path: Path, steps: int = 150, frames: int = 6, seed: int = 0, device: str = 'cpu') -> Path:
     """Mask R-CNN R50-FPN (cityscapes_things classes) fitted to a few CamVid frames; a checkpoint."""
     from seg_models.models.maskrcnn import mask_rcnn
 
@@ -118,10 +119,10 @@ def fit_mask_rcnn(path: Path, steps: int = 150, frames: int = 6, seed: int = 0) 
     network.transform.min_size, network.transform.max_size = (FIT_SIZE[0],), FIT_SIZE[1]
     network.rpn._pre_nms_top_n['training'], network.rpn._post_nms_top_n['training'] = 600, 300
     network.roi_heads.fg_bg_sampler.batch_size_per_image = 128
-    network.train()
+    network.train().to(device)
     optimiser = torch.optim.AdamW(network.parameters(), lr=3e-4)
-    images = [torch.from_numpy(image).permute(2, 0, 1).float() / 255 for image, _ in pairs]
-    targets = [instance_targets(labels) for _, labels in pairs]
+    images = [torch.from_numpy(image).permute(2, 0, 1).float().to(device) / 255 for image, _ in pairs]
+    targets = [{name: value.to(device) for name, value in instance_targets(labels).items()} for _, labels in pairs]
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     for step in range(steps):
@@ -135,5 +136,5 @@ def fit_mask_rcnn(path: Path, steps: int = 150, frames: int = 6, seed: int = 0) 
     recalibrate_batch_norm(network.backbone, network.backbone, batches)
     print(f'fitted Mask R-CNN to CamVid: {steps} steps, loss {float(loss):.3f}, '
           f'{time.perf_counter() - started:.0f} s')
-    torch.save(network.state_dict(), path)
+    torch.save(network.cpu().state_dict(), path)
     return path

@@ -18,9 +18,7 @@ from rclpy.node import Node
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'
-CAMVID_IMAGES = SHARED_DATA / 'camvid_seq05vd' / 'images'
+from shared_data import CAMVID_IMAGES, REPO_ROOT, SHARED_DATA  # noqa: F401 (re-exported to tests)
 
 
 def driving_frames(count: int, size: tuple[int, int] | None = None) -> list[np.ndarray]:

@@ -2,14 +2,12 @@
 import numpy as np
 import pytest
 import torch
-from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.ops import box_iou
 
 from conftest import random_checkpoint
 from ros_helpers import driving_frames
 from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
 from seg_models.instance import class_map, create_instance_segmenter
-from seg_models.instance_postprocess import box_roi, paste_mask_in_roi
 from seg_models.labels import cityscapes_things, coco_category_names, get_label_set
 from seg_models.models.maskrcnn import mask_rcnn
 
@@ -31,20 +29,6 @@ def config(checkpoint, **overrides):
                     backend='pytorch')
     settings.update(overrides)
     return build_config(InstanceModelConfig, settings)
-
-
-def test_cropped_paste_equals_torchvision_paste_inside_the_box():
-    rng = np.random.default_rng(0)
-    image_size = (120, 200)
-    boxes = torch.tensor([[10.3, 20.7, 90.2, 100.9], [0.0, 0.0, 5.5, 3.2], [150.5, 60.1, 200.0, 120.0],
-                          [40.0, 40.0, 40.6, 41.0]])
-    probabilities = torch.from_numpy(rng.random((len(boxes), 28, 28), dtype=np.float32))
-    reference = paste_masks_in_image(probabilities[:, None], boxes, image_size)[:, 0] > 0.5
-    for index, box in enumerate(boxes):
-        x, y, width, height = box_roi(box.numpy(), image_size)
-        crop = paste_mask_in_roi(probabilities[index], box, (x, y, width, height), 0.5)
-        np.testing.assert_array_equal(crop, reference[index, y:y + height, x:x + width].numpy())
-        assert crop.any() or index == 3
 
 
 def test_instances_equal_torchvision_maskrcnn_own_postprocessing(maskrcnn_checkpoint):

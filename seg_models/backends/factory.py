@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -47,6 +47,7 @@ def create_backend(graph: DeploymentGraph, settings: BackendSettings) -> Backend
     here (seg_models.backends.auto); which one and why is logged."""
     if settings.backend not in BACKENDS:
         raise BackendError(f'unknown backend {settings.backend!r}; available: {", ".join(BACKENDS)}')
+    settings = replace(settings, device=resolved_device(settings.device))
     cache = EngineCache(settings.engine_dir or None)
     if settings.backend != 'auto':
         LOGGER.info('backend %s: requested', settings.backend)
@@ -57,6 +58,13 @@ def create_backend(graph: DeploymentGraph, settings: BackendSettings) -> Backend
                                        lambda name: named_backend(name, graph, settings, cache))
     LOGGER.info('backend auto: %s, %s', backend.name, reason)
     return backend
+
+
+def resolved_device(device: str) -> str:
+    """``auto``: the first CUDA GPU where PyTorch sees one, else the CPU; other names as they are."""
+    if device != 'auto':
+        return device
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
 def unusable_reason(name: str, graph: DeploymentGraph, settings: BackendSettings) -> Optional[str]:
@@ -73,6 +81,11 @@ def unusable_reason(name: str, graph: DeploymentGraph, settings: BackendSettings
     if name == 'onnxruntime':
         if importlib.util.find_spec('onnxruntime') is None:
             return 'onnxruntime is not installed'
+        if settings.device.startswith('cuda'):
+            import onnxruntime
+
+            if 'CUDAExecutionProvider' not in onnxruntime.get_available_providers():
+                return f'it has no CUDA execution provider for {settings.device} (onnxruntime-gpu is not installed)'
         return graph_precision_unavailable_reason(graph, settings)
     from seg_models.backends.tensorrt import tensorrt_unavailable_reason
 

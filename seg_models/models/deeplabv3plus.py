@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -133,10 +133,13 @@ class DeepLabV3Plus(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, output_size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        """Logits at ``output_size`` (default: the input's): the head's quarter-resolution logits
+        upsampled bilinearly once, straight to a camera's size where it differs from the input."""
         features = self.backbone(images)
         logits = self.head(features['low'], features['out'])
-        return F.interpolate(logits, size=images.shape[-2:], mode='bilinear', align_corners=False)
+        return F.interpolate(logits, size=tuple(output_size or images.shape[-2:]), mode='bilinear',
+                             align_corners=False)
 
 
 def deeplabv3plus(backbone: str, num_classes: int, output_stride: int = 16, layout: str = 'paper') -> DeepLabV3Plus:

@@ -3,7 +3,7 @@
 TensorRT needs static shapes, so the graph pads every image's detections to ``max_detections``
 (padding rows have score 0 and are counted out by ``num_detections``). Masks leave the graph as
 the mask head's low-resolution probabilities; they are pasted once, at the camera's resolution,
-on the host (seg_models.instance_postprocess), never resized twice.
+never resized twice (seg_models.instance_postprocess: on the host, or on the GPU they were made on).
 
 The graph keeps only the detections that will be published (``keep_published_detections``: score
 threshold, classes, the most instances), so the mask head, the costliest stage after the backbone,
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MethodType
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
+
+from seg_models.models.semantic_inference import no_mark
+from seg_models.transform import Size, frames_at_network_size
 
 INSTANCE_OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'mask_probs', 'num_detections')
 # In fp16 and int8 graphs (seg_models.precision) only the network's layers change precision: the
@@ -67,6 +70,19 @@ def _published_detections(heads: RoIHeads, class_logits, box_regression, proposa
                  for all_values in (all_boxes, all_scores, all_labels))
 
 
+def box_predictor_in_fp32(model: MaskRCNN) -> None:
+    """Run the box predictor in fp32 under autocast (the PyTorch fp16 path): torchvision decodes
+    boxes in the regression's dtype, and fp16 coordinates of a 2048-pixel image step by 1-2
+    pixels. The rest of the network keeps autocast's fp16; the state dict is unchanged."""
+    predictor = model.roi_heads.box_predictor
+    forward = type(predictor).forward
+
+    def fp32_forward(self, features: torch.Tensor):
+        with torch.autocast(features.device.type, enabled=False):
+            return forward(self, features.float())
+    predictor.forward = MethodType(fp32_forward, predictor)
+
+
 class InstanceInference(nn.Module):
     """uint8 RGB (N, 3, H, W) -> boxes (N, K, 4) x1y1x2y2 in input pixels, scores (N, K),
     labels (N, K) int32 network class index, mask_probs (N, K, M, M) float, num_detections (N,) int32.
@@ -90,8 +106,29 @@ class InstanceInference(nn.Module):
         height, width = images.shape[-2:]
         if not torch.jit.is_tracing() and (height % SIZE_DIVISOR or width % SIZE_DIVISOR):
             raise ValueError(f'Mask R-CNN input {height}x{width} must be a multiple of {SIZE_DIVISOR}')
-        normalised = (images.float() - self.mean) / self.std
-        image_sizes = [(int(height), int(width))] * images.shape[0]
+        return self.detect(self.network_input(images.float()))
+
+    def camera_forward(self, frames: torch.Tensor, network_size: Size, mark: Callable[[str], None] = no_mark):
+        """uint8 camera frames (N, H, W, 3) on the device, resized there to ``network_size``; the
+        outputs are ``forward``'s (boxes in network pixels). ``mark`` is called after each stage."""
+        images = self.network_input(frames_at_network_size(frames, network_size))
+        mark('preprocess')
+        outputs = self.detect(images)
+        mark('model')
+        return outputs
+
+    def network_input(self, images: torch.Tensor) -> torch.Tensor:
+        """float images on 0..255 -> normalised, in the backbone's memory format."""
+        normalised = (images - self.mean) / self.std
+        weight = next(self.model.backbone.parameters())
+        if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+            return normalised.contiguous(memory_format=torch.channels_last)
+        return normalised
+
+    def detect(self, normalised: torch.Tensor):
+        """Normalised images at the network input size -> the padded detection outputs."""
+        height, width = normalised.shape[-2:]
+        image_sizes = [(int(height), int(width))] * normalised.shape[0]
         features = self.model.backbone(normalised)
         proposals, _ = self.model.rpn(ImageList(normalised, image_sizes), features)
         detections, _ = self.model.roi_heads(features, proposals, image_sizes)

@@ -119,7 +119,8 @@ BACKEND_PARAMETERS = (
                                                           '$SEG_MODELS_CACHE_DIR or ~/.cache/seg_models.'),
     ParameterSpec.of_field(BackendSettings, 'calibration_images', 'Folder of camera frames: int8 calibration '
                                                                   '(Q/DQ graph) and fp16 range checks.'),
-    ParameterSpec.of_field(BackendSettings, 'device', 'Device for the PyTorch backend: cpu, cuda or cuda:N.'),
+    ParameterSpec.of_field(BackendSettings, 'device', 'Device for PyTorch and ONNX Runtime: auto (cuda where '
+                           'PyTorch sees a GPU, else cpu), cpu, cuda or cuda:N.'),
     ParameterSpec.of_field(BackendSettings, 'precision', 'Precision of the ONNX graph the backend runs (fp16: '
                                                          'AutoCast, int8: Q/DQ; ONNX Runtime and TensorRT).',
                            choices=PRECISIONS),
