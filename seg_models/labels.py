@@ -217,16 +217,20 @@ LABEL_SET_MAPPINGS = {('cityscapes', 'camvid'): CITYSCAPES_TO_CAMVID}
 def label_set_lookup(source: LabelSet, target: LabelSet) -> np.ndarray:
     """Table source id -> target id (the target's ignore id where a class has no counterpart), for
     comparing predictions in ``source`` with ground truth in ``target``. Identity for equal names;
-    otherwise a mapping from LABEL_SET_MAPPINGS; ValueError when there is none."""
+    a mapping from LABEL_SET_MAPPINGS; else by class name, where the source has every class of the
+    target (a user's label set of Cityscapes' 19 classes plus a background class, under any name);
+    ValueError otherwise."""
     table = np.full(np.iinfo(source.class_id_dtype).max + 1, target.ignore_id, dtype=np.int64)
-    if source.name == target.name:
+    missing = sorted(set(target.names) - set(source.names))
+    if source.name == target.name or not missing:
         names = {name: name for name in source.names}
     elif (source.name, target.name) in LABEL_SET_MAPPINGS:
         names = LABEL_SET_MAPPINGS[(source.name, target.name)]
     else:
         raise ValueError(f'mismatched label sets: predictions are in {source.name!r}, ground truth in '
-                         f'{target.name!r}, and no mapping between them is known (known: '
-                         f'{", ".join(f"{a} -> {b}" for a, b in LABEL_SET_MAPPINGS)})')
+                         f'{target.name!r}; no mapping between them is known (known: '
+                         f'{", ".join(f"{a} -> {b}" for a, b in LABEL_SET_MAPPINGS)}), and the predictions lack '
+                         f'{len(missing)} of its classes by name (e.g. {", ".join(missing[:3])})')
     target_ids = {label.name: label.id for label in target.classes}
     for label in source.classes:
         if names.get(label.name) in target_ids:

@@ -4,6 +4,7 @@ Bags are real rosbag2 folders written with rosbags; replays run the real nodes (
 ground-truth echo node, a perfect predictor) in their own processes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from std_msgs.msg import Header, String
 
 from ros_helpers import CAMVID_IMAGES, REPO_ROOT, NodeProcess
 from seg_models.instance_postprocess import InstanceResult
-from seg_models.labels import cityscapes, cityscapes_label_id_to_train_id, cityscapes_things, get_label_set
+from seg_models.labels import (LabelClass, LabelSet, cityscapes, cityscapes_label_id_to_train_id, cityscapes_things,
+                               get_label_set)
 from seg_perception.evaluation.bag_io import BagWriter, bag_topics, read_messages
 from seg_perception.evaluation.datasets import GroundTruthInfo
 from seg_perception.evaluation.evaluate import evaluate
@@ -296,17 +298,22 @@ def test_instance_ap_falls_when_instances_are_missed(tmp_path, cityscapes_folder
     assert scores['per_class']['car']['ap'] == pytest.approx(2 / 3, abs=0.02)  # one car of three missed per frame
 
 
-def _result_bag(path: Path, prediction_label_set: str, ground_truth: bool = True) -> Path:
-    """A result bag as replay writes one: CamVid ground truth, a camera frame and a prediction."""
+def _result_bag(path: Path, prediction_label_set, ground_truth: bool = True, labels=None, prediction=None,
+                id_space: str = 'camvid') -> Path:
+    """A result bag as replay writes one: ground truth (CamVid road by default), a camera frame and a
+    prediction (the ground truth itself by default) in ``prediction_label_set`` (a name or a LabelSet)."""
     header = Header(stamp=Time(sec=5), frame_id='camera')
-    labels = np.full((8, 10), 3, np.uint8)
+    labels = np.full((8, 10), 3, np.uint8) if labels is None else labels
+    prediction = labels if prediction is None else prediction
+    if isinstance(prediction_label_set, str):
+        prediction_label_set = get_label_set(prediction_label_set)
     with BagWriter(path) as bag:
         if ground_truth:
-            bag.write('/ground_truth/info', String(data=GroundTruthInfo('folder', 'camvid', True, False).to_json()), 1)
+            bag.write('/ground_truth/info', String(data=GroundTruthInfo('folder', id_space, True, False).to_json()), 1)
             bag.write('/ground_truth/semantic', array_to_image_msg(labels, 'mono8', header), 2)
-        bag.write('/camera/image_raw', array_to_image_msg(np.zeros((8, 10, 3), np.uint8), 'rgb8', header), 3)
-        bag.write('/segmentation/semantic/label_info', label_set_to_msg(get_label_set(prediction_label_set)), 4)
-        bag.write('/segmentation/semantic', array_to_image_msg(labels, 'mono8', header), 5)
+        bag.write('/camera/image_raw', array_to_image_msg(np.zeros((*labels.shape, 3), np.uint8), 'rgb8', header), 3)
+        bag.write('/segmentation/semantic/label_info', label_set_to_msg(prediction_label_set), 4)
+        bag.write('/segmentation/semantic', array_to_image_msg(prediction, 'mono8', header), 5)
     return path
 
 
@@ -343,3 +350,96 @@ def test_missing_topics_and_empty_bags_are_clear_errors(tmp_path, camvid_folder)
     assert result.returncode == 1 and 'lacks /segmentation/semantic or /segmentation/instances' in result.stderr
     result = seg_bag('make', tmp_path / 'nothing_here', tmp_path / 'x.bag')
     assert result.returncode == 1 and 'is not a Cityscapes folder' in result.stderr
+
+
+# --- evaluation's sharp edges (issue 16) ---------------------------------------------------------------
+
+def _label_folder(root: Path, labels: list[np.ndarray]) -> Path:
+    (root / 'images').mkdir(parents=True)
+    (root / 'labels').mkdir()
+    for index, label in enumerate(labels):
+        cv2.imwrite(str(root / 'images' / f'{index:03d}.png'), np.zeros((*label.shape, 3), np.uint8))
+        cv2.imwrite(str(root / 'labels' / f'{index:03d}.png'), label)
+    return root
+
+
+def test_a_folder_without_labels_is_made_without_ground_truth(tmp_path):
+    root = _label_folder(tmp_path / 'drive', [np.zeros((8, 10), np.uint8)])
+    for label in (root / 'labels').iterdir():
+        label.unlink()
+    (root / 'labels').rmdir()
+    made = seg_bag('make', root, tmp_path / 'drive.bag')
+    assert made.returncode == 0, made.stderr
+    assert '(ground truth: none)' in made.stdout
+    info = [msg for _, _, msg in read_messages(tmp_path / 'drive.bag', ['/ground_truth/info'])][0]
+    assert GroundTruthInfo.from_json(info.data) == GroundTruthInfo('folder', '', False, False)
+
+
+def test_labels_outside_the_declared_id_space_are_refused_and_cityscapes_label_ids_can_be_declared(tmp_path):
+    label_ids = np.full((16, 20), 7, np.uint8)  # Cityscapes labelIds: road, sky, car
+    label_ids[:5], label_ids[10:, :6] = 23, 26
+    root = _label_folder(tmp_path / 'cityscapes_ids', [label_ids, label_ids])
+    refused = seg_bag('make', root, tmp_path / 'camvid.bag')  # the default: CamVid ids
+    assert refused.returncode == 1
+    assert 'holds ids 23, 26 that are not in label set camvid (ids 0-10, ignore 11)' in refused.stderr
+    assert 'Cityscapes labelIds? --label-set cityscapes_label_ids' in refused.stderr
+    as_train_ids = seg_bag('make', root, tmp_path / 'train_ids.bag', '--label-set', 'cityscapes')
+    assert as_train_ids.returncode == 1
+    assert 'holds ids 23, 26 that are not in label set cityscapes' in as_train_ids.stderr
+    made = seg_bag('make', root, tmp_path / 'label_ids.bag', '--label-set', 'cityscapes_label_ids')
+    assert made.returncode == 0, made.stderr
+    assert '(ground truth: cityscapes_label_ids)' in made.stdout
+    # Predictions in Cityscapes train ids score against them: perfect ones 100%.
+    perfect = cityscapes_label_id_to_train_id()[label_ids].astype(np.uint8)
+    results, _ = evaluate(_result_bag(tmp_path / 'scored.bag', 'cityscapes', labels=label_ids, prediction=perfect,
+                                      id_space='cityscapes_label_ids'))
+    assert results['semantic']['miou'] == pytest.approx(1.0)
+    assert results['semantic_cityscapes_official']['miou'] == pytest.approx(1.0)
+
+
+def test_a_label_set_with_every_ground_truth_class_is_scored_by_class_name(tmp_path):
+    """A user's label set (CamVid's classes after a background class, under another name) against
+    CamVid ground truth: matched by class name; background predictions count as unlabeled."""
+    camvid = get_label_set('camvid')
+    with_background = LabelSet('my_drive_classes', (LabelClass(0, 'background', (0, 0, 0), False),) + tuple(
+        dataclasses.replace(label, id=label.id + 1) for label in camvid.classes), ignore_id=255)
+    labels = np.full((8, 10), 3, np.uint8)  # Road
+    prediction = np.full((8, 10), 4, np.uint8)  # Road in the user's ids
+    prediction[:, :5] = 0  # background on half the road
+    results, _ = evaluate(_result_bag(tmp_path / 'user.bag', with_background, labels=labels, prediction=prediction))
+    assert results['semantic']['label_set'] == 'camvid'
+    assert results['semantic']['per_class_iou']['Road'] == pytest.approx(0.5)
+    fewer = LabelSet('roads_only', (LabelClass(0, 'Road', (128, 64, 128), False),))
+    with pytest.raises(ValueError, match="predictions lack 10 of its classes by name"):
+        evaluate(_result_bag(tmp_path / 'fewer.bag', fewer, prediction=np.zeros((8, 10), np.uint8)))
+
+
+def test_pipeline_commands_start_the_asked_tasks_with_overrides_per_node(tmp_path):
+    from seg_perception.evaluation.replay import start_pipeline_commands
+    from seg_perception.messages.topics import camera_bag_topics
+
+    cameras = [camera_bag_topics('/camera/image_raw')]
+    commands = start_pipeline_commands(tmp_path / 'driving.yaml', cameras, [
+        'input_height:=64', 'semantic_segmentation:input_width:=128', 'instance_segmentation:input_width:=256'],
+        {}, tasks=['semantic'])
+    assert len(commands) == 1 and 'seg_perception.nodes.semantic_segmentation' in commands[0]
+    assert {'input_height:=64', 'input_width:=128'} <= set(commands[0]) and 'input_width:=256' not in commands[0]
+    both = start_pipeline_commands(tmp_path / 'driving.yaml', cameras, ['instance_segmentation:input_width:=256'], {})
+    assert len(both) == 2 and 'input_width:=256' in both[1] and 'input_width:=256' not in both[0]
+    with pytest.raises(ValueError, match="names node 'semantic'"):
+        start_pipeline_commands(tmp_path / 'driving.yaml', cameras, ['semantic:input_width:=1'], {})
+    with pytest.raises(ValueError, match='is not NAME:=VALUE'):
+        start_pipeline_commands(tmp_path / 'driving.yaml', cameras, ['input_width=1'], {})
+
+
+def test_a_semantic_only_replay_starts_only_the_semantic_node(tmp_path, camvid_folder):
+    bag, result_bag, report = tmp_path / 'camvid.bag', tmp_path / 'result.bag', tmp_path / 'report'
+    assert seg_bag('make', camvid_folder, bag, '--max-frames', 2).returncode == 0
+    replayed = seg_bag('replay', bag, result_bag, '--start-pipeline', '--tasks', 'semantic',
+                       '-p', 'semantic_segmentation:input_height:=64', '-p', 'input_width:=128')
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert '2 frames replayed' in replayed.stdout and '/segmentation/instances' not in replayed.stdout
+    assert seg_bag('evaluate', result_bag, report).returncode == 0
+    results = json.loads((report / 'report.json').read_text())
+    assert results['semantic']['frames'] == 2 and '/segmentation/instances' not in results['frames']
+    assert set(results['nodes']) == {'semantic_segmentation: camera pipeline', 'semantic_segmentation: inference'}

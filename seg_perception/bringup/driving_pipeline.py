@@ -34,9 +34,14 @@ class PipelineNode:
         return f'{self.module}:{self.node_class}.main'
 
     @property
+    def task(self) -> str:
+        """What the node does: semantic or instance."""
+        return self.name.split('_')[0]
+
+    @property
     def checkpoint_argument(self) -> str:
         """Launch/runner argument that overrides the node's checkpoint, e.g. "semantic_checkpoint"."""
-        return self.name.split('_')[0] + '_checkpoint'
+        return self.task + '_checkpoint'
 
 
 def camera_list(text: str) -> list[str]:

@@ -3,6 +3,7 @@
     seg_bag make ../cityscapes drive.bag                 # or an images/+labels/ folder, or a video
     seg_bag make front/ rear/ two.bag --camera-topic /front/image_raw --camera-topic /rear/image_raw
     seg_bag replay drive.bag result.bag --start-pipeline # or with the nodes already running
+    seg_bag replay drive.bag result.bag --start-pipeline --tasks semantic -p semantic_segmentation:input_height:=256
     seg_bag evaluate result.bag report/                  # report/report.md, report.json, *.png
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ def command_make(args: argparse.Namespace) -> int:
 
 
 def command_replay(args: argparse.Namespace) -> int:
-    from seg_perception.evaluation.replay import ReplaySettings, replay, start_pipeline_commands
+    from seg_perception.evaluation.replay import ReplaySettings, pipeline_nodes, replay, start_pipeline_commands
 
     settings = ReplaySettings(bag=args.bag, output=args.output, camera_topics=args.camera_topic or (), rate=args.rate,
                               frame_timeout_sec=args.frame_timeout, startup_timeout_sec=args.startup_timeout,
@@ -50,9 +51,10 @@ def command_replay(args: argparse.Namespace) -> int:
         cameras = cameras_in_bag(bag_topics(args.bag), settings.camera_topics)
         checkpoints = {'semantic_checkpoint': args.semantic_checkpoint, 'instance_checkpoint': args.instance_checkpoint}
         commands = start_pipeline_commands(args.config or data_path(CONFIG_PATH), cameras, list(args.param),
-                                           checkpoints)
+                                           checkpoints, args.tasks)
         with NodeProcesses(commands) as processes:
-            summary = replay(settings, processes.check_alive, expect_all_outputs=True)
+            summary = replay(settings, processes.check_alive,
+                             started_outputs=[node.output for node in pipeline_nodes(args.tasks)])
     missing = ', '.join(f'{topic}: {count}' for topic, count in summary.missing.items())
     print(f'{summary.frames} frames replayed ({summary.mode}); frames without output: {missing}; '
           f'result in {args.output}')
@@ -88,7 +90,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     make.add_argument('output', type=Path, help='bag folder to create')
     make.add_argument('--kind', default='auto', choices=DATASET_KINDS)
     make.add_argument('--split', default='val', help='Cityscapes split')
-    make.add_argument('--label-set', default='camvid', help='label set of a folder dataset\'s labels')
+    make.add_argument('--label-set', default='camvid',
+                      help='id space of a folder dataset\'s labels: a label set (camvid, cityscapes: train ids, '
+                           'mapillary_vistas, a .yaml) or cityscapes_label_ids; every label image is checked')
     make.add_argument('--storage', default='mcap', choices=tuple(STORAGE_PLUGINS))
     make.add_argument('--rate', type=float, default=10.0, help='frames per second of the bag\'s stamps')
     make.add_argument('--compression', default='none', choices=('none', 'jpeg', 'png'),
@@ -116,8 +120,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     replay.add_argument('--config', type=Path, default=None, help='parameter file for --start-pipeline')
     replay.add_argument('--semantic-checkpoint', default='')
     replay.add_argument('--instance-checkpoint', default='')
-    replay.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
-                        help='parameter override for the started nodes')
+    replay.add_argument('--tasks', nargs='+', default=['semantic', 'instance'], choices=('semantic', 'instance'),
+                        help='the nodes --start-pipeline starts (default: both)')
+    replay.add_argument('-p', '--param', action='append', default=[], metavar='[NODE:]NAME:=VALUE',
+                        help='parameter override for the started nodes; NODE: (semantic_segmentation, '
+                             'instance_segmentation) for one of them only')
     replay.set_defaults(run=command_replay)
 
     evaluate = commands.add_parser('evaluate', help='result bag -> metrics and report')

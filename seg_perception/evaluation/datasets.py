@@ -6,7 +6,9 @@ Layouts read:
   ``<root>/camera/<split>/<city>/*_camera.json`` intrinsics where present). Semantic ground truth
   stays in Cityscapes' labelIds, as the official evaluation expects.
 * Image + label folders (CamVid style): ``<root>/images/*`` and ``<root>/labels/*`` with the same
-  file names, label values in a named label set (camvid, mapillary_vistas, ...).
+  file names, label values in a named label set (camvid, mapillary_vistas, ...), or Cityscapes
+  labelIds (``cityscapes_label_ids``). Every label image is checked against that id space, so
+  labels in another convention are refused instead of scoring 0%.
 * A video file: frames only, no ground truth (replay for latency and throughput).
 """
 from __future__ import annotations
@@ -95,6 +97,32 @@ def cityscapes_dataset(root: Path, split: str) -> Dataset:
     return Dataset(GroundTruthInfo(CITYSCAPES, CITYSCAPES_LABEL_IDS, True, has_instances), stems, samples())
 
 
+def label_ids_of(id_space: str) -> tuple[np.ndarray, str]:
+    """The values label images in ``id_space`` may hold (a label-set name, or Cityscapes labelIds),
+    and how to name them in an error."""
+    if id_space == CITYSCAPES_LABEL_IDS:
+        from cityscapesscripts.helpers.labels import labels
+
+        ids = sorted({label.id for label in labels if 0 <= label.id < 255})
+        return np.array(ids + [255]), f'Cityscapes labelIds ({ids[0]}-{ids[-1]}, 255)'
+    label_set = get_label_set(id_space)  # fails early, naming the known label sets
+    return (np.array(sorted({label.id for label in label_set.classes} | {label_set.ignore_id})),
+            f'label set {label_set.name} (ids 0-{label_set.num_classes - 1}, ignore {label_set.ignore_id})')
+
+
+def checked_label(path: Path, valid: np.ndarray, description: str) -> np.ndarray:
+    """The label image at ``path``, refused in one line when it holds ids outside ``valid``."""
+    label = _read_label(path, np.uint8)
+    values = np.unique(label)
+    outside = values[~np.isin(values, valid)]
+    if outside.size:
+        hint = ('; Cityscapes labelIds? --label-set ' + CITYSCAPES_LABEL_IDS
+                if description.startswith('label set') and values.max() <= 33 else '')
+        raise ValueError(f'{path} holds ids {", ".join(map(str, outside[:8]))} that are not in {description}: '
+                         f'declare the labels\' id space with --label-set{hint}')
+    return label
+
+
 def folder_dataset(root: Path, label_set: str) -> Dataset:
     images = image_files(root / 'images')
     if not images:
@@ -105,15 +133,16 @@ def folder_dataset(root: Path, label_set: str) -> Dataset:
         missing = [path.name for path in images if path.stem not in labels]
         if missing:
             raise FileNotFoundError(f'{len(missing)} images have no label file in {root}/labels, e.g. {missing[0]}')
-        get_label_set(label_set)  # fails early, naming the known label sets
+        valid, description = label_ids_of(label_set)
+        checked_label(labels[images[0].stem], valid, description)  # the usual mistake, before any bag is written
 
     def samples() -> Iterator[Sample]:
         for path in images:
             yield Sample(path.stem, read_rgb(path),
-                         _read_label(labels[path.stem], np.uint8) if has_semantic else None)
+                         checked_label(labels[path.stem], valid, description) if has_semantic else None)
 
-    return Dataset(GroundTruthInfo('folder', label_set, has_semantic, False), [path.stem for path in images],
-                   samples())
+    return Dataset(GroundTruthInfo('folder', label_set if has_semantic else '', has_semantic, False),
+                   [path.stem for path in images], samples())
 
 
 def video_dataset(path: Path, max_frames: int = 0) -> Dataset:

@@ -123,15 +123,16 @@ class Evaluation:
         self._score_ready_frames()
 
     def _add_ground_truth(self, topic: str, key: Key, ground_truth: np.ndarray) -> None:
-        """Cityscapes ground truth goes to gtFine-style files for the official evaluation at once;
-        semantic ground truth also waits in memory for its prediction (confusion matrix)."""
+        """Cityscapes ground truth (labelIds, from Cityscapes or a folder declared so; instance ids)
+        goes to gtFine-style files for the official evaluation at once; semantic ground truth also
+        waits in memory for its prediction (confusion matrix)."""
         self._keep_for_overlay(key, topic, ground_truth)
         semantic = topic == self.topics.ground_truth_semantic
-        if self.contents.info is not None and self.contents.info.dataset == 'cityscapes':
-            if semantic:
-                self.cityscapes.add_ground_truth(self.frame_name(key), label_ids=ground_truth)
-            else:
-                self.cityscapes.add_ground_truth(self.frame_name(key), instance_ids=ground_truth)
+        info = self.contents.info
+        if info is not None and semantic and info.label_set == CITYSCAPES_LABEL_IDS:
+            self.cityscapes.add_ground_truth(self.frame_name(key), label_ids=ground_truth)
+        elif info is not None and not semantic and info.dataset == 'cityscapes':
+            self.cityscapes.add_ground_truth(self.frame_name(key), instance_ids=ground_truth)
         if semantic:
             self.ground_truth[key] = ground_truth
 

@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import rclpy
 from rclpy.node import Node
@@ -38,6 +38,8 @@ from seg_perception.bringup.processes import node_command, spin_until
 from seg_perception.evaluation.bag_io import BagWriter, cameras_in_bag, message_class, read_raw, require_topics
 from seg_perception.messages.topics import (CLOCK, COMPRESSED_SUFFIX, LABEL_INFO_QOS, LABEL_INFO_SUFFIX,
                                             RECORDED_BY_DEFAULT, REPLAY_SUMMARY, CameraBagTopics, stamp_key)
+
+TASKS = tuple(node.task for node in DRIVING_PIPELINE)  # what --start-pipeline can start
 
 RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 DISCOVERY_SETTLE_SEC = 2.0
@@ -101,17 +103,18 @@ class Recorder(Node):
 
 
 def _wait_for_nodes(recorder: Recorder, settings: ReplaySettings, cameras: Sequence[CameraBagTopics],
-                    expect_all_outputs: bool, check_alive) -> dict[str, list[str]]:
-    """Per camera, the outputs its frames wait for: those published. With ``expect_all_outputs``
-    (nodes this process started) every prediction of every camera, else whichever appear first.
-    Recording starts before the camera check: lazy nodes subscribe to a camera only once someone
-    listens to its outputs."""
-    expected = [topic for camera in cameras for topic in camera.predictions]
+                    started_outputs: Optional[Sequence[str]], check_alive) -> dict[str, list[str]]:
+    """Per camera, the outputs its frames wait for: those published. With ``started_outputs`` (the
+    outputs of the nodes this process started, e.g. segmentation/semantic) each of those for every
+    camera, else whichever appear first. Recording starts before the camera check: lazy nodes
+    subscribe to a camera only once someone listens to its outputs."""
+    expected = [topic for camera in cameras for topic in camera.predictions
+                if started_outputs is None or any(topic.endswith('/' + output) for output in started_outputs)]
 
     def published() -> list[str]:
         return [topic for topic in expected if recorder.count_publishers(topic)]
 
-    spin_until(recorder, lambda: len(published()) == len(expected) if expect_all_outputs else published(),
+    spin_until(recorder, lambda: len(published()) == len(expected) if started_outputs is not None else published(),
                settings.startup_timeout_sec, check_alive)
     spin_until(recorder, lambda: False, DISCOVERY_SETTLE_SEC)  # the rest of a node's topics, other nodes
     waited = published()
@@ -134,9 +137,10 @@ def _wait_for_nodes(recorder: Recorder, settings: ReplaySettings, cameras: Seque
     return outputs
 
 
-def replay(settings: ReplaySettings, check_alive=lambda: None, expect_all_outputs: bool = False) -> ReplaySummary:
+def replay(settings: ReplaySettings, check_alive=lambda: None,
+           started_outputs: Optional[Sequence[str]] = None) -> ReplaySummary:
     """Replay ``settings.bag`` into the running nodes; write the result bag; ``check_alive`` raises
-    when nodes this process started have died."""
+    when nodes this process started have died; ``started_outputs`` are their outputs, all awaited."""
     available = require_topics(settings.bag, [])
     cameras = cameras_in_bag(available, settings.camera_topics)
     camera_types = {camera.camera: message_class(available[camera.camera][0]) for camera in cameras}
@@ -147,7 +151,7 @@ def replay(settings: ReplaySettings, check_alive=lambda: None, expect_all_output
     try:
         with BagWriter(settings.output, settings.storage) as writer:
             recorder = Recorder(cameras, camera_types, writer)
-            waited = _wait_for_nodes(recorder, settings, cameras, expect_all_outputs, check_alive)
+            waited = _wait_for_nodes(recorder, settings, cameras, started_outputs, check_alive)
             spin_until(recorder, lambda: False, 1.0)  # let the subscriptions match
             _publish_frames(recorder, settings, waited, frame_count, summary, check_alive)
             for camera, topics in waited.items():
@@ -195,11 +199,22 @@ def _publish_frames(recorder: Recorder, settings: ReplaySettings, waited: dict[s
                settings.frame_timeout_sec if settings.rate > 0 else 2.0, check_alive)
 
 
+def pipeline_nodes(tasks: Sequence[str]) -> list:
+    """The driving pipeline's nodes for ``tasks`` (semantic, instance)."""
+    unknown = set(tasks) - {node.task for node in DRIVING_PIPELINE}
+    if unknown:
+        raise ValueError(f'unknown task {", ".join(sorted(unknown))}; the pipeline has '
+                         f'{", ".join(node.task for node in DRIVING_PIPELINE)}')
+    return [node for node in DRIVING_PIPELINE if node.task in tasks]
+
+
 def start_pipeline_commands(config: Path, cameras: Sequence[CameraBagTopics], overrides: list[str],
-                            checkpoints: dict[str, str]) -> list[list[str]]:
-    """The driving pipeline's node commands for replaying ``cameras``: sim time, reliable input, the
-    bag's camera transport; one camera as the default camera (remapped), several as the cameras
-    parameter. ``checkpoints`` maps launch-style arguments (semantic_checkpoint ...) to weights."""
+                            checkpoints: dict[str, str], tasks: Sequence[str] = TASKS) -> list[list[str]]:
+    """The commands of the pipeline's nodes for ``tasks`` replaying ``cameras``: sim time, reliable
+    input, the bag's camera transport; one camera as the default camera (remapped), several as the
+    cameras parameter. ``checkpoints`` maps launch-style arguments (semantic_checkpoint ...) to
+    weights. An override ``NAME:=VALUE`` goes to every node, ``NODE:NAME:=VALUE`` to that node only
+    (e.g. semantic_segmentation:input_height:=256)."""
     settings = ['use_sim_time:=true', 'input_reliability:=reliable']
     if len(cameras) == 1 and cameras[0].frame_prefix == 'frame':  # the classic names: the default camera
         compressed = cameras[0].camera.endswith(COMPRESSED_SUFFIX)
@@ -208,10 +223,22 @@ def start_pipeline_commands(config: Path, cameras: Sequence[CameraBagTopics], ov
     else:
         camera_topic = cameras[0].camera
         settings.append(f'cameras:=[{", ".join(camera.camera for camera in cameras)}]')
+    nodes = pipeline_nodes(tasks)
+    scoped = {node.name: [] for node in DRIVING_PIPELINE}
+    for override in overrides:
+        name, separator, value = override.partition(':=')
+        node, _, parameter = name.rpartition(':')
+        if not separator or not parameter:
+            raise ValueError(f'parameter override {override!r} is not NAME:=VALUE or NODE:NAME:=VALUE')
+        if node and node not in scoped:
+            raise ValueError(f'parameter override {override!r} names node {node!r}; the pipeline\'s nodes are '
+                             f'{", ".join(scoped)}')
+        for target in ([node] if node else scoped):
+            scoped[target].append(f'{parameter}:={value}')
     commands = []
-    for node in DRIVING_PIPELINE:
+    for node in nodes:
         checkpoint = checkpoints.get(node.checkpoint_argument)
-        node_settings = settings + list(overrides) + ([f'checkpoint:={Path(checkpoint).resolve()}']
-                                                      if checkpoint else [])
+        node_settings = settings + scoped[node.name] + ([f'checkpoint:={Path(checkpoint).resolve()}']
+                                                        if checkpoint else [])
         commands.append(node_command(node, camera_topic, config, node_settings))
     return commands
