@@ -443,3 +443,25 @@ def test_a_semantic_only_replay_starts_only_the_semantic_node(tmp_path, camvid_f
     results = json.loads((report / 'report.json').read_text())
     assert results['semantic']['frames'] == 2 and '/segmentation/instances' not in results['frames']
     assert set(results['nodes']) == {'semantic_segmentation: camera pipeline', 'semantic_segmentation: inference'}
+    # The node's final counts, not those of its last status before the replay ended (a status after the last frame).
+    pipeline = results['nodes']['semantic_segmentation: camera pipeline']
+    assert pipeline['frames received'] == '2' and pipeline['frames published'] == '2'
+
+
+def test_ground_truth_of_frames_without_a_prediction_is_let_go(tmp_path):
+    """Frames 0-4 have ground truth, the node answered 2 and 4 only: the ground truth of 0, 1 and 3
+    is dropped as soon as a later frame's prediction shows theirs will never come, not kept to the end."""
+    labels = np.full((8, 10), 3, np.uint8)
+    with BagWriter(tmp_path / 'gaps.bag') as bag:
+        bag.write('/ground_truth/info', String(data=GroundTruthInfo('folder', 'camvid', True, False).to_json()), 1)
+        bag.write('/segmentation/semantic/label_info', label_set_to_msg(get_label_set('camvid')), 2)
+        for frame in range(5):
+            header, time_ns = Header(stamp=Time(sec=10 + frame), frame_id='camera'), 100 + 10 * frame
+            bag.write('/ground_truth/semantic', array_to_image_msg(labels, 'mono8', header), time_ns)
+            bag.write('/camera/image_raw', array_to_image_msg(np.zeros((8, 10, 3), np.uint8), 'rgb8', header),
+                      time_ns + 1)
+            if frame in (2, 4):
+                bag.write('/segmentation/semantic', array_to_image_msg(labels, 'mono8', header), time_ns + 5)
+    results, evaluations = evaluate(tmp_path / 'gaps.bag')
+    assert results['semantic']['frames'] == 2 and results['semantic']['miou'] == pytest.approx(1.0)
+    assert evaluations[0].ground_truth == {}

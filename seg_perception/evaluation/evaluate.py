@@ -71,6 +71,7 @@ class Evaluation:
         self.contents = BagContents()
         self.ground_truth: dict[Key, np.ndarray] = {}  # semantic ground truth waiting for its prediction
         self.semantic_predictions: dict[Key, np.ndarray] = {}
+        self.latest_semantic: Optional[Key] = None  # the newest frame with a semantic prediction
         self.instance_predictions: dict[Key, InstanceResult] = {}
         self.confusion: Optional[np.ndarray] = None
         self.semantic_target: Optional[LabelSet] = None
@@ -111,6 +112,8 @@ class Evaluation:
                 semantic = topic == self.topics.semantic_prediction
                 prediction = output_msg_to_array(msg) if semantic else instances_from_msg(msg)
                 self._keep_for_overlay(key, topic, prediction)
+                if semantic:
+                    self.latest_semantic = max(key, self.latest_semantic or key)
                 if self._has_ground_truth(topic):
                     store = self.semantic_predictions if semantic else self.instance_predictions
                     store[key] = prediction
@@ -153,6 +156,9 @@ class Evaluation:
             return
         for key in [key for key in self.semantic_predictions if key in self.ground_truth]:
             self._score_semantic(key, self.ground_truth[key], self.semantic_predictions.pop(key))
+        if self.latest_semantic is not None:  # a node answers in stamp order: older unanswered frames never will be
+            for key in [key for key in self.ground_truth if key < self.latest_semantic]:
+                del self.ground_truth[key]
         for key in list(self.instance_predictions):
             self._score_instances(key, self.instance_predictions.pop(key))
 

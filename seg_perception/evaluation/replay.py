@@ -19,12 +19,14 @@ outputs (bag time = when they arrived), and the bag's ground truth and CameraInf
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import rclpy
+from builtin_interfaces.msg import Time
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
@@ -36,13 +38,15 @@ from tqdm import tqdm
 from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE
 from seg_perception.bringup.processes import node_command, spin_until
 from seg_perception.evaluation.bag_io import BagWriter, cameras_in_bag, message_class, read_raw, require_topics
-from seg_perception.messages.topics import (CLOCK, COMPRESSED_SUFFIX, LABEL_INFO_QOS, LABEL_INFO_SUFFIX,
+from seg_perception.messages.topics import (CLOCK, COMPRESSED_SUFFIX, DIAGNOSTICS, LABEL_INFO_QOS, LABEL_INFO_SUFFIX,
                                             RECORDED_BY_DEFAULT, REPLAY_SUMMARY, CameraBagTopics, stamp_key)
 
 TASKS = tuple(node.task for node in DRIVING_PIPELINE)  # what --start-pipeline can start
 
 RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 DISCOVERY_SETTLE_SEC = 2.0
+FINAL_DIAGNOSTICS_TIMEOUT_SEC = 10.0  # for each node's last /diagnostics status after the last frame
+LOGGER = logging.getLogger(__name__)
 CAMERA_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -79,6 +83,7 @@ class Recorder(Node):
                              for camera in cameras}
         self.clock = self.create_publisher(Clock, CLOCK, CAMERA_QOS)
         self.received: dict[str, set[tuple[int, int]]] = {}
+        self.status_received: dict[str, float] = {}  # /diagnostics status name -> when it last came (monotonic)
 
     def record(self, topics: Sequence[str]) -> list[str]:
         """Subscribe to each of ``topics`` that some node publishes and is not recorded yet; returns
@@ -97,6 +102,8 @@ class Recorder(Node):
 
     def _on_output(self, topic: str, msg: Any) -> None:
         self.writer.write(topic, msg, time.time_ns())
+        if topic == DIAGNOSTICS:
+            self.status_received.update((status.name, time.monotonic()) for status in msg.status)
         header = getattr(msg, 'header', None)
         if header is not None:
             self.received[topic].add(stamp_key(header))
@@ -153,7 +160,8 @@ def replay(settings: ReplaySettings, check_alive=lambda: None,
             recorder = Recorder(cameras, camera_types, writer)
             waited = _wait_for_nodes(recorder, settings, cameras, started_outputs, check_alive)
             spin_until(recorder, lambda: False, 1.0)  # let the subscriptions match
-            _publish_frames(recorder, settings, waited, frame_count, summary, check_alive)
+            last_stamp = _publish_frames(recorder, settings, waited, frame_count, summary, check_alive)
+            _final_diagnostics(recorder, last_stamp, check_alive)
             for camera, topics in waited.items():
                 for topic in topics:
                     summary.outputs[topic] = len(recorder.received[topic])
@@ -165,9 +173,32 @@ def replay(settings: ReplaySettings, check_alive=lambda: None,
     return summary
 
 
+def _final_diagnostics(recorder: Recorder, last_stamp: Optional[Time], check_alive) -> None:
+    """Every node's /diagnostics status once more after the last frame's outputs, so the result bag
+    ends with their final counts. Nodes on sim time only tick when /clock moves, and /clock stopped
+    at the last frame: it is stepped on, a second at a time, until each status seen came again."""
+    if last_stamp is None or not recorder.status_received:
+        return
+    since, step = time.monotonic(), [0]
+
+    def all_reported() -> bool:
+        if all(when > since for when in recorder.status_received.values()):
+            return True
+        step[0] += 1
+        recorder.clock.publish(Clock(clock=Time(sec=last_stamp.sec + step[0], nanosec=last_stamp.nanosec)))
+        return False
+
+    if not spin_until(recorder, all_reported, FINAL_DIAGNOSTICS_TIMEOUT_SEC, check_alive):
+        late = [name for name, when in recorder.status_received.items() if when <= since]
+        LOGGER.warning('no final /diagnostics from %s within %.0f s: the report shows their earlier counts',
+                       ', '.join(late), FINAL_DIAGNOSTICS_TIMEOUT_SEC)
+
+
 def _publish_frames(recorder: Recorder, settings: ReplaySettings, waited: dict[str, list[str]], frame_count: int,
-                    summary: ReplaySummary, check_alive) -> None:
+                    summary: ReplaySummary, check_alive) -> Optional[Time]:
+    """Publish every camera frame (and /clock) as the settings say; returns the last frame's stamp."""
     pace_origin = None  # (wall time, bag time) of the first camera frame: the recorded rate counts from it
+    last_stamp = None
     progress = tqdm(total=frame_count, desc='replay', unit='frame')
     for topic, msgtype, bag_time, data in read_raw(settings.bag):
         if topic not in recorder.cameras:
@@ -184,6 +215,7 @@ def _publish_frames(recorder: Recorder, settings: ReplaySettings, waited: dict[s
             spin_until(recorder, lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()) + 1.0, check_alive)
         sent = time.time_ns()  # the frame's time in the result bag: when it was sent, not when sending returned
         recorder.clock.publish(Clock(clock=msg.header.stamp))
+        last_stamp = msg.header.stamp
         recorder.cameras[topic].publish(msg)
         recorder.writer.write_raw(topic, msgtype, data, sent)
         summary.frames += 1
@@ -197,6 +229,7 @@ def _publish_frames(recorder: Recorder, settings: ReplaySettings, waited: dict[s
     spin_until(recorder, lambda: all(len(recorder.received[t]) >= summary.cameras[camera]
                                      for camera, topics in waited.items() for t in topics),
                settings.frame_timeout_sec if settings.rate > 0 else 2.0, check_alive)
+    return last_stamp
 
 
 def pipeline_nodes(tasks: Sequence[str]) -> list:
