@@ -5,12 +5,14 @@
     seg_bag replay drive.bag result.bag --start-pipeline # or with the nodes already running
     seg_bag replay drive.bag result.bag --start-pipeline --tasks semantic -p semantic_segmentation:input_height:=256
     seg_bag evaluate result.bag report/                  # report/report.md, report.json, *.png
+    seg_bag evaluate-fleet drives/ fleet_report/ --workers 4   # many bags on Ray, no nodes needed
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -80,6 +82,33 @@ def command_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_evaluate_fleet(args: argparse.Namespace) -> int:
+    from seg_models.configs import SemanticModelConfig, build_config
+    from seg_perception.evaluation.fleet import FleetSettings, fleet_bags, run_fleet, write_fleet_report
+
+    bags = fleet_bags(args.bags)
+    if not bags:
+        raise FileNotFoundError(f'no bags in {" ".join(args.bags)}')
+    values = {name: value for name, value in dict(
+        architecture=args.architecture, checkpoint=args.checkpoint, label_set=args.label_set, backend=args.backend,
+        device=args.device, precision=args.precision).items() if value is not None}
+    model = build_config(SemanticModelConfig, values, **({'input_size': tuple(args.input_size)} if args.input_size
+                                                         else {}))
+    settings = FleetSettings(model=model, batch_size=args.batch_size, workers=args.workers,
+                             gpus_per_worker=args.gpus_per_worker, address=args.address,
+                             cache_dir=args.cache_dir or args.report / 'bag_results')
+    started = time.perf_counter()
+    report = run_fleet(bags, settings)
+    path = write_fleet_report(report, args.report)
+    overall = report.get('overall')
+    cached = sum(row['cached'] for row in report['bags'])
+    scored = overall is not None and overall['miou'] is not None
+    figures = f'{overall["frames"]} frames, mIoU {100 * overall["miou"]:.1f}%' if scored else 'no frames scored'
+    print(f'{len(report["bags"])} bags evaluated ({cached} from the cache), {len(report["errors"])} not; {figures}; '
+          f'{time.perf_counter() - started:.1f} s; report: {path}')
+    return 0
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='seg_bag', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,6 +162,21 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     evaluate.add_argument('--camera-topic', action='append', default=None,
                           help='camera to evaluate, once per camera; default: every camera in the bag')
     evaluate.set_defaults(run=command_evaluate)
+
+    fleet = commands.add_parser('evaluate-fleet', help='many bags -> seg_models on Ray workers -> one report')
+    fleet.add_argument('bags', nargs='+', help='bag folders, folders of bags, globs, or @list.txt (one per line)')
+    fleet.add_argument('report', type=Path, help='folder for report.md, report.json and the per-bag results')
+    fleet.add_argument('--workers', type=int, default=2, help='Ray workers, each with the model loaded once')
+    fleet.add_argument('--gpus-per-worker', type=float, default=0.0)
+    fleet.add_argument('--address', default=None, help='a running Ray cluster (auto, ray://head:10001); default: '
+                                                       'a local Ray on this machine')
+    fleet.add_argument('--cache-dir', type=Path, default=None,
+                       help='per-bag results, reused while bag and model are unchanged (default: REPORT/bag_results)')
+    fleet.add_argument('--batch-size', type=int, default=4)
+    for name in ('architecture', 'checkpoint', 'label-set', 'backend', 'device', 'precision'):
+        fleet.add_argument(f'--{name}', default=None, help='as the semantic node\'s parameter (default: its default)')
+    fleet.add_argument('--input-size', type=int, nargs=2, metavar=('HEIGHT', 'WIDTH'), default=None)
+    fleet.set_defaults(run=command_evaluate_fleet)
     return parser.parse_args(argv)
 
 

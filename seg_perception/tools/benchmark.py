@@ -4,6 +4,7 @@
     python -m seg_perception.tools.benchmark conversion   # camera message -> RGB, ms per megapixel
     python -m seg_perception.tools.benchmark postprocess  # Mask R-CNN: paste + crop + message vs the model
     python -m seg_perception.tools.benchmark cameras      # N cameras: one node vs N single-camera nodes
+    python -m seg_perception.tools.benchmark fleet --source ../shared/data/camvid_seq05vd   # Ray: 1 vs 2 workers
 
 ``latency`` starts the semantic node in its own process (as launch does) and, alternating frame by
 frame on the same camera frames, times (a) the bare backend call on the preprocessed batch in this
@@ -14,6 +15,11 @@ node costs on top of the model: DDS both ways, conversion, resizing, message fil
 semantic node serving all of them and, in the same run, into as many single-camera nodes; it
 prints the outputs per second of all cameras together, each camera's latency (stamp -> output
 received) p50/p95, the resident memory of the node processes, and the ratios.
+
+``fleet`` makes 8 small bags from a labelled image folder and evaluates them with
+``seg_bag evaluate-fleet``'s code on a local Ray, with 1 and then 2 workers, end to end (Ray's
+start and each worker's model load included, as a user waits for them): frames per second and the
+ratio.
 """
 from __future__ import annotations
 
@@ -290,9 +296,38 @@ def camera_scaling(frame: np.ndarray, counts: tuple[int, ...], overrides: list[s
         rclpy.try_shutdown()
 
 
+def fleet_scaling(source: Path, bags: int, frames_per_bag: int, network_size: tuple[int, int],
+                  worker_counts: tuple[int, ...] = (1, 2)) -> None:
+    """Frames per second of a fleet evaluation of ``bags`` bags with each worker count, and the ratio."""
+    import tempfile
+
+    from seg_models.configs import build_config
+    from seg_perception.evaluation.datasets import open_dataset
+    from seg_perception.evaluation.fleet import FleetSettings, run_fleet
+    from seg_perception.evaluation.make_bag import make_bag
+
+    model = build_config(SemanticModelConfig, {'label_set': open_dataset(source).info.label_set or 'camvid',
+                                               'backend': 'pytorch'}, input_size=network_size)
+    with tempfile.TemporaryDirectory(prefix='fleet_bench_') as folder:
+        paths = []
+        for index in range(bags):
+            paths.append(Path(folder) / f'drive_{index}.bag')
+            make_bag([open_dataset(source, max_frames=frames_per_bag)], paths[-1])
+        rates = {}
+        for workers in worker_counts:
+            started = time.perf_counter()
+            report = run_fleet(paths, FleetSettings(model=model, workers=workers, cache_dir=None))
+            elapsed = time.perf_counter() - started
+            rates[workers] = report['overall']['frames'] / elapsed
+            print(f'{workers} worker(s): {report["overall"]["frames"]} frames of {bags} bags in {elapsed:.1f} s = '
+                  f'{rates[workers]:.2f} frames/s (mIoU {100 * report["overall"]["miou"]:.1f}%)')
+    most, fewest = worker_counts[-1], worker_counts[0]
+    print(f'{most} workers / {fewest}: {rates[most] / rates[fewest]:.2f}x ({os.cpu_count()} CPU cores)')
+
+
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('what', choices=('latency', 'conversion', 'postprocess', 'cameras'))
+    parser.add_argument('what', choices=('latency', 'conversion', 'postprocess', 'cameras', 'fleet'))
     parser.add_argument('--source', default=SYNTHETIC, help='folder of images, video, or "synthetic"')
     parser.add_argument('--size', type=int, nargs=2, default=None, metavar=('HEIGHT', 'WIDTH'),
                         help='frame size (default: 720 1280; postprocess: 1024 2048)')
@@ -303,7 +338,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument('--repeats', type=int, default=20, help='conversion: timings per encoding')
     parser.add_argument('--cameras', type=int, nargs='+', default=list(CAMERA_COUNTS), help='cameras: camera counts')
     parser.add_argument('--network-size', type=int, nargs=2, default=(512, 1024), metavar=('HEIGHT', 'WIDTH'),
-                        help='cameras: network input (default 512 1024, as config/driving.yaml)')
+                        help='cameras, fleet: network input (default 512 1024, as config/driving.yaml)')
     parser.add_argument('--window', type=float, default=20.0, help='cameras: seconds measured per setup')
     return parser.parse_args(argv)
 
@@ -311,6 +346,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
     use_large_images_profile(os.environ, LOCALHOST_PROFILE)  # best-effort camera frames of any size arrive
+    if args.what == 'fleet':
+        fleet_scaling(Path(args.source), bags=8, frames_per_bag=args.frames, network_size=tuple(args.network_size))
+        return
     height, width = args.size or ((1024, 2048) if args.what == 'postprocess' else (720, 1280))
     frames = camera_frames(args.source, args.frames, height, width)
     if args.what == 'postprocess':
