@@ -25,6 +25,13 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from seg_models.configs import SemanticModelConfig
+from seg_models.labels import label_set_lookup
+from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag, read_messages
+from seg_perception.evaluation.datasets import GroundTruthInfo
+from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set
+from seg_perception.evaluation.metrics import confusion_matrix, scores_from_confusion
+from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb, output_msg_to_array
+from seg_perception.messages.topics import COMPRESSED_SUFFIX, GROUND_TRUTH_INFO, stamp_key
 
 CACHE_FORMAT = 1  # bump when a cached per-bag result changes meaning
 # A file path: the first worker to find it missing creates it and dies, so the restart and the
@@ -90,14 +97,11 @@ def cache_path(cache_dir: Path, model: dict, bag_hash: str) -> Path:
     return cache_dir / f'{key[:24]}.json'
 
 
-def camera_frames(bag: Path, camera) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(RGB frame, semantic ground truth) of one camera, matched by stamp, in bag order; a frame
-    leaves memory as soon as its pair is complete."""
-    from seg_perception.evaluation.bag_io import read_messages
-    from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb, output_msg_to_array
-    from seg_perception.messages.topics import COMPRESSED_SUFFIX, stamp_key
-
+def camera_batches(bag: Path, camera, batch_size: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+    """Batches of (RGB frame, semantic ground truth) of one camera, matched by stamp, in bag order;
+    a frame leaves memory as soon as its batch is scored."""
     pending: dict[tuple, dict[str, np.ndarray]] = {}
+    batch = []
     for topic, _, msg in read_messages(bag, [camera.camera, camera.ground_truth_semantic]):
         key = stamp_key(msg.header)
         if topic == camera.camera:
@@ -107,19 +111,17 @@ def camera_frames(bag: Path, camera) -> Iterator[tuple[np.ndarray, np.ndarray]]:
             pending.setdefault(key, {})['truth'] = output_msg_to_array(msg)
         if len(pending[key]) == 2:
             pair = pending.pop(key)
-            yield pair['rgb'], pair['truth']
+            batch.append((pair['rgb'], pair['truth']))
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
 
 
 def evaluate_bag(bag: Path, segmenter, batch_size: int) -> dict:
     """Per-camera confusion matrices of ``segmenter``'s answers against the bag's semantic ground
     truth; ``{'bag', 'error'}`` when the bag cannot be evaluated."""
-    from seg_models.labels import label_set_lookup
-    from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag, read_messages
-    from seg_perception.evaluation.datasets import GroundTruthInfo
-    from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set
-    from seg_perception.evaluation.metrics import confusion_matrix
-    from seg_perception.messages.topics import GROUND_TRUTH_INFO
-
     started = time.perf_counter()
     try:
         available = bag_topics(bag)
@@ -127,33 +129,23 @@ def evaluate_bag(bag: Path, segmenter, batch_size: int) -> dict:
             if GROUND_TRUTH_INFO in available else []
         if not infos or not infos[0].has_semantic:
             raise ValueError('the bag has no semantic ground truth (/ground_truth/info; made by `seg_bag make`?)')
-        target = ground_truth_label_set(infos[0].label_set)
+        id_space = infos[0].label_set
+        target = ground_truth_label_set(id_space)
         lookup = label_set_lookup(segmenter.label_set, target)
         cameras = {}
         for camera in cameras_in_bag(available):
-            matrix, frames, batch = np.zeros((target.num_classes, target.num_classes + 1), np.int64), 0, []
-            for pair in camera_frames(bag, camera):
-                batch.append(pair)
-                if len(batch) == batch_size:
-                    matrix += _scored(segmenter, batch, lookup, infos[0].label_set, target, confusion_matrix,
-                                      class_ids_of_ground_truth)
-                    frames, batch = frames + len(batch), []
-            if batch:
-                matrix += _scored(segmenter, batch, lookup, infos[0].label_set, target, confusion_matrix,
-                                  class_ids_of_ground_truth)
+            matrix, frames = np.zeros((target.num_classes, target.num_classes + 1), np.int64), 0
+            for batch in camera_batches(bag, camera, batch_size):
+                results = segmenter.segment([rgb for rgb, _ in batch])
+                for (_, truth), result in zip(batch, results):
+                    matrix += confusion_matrix(class_ids_of_ground_truth(truth, id_space), lookup[result.class_ids],
+                                               target.num_classes)
                 frames += len(batch)
             cameras[camera.camera] = {'frames': frames, 'confusion': matrix.tolist()}
     except Exception as error:  # any unreadable bag is reported, never aborts the fleet
         return {'bag': str(bag), 'error': f'{type(error).__name__}: {error}'.splitlines()[0]}
     return {'bag': str(bag), 'label_set': target.name, 'classes': target.names, 'cameras': cameras,
             'seconds': time.perf_counter() - started}
-
-
-def _scored(segmenter, batch, lookup, id_space, target, confusion_matrix, class_ids_of_ground_truth) -> np.ndarray:
-    results = segmenter.segment([rgb for rgb, _ in batch])
-    return sum(confusion_matrix(class_ids_of_ground_truth(truth, id_space), lookup[result.class_ids],
-                                target.num_classes)
-               for (_, truth), result in zip(batch, results))
 
 
 class BagEvaluator:
@@ -216,8 +208,6 @@ def run_fleet(bags: Sequence[Path], settings: FleetSettings) -> dict:
 def merged(results: Sequence[dict]) -> dict:
     """One report from per-bag results: confusion matrices summed over bags (overall and per camera
     topic), scored once; per-bag rows scored from their own matrices; errors listed."""
-    from seg_perception.evaluation.metrics import scores_from_confusion
-
     good = [result for result in results if 'error' not in result]
     if len({result['label_set'] for result in good}) > 1:
         raise ValueError('the bags\' ground truth uses different label sets: '
