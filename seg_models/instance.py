@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from seg_models.backends.base import Backend, release_host_memory
+from seg_models.backends.base import Backend, CallTime, release_host_memory
 from seg_models.backends.factory import DeploymentGraph, create_backend
 from seg_models.checkpoint_formats import strip_wrapper_prefix
 from seg_models.checkpoints import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
@@ -60,6 +60,7 @@ class InstanceSegmenter:
     def __init__(self, backend: Backend, label_set: LabelSet, input_size: tuple[int, int], class_map: np.ndarray,
                  selection: InstanceFilter, batch_size: Optional[int] = None, weights_source: str = '') -> None:
         self.backend = backend
+        self.backend_time = CallTime()  # of the last ``segment``
         self.label_set = label_set
         self.transform = CameraTransform(input_size)
         self.class_map = class_map
@@ -81,7 +82,9 @@ class InstanceSegmenter:
             real = len(chunk)
             if self.batch_size and real < self.batch_size:  # fixed-batch graphs: pad with black frames
                 chunk = np.concatenate([chunk, np.zeros((self.batch_size - real, *chunk.shape[1:]), chunk.dtype)])
-            outputs = self.backend.infer(np.ascontiguousarray(chunk))
+            chunk = np.ascontiguousarray(chunk)
+            with self.backend_time.timing():
+                outputs = self.backend.infer(chunk)
             chunks.append({name: value[:real] for name, value in outputs.items()})
         return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
@@ -95,7 +98,9 @@ class InstanceSegmenter:
         """Instances of each image at its own resolution, filtered by ``selection``."""
         if not images:
             return []
+        self.backend_time.reset()
         if self.backend.device_pipeline is not None:
+            self.backend_time.not_separable()
             return self._segment_on_device(self.backend.device_pipeline, images)
         return self.results(self.infer_raw(images), images)
 

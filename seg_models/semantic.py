@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from seg_models.backends.base import Backend, release_host_memory
+from seg_models.backends.base import Backend, CallTime, release_host_memory
 from seg_models.backends.factory import DeploymentGraph, create_backend
 from seg_models.checkpoint_formats import import_deeplabv3plus
 from seg_models.checkpoints import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
@@ -60,6 +60,7 @@ class SemanticSegmenter:
         self.transform = CameraTransform(input_size)
         self.weights_source = weights_source
         self.selection = selection
+        self.backend_time = CallTime()  # of the last ``segment``
 
     @property
     def is_trained(self) -> bool:
@@ -74,12 +75,16 @@ class SemanticSegmenter:
         """
         pipeline = self.backend.device_pipeline
         results: list[Optional[SemanticResult]] = [None] * len(images)
+        self.backend_time.reset()
         for indices in self.transform.groups(images, by_camera_size=pipeline is not None):
             group = [images[index] for index in indices]
             if pipeline is None:
-                outputs = self.backend.infer(self.transform.batch(group))
+                batch = self.transform.batch(group)
+                with self.backend_time.timing():
+                    outputs = self.backend.infer(batch)
             else:
                 outputs = self._on_device(pipeline, group)
+                self.backend_time.not_separable()
             for position, index in enumerate(indices):
                 result = self._result_at_camera_size(outputs, position, images[index].shape[:2])
                 results[index] = result.unlabel_below(self.selection.confidence_threshold, self.label_set.ignore_id)

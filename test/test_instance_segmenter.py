@@ -1,4 +1,6 @@
 """Mask R-CNN: torchvision's semantics end to end, ONNX Runtime parity, class mapping, filters."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -75,7 +77,9 @@ def test_fixed_batch_graph_serves_any_number_of_cameras(maskrcnn_checkpoint, tmp
     batched = create_instance_segmenter(config(maskrcnn_checkpoint, backend='onnxruntime', max_batch=2,
                                                engine_dir=str(tmp_path)))
     assert batched.batch_size == 2
+    started = time.perf_counter()
     results = batched.segment(frames)  # 2 + 1 padded
+    assert 0 < batched.backend_time.ms < (time.perf_counter() - started) * 1e3  # the two graph calls alone
     assert [r.image_size for r in results] == [f.shape[:2] for f in frames]
     assert [len(r.instances) for r in results] == [len(r.instances) for r in single]
 

@@ -1,5 +1,6 @@
 """SemanticSegmenter: batches of any camera size in, class ids at each camera's resolution out."""
 import json
+import time
 import numpy as np
 import pytest
 import torch
@@ -48,6 +49,18 @@ def test_without_input_size_each_image_runs_at_its_own_size_grouped_by_size():
     results = own_size.segment([np.zeros((h, w, 3), np.uint8) for h, w in sizes])
     assert [r.class_ids.shape for r in results] == sizes
     assert sorted(calls) == [(1, 3, 40, 48), (2, 3, 32, 48)]  # one backend call per size
+
+
+def test_backend_time_counts_the_backend_calls_of_the_last_segment_alone():
+    own_size = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='pytorch'), input_size=None))
+    infer = own_size.backend.infer
+    own_size.backend.infer = lambda batch: time.sleep(0.05) or infer(batch)
+    images = [np.zeros((h, w, 3), np.uint8) for h, w in ((32, 48), (40, 48))]
+    for _ in range(2):  # reset at every call: two backend calls each time, not four
+        started = time.perf_counter()
+        own_size.segment(images)
+        total_ms = (time.perf_counter() - started) * 1e3
+        assert 100 <= own_size.backend_time.ms < total_ms
 
 
 def test_untrained_network_is_reported_loudly(caplog):

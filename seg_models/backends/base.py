@@ -8,7 +8,11 @@ from __future__ import annotations
 import abc
 import ctypes
 import gc
+import math
 import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 
@@ -38,6 +42,30 @@ class Backend(abc.ABC):
     def describe(self) -> str:
         """One line for logs and diagnostics."""
         return f'{self.name} on {self.device} ({self.precision})'
+
+
+class CallTime:
+    """Milliseconds spent in the backend calls of one ``segment``: a node reports them apart from
+    the pre- and post-processing around them (FrameTiming.backend_ms), so the network's share of a
+    frame is measured in the process that runs it."""
+
+    def __init__(self) -> None:
+        self.ms = 0.0
+
+    def reset(self) -> None:
+        self.ms = 0.0
+
+    def not_separable(self) -> None:
+        """The network ran in one stream with its pre- and post-processing (a device pipeline)."""
+        self.ms = math.nan
+
+    @contextmanager
+    def timing(self) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms += (time.perf_counter() - started) * 1e3
 
 
 def release_device_memory() -> None:

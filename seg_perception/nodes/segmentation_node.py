@@ -114,7 +114,8 @@ class SegmenterProcessor:
         inferred = time.perf_counter()
         for frame, result in zip(frames, results):
             self.publish_result(self._camera_publishers[frame.camera], frame, result)
-        return StageTimes(inference_ms=(inferred - started) * 1e3, publish_ms=(time.perf_counter() - inferred) * 1e3)
+        return StageTimes(inference_ms=(inferred - started) * 1e3, backend_ms=self.segmenter.backend_time.ms,
+                          publish_ms=(time.perf_counter() - inferred) * 1e3)
 
     def release(self) -> None:
         self.segmenter = None

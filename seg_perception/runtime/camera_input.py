@@ -99,6 +99,7 @@ class StageTimes:
     """Time a processor spent on one batch."""
 
     inference_ms: float
+    backend_ms: float  # of inference_ms, the backend's own calls (NaN where not separable)
     publish_ms: float
 
 
@@ -237,8 +238,8 @@ class CameraInput:
             self._timing_publisher.publish(FrameTiming(
                 header=frame.header, camera=item.source, latency_ms=math.nan if latency_ms is None else latency_ms,
                 queue_ms=(taken - item.received) * 1e3, conversion_ms=conversion_ms,
-                inference_ms=times.inference_ms, publish_ms=times.publish_ms, batch_size=len(accepted),
-                frames_received=received, frames_dropped=dropped))
+                inference_ms=times.inference_ms, backend_ms=times.backend_ms, publish_ms=times.publish_ms,
+                batch_size=len(accepted), frames_received=received, frames_dropped=dropped))
 
     # --- diagnostics ------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
