@@ -6,6 +6,8 @@ tests marked ``needs_cuda`` compare the CUDA path with that CPU reference and ru
 machine (README "The GPU path": how, and their last results). This file imports no ROS, so it
 runs where only PyTorch is installed.
 """
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -95,12 +97,15 @@ def test_cropped_paste_equals_torchvision_paste_inside_the_box(device, paste):
 
 def test_semantic_device_side_equals_host_path_at_network_size():
     frames = [np.random.default_rng(seed).integers(0, 256, (*FIT_SIZE, 3), dtype=np.uint8) for seed in range(2)]
-    host = semantic_segmenter(None, device_side=False, label_set='cityscapes').segment(frames)
+    host_segmenter = semantic_segmenter(None, device_side=False, label_set='cityscapes')
+    host = host_segmenter.segment(frames)
     device = semantic_segmenter(None, label_set='cityscapes')
     clock = device.backend.device_pipeline.clock = StageClock(cuda=False)
     on_device = device.segment(frames)
     assert identical_pixels(host, on_device) == 1.0
     assert set(clock.durations_ms()) == {'upload', 'preprocess', 'model', 'postprocess', 'download'}
+    # the network's own share is timed on the host path; on the device it runs in one stream with the rest
+    assert host_segmenter.backend_time.ms > 0 and math.isnan(device.backend_time.ms)
 
 
 @pytest.mark.slow
@@ -135,6 +140,21 @@ def test_bilinear_logits_at_camera_size_score_at_least_as_well_as_upsampled_ids(
 
 
 # --- choosing the device ---------------------------------------------------------------------------
+
+def test_fp32_backend_calls_run_without_tf32_convolutions_as_the_device_path_does():
+    """fp32 means fp32 on every PyTorch path (``infer`` too, which backend auto times): cuDNN's TF32
+    is off during the call and as before after it."""
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, images):
+            seen.append(torch.backends.cudnn.allow_tf32)
+            return (images.float(),)
+
+    before = torch.backends.cudnn.allow_tf32
+    PyTorchBackend(Probe(), ('output',)).infer(np.zeros((1, 3, 4, 4), np.uint8))
+    assert seen == [False] and torch.backends.cudnn.allow_tf32 == before
+
 
 def test_device_auto_resolves_to_the_gpu_where_there_is_one():
     assert resolved_device('auto') == ('cuda' if torch.cuda.is_available() else 'cpu')

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from seg_models.backends.base import Backend, BackendError
-from seg_models.device_pipeline import DeviceOptions, DevicePipeline
+from seg_models.device_pipeline import DeviceOptions, DevicePipeline, strict_fp32_convolutions
 
 
 class PyTorchBackend(Backend):
@@ -43,7 +43,7 @@ class PyTorchBackend(Backend):
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         batch = torch.from_numpy(images).to(self.device)
         autocast = torch.autocast('cuda', dtype=torch.float16) if self.precision == 'fp16' else contextlib.nullcontext()
-        with autocast:
+        with autocast, strict_fp32_convolutions(self.precision == 'fp32'):  # as the device path: fp32 means fp32
             outputs = self.module(batch)
         return {name: output.float().cpu().numpy() if output.is_floating_point() else output.cpu().numpy()
                 for name, output in zip(self.output_names, outputs)}
