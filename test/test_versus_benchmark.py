@@ -1,6 +1,7 @@
-"""The versus benchmark runs end to end (both nodes, a short stream) and prints the side-by-side table;
-our node keeps its newest-frame promise under it: after the camera stops, at most the frame in
-flight and the one waiting are answered."""
+"""The node benchmarks run end to end as README shows them. ``versus`` (both nodes, a short stream)
+prints the side-by-side table, and our node keeps its newest-frame promise under it: after the
+camera stops, at most the frame in flight and the one waiting are answered. ``benchmark latency``
+times the deployed node against the backend call it timed itself."""
 from __future__ import annotations
 
 import re
@@ -29,3 +30,19 @@ def test_versus_prints_both_nodes_side_by_side_with_ratios():
     # Same network and weights on both sides: label images of the camera's size, message for message.
     sizes = re.search(r'bytes per answer\s+(\d+)\.\d\s+(\d+)\.\d', table)
     assert sizes.group(1) == sizes.group(2) and int(sizes.group(1)) >= 90 * 160, table
+
+
+@pytest.mark.parametrize('transport', ['raw', 'compressed'])
+def test_latency_benchmark_times_the_deployed_node_against_its_own_backend_call(transport):
+    done = subprocess.run([sys.executable, '-m', 'seg_perception.tools.benchmark', 'latency', '--size', '180', '320',
+                           '--frames', '2', '--warmup', '1', '--transport', transport],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert f'{transport} transport, 2 of 2 frames answered' in out, out
+    node_ms = float(re.search(r'node end to end\s+median\s+(\d+\.\d)', out).group(1))
+    backend_ms = float(re.search(r'backend call\s+median\s+(\d+\.\d)', out).group(1))
+    ratio = float(re.search(r'ratio node / backend\s+(\d+\.\d+)', out).group(1))
+    assert 0 < backend_ms < node_ms and ratio == pytest.approx(node_ms / backend_ms, abs=2e-3), out
+    stages = dict(re.findall(r'([a-z][a-z ,/-]+) (-?\d+\.\d)', out.split('outside the backend call')[1]))
+    assert set(stages) >= {'camera message delivery', 'conversion', 'resize, upsampling, argmax', 'publish'}, out

@@ -5,7 +5,8 @@
     seg_bag replay drive.bag result.bag --start-pipeline # or with the nodes already running
     seg_bag replay drive.bag result.bag --start-pipeline --tasks semantic -p semantic_segmentation:input_height:=256
     seg_bag evaluate result.bag report/                  # report/report.md, report.json, *.png
-    seg_bag evaluate-fleet drives/ fleet_report/ --workers 4   # many bags on Ray, no nodes needed
+    seg_bag evaluate-fleet drives/ fleet_report/ --workers 4   # many bags on Ray, models run directly
+    seg_bag evaluate-fleet drives/ fleet_report/ --tasks semantic --through-nodes   # ... or through the nodes
 """
 from __future__ import annotations
 
@@ -83,30 +84,41 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
 
 def command_evaluate_fleet(args: argparse.Namespace) -> int:
-    from seg_models.configs import SemanticModelConfig, build_config
-    from seg_perception.evaluation.fleet import FleetSettings, fleet_bags, run_fleet, write_fleet_report
+    from seg_perception.evaluation.fleet import FleetSettings, fleet_bags, headline, run_fleet, write_fleet_report
+    from seg_perception.evaluation.fleet_worker import FleetModel
 
     bags = fleet_bags(args.bags)
     if not bags:
         raise FileNotFoundError(f'no bags in {" ".join(args.bags)}')
-    values = {name: value for name, value in dict(
-        architecture=args.architecture, checkpoint=args.checkpoint, label_set=args.label_set, backend=args.backend,
-        device=args.device, precision=args.precision).items() if value is not None}
-    model = build_config(SemanticModelConfig, values, **({'input_size': tuple(args.input_size)} if args.input_size
-                                                         else {}))
-    settings = FleetSettings(model=model, batch_size=args.batch_size, workers=args.workers,
-                             gpus_per_worker=args.gpus_per_worker, address=args.address,
-                             cache_dir=args.cache_dir or args.report / 'bag_results')
+    checkpoints = {'semantic_checkpoint': args.semantic_checkpoint, 'instance_checkpoint': args.instance_checkpoint}
+    model = FleetModel(tasks=tuple(args.tasks), config=args.config, overrides=tuple(args.param),
+                       checkpoints=tuple((name, path) for name, path in checkpoints.items() if path),
+                       predictor=args.predictor, through_nodes=args.through_nodes, batch_size=args.batch_size)
+    settings = FleetSettings(model=model, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                             address=args.address, cache_dir=args.cache_dir or args.report / 'bag_results',
+                             domain_id_base=args.domain_id_base)
     started = time.perf_counter()
     report = run_fleet(bags, settings)
     path = write_fleet_report(report, args.report)
-    overall = report.get('overall')
     cached = sum(row['cached'] for row in report['bags'])
-    scored = overall is not None and overall['miou'] is not None
-    figures = f'{overall["frames"]} frames, mIoU {100 * overall["miou"]:.1f}%' if scored else 'no frames scored'
+    overall = report.get('overall')
+    figures = f'{overall["frames"]} frames, {headline(overall)}' if overall else 'no frames scored'
     print(f'{len(report["bags"])} bags evaluated ({cached} from the cache), {len(report["errors"])} not; {figures}; '
           f'{time.perf_counter() - started:.1f} s; report: {path}')
     return 0
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    """The pipeline's tasks and parameters, as replay --start-pipeline and evaluate-fleet take them."""
+    parser.add_argument('--config', type=Path, default=None,
+                        help='parameter file of the pipeline\'s nodes (default: the package\'s config/driving.yaml)')
+    parser.add_argument('--semantic-checkpoint', default='')
+    parser.add_argument('--instance-checkpoint', default='')
+    parser.add_argument('--tasks', nargs='+', default=['semantic', 'instance'], choices=('semantic', 'instance'),
+                        help='the nodes (models) to run (default: both)')
+    parser.add_argument('-p', '--param', action='append', default=[], metavar='[NODE:]NAME:=VALUE',
+                        help='parameter override for the nodes (models); NODE: (semantic_segmentation, '
+                             'instance_segmentation) for one of them only')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -146,14 +158,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     replay.add_argument('--storage', default='mcap', choices=tuple(STORAGE_PLUGINS))
     replay.add_argument('--start-pipeline', action='store_true',
                         help='start the driving pipeline\'s nodes (config/driving.yaml, use_sim_time) for the replay')
-    replay.add_argument('--config', type=Path, default=None, help='parameter file for --start-pipeline')
-    replay.add_argument('--semantic-checkpoint', default='')
-    replay.add_argument('--instance-checkpoint', default='')
-    replay.add_argument('--tasks', nargs='+', default=['semantic', 'instance'], choices=('semantic', 'instance'),
-                        help='the nodes --start-pipeline starts (default: both)')
-    replay.add_argument('-p', '--param', action='append', default=[], metavar='[NODE:]NAME:=VALUE',
-                        help='parameter override for the started nodes; NODE: (semantic_segmentation, '
-                             'instance_segmentation) for one of them only')
+    add_pipeline_arguments(replay)
     replay.set_defaults(run=command_replay)
 
     evaluate = commands.add_parser('evaluate', help='result bag -> metrics and report')
@@ -172,10 +177,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                                                        'a local Ray on this machine')
     fleet.add_argument('--cache-dir', type=Path, default=None,
                        help='per-bag results, reused while bag and model are unchanged (default: REPORT/bag_results)')
-    fleet.add_argument('--batch-size', type=int, default=4)
-    for name in ('architecture', 'checkpoint', 'label-set', 'backend', 'device', 'precision'):
-        fleet.add_argument(f'--{name}', default=None, help='as the semantic node\'s parameter (default: its default)')
-    fleet.add_argument('--input-size', type=int, nargs=2, metavar=('HEIGHT', 'WIDTH'), default=None)
+    fleet.add_argument('--batch-size', type=int, default=4, help='frames per model call (direct mode)')
+    add_pipeline_arguments(fleet)
+    fleet.add_argument('--through-nodes', action='store_true',
+                       help='replay each bag through the pipeline\'s nodes (real DDS, one ROS domain id per worker) '
+                            'instead of running the models directly')
+    fleet.add_argument('--domain-id-base', type=int, default=100,
+                       help='--through-nodes: worker i uses ROS domain id BASE + i (default 100)')
+    fleet.add_argument('--predictor', default='model',
+                       help='model (default), or ground_truth_echo: answer with the ground truth (a perfect '
+                            'predictor, to check the path)')
     fleet.set_defaults(run=command_evaluate_fleet)
     return parser.parse_args(argv)
 

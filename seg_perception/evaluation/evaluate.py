@@ -55,6 +55,11 @@ class BagContents:
     overlay_outputs: dict[Key, dict[str, Any]] = field(default_factory=dict)  # their predictions and truth
 
 
+def frame_name(frame_prefix: str, key: Key) -> str:
+    """A frame's file name stem: the camera's prefix and the stamp (shared by a frame's topics)."""
+    return f'{frame_prefix}_{key[0]}_{key[1]:09d}'
+
+
 class Evaluation:
     """One camera of a result bag: its predictions scored against its ground truth. ``cityscapes``
     is shared by every camera of the bag (frame names carry the camera's prefix)."""
@@ -79,8 +84,7 @@ class Evaluation:
         self.scored: dict[str, int] = {'semantic': 0, 'instances': 0}
 
     def frame_name(self, key: Key) -> str:
-        """A frame's file name stem: the camera's prefix and the stamp (shared by a frame's topics)."""
-        return f'{self.topics.frame_prefix}_{key[0]}_{key[1]:09d}'
+        return frame_name(self.topics.frame_prefix, key)
 
     # --- reading ----------------------------------------------------------------------------------
     def read(self) -> None:

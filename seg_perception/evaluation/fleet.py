@@ -1,55 +1,51 @@
 """``seg_bag evaluate-fleet``: many bags evaluated in parallel on Ray, on this machine or a cluster.
 
-Each Ray worker is an actor holding one segmenter (the model is loaded once per worker, not per
-bag) and evaluates whole bags: it reads each camera's frames and semantic ground truth from a bag
-made by ``seg_bag make`` (or recorded with ground truth beside the camera), runs ``seg_models``
-on them in batches, with no DDS and no nodes, and returns per-camera confusion matrices. The driver
-merges them exactly (matrices summed, never per-bag scores averaged) into one report with a row
-per bag and per camera. A bag that cannot be read is reported and skipped; a worker that dies is
-restarted and its bag retried by Ray, and counted once; each bag's result is cached under its
-content hash and the model's settings, so a re-run after an interruption evaluates only what is
-missing. ``ray.init()`` starts a local Ray; ``--address`` joins a running cluster.
+Each Ray worker is an actor that evaluates bag after bag (``fleet_worker``): directly, with the
+models loaded once per worker and run on each bag's frames in batches (no DDS, no nodes), or,
+``--through-nodes``, by replaying each bag into the pipeline's nodes on a ROS domain id of its own.
+It returns per camera what merges exactly: the semantic confusion matrix and cityscapesscripts'
+instance matches. The driver merges them (matrices summed, matches pooled and ranked together for
+AP; never per-bag scores averaged) into one report with a row per bag and per camera. A bag that
+cannot be read is reported and skipped; a worker that dies is restarted and its bag retried by
+Ray, and counted once; each bag's result is cached under its content hash and the model's
+settings, so a re-run after an interruption evaluates only what is missing. ``ray.init()`` starts
+a local Ray; ``--address`` joins a running cluster.
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import hashlib
 import json
 import os
-import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from seg_models.configs import SemanticModelConfig
-from seg_models.labels import label_set_lookup
-from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag, read_messages
-from seg_perception.evaluation.datasets import GroundTruthInfo
-from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set
-from seg_perception.evaluation.metrics import confusion_matrix, scores_from_confusion
-from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb, output_msg_to_array
-from seg_perception.messages.topics import COMPRESSED_SUFFIX, GROUND_TRUTH_INFO, stamp_key
+from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag
+from seg_perception.evaluation.fleet_worker import FleetModel, Predictor, evaluate_bag, use_own_ros_domain
+from seg_perception.evaluation.metrics import instance_scores_from_matches, pooled_matches, scores_from_confusion
 
-CACHE_FORMAT = 1  # bump when a cached per-bag result changes meaning
+CACHE_FORMAT = 2  # bump when a cached per-bag result changes meaning
 # A file path: the first worker to find it missing creates it and dies, so the restart and the
 # retry of its bag can be checked with real Ray (the tests do).
 KILL_ONCE_ENV = 'SEG_BAG_FLEET_KILL_ONCE'
+PROGRESS_POLL_SEC = 0.5
 
 
 @dataclass(frozen=True)
 class FleetSettings:
-    """How the fleet is evaluated; every field but the Ray ones goes into each bag's cache key."""
+    """How the fleet is evaluated; ``model`` goes into each bag's cache key."""
 
-    model: SemanticModelConfig
-    batch_size: int = 4
+    model: FleetModel
     workers: int = 2
     gpus_per_worker: float = 0.0
     address: Optional[str] = None  # a running Ray cluster ("auto", "ray://host:10001"); None: local
     cache_dir: Optional[Path] = None
     retries: int = 2  # Ray restarts of a worker that died, and retries of its bag
+    domain_id_base: int = 100  # --through-nodes: worker i replays on ROS domain id base + i
 
 
 def fleet_bags(inputs: Sequence[str]) -> list[Path]:
@@ -81,98 +77,44 @@ def bag_content_hash(bag: Path) -> str:
     return digest.hexdigest()
 
 
-def model_key(settings: FleetSettings) -> dict:
-    """What a bag's result depends on besides the bag: the model's settings and weights."""
-    from seg_models.engine_cache import file_sha256
-
-    config = settings.model
-    checkpoint = file_sha256(Path(config.checkpoint)) if config.checkpoint else 'untrained'
-    return {'format': CACHE_FORMAT, 'model': json.loads(json.dumps(dataclasses.asdict(config), default=str)),
-            'checkpoint_sha256': checkpoint}
-
-
 def cache_path(cache_dir: Path, model: dict, bag_hash: str) -> Path:
-    """Where a bag's result under ``model`` (``model_key``) is kept."""
-    key = hashlib.sha256(json.dumps({'bag': bag_hash, **model}, sort_keys=True).encode()).hexdigest()
-    return cache_dir / f'{key[:24]}.json'
+    """Where a bag's result under ``model`` (``FleetModel.cache_key``) is kept."""
+    key = hashlib.sha256(json.dumps({'bag': bag_hash, 'format': CACHE_FORMAT, **model}, sort_keys=True).encode())
+    return cache_dir / f'{key.hexdigest()[:24]}.json'
 
 
-def camera_batches(bag: Path, camera, batch_size: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
-    """Batches of (RGB frame, semantic ground truth) of one camera, matched by stamp, in bag order;
-    a frame leaves memory as soon as its batch is scored."""
-    pending: dict[tuple, dict[str, np.ndarray]] = {}
-    batch = []
-    for topic, _, msg in read_messages(bag, [camera.camera, camera.ground_truth_semantic]):
-        key = stamp_key(msg.header)
-        if topic == camera.camera:
-            value = compressed_msg_to_rgb(msg) if topic.endswith(COMPRESSED_SUFFIX) else image_msg_to_rgb(msg)
-            pending.setdefault(key, {})['rgb'] = value
-        else:
-            pending.setdefault(key, {})['truth'] = output_msg_to_array(msg)
-        if len(pending[key]) == 2:
-            pair = pending.pop(key)
-            batch.append((pair['rgb'], pair['truth']))
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
-
-
-def evaluate_bag(bag: Path, segmenter, batch_size: int) -> dict:
-    """Per-camera confusion matrices of ``segmenter``'s answers against the bag's semantic ground
-    truth; ``{'bag', 'error'}`` when the bag cannot be evaluated."""
-    started = time.perf_counter()
+def camera_frame_count(bag: Path) -> int:
+    """Camera frames in ``bag`` by its metadata (0 where it cannot be read): the frames bar's share."""
     try:
         available = bag_topics(bag)
-        infos = [GroundTruthInfo.from_json(msg.data) for _, _, msg in read_messages(bag, [GROUND_TRUTH_INFO])] \
-            if GROUND_TRUTH_INFO in available else []
-        if not infos or not infos[0].has_semantic:
-            raise ValueError('the bag has no semantic ground truth (/ground_truth/info; made by `seg_bag make`?)')
-        id_space = infos[0].label_set
-        target = ground_truth_label_set(id_space)
-        lookup = label_set_lookup(segmenter.label_set, target)
-        cameras = {}
-        for camera in cameras_in_bag(available):
-            matrix, frames = np.zeros((target.num_classes, target.num_classes + 1), np.int64), 0
-            for batch in camera_batches(bag, camera, batch_size):
-                results = segmenter.segment([rgb for rgb, _ in batch])
-                for (_, truth), result in zip(batch, results):
-                    matrix += confusion_matrix(class_ids_of_ground_truth(truth, id_space), lookup[result.class_ids],
-                                               target.num_classes)
-                frames += len(batch)
-            cameras[camera.camera] = {'frames': frames, 'confusion': matrix.tolist()}
-    except Exception as error:  # any unreadable bag is reported, never aborts the fleet
-        return {'bag': str(bag), 'error': f'{type(error).__name__}: {error}'.splitlines()[0]}
-    return {'bag': str(bag), 'label_set': target.name, 'classes': target.names, 'cameras': cameras,
-            'seconds': time.perf_counter() - started}
+        return sum(available[camera.camera][1] for camera in cameras_in_bag(available))
+    except Exception:  # the worker reports what is wrong with the bag
+        return 0
 
 
 class BagEvaluator:
-    """A Ray worker: one segmenter, loaded once, evaluating bag after bag."""
+    """A Ray worker: evaluates bag after bag, its models loaded once (direct mode), its replays on a
+    ROS domain id of its own (through the nodes)."""
 
-    def __init__(self, model: SemanticModelConfig, batch_size: int) -> None:
-        from seg_models.semantic import create_semantic_segmenter
+    def __init__(self, model: FleetModel, domain_id: int) -> None:
+        if model.through_nodes:
+            use_own_ros_domain(domain_id)
+        self.model = model
+        self.predictor = Predictor(model)
 
-        self.segmenter = create_semantic_segmenter(model)
-        self.batch_size = batch_size
-
-    def evaluate(self, bag: str) -> dict:
+    def evaluate(self, bag: str, progress) -> dict:
+        """``bag``'s result; ``progress`` (a Ray queue) is told of the frames as they are evaluated."""
         marker = os.environ.get(KILL_ONCE_ENV)
         if marker and not Path(marker).exists():  # fault injection: this worker dies mid-fleet, once
             Path(marker).touch()
             os._exit(1)
-        return evaluate_bag(Path(bag), self.segmenter, self.batch_size)
+        return evaluate_bag(Path(bag), self.model, self.predictor, progress.put_nowait)
 
 
 def run_fleet(bags: Sequence[Path], settings: FleetSettings) -> dict:
     """Every bag's result (from the cache, or evaluated on Ray), merged; see ``merged``."""
-    import ray
-    from ray.util import ActorPool
-    from tqdm import tqdm
-
     results, to_evaluate, keys = {}, [], {}
-    model = model_key(settings) if settings.cache_dir is not None else {}
+    model = settings.model.cache_key() if settings.cache_dir is not None else {}
     for bag in bags:
         path = cache_path(settings.cache_dir, model, bag_content_hash(bag)) \
             if settings.cache_dir is not None and bag.exists() else None
@@ -181,58 +123,113 @@ def run_fleet(bags: Sequence[Path], settings: FleetSettings) -> dict:
             results[str(bag)] = {**json.loads(path.read_text()), 'cached': True}
         else:
             to_evaluate.append(str(bag))
-    if to_evaluate:
-        ray.init(address=settings.address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
-                 logging_level='ERROR', **({} if settings.address else {'num_cpus': max(1, settings.workers)}))
-        try:
-            worker = ray.remote(num_cpus=1, num_gpus=settings.gpus_per_worker, max_restarts=settings.retries,
-                                max_task_retries=settings.retries)(BagEvaluator)
-            pool = ActorPool([worker.remote(settings.model, settings.batch_size)
-                              for _ in range(min(settings.workers, len(to_evaluate)))])
-            progress = tqdm(total=len(to_evaluate), desc='bags', unit='bag')
-            for result in pool.map_unordered(lambda actor, bag: actor.evaluate.remote(bag), to_evaluate):
-                results[result['bag']] = result
-                frames = sum(camera['frames'] for camera in result.get('cameras', {}).values())
-                progress.set_postfix_str(f'{Path(result["bag"]).name}: {frames} frames')
-                progress.update()
-                path = keys[result['bag']]
-                if path is not None and 'error' not in result:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(json.dumps(result))
-            progress.close()
-        finally:
-            ray.shutdown()
+    for result in evaluate_on_ray(to_evaluate, settings):
+        results[result['bag']] = result
+        path = keys[result['bag']]
+        if path is not None and 'error' not in result:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result))
     return merged([results[str(bag)] for bag in bags])
 
 
+def evaluate_on_ray(bags: Sequence[str], settings: FleetSettings):
+    """Each bag's result as its worker finishes it, with progress bars over bags and frames."""
+    if not bags:
+        return
+    import ray
+    from ray.util import ActorPool
+    from ray.util.queue import Queue
+    from tqdm import tqdm
+
+    ray.init(address=settings.address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+             logging_level='ERROR', **({} if settings.address else {'num_cpus': max(1, settings.workers)}))
+    try:
+        progress = Queue(actor_options={'num_cpus': 0})
+        worker = ray.remote(num_cpus=1, num_gpus=settings.gpus_per_worker, max_restarts=settings.retries,
+                            max_task_retries=settings.retries)(BagEvaluator)
+        pool = ActorPool([worker.remote(settings.model, settings.domain_id_base + index)
+                          for index in range(min(settings.workers, len(bags)))])
+        for bag in bags:
+            pool.submit(lambda actor, path: actor.evaluate.remote(path, progress), bag)
+        bags_bar = tqdm(total=len(bags), desc='bags', unit='bag', position=0)
+        frames_bar = tqdm(total=sum(camera_frame_count(Path(bag)) for bag in bags), desc='frames', unit='frame',
+                          position=1)
+        while pool.has_next():
+            try:
+                result = pool.get_next_unordered(timeout=PROGRESS_POLL_SEC)
+            except TimeoutError:
+                result = None
+            frames_bar.update(sum(progress.get_nowait_batch(progress.qsize())))
+            if result is not None:
+                bags_bar.set_postfix_str(Path(result['bag']).name + (': not evaluated' if 'error' in result else ''))
+                bags_bar.update()
+                yield result
+        frames_bar.close()
+        bags_bar.close()
+    finally:
+        ray.shutdown()
+
+
+class PooledScores:
+    """Frames, the summed confusion matrix and the pooled instance matches of any number of cameras
+    of any number of bags: scored once, from everything added."""
+
+    def __init__(self) -> None:
+        self.frames, self.instance_frames = 0, 0
+        self.confusion: Optional[np.ndarray] = None
+        self.matches: dict = {}
+
+    def add(self, camera: dict, source: str) -> None:
+        """One camera's result of one bag (``fleet_worker.CameraScores``); ``source`` names it uniquely."""
+        self.frames += camera['frames']
+        if 'confusion' in camera:
+            matrix = np.array(camera['confusion'])
+            self.confusion = matrix if self.confusion is None else self.confusion + matrix
+        if camera.get('instance_frames'):
+            self.instance_frames += camera['instance_frames']
+            self.matches.update(pooled_matches({source: camera['matches']}))
+
+    def figures(self, classes: Optional[list[str]]) -> dict:
+        figures: dict = {'frames': self.frames}
+        if self.confusion is not None:
+            figures.update(scores_from_confusion(self.confusion, classes), confusion=self.confusion.tolist())
+        if self.instance_frames:
+            figures['instances'] = {'frames': self.instance_frames, **instance_scores_from_matches(self.matches)}
+        return figures
+
+
+def with_one_label_set(results: Sequence[dict]) -> list[dict]:
+    """``results`` where every bag's semantic ground truth is in the label set most bags use; a
+    bag in another one becomes an error (its matrix cannot be summed with theirs)."""
+    counts = Counter(result['label_set'] for result in results if 'label_set' in result)
+    if len(counts) < 2:
+        return list(results)
+    fleet_set = counts.most_common(1)[0][0]
+    return [{'bag': result['bag'], 'error': f'ground truth in label set {result["label_set"]}, the fleet\'s is '
+                                            f'{fleet_set}: evaluate such bags as a fleet of their own'}
+            if result.get('label_set', fleet_set) != fleet_set else result for result in results]
+
+
 def merged(results: Sequence[dict]) -> dict:
-    """One report from per-bag results: confusion matrices summed over bags (overall and per camera
-    topic), scored once; per-bag rows scored from their own matrices; errors listed."""
+    """One report from per-bag results: confusion matrices summed and instance matches pooled over
+    bags (overall and per camera topic), scored once; per-bag rows scored on their own; errors listed."""
+    results = with_one_label_set(results)
     good = [result for result in results if 'error' not in result]
-    if len({result['label_set'] for result in good}) > 1:
-        raise ValueError('the bags\' ground truth uses different label sets: '
-                         + ', '.join(sorted({result['label_set'] for result in good})))
+    label_sets = sorted({result['label_set'] for result in good if 'label_set' in result})
+    classes = next((result['classes'] for result in good if 'classes' in result), None)
     report = {'bags': [], 'cameras': {}, 'errors': [{'bag': r['bag'], 'error': r['error']} for r in results
                                                     if 'error' in r]}
-    overall = None
+    overall, cameras = PooledScores(), {}
     for result in good:
-        classes = result['classes']
-        bag_matrix = sum(np.array(camera['confusion']) for camera in result['cameras'].values())
-        frames = sum(camera['frames'] for camera in result['cameras'].values())
-        report['bags'].append({'bag': result['bag'], 'frames': frames, 'cached': result.get('cached', False),
-                               'seconds': result['seconds'], **scores_from_confusion(bag_matrix, classes),
-                               'confusion': bag_matrix.tolist()})
+        bag = PooledScores()
         for topic, camera in result['cameras'].items():
-            entry = report['cameras'].setdefault(topic, {'frames': 0, 'confusion': 0})
-            entry['frames'] += camera['frames']
-            entry['confusion'] = entry['confusion'] + np.array(camera['confusion'])
-        overall = bag_matrix if overall is None else overall + bag_matrix
-    for topic, entry in report['cameras'].items():
-        entry.update(scores_from_confusion(entry['confusion'], classes))
-        entry['confusion'] = entry['confusion'].tolist()
-    if overall is not None:
-        report['overall'] = {'frames': sum(row['frames'] for row in report['bags']), 'label_set': good[0]['label_set'],
-                             'confusion': overall.tolist(), **scores_from_confusion(overall, classes)}
+            for scores in (bag, overall, cameras.setdefault(topic, PooledScores())):
+                scores.add(camera, f'{result["bag"]}{topic}')
+        report['bags'].append({'bag': result['bag'], 'cached': result.get('cached', False),
+                               'seconds': result['seconds'], **bag.figures(classes)})
+    report['cameras'] = {topic: scores.figures(classes) for topic, scores in cameras.items()}
+    if good:
+        report['overall'] = {'label_set': label_sets[0] if label_sets else None, **overall.figures(classes)}
     return report
 
 
@@ -240,24 +237,35 @@ def write_fleet_report(report: dict, folder: Path) -> Path:
     """report.json and report.md (a row per bag and per camera, the overall figures, the errors)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'report.json').write_text(json.dumps(report, indent=1))
-
-    def percent(value: Optional[float]) -> str:
-        return '-' if value is None else f'{100 * value:.1f}%'
-
     lines = ['# Fleet evaluation', '']
     if 'overall' in report:
-        overall = report['overall']
-        lines += [f'{len(report["bags"])} bags, {overall["frames"]} frames, label set {overall["label_set"]}: '
-                  f'**mIoU {percent(overall["miou"])}**, pixel accuracy {percent(overall["pixel_accuracy"])} '
-                  f'(confusion matrices summed over every bag and camera).', '']
-    lines += ['| bag | frames | mIoU | pixel accuracy | seconds | |', '|---|---|---|---|---|---|']
-    lines += [f'| {row["bag"]} | {row["frames"]} | {percent(row["miou"])} | {percent(row["pixel_accuracy"])} | '
-              f'{row["seconds"]:.1f} | {"cached" if row["cached"] else ""} |' for row in report['bags']]
-    lines += ['', '| camera | frames | mIoU |', '|---|---|---|']
-    lines += [f'| {topic} | {entry["frames"]} | {percent(entry["miou"])} |'
-              for topic, entry in report['cameras'].items()]
+        lines += [f'{len(report["bags"])} bags, {report["overall"]["frames"]} frames: {headline(report["overall"])} '
+                  f'(confusion matrices summed and instance matches pooled over every bag and camera).', '']
+    lines += ['| bag | frames | mIoU | pixel accuracy | AP | AP50 | seconds | |', '|---|---|---|---|---|---|---|---|']
+    lines += [f'| {row["bag"]} | {row["frames"]} | {_percent(row.get("miou"))} | '
+              f'{_percent(row.get("pixel_accuracy"))} | {_percent(row.get("instances", {}).get("ap"))} | '
+              f'{_percent(row.get("instances", {}).get("ap50"))} | {row["seconds"]:.1f} | '
+              f'{"cached" if row["cached"] else ""} |' for row in report['bags']]
+    lines += ['', '| camera | frames | mIoU | AP |', '|---|---|---|---|']
+    lines += [f'| {topic} | {entry["frames"]} | {_percent(entry.get("miou"))} | '
+              f'{_percent(entry.get("instances", {}).get("ap"))} |' for topic, entry in report['cameras'].items()]
     if report['errors']:
         lines += ['', '## Bags not evaluated', '']
         lines += [f'- {error["bag"]}: {error["error"]}' for error in report['errors']]
     (folder / 'report.md').write_text('\n'.join(lines) + '\n')
     return folder / 'report.md'
+
+
+def headline(figures: dict) -> str:
+    """The scores of a report entry in a few words: mIoU (and pixel accuracy), AP."""
+    words = []
+    if figures.get('miou') is not None:
+        words.append(f'mIoU {_percent(figures["miou"])}, pixel accuracy {_percent(figures["pixel_accuracy"])}')
+    if 'instances' in figures:
+        words.append(f'AP {_percent(figures["instances"]["ap"])}, AP50 {_percent(figures["instances"]["ap50"])} '
+                     f'({figures["instances"]["frames"]} frames)')
+    return '; '.join(words) or 'nothing scored'
+
+
+def _percent(value: Optional[float]) -> str:
+    return '-' if value is None else f'{100 * value:.1f}%'

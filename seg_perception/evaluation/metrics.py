@@ -149,26 +149,57 @@ class CityscapesFiles:
                 'iiou': float(results['averageScoreInstClasses']) if has_instances else None,
                 'categories_iou': float(results['averageScoreCategories'])}
 
-    def instance_scores(self) -> dict:
+    def instance_matches(self) -> dict:
+        """cityscapesscripts' matching of every frame's predicted and ground-truth instances, as plain
+        JSON values: the matches of several evaluations pooled (``pooled_matches``) give the AP of
+        all their frames together (``instance_scores_from_matches``)."""
         import cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling as official
 
         _numpy2_compatible(official)
         missing = self._missing_ground_truth(self.instance_pairs)
         if missing:
             raise ValueError(f'{len(missing)} frames with instances have no instance ground truth, e.g. {missing[0]}')
-        args = official.args
-        args.quiet, args.JSONOutput = True, False
+        args = _instance_args(official)
         args.predictionPath = os.path.abspath(self.folder / 'pred')
         args.gtInstancesFile = str(self.folder / 'gtInstances.json')
         if os.path.exists(args.gtInstancesFile):
             os.remove(args.gtInstancesFile)
         predictions, ground_truths = zip(*self.instance_pairs)
         with _working_directory(self.folder):
-            results = official.evaluateImgLists(list(predictions), list(ground_truths), args)
-        averages = results['averages']
-        return {'ap': float(averages['allAp']), 'ap50': float(averages['allAp50%']),
-                'per_class': {name: {'ap': _number(values['ap']), 'ap50': _number(values['ap50%'])}
-                              for name, values in averages['classes'].items()}}
+            ground_truth_instances = official.getGtInstances(list(ground_truths), args)
+            matches = official.matchGtWithPreds(list(predictions), list(ground_truths), ground_truth_instances, args)
+        return json.loads(json.dumps(matches, default=lambda value: value.item()))
+
+    def instance_scores(self) -> dict:
+        return instance_scores_from_matches(self.instance_matches())
+
+
+def _instance_args(official_module):
+    """The official instance evaluation's settings, quiet, with its classes of interest."""
+    args = official_module.args
+    args.quiet, args.JSONOutput = True, False
+    official_module.setInstanceLabels(args)
+    return args
+
+
+def pooled_matches(matches_by_source: dict[str, dict]) -> dict:
+    """Instance matches of several evaluations (e.g. bags) in one dict, each frame named after its
+    source so frames of different sources never collide."""
+    return {f'{source}/{frame}': match for source, matches in matches_by_source.items()
+            for frame, match in matches.items()}
+
+
+def instance_scores_from_matches(matches: dict) -> dict:
+    """AP and AP50, overall and per class, from cityscapesscripts' instance matches (of one
+    evaluation, or pooled over many: the predictions of every frame ranked together)."""
+    import cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling as official
+
+    _numpy2_compatible(official)
+    args = _instance_args(official)
+    averages = official.computeAverages(official.evaluateMatches(matches, args), args)
+    return {'ap': float(averages['allAp']), 'ap50': float(averages['allAp50%']),
+            'per_class': {name: {'ap': _number(values['ap']), 'ap50': _number(values['ap50%'])}
+                          for name, values in averages['classes'].items()}}
 
 
 def _number(value: float) -> Optional[float]:

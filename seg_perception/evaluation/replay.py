@@ -145,9 +145,10 @@ def _wait_for_nodes(recorder: Recorder, settings: ReplaySettings, cameras: Seque
 
 
 def replay(settings: ReplaySettings, check_alive=lambda: None,
-           started_outputs: Optional[Sequence[str]] = None) -> ReplaySummary:
+           started_outputs: Optional[Sequence[str]] = None, on_frame=lambda: None) -> ReplaySummary:
     """Replay ``settings.bag`` into the running nodes; write the result bag; ``check_alive`` raises
-    when nodes this process started have died; ``started_outputs`` are their outputs, all awaited."""
+    when nodes this process started have died; ``started_outputs`` are their outputs, all awaited;
+    ``on_frame`` is called after each camera frame is answered (or given up on)."""
     available = require_topics(settings.bag, [])
     cameras = cameras_in_bag(available, settings.camera_topics)
     camera_types = {camera.camera: message_class(available[camera.camera][0]) for camera in cameras}
@@ -160,7 +161,7 @@ def replay(settings: ReplaySettings, check_alive=lambda: None,
             recorder = Recorder(cameras, camera_types, writer)
             waited = _wait_for_nodes(recorder, settings, cameras, started_outputs, check_alive)
             spin_until(recorder, lambda: False, 1.0)  # let the subscriptions match
-            last_stamp = _publish_frames(recorder, settings, waited, frame_count, summary, check_alive)
+            last_stamp = _publish_frames(recorder, settings, waited, frame_count, summary, check_alive, on_frame)
             _final_diagnostics(recorder, last_stamp, check_alive)
             for camera, topics in waited.items():
                 for topic in topics:
@@ -195,7 +196,7 @@ def _final_diagnostics(recorder: Recorder, last_stamp: Optional[Time], check_ali
 
 
 def _publish_frames(recorder: Recorder, settings: ReplaySettings, waited: dict[str, list[str]], frame_count: int,
-                    summary: ReplaySummary, check_alive) -> Optional[Time]:
+                    summary: ReplaySummary, check_alive, on_frame) -> Optional[Time]:
     """Publish every camera frame (and /clock) as the settings say; returns the last frame's stamp."""
     pace_origin = None  # (wall time, bag time) of the first camera frame: the recorded rate counts from it
     last_stamp = None
@@ -224,6 +225,7 @@ def _publish_frames(recorder: Recorder, settings: ReplaySettings, waited: dict[s
             spin_until(recorder, lambda: all(key in recorder.received[t] for t in waited[topic]),
                        settings.frame_timeout_sec, check_alive)
         progress.update()
+        on_frame()
     progress.close()
     # Recorded rate: the last frames' outputs are still on their way.
     spin_until(recorder, lambda: all(len(recorder.received[t]) >= summary.cameras[camera]
@@ -239,6 +241,23 @@ def pipeline_nodes(tasks: Sequence[str]) -> list:
         raise ValueError(f'unknown task {", ".join(sorted(unknown))}; the pipeline has '
                          f'{", ".join(node.task for node in DRIVING_PIPELINE)}')
     return [node for node in DRIVING_PIPELINE if node.task in tasks]
+
+
+def scoped_overrides(overrides: Sequence[str]) -> dict[str, list[str]]:
+    """Per pipeline node, its ``NAME:=VALUE`` overrides: ``NAME:=VALUE`` goes to every node,
+    ``NODE:NAME:=VALUE`` to that node only; a malformed override or unknown node is refused."""
+    scoped: dict[str, list[str]] = {node.name: [] for node in DRIVING_PIPELINE}
+    for override in overrides:
+        name, separator, value = override.partition(':=')
+        node, _, parameter = name.rpartition(':')
+        if not separator or not parameter:
+            raise ValueError(f'parameter override {override!r} is not NAME:=VALUE or NODE:NAME:=VALUE')
+        if node and node not in scoped:
+            raise ValueError(f'parameter override {override!r} names node {node!r}; the pipeline\'s nodes are '
+                             f'{", ".join(scoped)}')
+        for target in ([node] if node else scoped):
+            scoped[target].append(f'{parameter}:={value}')
+    return scoped
 
 
 def start_pipeline_commands(config: Path, cameras: Sequence[CameraBagTopics], overrides: list[str],
@@ -257,17 +276,7 @@ def start_pipeline_commands(config: Path, cameras: Sequence[CameraBagTopics], ov
         camera_topic = cameras[0].camera
         settings.append(f'cameras:=[{", ".join(camera.camera for camera in cameras)}]')
     nodes = pipeline_nodes(tasks)
-    scoped = {node.name: [] for node in DRIVING_PIPELINE}
-    for override in overrides:
-        name, separator, value = override.partition(':=')
-        node, _, parameter = name.rpartition(':')
-        if not separator or not parameter:
-            raise ValueError(f'parameter override {override!r} is not NAME:=VALUE or NODE:NAME:=VALUE')
-        if node and node not in scoped:
-            raise ValueError(f'parameter override {override!r} names node {node!r}; the pipeline\'s nodes are '
-                             f'{", ".join(scoped)}')
-        for target in ([node] if node else scoped):
-            scoped[target].append(f'{parameter}:={value}')
+    scoped = scoped_overrides(overrides)
     commands = []
     for node in nodes:
         checkpoint = checkpoints.get(node.checkpoint_argument)

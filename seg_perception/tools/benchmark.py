@@ -1,15 +1,21 @@
 """Benchmarks of the node around the model, printed as ratios measured side by side in one run.
 
-    python -m seg_perception.tools.benchmark latency      # node end to end vs the bare backend call
+    python -m seg_perception.tools.benchmark latency      # node end to end vs its backend call
     python -m seg_perception.tools.benchmark conversion   # camera message -> RGB, ms per megapixel
     python -m seg_perception.tools.benchmark postprocess  # Mask R-CNN: paste + crop + message vs the model
     python -m seg_perception.tools.benchmark cameras      # N cameras: one node vs N single-camera nodes
     python -m seg_perception.tools.benchmark fleet --source ../shared/data/camvid_seq05vd   # Ray: 1 vs 2 workers
 
-``latency`` starts the semantic node in its own process (as launch does) and, alternating frame by
-frame on the same camera frames, times (a) the bare backend call on the preprocessed batch in this
-process and (b) image published -> class-id image received from the node. Their ratio is what the
-node costs on top of the model: DDS both ways, conversion, resizing, message fill.
+``latency`` starts the semantic node as deployed (its own process, as launch does, with
+config/driving.yaml) and sends it one camera frame at a time: image published -> class-id image
+received, against the backend call the node timed for that very frame in its own process
+(FrameTiming.backend_ms); medians. Their ratio is what the node costs on top of the network; the
+rest is split into the camera message's delivery, queue, conversion, resizing / upsampling /
+argmax, publishing and the class-id image's delivery. ``--size 2160 3840`` with ``--transport
+compressed`` or ``--default-dds`` shows what a 4K camera's message costs and what helps.
+
+``postprocess`` times Mask R-CNN as deployed (median of 5 calls) against thresholding, pasting,
+cropping and the message fill of its detections (median of ``--repeats``).
 
 ``cameras`` feeds 1, 2 and 4 cameras at 30 Hz (best effort, as live cameras publish) into one
 semantic node serving all of them and, in the same run, into as many single-camera nodes; it
@@ -19,11 +25,13 @@ received) p50/p95, the resident memory of the node processes, and the ratios.
 ``fleet`` makes 8 small bags from a labelled image folder and evaluates them with
 ``seg_bag evaluate-fleet``'s code on a local Ray, with 1 and then 2 workers, end to end (Ray's
 start and each worker's model load included, as a user waits for them): frames per second and the
-ratio.
+ratio; then Ray Data over frames (``tools/fleet_ray_data.py``) with 2 workers beside the task per
+bag, with the ratio and a check that both give the same confusion matrix.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
@@ -35,24 +43,23 @@ import cv2
 import numpy as np
 import rclpy
 from rclpy.node import Node
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from seg_perception_msgs.msg import FrameTiming
 from std_msgs.msg import Header
 
-from seg_models.configs import BackendSettings, InstanceFilter, InstanceModelConfig, SemanticModelConfig
 from seg_models.frame_sources import SYNTHETIC, open_frames
-from seg_models.instance import create_instance_segmenter
-from seg_models.semantic import create_semantic_segmenter
-from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE
+from seg_models.package_data import data_path
+from seg_perception.bringup.driving_pipeline import CONFIG_PATH, DRIVING_PIPELINE
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import (CAMERA_ENCODINGS, array_to_image_msg, compressed_msg_to_rgb,
                                             image_msg_to_rgb)
 from seg_perception.messages.instances import instances_to_msg
-from seg_perception.messages.topics import (OUTPUT_QOS, PROCESSING_TIME_OUTPUT, SEMANTIC_NODE, SEMANTIC_OUTPUT,
-                                            SEMANTIC_PREDICTION, camera_output_topic, private_topic, stamp_key,
-                                            stamp_latency_ms)
+from seg_perception.messages.topics import (COMPRESSED_SUFFIX, OUTPUT_QOS, PROCESSING_TIME_OUTPUT, SEMANTIC_NODE,
+                                            SEMANTIC_OUTPUT, SEMANTIC_PREDICTION, TRANSPORT_CHOICES,
+                                            camera_output_topic, private_topic, stamp_key, stamp_latency_ms)
 
 CAMERA_TOPIC = '/benchmark/image_raw'
 
@@ -92,60 +99,117 @@ def conversion_costs(rgb: np.ndarray, repeats: int) -> list[tuple[str, float]]:
 
 
 class LatencyProbe(Node):
-    def __init__(self) -> None:
+    """Publishes one camera frame at a time and waits for its class-id image; keeps the node's own
+    FrameTiming of every frame and its backend from /diagnostics."""
+
+    def __init__(self, transport: str) -> None:
         super().__init__('latency_benchmark')
-        self.camera = self.create_publisher(Image, CAMERA_TOPIC, OUTPUT_QOS)
+        message_type, topic = (CompressedImage, CAMERA_TOPIC + COMPRESSED_SUFFIX) if transport == 'compressed' \
+            else (Image, CAMERA_TOPIC)
+        self.camera = self.create_publisher(message_type, topic, OUTPUT_QOS)
         self.arrivals: dict[tuple[int, int], float] = {}
-        self.timings: list[FrameTiming] = []
+        self.timings: dict[tuple[int, int], FrameTiming] = {}
+        self.backend = ''
         self.create_subscription(Image, SEMANTIC_PREDICTION, self._on_labels, OUTPUT_QOS)
         self.create_subscription(FrameTiming, private_topic(SEMANTIC_NODE, PROCESSING_TIME_OUTPUT),
-                                 self.timings.append, OUTPUT_QOS)
+                                 lambda msg: self.timings.__setitem__(stamp_key(msg.header), msg), OUTPUT_QOS)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
 
     def _on_labels(self, msg: Image) -> None:
         self.arrivals[stamp_key(msg.header)] = time.perf_counter()
 
-    def round_trip_ms(self, msg: Image, processes: NodeProcesses, timeout: float = 120.0) -> float:
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            values = {entry.key: entry.value for entry in status.values}
+            if 'backend' in values:
+                self.backend = f'{values["backend"]} on {values.get("device", "?")} ({values.get("precision", "?")})'
+
+    def round_trip(self, msg, processes: NodeProcesses, timeout: float) -> Optional[tuple[float, FrameTiming]]:
+        """(published -> class-id image received in ms, the node's timing of it); None when no
+        answer came within ``timeout`` (a frame lost on the way)."""
         msg.header.stamp = self.get_clock().now().to_msg()
         key = stamp_key(msg.header)
         started = time.perf_counter()
         self.camera.publish(msg)
-        if not spin_until(self, lambda: key in self.arrivals, timeout, processes.check_alive):
-            raise TimeoutError('the node sent no class-id image back')
-        return (self.arrivals.pop(key) - started) * 1e3
+        if not spin_until(self, lambda: key in self.arrivals and key in self.timings, timeout,
+                          processes.check_alive):
+            return None
+        return (self.arrivals.pop(key) - started) * 1e3, self.timings.pop(key)
 
 
-def node_latency(frames: list[np.ndarray], checkpoint: str, warmup: int
-                 ) -> tuple[list[float], list[float], list[FrameTiming], str]:
-    """(bare backend ms, node end-to-end ms, the node's own stage timings, backend description),
-    alternating per frame."""
-    # The node's own defaults (no parameter file) with ONNX Runtime, here and in the node process.
-    segmenter = create_semantic_segmenter(SemanticModelConfig(checkpoint=checkpoint,
-                                                              deployment=BackendSettings(backend='onnxruntime')))
+@dataclass(frozen=True)
+class NodeLatency:
+    """One latency run: per answered frame its round trip and the node's own timing of it."""
+
+    round_trips_ms: list[float]
+    timings: list[FrameTiming]
+    lost: int  # frames sent that never came back
+    backend: str
+
+
+def node_latency(frames: list[np.ndarray], checkpoint: str, warmup: int, transport: str,
+                 answer_timeout: float) -> NodeLatency:
+    """The semantic node as deployed (config/driving.yaml; only the checkpoint and the transport
+    overridden), one frame at a time: image published -> class-id image received, and the node's
+    FrameTiming of that frame (its backend call timed in the node's own process)."""
     semantic_node = next(node for node in DRIVING_PIPELINE if node.name == SEMANTIC_NODE)
-    overrides = ['backend:=onnxruntime', 'input_reliability:=reliable'] + ([f'checkpoint:={checkpoint}']
-                                                                           if checkpoint else [])
+    overrides = [f'input_transport:={transport}'] + ([f'checkpoint:={checkpoint}'] if checkpoint else [])
     rclpy.init()
-    probe = LatencyProbe()
-    bare, end_to_end = [], []
+    probe = LatencyProbe(transport)
+    round_trips, timings, lost = [], [], 0
     try:
-        with NodeProcesses([node_command(semantic_node, CAMERA_TOPIC, overrides=overrides)]) as processes:
+        command = node_command(semantic_node, CAMERA_TOPIC, config=data_path(CONFIG_PATH), overrides=overrides)
+        with NodeProcesses([command]) as processes:
             if not spin_until(probe, lambda: probe.camera.get_subscription_count() > 0, 300, processes.check_alive):
                 raise TimeoutError('the node never subscribed to the camera')
-            messages = [array_to_image_msg(frame, 'rgb8', Header(frame_id='camera')) for frame in frames]
+            messages = [camera_message(frame, transport) for frame in frames]
             for index in range(warmup + len(frames)):
-                frame, msg = frames[index % len(frames)], messages[index % len(messages)]
-                batch = segmenter.transform.batch([frame])
-                started = time.perf_counter()
-                segmenter.backend.infer(batch)
-                bare_ms = (time.perf_counter() - started) * 1e3
-                node_ms = probe.round_trip_ms(msg, processes)
-                if index >= warmup:
-                    bare.append(bare_ms)
-                    end_to_end.append(node_ms)
+                answer = probe.round_trip(messages[index % len(messages)], processes,
+                                          300 if index < warmup else answer_timeout)
+                if index < warmup:
+                    continue
+                if answer is None:
+                    lost += 1
+                else:
+                    round_trips.append(answer[0])
+                    timings.append(answer[1])
     finally:
         probe.destroy_node()
         rclpy.try_shutdown()
-    return bare, end_to_end, probe.timings[warmup:], segmenter.backend.describe()
+    return NodeLatency(round_trips, timings, lost, probe.backend)
+
+
+def camera_message(frame: np.ndarray, transport: str):
+    """The frame as a camera driver publishes it: rgb8 Image, or JPEG CompressedImage (image_transport's format)."""
+    if transport == 'compressed':
+        return CompressedImage(header=Header(frame_id='camera'), format='rgb8; jpeg compressed bgr8',
+                               data=cv2.imencode('.jpg', cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1].tobytes())
+    return array_to_image_msg(frame, 'rgb8', Header(frame_id='camera'))
+
+
+def print_node_latency(run: NodeLatency, size: tuple[int, int], transport: str) -> None:
+    """Medians over the answered frames; where the time outside the backend call went."""
+    def median(values) -> float:
+        return statistics.median(values) if values else math.nan
+
+    timings = run.timings
+    outside = {
+        'camera message delivery': [t.latency_ms - t.queue_ms - t.conversion_ms - t.inference_ms - t.publish_ms
+                                    for t in timings],
+        'queue': [t.queue_ms for t in timings],
+        'conversion': [t.conversion_ms for t in timings],
+        'resize, upsampling, argmax': [t.inference_ms - t.backend_ms for t in timings],
+        'publish': [t.publish_ms for t in timings],
+        'class-id image delivery': [trip - t.latency_ms for trip, t in zip(run.round_trips_ms, timings)]}
+    node_ms, backend_ms = median(run.round_trips_ms), median([t.backend_ms for t in timings])
+    height, width = size
+    print(f'semantic node as deployed (config/driving.yaml), {width}x{height} camera, {transport} transport, '
+          f'{len(timings)} of {len(timings) + run.lost} frames answered, {run.backend}')
+    print(f'node end to end      median {node_ms:8.1f} ms   (image published -> class-id image received)')
+    print(f'backend call         median {backend_ms:8.1f} ms   (the network alone, timed in the node process)')
+    print(f'ratio node / backend        {node_ms / backend_ms:8.3f}   (target <= 1.10 for cameras up to 2048x1024)')
+    print('outside the backend call (medians, ms): ' + ', '.join(
+        f'{stage} {median(values):.1f}' for stage, values in outside.items()))
 
 
 # (width, height) of instances in a busy 1024x2048 Cityscapes frame, far pedestrians to a close car.
@@ -165,22 +229,25 @@ def with_cityscapes_sized_boxes(outputs: dict[str, np.ndarray], count: int, scal
     return outputs
 
 
+MODEL_REPEATS = 5  # Mask R-CNN calls timed for the model's median (seconds each on a CPU)
+
+
 def instance_postprocess_share(frame: np.ndarray, instances: int, checkpoint: str, repeats: int
-                               ) -> tuple[float, dict[str, tuple[float, int, float]]]:
-    """Model ms, and per box population (the model's own boxes; Cityscapes-sized boxes) the
-    post-processing ms, instances kept and mean box area, for Mask R-CNN at the frame's size: the
-    backend call vs thresholding, pasting, cropping and filling the message for ``instances``
-    detections of that very call."""
-    height, width = frame.shape[:2]
-    config = InstanceModelConfig(checkpoint=checkpoint, input_size=(height, width),
-                                 deployment=BackendSettings(backend='onnxruntime', max_batch=1),
-                                 max_detections=max(100, instances),
-                                 selection=InstanceFilter(score_threshold=0.0, max_instances=instances))
-    segmenter = create_instance_segmenter(config)
+                               ) -> tuple[float, str, dict[str, tuple[float, int, float]]]:
+    """Model ms (median of MODEL_REPEATS backend calls), the backend, and per box population (the
+    model's own boxes; Cityscapes-sized boxes) the post-processing ms (median of ``repeats``),
+    instances kept and mean box area: Mask R-CNN as deployed (config/driving.yaml; every detection
+    kept up to ``instances``) on a camera frame of the frame's size, the backend call vs
+    thresholding, pasting, cropping and filling the message for the detections of that call."""
+    from seg_perception.evaluation.fleet_worker import FleetModel
+
+    overrides = ('score_threshold:=0.0', f'max_instances:={instances}') + \
+        ((f'checkpoint:={checkpoint}',) if checkpoint else ())
+    segmenter = FleetModel(tasks=('instance',), overrides=overrides).segmenter('instance')
     segmenter.infer_raw([frame])  # warm-up
-    started = time.perf_counter()
+    model_ms = _median_ms(lambda: segmenter.infer_raw([frame]), MODEL_REPEATS)
     outputs = segmenter.infer_raw([frame])
-    model_ms = (time.perf_counter() - started) * 1e3
+    height, width = segmenter.transform.network_size(frame.shape[:2])  # boxes come in network pixels
 
     def postprocess(raw):
         result = segmenter.results(raw, [frame])[0]
@@ -194,7 +261,7 @@ def instance_postprocess_share(frame: np.ndarray, instances: int, checkpoint: st
         areas = [roi[2] * roi[3] for roi in (instance.roi for instance in result.instances)]
         rows[name] = (_median_ms(lambda: postprocess(raw), repeats), len(result.instances),
                       float(np.mean(areas or [0])))
-    return model_ms, rows
+    return model_ms, segmenter.backend.describe(), rows
 
 
 CAMERA_COUNTS = (1, 2, 4)
@@ -298,31 +365,43 @@ def camera_scaling(frame: np.ndarray, counts: tuple[int, ...], overrides: list[s
 
 def fleet_scaling(source: Path, bags: int, frames_per_bag: int, network_size: tuple[int, int],
                   worker_counts: tuple[int, ...] = (1, 2)) -> None:
-    """Frames per second of a fleet evaluation of ``bags`` bags with each worker count, and the ratio."""
+    """Frames per second of a fleet evaluation of ``bags`` bags with each worker count, and the
+    ratio; then, with the most workers, Ray Data over frames beside the per-bag actors."""
     import tempfile
 
-    from seg_models.configs import build_config
     from seg_perception.evaluation.datasets import open_dataset
     from seg_perception.evaluation.fleet import FleetSettings, run_fleet
+    from seg_perception.evaluation.fleet_worker import FleetModel
     from seg_perception.evaluation.make_bag import make_bag
+    from seg_perception.tools.fleet_ray_data import ray_data_confusion
 
-    model = build_config(SemanticModelConfig, {'label_set': open_dataset(source).info.label_set or 'camvid',
-                                               'backend': 'pytorch'}, input_size=network_size)
+    label_set = open_dataset(source).info.label_set or 'camvid'
+    model = FleetModel(tasks=('semantic',), overrides=(
+        f'input_height:={network_size[0]}', f'input_width:={network_size[1]}', 'backend:=pytorch',
+        f'semantic_segmentation:label_set:={label_set}'))
     with tempfile.TemporaryDirectory(prefix='fleet_bench_') as folder:
         paths = []
         for index in range(bags):
             paths.append(Path(folder) / f'drive_{index}.bag')
             make_bag([open_dataset(source, max_frames=frames_per_bag)], paths[-1])
-        rates = {}
+        rates, reports = {}, {}
         for workers in worker_counts:
             started = time.perf_counter()
-            report = run_fleet(paths, FleetSettings(model=model, workers=workers, cache_dir=None))
+            reports[workers] = run_fleet(paths, FleetSettings(model=model, workers=workers, cache_dir=None))
             elapsed = time.perf_counter() - started
-            rates[workers] = report['overall']['frames'] / elapsed
-            print(f'{workers} worker(s): {report["overall"]["frames"]} frames of {bags} bags in {elapsed:.1f} s = '
-                  f'{rates[workers]:.2f} frames/s (mIoU {100 * report["overall"]["miou"]:.1f}%)')
-    most, fewest = worker_counts[-1], worker_counts[0]
-    print(f'{most} workers / {fewest}: {rates[most] / rates[fewest]:.2f}x ({os.cpu_count()} CPU cores)')
+            rates[workers] = reports[workers]['overall']['frames'] / elapsed
+            print(f'{workers} worker(s), a task per bag: {reports[workers]["overall"]["frames"]} frames of {bags} bags '
+                  f'in {elapsed:.1f} s = {rates[workers]:.2f} frames/s '
+                  f'(mIoU {100 * reports[workers]["overall"]["miou"]:.1f}%)')
+        most, fewest = worker_counts[-1], worker_counts[0]
+        print(f'{most} workers / {fewest}: {rates[most] / rates[fewest]:.2f}x ({os.cpu_count()} CPU cores)')
+        started = time.perf_counter()
+        matrix, frames = ray_data_confusion(paths, model, most)
+        elapsed = time.perf_counter() - started
+        same = np.array_equal(matrix, np.array(reports[most]['overall']['confusion']))
+        print(f'{most} workers, Ray Data over frames: {frames} frames in {elapsed:.1f} s = {frames / elapsed:.2f} '
+              f'frames/s (confusion matrix {"equal to" if same else "DIFFERENT from"} the per-bag run\'s)')
+        print(f'a task per bag / Ray Data over frames, {most} workers: {rates[most] / (frames / elapsed):.2f}x')
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -340,20 +419,29 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument('--network-size', type=int, nargs=2, default=(512, 1024), metavar=('HEIGHT', 'WIDTH'),
                         help='cameras, fleet: network input (default 512 1024, as config/driving.yaml)')
     parser.add_argument('--window', type=float, default=20.0, help='cameras: seconds measured per setup')
+    parser.add_argument('--transport', choices=TRANSPORT_CHOICES, default='raw',
+                        help='latency: camera frames as rgb8 Images or JPEG CompressedImages')
+    parser.add_argument('--answer-timeout', type=float, default=30.0,
+                        help='latency: seconds after which a frame counts as lost')
+    parser.add_argument('--default-dds', action='store_true',
+                        help="publish camera frames with Fast DDS's defaults instead of the large-message "
+                             'profile (64 MiB shared-memory segments) this benchmark uses otherwise')
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
-    use_large_images_profile(os.environ, LOCALHOST_PROFILE)  # best-effort camera frames of any size arrive
+    if not args.default_dds:
+        use_large_images_profile(os.environ, LOCALHOST_PROFILE)  # best-effort camera frames of any size arrive
     if args.what == 'fleet':
         fleet_scaling(Path(args.source), bags=8, frames_per_bag=args.frames, network_size=tuple(args.network_size))
         return
     height, width = args.size or ((1024, 2048) if args.what == 'postprocess' else (720, 1280))
     frames = camera_frames(args.source, args.frames, height, width)
     if args.what == 'postprocess':
-        model_ms, rows = instance_postprocess_share(frames[0], args.instances, args.checkpoint, args.repeats)
-        print(f'Mask R-CNN at {width}x{height}, ONNX Runtime CPU: model (backend call) {model_ms:.1f} ms')
+        model_ms, backend, rows = instance_postprocess_share(frames[0], args.instances, args.checkpoint, args.repeats)
+        print(f'Mask R-CNN as deployed (config/driving.yaml), {width}x{height} camera, {backend}: model (backend '
+              f'call) median of {MODEL_REPEATS} {model_ms:.1f} ms')
         print('post-processing = threshold, paste, crop, message fill; median of', args.repeats)
         for name, (post_ms, kept, area) in rows.items():
             print(f'  {name:<24} {kept:3d} instances, mean box {area:7.0f} px: {post_ms:7.1f} ms = '
@@ -373,17 +461,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         for name, cost in conversion_costs(frames[0], args.repeats):
             print(f'{name:<22} {cost:>18.2f}')
         return
-    bare, end_to_end, timings, backend = node_latency(frames, args.checkpoint, args.warmup)
-    bare_ms, node_ms = statistics.median(bare), statistics.median(end_to_end)
-    print(f'semantic node vs bare backend call, {width}x{height}, {len(bare)} frames, {backend}')
-    print(f'bare backend call   median {bare_ms:8.1f} ms')
-    print(f'node end to end     median {node_ms:8.1f} ms   (image published -> class-id image received)')
-    print(f'ratio node / bare          {node_ms / bare_ms:8.3f}   (target <= 1.10)')
-    if timings:
-        stages = ('queue_ms', 'conversion_ms', 'inference_ms', 'publish_ms')
-        print('inside the node (medians, ms): ' + ', '.join(
-            f'{stage[:-3]} {statistics.median(getattr(timing, stage) for timing in timings):.1f}' for stage in stages))
-
+    run = node_latency(frames, args.checkpoint, args.warmup, args.transport, args.answer_timeout)
+    print_node_latency(run, (height, width), args.transport)
 
 if __name__ == '__main__':
     main()

@@ -1,0 +1,315 @@
+"""One bag of a fleet, evaluated where a Ray worker runs it: directly or through real nodes.
+
+* Directly (the default): the bag's camera frames and ground truth are read in stamp order and the
+  models of the asked tasks (built from the driving pipeline's parameter file, as the nodes would
+  build them) run on them in batches: no DDS, no nodes. A perfect predictor
+  (``ground_truth_echo``) answers with the ground truth itself, to check the path.
+* Through the nodes (``through_nodes``): the bag is replayed into the pipeline's nodes, started on
+  a ROS domain id of the worker's own so that workers never see each other, and the result bag is
+  scored as ``seg_bag evaluate`` scores it.
+
+Either way a bag's result holds, per camera, what merges exactly over a fleet: the semantic
+confusion matrix, and cityscapesscripts' instance matches (pooled for AP over every bag).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import yaml
+
+from seg_models.engine_cache import file_sha256
+from seg_models.instance_postprocess import InstanceResult
+from seg_models.labels import LabelSet, cityscapes_things, label_set_lookup
+from seg_perception.bringup.driving_pipeline import CONFIG_PATH
+from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag, read_messages
+from seg_perception.evaluation.datasets import GroundTruthInfo
+from seg_perception.evaluation.evaluate import Evaluation, frame_name
+from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set, instances_of
+from seg_perception.evaluation.metrics import CityscapesFiles, confusion_matrix
+from seg_perception.evaluation.replay import (TASKS, ReplaySettings, pipeline_nodes, replay, scoped_overrides,
+                                              start_pipeline_commands)
+from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
+from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb, output_msg_to_array
+from seg_perception.messages.topics import COMPRESSED_SUFFIX, GROUND_TRUTH_INFO, CameraBagTopics, stamp_key
+
+PREDICTORS = ('model', 'ground_truth_echo')
+Progress = Callable[[int], None]  # told the number of camera frames just evaluated
+
+
+@dataclass(frozen=True)
+class FleetModel:
+    """What answers the bags' frames, and how: the same parameter file and overrides as
+    ``seg_bag replay --start-pipeline`` (config/driving.yaml by default)."""
+
+    tasks: tuple[str, ...] = TASKS
+    config: Optional[Path] = None  # a ROS 2 parameter file; None: the package's config/driving.yaml
+    overrides: tuple[str, ...] = ()  # [NODE:]NAME:=VALUE, as replay's -p
+    checkpoints: tuple[tuple[str, str], ...] = ()  # (semantic_checkpoint | instance_checkpoint, path)
+    predictor: str = 'model'  # or ground_truth_echo: answers with the ground truth (direct mode only)
+    through_nodes: bool = False
+    batch_size: int = 4  # frames per model call (direct mode)
+
+    def __post_init__(self) -> None:
+        if self.predictor not in PREDICTORS:
+            raise ValueError(f'unknown predictor {self.predictor!r}; one of {", ".join(PREDICTORS)}')
+        if self.through_nodes and self.predictor != 'model':
+            raise ValueError('--through-nodes replays into the pipeline\'s nodes: it takes no --predictor')
+        pipeline_nodes(self.tasks)  # unknown tasks are refused here
+        scoped_overrides(list(self.overrides))  # and malformed overrides
+
+    @property
+    def config_file(self) -> Path:
+        from seg_models.package_data import data_path
+
+        return Path(self.config) if self.config else Path(data_path(CONFIG_PATH))
+
+    def node_parameters(self, task: str) -> dict:
+        """The parameter values the node of ``task`` would run with: its declared defaults, the
+        parameter file's section, the overrides for it, its checkpoint; each checked as the node
+        checks it."""
+        from seg_perception.runtime.parameters import BACKEND_PARAMETERS
+
+        node = pipeline_nodes([task])[0]
+        specs = {spec.name: spec for spec in (*_task_models()[task][0], *BACKEND_PARAMETERS)}
+        sections = yaml.safe_load(self.config_file.read_text()) or {}
+        values = {name: spec.default for name, spec in specs.items()}
+        given = dict((sections.get(node.name) or {}).get('ros__parameters') or {})
+        given.update((name, yaml.safe_load(value)) for name, value in
+                     (override.split(':=', 1) for override in scoped_overrides(list(self.overrides))[node.name]))
+        checkpoint = dict(self.checkpoints).get(node.checkpoint_argument)
+        if checkpoint:
+            given['checkpoint'] = str(Path(checkpoint).resolve())
+        for name, value in given.items():
+            if name in specs:
+                values[name] = tuple(value or ()) if specs[name].is_string_array else value
+                specs[name].check(values[name])
+        return values
+
+    def segmenter(self, task: str):
+        """The model of ``task`` as its node would load it (``node_parameters``)."""
+        _, config_from_parameters, create = _task_models()[task]
+        return create(config_from_parameters(self.node_parameters(task)))
+
+    def cache_key(self) -> dict:
+        """What a bag's result depends on besides the bag: mode, predictor and, per task, the node's
+        parameters and its checkpoint's bytes."""
+        key = {'through_nodes': self.through_nodes, 'predictor': self.predictor, 'tasks': sorted(self.tasks)}
+        if self.predictor == 'model':
+            for task in self.tasks:
+                values = self.node_parameters(task)
+                key[task] = {'parameters': values, 'checkpoint_sha256':
+                             file_sha256(Path(values['checkpoint'])) if values.get('checkpoint') else 'untrained'}
+        return json.loads(json.dumps(key, default=str))
+
+
+def _task_models() -> dict:
+    """Per task: the node's parameter table, its parameters -> model config, the segmenter factory."""
+    from seg_models.instance import create_instance_segmenter
+    from seg_models.semantic import create_semantic_segmenter
+    from seg_perception.nodes.instance_segmentation import INSTANCE_PARAMETERS, instance_config_from_parameters
+    from seg_perception.nodes.semantic_segmentation import SEMANTIC_PARAMETERS, semantic_config_from_parameters
+
+    return {'semantic': (SEMANTIC_PARAMETERS, semantic_config_from_parameters, create_semantic_segmenter),
+            'instance': (INSTANCE_PARAMETERS, instance_config_from_parameters, create_instance_segmenter)}
+
+
+@dataclass
+class CameraFrame:
+    """One camera frame of a bag with the ground truth of its stamp."""
+
+    key: tuple[int, int]
+    rgb: Optional[np.ndarray] = None
+    semantic: Optional[np.ndarray] = None
+    instances: Optional[np.ndarray] = None
+
+
+def camera_batches(bag: Path, camera: CameraBagTopics, info: GroundTruthInfo,
+                   batch_size: int) -> Iterator[list[CameraFrame]]:
+    """Batches of one camera's frames with their ground truth, matched by stamp, in bag order; a
+    frame leaves memory as soon as its batch is scored."""
+    wanted = {camera.camera: 'rgb'}
+    if info.has_semantic:
+        wanted[camera.ground_truth_semantic] = 'semantic'
+    if info.has_instances:
+        wanted[camera.ground_truth_instances] = 'instances'
+    pending: dict[tuple, CameraFrame] = {}
+    batch = []
+    for topic, _, msg in read_messages(bag, list(wanted)):
+        key = stamp_key(msg.header)
+        frame = pending.setdefault(key, CameraFrame(key))
+        if topic == camera.camera:
+            frame.rgb = compressed_msg_to_rgb(msg) if topic.endswith(COMPRESSED_SUFFIX) else image_msg_to_rgb(msg)
+        else:
+            setattr(frame, wanted[topic], output_msg_to_array(msg))
+        if all(getattr(frame, part) is not None for part in wanted.values()):
+            batch.append(pending.pop(key))
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+class Predictor:
+    """The fleet's models, built on first use (a bag without instance ground truth never loads
+    Mask R-CNN); or, for ``ground_truth_echo``, the ground truth itself."""
+
+    def __init__(self, model: FleetModel) -> None:
+        self.model = model
+        self._segmenters: dict[str, object] = {}
+
+    def _segmenter(self, task: str):
+        if task not in self._segmenters:
+            self._segmenters[task] = self.model.segmenter(task)
+        return self._segmenters[task]
+
+    def semantic_label_set(self, ground_truth_id_space: str) -> LabelSet:
+        if self.model.predictor == 'ground_truth_echo':
+            return ground_truth_label_set(ground_truth_id_space)
+        return self._segmenter('semantic').label_set
+
+    def semantic(self, frames: Sequence[CameraFrame], ground_truth_id_space: str) -> list[np.ndarray]:
+        """Class ids of each frame, in ``semantic_label_set``'s ids."""
+        if self.model.predictor == 'ground_truth_echo':
+            return [class_ids_of_ground_truth(frame.semantic, ground_truth_id_space) for frame in frames]
+        return [result.class_ids for result in self._segmenter('semantic').segment([frame.rgb for frame in frames])]
+
+    @property
+    def instance_label_set(self) -> LabelSet:
+        return cityscapes_things() if self.model.predictor == 'ground_truth_echo' else \
+            self._segmenter('instance').label_set
+
+    def instances(self, frames: Sequence[CameraFrame]) -> list[InstanceResult]:
+        if self.model.predictor == 'ground_truth_echo':
+            return [instances_of(frame.instances, self.instance_label_set) for frame in frames]
+        return self._segmenter('instance').segment([frame.rgb for frame in frames])
+
+
+@dataclass
+class CameraScores:
+    """What one camera of one bag contributes to the fleet's figures."""
+
+    frames: int = 0
+    confusion: Optional[np.ndarray] = None
+    instance_frames: int = 0
+    matches: dict = field(default_factory=dict)  # cityscapesscripts' instance matches, per frame
+
+    def as_json(self) -> dict:
+        entry = {'frames': self.frames}
+        if self.confusion is not None:
+            entry['confusion'] = self.confusion.tolist()
+        if self.instance_frames:
+            entry.update(instance_frames=self.instance_frames, matches=self.matches)
+        return entry
+
+
+def ground_truth_info(bag: Path, available: dict) -> GroundTruthInfo:
+    infos = [GroundTruthInfo.from_json(msg.data) for _, _, msg in read_messages(bag, [GROUND_TRUTH_INFO])] \
+        if GROUND_TRUTH_INFO in available else []
+    if not infos or not (infos[0].has_semantic or infos[0].has_instances):
+        raise ValueError('the bag has no ground truth (/ground_truth/info; made by `seg_bag make`?)')
+    return infos[0]
+
+
+def scores_instances(info: GroundTruthInfo) -> bool:
+    """Instances are scored where the ground truth has Cityscapes instance ids (official AP)."""
+    return info.has_instances and info.dataset == 'cityscapes'
+
+
+def evaluate_directly(bag: Path, predictor: Predictor, progress: Progress) -> tuple[GroundTruthInfo, dict]:
+    """Per-camera scores of ``predictor``'s answers to the bag's frames."""
+    available = bag_topics(bag)
+    info = ground_truth_info(bag, available)
+    tasks = predictor.model.tasks
+    semantic = info.has_semantic and 'semantic' in tasks
+    instances = scores_instances(info) and 'instance' in tasks
+    if not semantic and not instances:
+        raise ValueError(f'nothing to score: the bag\'s ground truth ({info.label_set}, instances: '
+                         f'{info.has_instances}) matches none of the tasks {", ".join(tasks)}')
+    if semantic:
+        target = ground_truth_label_set(info.label_set)
+        lookup = label_set_lookup(predictor.semantic_label_set(info.label_set), target)
+    cameras = {}
+    with tempfile.TemporaryDirectory(prefix='seg_fleet_') as work:
+        files = CityscapesFiles(Path(work))
+        for camera in cameras_in_bag(available):
+            scores = CameraScores()
+            for batch in camera_batches(bag, camera, info, predictor.model.batch_size):
+                if semantic:
+                    for frame, ids in zip(batch, predictor.semantic(batch, info.label_set)):
+                        matrix = confusion_matrix(class_ids_of_ground_truth(frame.semantic, info.label_set),
+                                                  lookup[ids], target.num_classes)
+                        scores.confusion = matrix if scores.confusion is None else scores.confusion + matrix
+                if instances:
+                    for frame, result in zip(batch, predictor.instances(batch)):
+                        name = frame_name(camera.frame_prefix, frame.key)
+                        files.add_ground_truth(name, instance_ids=frame.instances)
+                        files.add_instances(name, result, predictor.instance_label_set)
+                    scores.instance_frames += len(batch)
+                scores.frames += len(batch)
+                progress(len(batch))
+            if instances and scores.instance_frames:
+                scores.matches = files.select(camera.frame_prefix).instance_matches()
+            cameras[camera.camera] = scores
+    return info, cameras
+
+
+def evaluate_through_nodes(bag: Path, model: FleetModel, progress: Progress) -> tuple[GroundTruthInfo, dict]:
+    """Per-camera scores of the pipeline's nodes, replayed into on this process's ROS domain."""
+    from seg_perception.bringup.processes import NodeProcesses
+
+    available = bag_topics(bag)
+    info = ground_truth_info(bag, available)
+    cameras = cameras_in_bag(available)
+    commands = start_pipeline_commands(model.config_file, cameras, list(model.overrides), dict(model.checkpoints),
+                                       model.tasks)
+    with tempfile.TemporaryDirectory(prefix='seg_fleet_') as work:
+        result_bag = Path(work) / 'result.bag'
+        with NodeProcesses(commands) as processes:
+            replay(ReplaySettings(bag=bag, output=result_bag), processes.check_alive,
+                   started_outputs=[node.output for node in pipeline_nodes(model.tasks)],
+                   on_frame=lambda: progress(1))
+        files = CityscapesFiles(Path(work) / 'cityscapes')
+        scores = {}
+        for camera in cameras_in_bag(bag_topics(result_bag)):
+            evaluation = Evaluation(result_bag, camera, files)
+            evaluation.read()
+            camera_scores = CameraScores(frames=len(evaluation.contents.published_ns), confusion=evaluation.confusion,
+                                         instance_frames=evaluation.scored['instances'])
+            if camera_scores.instance_frames:
+                camera_scores.matches = files.select(camera.frame_prefix).instance_matches()
+            scores[camera.camera] = camera_scores
+    return info, scores
+
+
+def evaluate_bag(bag: Path, model: FleetModel, predictor: Predictor, progress: Progress = lambda frames: None) -> dict:
+    """A bag's result for the fleet: per camera its scores (see ``CameraScores``), the semantic
+    ground truth's label set; ``{'bag', 'error'}`` when the bag cannot be evaluated."""
+    started = time.perf_counter()
+    try:
+        info, cameras = evaluate_through_nodes(bag, model, progress) if model.through_nodes else \
+            evaluate_directly(bag, predictor, progress)
+    except Exception as error:  # any bag that cannot be evaluated is reported, never aborts the fleet
+        return {'bag': str(bag), 'error': f'{type(error).__name__}: {error}'.splitlines()[0]}
+    result = {'bag': str(bag), 'cameras': {topic: scores.as_json() for topic, scores in cameras.items()},
+              'seconds': time.perf_counter() - started}
+    if any(scores.confusion is not None for scores in cameras.values()):
+        target = ground_truth_label_set(info.label_set)
+        result.update(label_set=target.name, classes=target.names)
+    return result
+
+
+def use_own_ros_domain(domain_id: int) -> None:
+    """This process (a Ray worker) and the nodes it starts talk on ``domain_id``, on this machine only,
+    with the large-image DDS profile: workers never see each other's frames."""
+    os.environ['ROS_DOMAIN_ID'] = str(domain_id)
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    use_large_images_profile(os.environ, LOCALHOST_PROFILE)
+

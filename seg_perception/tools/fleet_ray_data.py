@@ -1,0 +1,68 @@
+"""The other way to spread a fleet over Ray: Ray Data over frames instead of one task per bag.
+
+Bags become rows, ``flat_map`` turns each into its frames (RGB and semantic ground truth), and
+``map_batches`` runs a pool of model actors over batches of frames, each batch answered with its
+summed confusion matrix. ``benchmark fleet`` times it beside ``seg_bag evaluate-fleet``'s per-bag
+actors on the same bags and workers, and checks that both give the same matrix; the faster one is
+what ``evaluate-fleet`` runs (README, "Fleet evaluation").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from seg_models.labels import label_set_lookup
+from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag
+from seg_perception.evaluation.fleet_worker import (CameraFrame, FleetModel, Predictor, camera_batches,
+                                                    ground_truth_info)
+from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set
+from seg_perception.evaluation.metrics import confusion_matrix
+
+
+def bag_frames(row: dict) -> list[dict]:
+    """Every camera frame of the row's bag with its semantic ground truth and the truth's id space."""
+    bag = Path(row['bag'])
+    available = bag_topics(bag)
+    info = ground_truth_info(bag, available)
+    return [{'rgb': frame.rgb, 'truth': frame.semantic, 'id_space': info.label_set}
+            for camera in cameras_in_bag(available) for batch in camera_batches(bag, camera, info, 1)
+            for frame in batch]
+
+
+class BatchScorer:
+    """A Ray Data actor: the semantic model, loaded once; a batch of frames -> its confusion matrix."""
+
+    def __init__(self, model: FleetModel) -> None:
+        self.predictor = Predictor(model)
+
+    def __call__(self, batch: dict) -> dict:
+        id_space = str(batch['id_space'][0])
+        target = ground_truth_label_set(id_space)
+        lookup = label_set_lookup(self.predictor.semantic_label_set(id_space), target)
+        frames = [CameraFrame((0, 0), rgb=rgb, semantic=truth) for rgb, truth in zip(batch['rgb'], batch['truth'])]
+        matrix = sum(confusion_matrix(class_ids_of_ground_truth(frame.semantic, id_space), lookup[ids],
+                                      target.num_classes)
+                     for frame, ids in zip(frames, self.predictor.semantic(frames, id_space)))
+        return {'confusion': matrix[None], 'frames': np.array([len(frames)])}
+
+
+def ray_data_confusion(bags: Sequence[Path], model: FleetModel, workers: int) -> tuple[np.ndarray, int]:
+    """The fleet's summed semantic confusion matrix and frame count, through Ray Data on a local Ray
+    of ``workers`` CPUs with ``workers`` model actors."""
+    import ray
+
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level='ERROR')
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        frames = ray.data.from_items([{'bag': str(bag)} for bag in bags]).flat_map(bag_frames, num_cpus=0.25)
+        scored = frames.map_batches(BatchScorer, fn_constructor_args=(model,), batch_size=model.batch_size,
+                                    compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=0.75)
+        total, count = None, 0
+        for row in scored.iter_rows():
+            total = row['confusion'] if total is None else total + row['confusion']
+            count += int(row['frames'])
+        return total, count
+    finally:
+        ray.shutdown()
