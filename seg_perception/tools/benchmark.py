@@ -37,14 +37,14 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
 import rclpy
 from rclpy.node import Node
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from seg_perception_msgs.msg import FrameTiming
 from std_msgs.msg import Header
@@ -102,14 +102,15 @@ class LatencyProbe(Node):
     """Publishes one camera frame at a time and waits for its class-id image; keeps the node's own
     FrameTiming of every frame and its backend from /diagnostics."""
 
-    def __init__(self, transport: str) -> None:
+    def __init__(self, transport: str, publisher_depth: int) -> None:
         super().__init__('latency_benchmark')
         message_type, topic = (CompressedImage, CAMERA_TOPIC + COMPRESSED_SUFFIX) if transport == 'compressed' \
             else (Image, CAMERA_TOPIC)
-        self.camera = self.create_publisher(message_type, topic, OUTPUT_QOS)
+        self.camera = self.create_publisher(message_type, topic, QoSProfile(depth=publisher_depth))
         self.arrivals: dict[tuple[int, int], float] = {}
         self.timings: dict[tuple[int, int], FrameTiming] = {}
         self.backend = ''
+        self.node_counts: dict[str, str] = {}  # the camera's counters in the node's /diagnostics
         self.create_subscription(Image, SEMANTIC_PREDICTION, self._on_labels, OUTPUT_QOS)
         self.create_subscription(FrameTiming, private_topic(SEMANTIC_NODE, PROCESSING_TIME_OUTPUT),
                                  lambda msg: self.timings.__setitem__(stamp_key(msg.header), msg), OUTPUT_QOS)
@@ -123,6 +124,8 @@ class LatencyProbe(Node):
             values = {entry.key: entry.value for entry in status.values}
             if 'backend' in values:
                 self.backend = f'{values["backend"]} on {values.get("device", "?")} ({values.get("precision", "?")})'
+            if 'frames received' in values:
+                self.node_counts = {name: values[name] for name in NODE_COUNTS if name in values}
 
     def round_trip(self, msg, processes: NodeProcesses, timeout: float) -> Optional[tuple[float, FrameTiming]]:
         """(published -> class-id image received in ms, the node's timing of it); None when no
@@ -137,6 +140,9 @@ class LatencyProbe(Node):
         return (self.arrivals.pop(key) - started) * 1e3, self.timings.pop(key)
 
 
+NODE_COUNTS = ('frames received', 'frames published', 'frames dropped', 'frames lost before the node')
+
+
 @dataclass(frozen=True)
 class NodeLatency:
     """One latency run: per answered frame its round trip and the node's own timing of it."""
@@ -145,17 +151,18 @@ class NodeLatency:
     timings: list[FrameTiming]
     lost: int  # frames sent that never came back
     backend: str
+    node_counts: dict[str, str]  # what the node counted (NODE_COUNTS), warm-up frames included
 
 
 def node_latency(frames: list[np.ndarray], checkpoint: str, warmup: int, transport: str,
-                 answer_timeout: float) -> NodeLatency:
-    """The semantic node as deployed (config/driving.yaml; only the checkpoint and the transport
-    overridden), one frame at a time: image published -> class-id image received, and the node's
-    FrameTiming of that frame (its backend call timed in the node's own process)."""
+                 answer_timeout: float, publisher_depth: int, params: Sequence[str] = ()) -> NodeLatency:
+    """The semantic node as deployed (config/driving.yaml; only the checkpoint, the transport and
+    ``params``, NAME:=VALUE, overridden), one frame at a time: image published -> class-id image
+    received, and the node's FrameTiming of that frame (its backend call timed in its own process)."""
     semantic_node = next(node for node in DRIVING_PIPELINE if node.name == SEMANTIC_NODE)
-    overrides = [f'input_transport:={transport}'] + ([f'checkpoint:={checkpoint}'] if checkpoint else [])
+    overrides = [f'input_transport:={transport}', *params] + ([f'checkpoint:={checkpoint}'] if checkpoint else [])
     rclpy.init()
-    probe = LatencyProbe(transport)
+    probe = LatencyProbe(transport, publisher_depth)
     round_trips, timings, lost = [], [], 0
     try:
         command = node_command(semantic_node, CAMERA_TOPIC, config=data_path(CONFIG_PATH), overrides=overrides)
@@ -164,8 +171,7 @@ def node_latency(frames: list[np.ndarray], checkpoint: str, warmup: int, transpo
                 raise TimeoutError('the node never subscribed to the camera')
             messages = [camera_message(frame, transport) for frame in frames]
             for index in range(warmup + len(frames)):
-                answer = probe.round_trip(messages[index % len(messages)], processes,
-                                          300 if index < warmup else answer_timeout)
+                answer = probe.round_trip(messages[index % len(messages)], processes, answer_timeout)
                 if index < warmup:
                     continue
                 if answer is None:
@@ -176,7 +182,7 @@ def node_latency(frames: list[np.ndarray], checkpoint: str, warmup: int, transpo
     finally:
         probe.destroy_node()
         rclpy.try_shutdown()
-    return NodeLatency(round_trips, timings, lost, probe.backend)
+    return NodeLatency(round_trips, timings, lost, probe.backend, probe.node_counts)
 
 
 def camera_message(frame: np.ndarray, transport: str):
@@ -187,7 +193,7 @@ def camera_message(frame: np.ndarray, transport: str):
     return array_to_image_msg(frame, 'rgb8', Header(frame_id='camera'))
 
 
-def print_node_latency(run: NodeLatency, size: tuple[int, int], transport: str) -> None:
+def print_node_latency(run: NodeLatency, size: tuple[int, int], setup: str) -> None:
     """Medians over the answered frames; where the time outside the backend call went."""
     def median(values) -> float:
         return statistics.median(values) if values else math.nan
@@ -203,13 +209,15 @@ def print_node_latency(run: NodeLatency, size: tuple[int, int], transport: str) 
         'class-id image delivery': [trip - t.latency_ms for trip, t in zip(run.round_trips_ms, timings)]}
     node_ms, backend_ms = median(run.round_trips_ms), median([t.backend_ms for t in timings])
     height, width = size
-    print(f'semantic node as deployed (config/driving.yaml), {width}x{height} camera, {transport} transport, '
+    print(f'semantic node as deployed (config/driving.yaml), {width}x{height} camera, {setup}, '
           f'{len(timings)} of {len(timings) + run.lost} frames answered, {run.backend}')
     print(f'node end to end      median {node_ms:8.1f} ms   (image published -> class-id image received)')
     print(f'backend call         median {backend_ms:8.1f} ms   (the network alone, timed in the node process)')
     print(f'ratio node / backend        {node_ms / backend_ms:8.3f}   (target <= 1.10 for cameras up to 2048x1024)')
     print('outside the backend call (medians, ms): ' + ', '.join(
         f'{stage} {median(values):.1f}' for stage, values in outside.items()))
+    print('the node counted (warm-up included): ' + ', '.join(
+        f'{name} {value}' for name, value in run.node_counts.items()))
 
 
 # (width, height) of instances in a busy 1024x2048 Cityscapes frame, far pedestrians to a close car.
@@ -421,6 +429,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument('--window', type=float, default=20.0, help='cameras: seconds measured per setup')
     parser.add_argument('--transport', choices=TRANSPORT_CHOICES, default='raw',
                         help='latency: camera frames as rgb8 Images or JPEG CompressedImages')
+    parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
+                        help='latency: a node parameter over config/driving.yaml, e.g. input_reliability:=reliable')
+    parser.add_argument('--publisher-depth', type=int, default=5,
+                        help='latency: history depth of the camera publisher (5: rclpy sensor data QoS)')
     parser.add_argument('--answer-timeout', type=float, default=30.0,
                         help='latency: seconds after which a frame counts as lost')
     parser.add_argument('--default-dds', action='store_true',
@@ -461,8 +473,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         for name, cost in conversion_costs(frames[0], args.repeats):
             print(f'{name:<22} {cost:>18.2f}')
         return
-    run = node_latency(frames, args.checkpoint, args.warmup, args.transport, args.answer_timeout)
-    print_node_latency(run, (height, width), args.transport)
+    run = node_latency(frames, args.checkpoint, args.warmup, args.transport, args.answer_timeout,
+                       args.publisher_depth, args.param)
+    dds = 'Fast DDS defaults' if args.default_dds else 'large-message DDS profile'
+    print_node_latency(run, (height, width), f'{args.transport} transport, camera publisher history depth '
+                                             f'{args.publisher_depth}, {dds}{"".join(", " + p for p in args.param)}')
+
 
 if __name__ == '__main__':
     main()
