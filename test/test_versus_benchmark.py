@@ -32,6 +32,21 @@ def test_versus_prints_both_nodes_side_by_side_with_ratios():
     assert sizes.group(1) == sizes.group(2) and int(sizes.group(1)) >= 90 * 160, table
 
 
+
+def test_versus_instance_gives_both_nodes_the_score_threshold_and_counts_their_instances():
+    done = subprocess.run([sys.executable, '-m', 'seg_perception.tools.versus', 'instance', '--seconds', '3',
+                           '--size', '90', '160', '--network-size', '64', '128', '--frames', '2',
+                           '--score-threshold', '1.0'],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = done.stdout
+    # Untrained weights score most boxes above the nodes' default 0.5 (both publish many there);
+    # at 1.0 neither publishes any: the threshold reached both.
+    counts = re.search(r'instances per answer \(median\)\s+(\d+\.\d)\s+(\d+\.\d)', table)
+    assert counts and counts.groups() == ('0.0', '0.0'), table
+    assert re.search(r'one frame, end to end \(ms\)\s+\d+\.\d\s+\d+\.\d\s+ours \d+\.\d\dx faster', table), table
+
+
 @pytest.mark.parametrize('transport', ['raw', 'compressed'])
 def test_latency_benchmark_times_the_deployed_node_against_its_own_backend_call(transport):
     done = subprocess.run([sys.executable, '-m', 'seg_perception.tools.benchmark', 'latency', '--size', '180', '320',
