@@ -76,6 +76,8 @@ class SemanticSegmenter:
         pipeline = self.backend.device_pipeline
         results: list[Optional[SemanticResult]] = [None] * len(images)
         self.backend_time.reset()
+        if pipeline is not None:
+            self.backend_time.not_separable()
         for indices in self.transform.groups(images, by_camera_size=pipeline is not None):
             group = [images[index] for index in indices]
             if pipeline is None:
@@ -84,7 +86,6 @@ class SemanticSegmenter:
                     outputs = self.backend.infer(batch)
             else:
                 outputs = self._on_device(pipeline, group)
-                self.backend_time.not_separable()
             for position, index in enumerate(indices):
                 result = self._result_at_camera_size(outputs, position, images[index].shape[:2])
                 results[index] = result.unlabel_below(self.selection.confidence_threshold, self.label_set.ignore_id)

@@ -181,6 +181,15 @@ class Predictor:
             return [class_ids_of_ground_truth(frame.semantic, ground_truth_id_space) for frame in frames]
         return [result.class_ids for result in self._segmenter('semantic').segment([frame.rgb for frame in frames])]
 
+    def semantic_confusion(self, frames: Sequence[CameraFrame], ground_truth_id_space: str) -> np.ndarray:
+        """The confusion matrix of the class ids of ``frames`` against their semantic ground truth,
+        summed, in the ground truth's label set."""
+        target = ground_truth_label_set(ground_truth_id_space)
+        lookup = label_set_lookup(self.semantic_label_set(ground_truth_id_space), target)
+        return sum(confusion_matrix(class_ids_of_ground_truth(frame.semantic, ground_truth_id_space), lookup[ids],
+                                    target.num_classes)
+                   for frame, ids in zip(frames, self.semantic(frames, ground_truth_id_space)))
+
     @property
     def instance_label_set(self) -> LabelSet:
         return cityscapes_things() if self.model.predictor == 'ground_truth_echo' else \
@@ -233,9 +242,6 @@ def evaluate_directly(bag: Path, predictor: Predictor, progress: Progress) -> tu
     if not semantic and not instances:
         raise ValueError(f'nothing to score: the bag\'s ground truth ({info.label_set}, instances: '
                          f'{info.has_instances}) matches none of the tasks {", ".join(tasks)}')
-    if semantic:
-        target = ground_truth_label_set(info.label_set)
-        lookup = label_set_lookup(predictor.semantic_label_set(info.label_set), target)
     cameras = {}
     with tempfile.TemporaryDirectory(prefix='seg_fleet_') as work:
         files = CityscapesFiles(Path(work))
@@ -243,10 +249,8 @@ def evaluate_directly(bag: Path, predictor: Predictor, progress: Progress) -> tu
             scores = CameraScores()
             for batch in camera_batches(bag, camera, info, predictor.model.batch_size):
                 if semantic:
-                    for frame, ids in zip(batch, predictor.semantic(batch, info.label_set)):
-                        matrix = confusion_matrix(class_ids_of_ground_truth(frame.semantic, info.label_set),
-                                                  lookup[ids], target.num_classes)
-                        scores.confusion = matrix if scores.confusion is None else scores.confusion + matrix
+                    matrix = predictor.semantic_confusion(batch, info.label_set)
+                    scores.confusion = matrix if scores.confusion is None else scores.confusion + matrix
                 if instances:
                     for frame, result in zip(batch, predictor.instances(batch)):
                         name = frame_name(camera.frame_prefix, frame.key)

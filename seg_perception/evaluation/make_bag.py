@@ -10,15 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage
+from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header, String
 from tqdm import tqdm
 
 from seg_perception.evaluation.bag_io import BagWriter
 from seg_perception.evaluation.datasets import Dataset, Sample
-from seg_perception.messages.images import array_to_image_msg
+from seg_perception.messages.images import array_to_image_msg, rgb_to_camera_msg
 from seg_perception.messages.topics import CAMERA, COMPRESSED_SUFFIX, GROUND_TRUTH_INFO, camera_bag_topics
 
 START_TIME_NS = 1_700_000_000 * 10**9  # a fixed start: bags made twice are identical
@@ -33,16 +32,6 @@ def camera_info(sample: Sample, header: Header) -> CameraInfo:
     return CameraInfo(header=header, height=height, width=width, distortion_model='plumb_bob', d=[0.0] * 5,
                       k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0], r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
                       p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
-
-
-def _camera_message(sample: Sample, header: Header, compression: str):
-    if compression == 'none':
-        return array_to_image_msg(sample.rgb, 'rgb8', header)
-    extension = '.jpg' if compression == 'jpeg' else '.png'
-    ok, encoded = cv2.imencode(extension, cv2.cvtColor(sample.rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f'cannot encode {sample.name} as {compression}')
-    return CompressedImage(header=header, format=f'rgb8; {compression} compressed bgr8', data=encoded.tobytes())
 
 
 def make_bag(datasets: Sequence[Dataset], output: Path, storage: str = 'mcap', rate_hz: float = 10.0,
@@ -70,7 +59,7 @@ def make_bag(datasets: Sequence[Dataset], output: Path, storage: str = 'mcap', r
             stamp_ns = START_TIME_NS + int(round(index * 1e9 / rate_hz))
             for camera, sample, camera_frame_id in zip(cameras, samples, frame_ids):
                 header = Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=camera_frame_id)
-                bag.write(camera.camera + suffix, _camera_message(sample, header, compression), stamp_ns)
+                bag.write(camera.camera + suffix, rgb_to_camera_msg(sample.rgb, header, compression), stamp_ns)
                 bag.write(camera.camera_info, camera_info(sample, header), stamp_ns)
                 if sample.semantic is not None:
                     bag.write(camera.ground_truth_semantic, array_to_image_msg(sample.semantic, 'mono8', header),

@@ -228,6 +228,17 @@ def array_to_image_msg(array: np.ndarray, encoding: str, header: Header) -> Imag
     return msg
 
 
+def rgb_to_camera_msg(rgb: np.ndarray, header: Header, compression: str = 'none') -> Image | CompressedImage:
+    """An RGB frame as a camera driver publishes it: an rgb8 Image (``none``), or a CompressedImage
+    (``jpeg``, ``png``) in image_transport's compressed format."""
+    if compression == 'none':
+        return array_to_image_msg(rgb, 'rgb8', header)
+    ok, encoded = cv2.imencode('.jpg' if compression == 'jpeg' else '.png', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f'cannot encode a {rgb.shape[1]}x{rgb.shape[0]} frame as {compression}')
+    return CompressedImage(header=header, format=f'rgb8; {compression} compressed bgr8', data=encoded.tobytes())
+
+
 def class_ids_to_image_msg(class_ids: np.ndarray, header: Header) -> Image:
     """mono8 (uint8 ids) or mono16 (uint16 ids) class-id image."""
     if class_ids.ndim != 2 or class_ids.dtype not in CLASS_ID_ENCODINGS:

@@ -55,7 +55,7 @@ from seg_perception.bringup.driving_pipeline import CONFIG_PATH, DRIVING_PIPELIN
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import (CAMERA_ENCODINGS, array_to_image_msg, compressed_msg_to_rgb,
-                                            image_msg_to_rgb)
+                                            image_msg_to_rgb, rgb_to_camera_msg)
 from seg_perception.messages.instances import instances_to_msg
 from seg_perception.messages.topics import (COMPRESSED_SUFFIX, OUTPUT_QOS, PROCESSING_TIME_OUTPUT, SEMANTIC_NODE,
                                             SEMANTIC_OUTPUT, SEMANTIC_PREDICTION, TRANSPORT_CHOICES,
@@ -90,11 +90,9 @@ def conversion_costs(rgb: np.ndarray, repeats: int) -> list[tuple[str, float]]:
         msg = array_to_image_msg(pixels, name, Header())
         msg.width = width
         rows.append((name, _median_ms(lambda: image_msg_to_rgb(msg), repeats) / megapixels))
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    for extension in ('.jpg', '.png'):
-        msg = CompressedImage(format=extension[1:], data=cv2.imencode(extension, bgr)[1].tobytes())
-        rows.append((f'compressed {extension[1:]}', _median_ms(lambda: compressed_msg_to_rgb(msg), repeats)
-                     / megapixels))
+    for compression, label in (('jpeg', 'jpg'), ('png', 'png')):
+        msg = rgb_to_camera_msg(rgb, Header(), compression)
+        rows.append((f'compressed {label}', _median_ms(lambda: compressed_msg_to_rgb(msg), repeats) / megapixels))
     return rows
 
 
@@ -169,7 +167,8 @@ def node_latency(frames: list[np.ndarray], checkpoint: str, warmup: int, transpo
         with NodeProcesses([command]) as processes:
             if not spin_until(probe, lambda: probe.camera.get_subscription_count() > 0, 300, processes.check_alive):
                 raise TimeoutError('the node never subscribed to the camera')
-            messages = [camera_message(frame, transport) for frame in frames]
+            compression = 'jpeg' if transport == 'compressed' else 'none'
+            messages = [rgb_to_camera_msg(frame, Header(frame_id='camera'), compression) for frame in frames]
             for index in range(warmup + len(frames)):
                 answer = probe.round_trip(messages[index % len(messages)], processes, answer_timeout)
                 if index < warmup:
@@ -183,14 +182,6 @@ def node_latency(frames: list[np.ndarray], checkpoint: str, warmup: int, transpo
         probe.destroy_node()
         rclpy.try_shutdown()
     return NodeLatency(round_trips, timings, lost, probe.backend, probe.node_counts)
-
-
-def camera_message(frame: np.ndarray, transport: str):
-    """The frame as a camera driver publishes it: rgb8 Image, or JPEG CompressedImage (image_transport's format)."""
-    if transport == 'compressed':
-        return CompressedImage(header=Header(frame_id='camera'), format='rgb8; jpeg compressed bgr8',
-                               data=cv2.imencode('.jpg', cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1].tobytes())
-    return array_to_image_msg(frame, 'rgb8', Header(frame_id='camera'))
 
 
 def print_node_latency(run: NodeLatency, size: tuple[int, int], setup: str) -> None:

@@ -13,12 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from seg_models.labels import label_set_lookup
 from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag
 from seg_perception.evaluation.fleet_worker import (CameraFrame, FleetModel, Predictor, camera_batches,
                                                     ground_truth_info)
-from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set
-from seg_perception.evaluation.metrics import confusion_matrix
 
 
 def bag_frames(row: dict) -> list[dict]:
@@ -38,13 +35,8 @@ class BatchScorer:
         self.predictor = Predictor(model)
 
     def __call__(self, batch: dict) -> dict:
-        id_space = str(batch['id_space'][0])
-        target = ground_truth_label_set(id_space)
-        lookup = label_set_lookup(self.predictor.semantic_label_set(id_space), target)
         frames = [CameraFrame((0, 0), rgb=rgb, semantic=truth) for rgb, truth in zip(batch['rgb'], batch['truth'])]
-        matrix = sum(confusion_matrix(class_ids_of_ground_truth(frame.semantic, id_space), lookup[ids],
-                                      target.num_classes)
-                     for frame, ids in zip(frames, self.predictor.semantic(frames, id_space)))
+        matrix = self.predictor.semantic_confusion(frames, str(batch['id_space'][0]))
         return {'confusion': matrix[None], 'frames': np.array([len(frames)])}
 
 
