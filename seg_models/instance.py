@@ -8,6 +8,7 @@ label set (e.g. a COCO model publishing Cityscapes thing classes).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import Optional, Sequence
 
@@ -200,8 +201,9 @@ def instance_deployment_graph(config: InstanceModelConfig, graph: InstanceInfere
         name=f'{config.architecture}_{network_label_set.name}_b{batch_size}',
         output_names=graph.output_names, module=graph, input_size=config.input_size,
         fixed_batch=batch_size, cpu_memory_arena=False, keep_fp32=FP32_NODES,
-        export=lambda path: export_instance_onnx(graph, path, network_label_set.name, network_classes,
-                                                 config.input_size, batch_size),
+        export=functools.partial(export_instance_onnx, graph, label_set=network_label_set.name,
+                                 network_classes=network_classes, input_size=config.input_size,
+                                 batch_size=batch_size),
         key={'label_set': network_label_set.name, 'input_size': list(config.input_size),
              'published': {'score_threshold': published.score_threshold,
                            'max_detections': published.max_detections, 'classes': list(published.classes)},

@@ -6,6 +6,7 @@ camera's resolution, with pixels under the confidence threshold unlabeled.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -168,7 +169,7 @@ def semantic_deployment_graph(config: SemanticModelConfig, graph: SemanticInfere
     return DeploymentGraph(
         name=f'{config.architecture}_os{config.output_stride}_{label_set.name}{variant}',
         output_names=graph.output_names, module=graph, input_size=config.input_size,
-        export=lambda path: export_semantic_onnx(graph, path, label_set.name, example_size=example_size),
+        export=functools.partial(export_semantic_onnx, graph, label_set=label_set.name, example_size=example_size),
         key={'label_set': label_set.name, 'num_classes': label_set.num_classes,
              'normalisation': {'mean': list(graph.mean.flatten().tolist()), 'std': list(graph.std.flatten().tolist())},
              'outputs': list(graph.output_names), 'class_id_dtype': str(graph.class_id_dtype)})

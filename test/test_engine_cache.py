@@ -1,6 +1,9 @@
 """The engine cache reuses an artifact only when every recorded input matches and the file is intact."""
+import functools
 import hashlib
 import json
+import os
+import pickle
 
 import numpy as np
 import onnx
@@ -11,7 +14,8 @@ import torch
 from seg_models.backends.factory import BackendSettings, DeploymentGraph, create_backend
 from seg_models.engine_cache import (MAX_ENTRIES_PER_STEM, CacheDirectoryError, EngineCache, checked_onnx,
                                      file_sha256, module_sha256, onnx_sha256)
-from seg_models.export import export_semantic_onnx
+from seg_models.export import export_semantic_onnx, read_onnx_metadata
+from seg_models.export_process import ExportProcessError, export_in_child_process
 from seg_models.models.deeplabv3plus import deeplabv3plus
 from seg_models.models.semantic_inference import SemanticInference
 
@@ -136,21 +140,38 @@ def test_onnx_export_is_reused_while_weights_are_unchanged(tmp_path, caplog):
     caplog.set_level('INFO')
     torch.manual_seed(0)
     graph = SemanticInference(deeplabv3plus('mobilenet_v3_large', 19))
-    exports = []
 
     def deployment(module):
         return DeploymentGraph(name='tiny', output_names=module.output_names, module=module, key={'label_set': 'x'},
-                               export=lambda path: exports.append(path) or export_semantic_onnx(module, path, 'x',
-                                                                                                (64, 96)))
+                               export=functools.partial(export_semantic_onnx, module, label_set='x',
+                                                        example_size=(64, 96)))
+
+    def exports():
+        return caplog.text.count('building tiny-')
 
     settings = BackendSettings(backend='onnxruntime', engine_dir=str(tmp_path))
     first = create_backend(deployment(graph), settings)
     second = create_backend(deployment(graph), settings)
-    assert len(exports) == 1 and 'reused: cached artifact matches' in caplog.text
+    assert exports() == 1 and 'reused: cached artifact matches' in caplog.text
     images = np.zeros((1, 3, 64, 96), np.uint8)
     np.testing.assert_array_equal(first.infer(images)['class_ids'], second.infer(images)['class_ids'])
     torch.manual_seed(1)
     retrained = SemanticInference(deeplabv3plus('mobilenet_v3_large', 19))
     assert module_sha256(retrained) != module_sha256(graph)
     create_backend(deployment(retrained), settings)
-    assert len(exports) == 2 and 'weights_sha256' in caplog.text
+    assert exports() == 2 and 'weights_sha256' in caplog.text
+
+
+def test_export_runs_in_a_child_process_and_its_failure_is_one_line(tmp_path):
+    """The export leaves hundreds of MB of native memory in the process that runs it; a node must
+    not keep that, so it runs in a child. Its error comes back as one line."""
+    graph = SemanticInference(deeplabv3plus('mobilenet_v3_large', 19))
+    path = tmp_path / 'child.onnx'
+    export_in_child_process(functools.partial(export_semantic_onnx, graph, label_set='x', example_size=(64, 96)),
+                            path)
+    assert read_onnx_metadata(path)['label_set'] == 'x'
+    with pytest.raises(ExportProcessError, match=r"^exporting gone\.onnx failed in its child process \(exit 1\): "
+                                                 r"FileNotFoundError: .*gone\.onnx'$"):
+        export_in_child_process(os.remove, tmp_path / 'gone.onnx')
+    with pytest.raises((AttributeError, TypeError, pickle.PicklingError), match='pickle|lambda'):
+        export_in_child_process(lambda target: None, path)

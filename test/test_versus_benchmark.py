@@ -22,7 +22,8 @@ def test_versus_prints_both_nodes_side_by_side_with_ratios():
     assert done.returncode == 0, done.stdout + done.stderr
     table = done.stdout
     for row in ('one frame, end to end (ms)', 'answers per second', 'latency p95, last 10 s (ms)',
-                'answers after the camera stopped', 'resident memory (MB)', 'bytes per answer'):
+                'answers after the camera stopped', 'resident memory, median (MB)', 'resident memory, peak (MB)',
+                'bytes per answer'):
         assert re.search(rf'{re.escape(row)}\s+\d+\.\d\s+\d+\.\d', table), f'no row {row!r}:\n{table}'
     assert re.search(r'one frame, end to end .* ours \d+\.\d\dx faster', table), table
     late = re.search(r'answers after the camera stopped\s+(\d+)\.\d', table)

@@ -6,6 +6,7 @@ backend, reusing cached ONNX files and engines whose recorded inputs still match
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ from seg_models.backends.base import Backend, BackendError
 from seg_models.configs import BACKENDS, DEFAULT_INPUT_SIZE, BackendSettings
 from seg_models.engine_cache import EngineCache, checked_onnx, file_sha256, module_sha256, onnx_sha256
 from seg_models.export import ONNX_OPSET
+from seg_models.export_process import export_in_child_process
 from seg_models.frame_sources import image_files, read_rgb
 from seg_models.transform import CameraTransform
 
@@ -34,7 +36,7 @@ class DeploymentGraph:
     output_names: tuple[str, ...]
     key: dict  # label set, normalisation, graph options: recorded in every artifact's sidecar
     module: Optional[nn.Module] = None  # None for a user-supplied ONNX file
-    export: Optional[Callable[[Path], None]] = None
+    export: Optional[Callable[[Path], object]] = None  # picklable: it runs in a child process (export_process)
     onnx_file: Optional[Path] = None  # a user-supplied ONNX file, used as it is
     input_size: Optional[tuple[int, int]] = None  # fixed (H, W), None: dynamic
     fixed_batch: Optional[int] = None  # batch size baked into the graph, None: dynamic
@@ -120,7 +122,8 @@ def onnx_artifact(graph: DeploymentGraph, cache: EngineCache) -> Path:
         return graph.onnx_file
     key = {'format': 'onnx', 'opset': ONNX_OPSET, 'torch': torch.__version__,
            'weights_sha256': module_sha256(graph.module), **graph.key}
-    path, entry = cache.get_or_build(graph.name, '.onnx', key, graph.export, load=checked_onnx)
+    path, entry = cache.get_or_build(graph.name, '.onnx', key, functools.partial(export_in_child_process, graph.export),
+                                     load=checked_onnx)
     LOGGER.info('ONNX model %s (%s)', path, 'reused: ' + entry.reason if entry.reused else entry.reason)
     return path
 

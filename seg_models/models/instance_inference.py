@@ -59,15 +59,22 @@ def keep_published_detections(model: MaskRCNN, published: PublishedDetections) -
     allowed[list(published.classes) or slice(None)] = True
     heads.register_buffer('published_classes', allowed, persistent=False)
     heads.max_published = published.max_detections
-    heads.postprocess_detections = MethodType(_published_detections, heads)
+    heads.__class__ = PublishedRoIHeads  # a class, not a patched method: the module still pickles (export_process)
 
 
-def _published_detections(heads: RoIHeads, class_logits, box_regression, proposals, image_shapes):
-    all_boxes, all_scores, all_labels = RoIHeads.postprocess_detections(heads, class_logits, box_regression,
-                                                                        proposals, image_shapes)
-    kept = [heads.published_classes[labels] for labels in all_labels]  # NMS left them by decreasing score
-    return tuple([values[keep][:heads.max_published] for values, keep in zip(all_values, kept)]
-                 for all_values in (all_boxes, all_scores, all_labels))
+class PublishedRoIHeads(RoIHeads):
+    """torchvision's box head post-processing followed by the class filter and the top
+    ``max_published`` (set up by ``keep_published_detections``)."""
+
+    published_classes: torch.Tensor
+    max_published: int
+
+    def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
+        all_boxes, all_scores, all_labels = super().postprocess_detections(class_logits, box_regression,
+                                                                           proposals, image_shapes)
+        kept = [self.published_classes[labels] for labels in all_labels]  # NMS left them by decreasing score
+        return tuple([values[keep][:self.max_published] for values, keep in zip(all_values, kept)]
+                     for all_values in (all_boxes, all_scores, all_labels))
 
 
 def box_predictor_in_fp32(model: MaskRCNN) -> None:

@@ -300,9 +300,10 @@ class CameraLoad(Node):
             self.latencies_ms[camera].append(stamp_latency_ms(self.get_clock().now().nanoseconds, msg.header.stamp))
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = 'VmRSS') -> float:
+    """Resident memory of process ``pid`` now (VmRSS), or at its highest so far (VmHWM)."""
     for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-        if line.startswith('VmRSS:'):
+        if line.startswith(field + ':'):
             return int(line.split()[1]) / 1024
     return 0.0
 

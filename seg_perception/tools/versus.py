@@ -13,7 +13,8 @@ accept) at the frames' size. Printed for each, and the ratios:
 * a 30 Hz camera for ``--seconds``: answers per second, latency (image stamp -> answer received)
   p50/p95 in the first and the last 10 s, and after the camera stops, how many answers still come
   and how late the last one is (stale answers: a queue of frames the node works through);
-* resident memory of the node process at the end of the stream, and the bytes of one answer.
+* resident memory of the node process: the median of one sample a second over the stream (one
+  sample swings by 100 MB with the allocator's state) and its peak; the bytes of one answer.
 """
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ class Measurement:
     last_latency_ms: tuple[float, float]  # ... and its last
     late_answers: int  # answers received after the camera stopped
     last_late_ms: float  # how long after the camera stopped the last answer came (0: none)
-    rss_mb: float
+    rss_mb: float  # median over the stream
+    peak_rss_mb: float  # the process's highest, start included
     answer_bytes: int
     instances_per_answer: float  # median (instance task; 0 for semantic)
 
@@ -125,11 +127,16 @@ def measure(command: list[str], frames: list[np.ndarray], task: str, seconds: fl
             one_frame_ms = statistics.median(one_frame() for _ in range(ONE_FRAME_REPEATS))
             camera.answers.clear()
             started = time.monotonic()
-            timer = camera.create_timer(1.0 / CAMERA_RATE_HZ, camera.publish_next)
+            pid = processes.processes[0].pid
+            memory: list[float] = []
+            timers = [camera.create_timer(1.0 / CAMERA_RATE_HZ, camera.publish_next),
+                      camera.create_timer(1.0, lambda: memory.append(rss_mb(pid)))]
             spin_until(camera, lambda: time.monotonic() - started > seconds, seconds + 5.0, check)
-            camera.destroy_timer(timer)
+            for timer in timers:
+                camera.destroy_timer(timer)
             stopped = time.monotonic()
-            memory = rss_mb(processes.processes[0].pid)
+            memory = memory or [rss_mb(pid)]  # a stream shorter than a second
+            peak_memory = rss_mb(pid, 'VmHWM')
             spin_until(camera, lambda: time.monotonic() - max([stopped] + [t for t, _ in camera.answers])
                        > DRAIN_QUIET_SEC, 600.0, check)
     finally:
@@ -139,7 +146,8 @@ def measure(command: list[str], frames: list[np.ndarray], task: str, seconds: fl
     first = [latency for received, latency in streamed if received - started <= WINDOW_SEC and latency is not None]
     last = [latency for received, latency in streamed if stopped - received <= WINDOW_SEC and latency is not None]
     return Measurement(one_frame_ms, len(streamed) / (stopped - started), _percentiles(first), _percentiles(last),
-                       len(late), max(late, default=0.0) * 1e3, memory, int(statistics.median(camera.answer_bytes)),
+                       len(late), max(late, default=0.0) * 1e3, statistics.median(memory), peak_memory,
+                       int(statistics.median(camera.answer_bytes)),
                        float(statistics.median(camera.instance_counts)))
 
 
@@ -175,7 +183,9 @@ def report(task: str, results: dict[str, Measurement], frame_size: tuple[int, in
          plain.last_latency_ms[1] / ours.last_latency_ms[1], 'x lower'),
         ('answers after the camera stopped', ours.late_answers, plain.late_answers, None, ''),
         ('last of them, after the stop (ms)', ours.last_late_ms, plain.last_late_ms, None, ''),
-        ('resident memory (MB)', ours.rss_mb, plain.rss_mb, ours.rss_mb / plain.rss_mb, 'x (ours / plain)'),
+        ('resident memory, median (MB)', ours.rss_mb, plain.rss_mb, ours.rss_mb / plain.rss_mb, 'x (ours / plain)'),
+        ('resident memory, peak (MB)', ours.peak_rss_mb, plain.peak_rss_mb, ours.peak_rss_mb / plain.peak_rss_mb,
+         'x (ours / plain)'),
         ('bytes per answer', ours.answer_bytes, plain.answer_bytes, plain.answer_bytes / max(ours.answer_bytes, 1),
          'x smaller'),
     ] + ([('instances per answer (median)', ours.instances_per_answer, plain.instances_per_answer, None, '')]
