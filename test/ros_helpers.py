@@ -53,6 +53,10 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def assert_alive(self) -> None:
+        """Fails with the node's output once its process has ended (a ``check`` for ``spin_until``)."""
+        assert self.alive(), f'{self.log_path.stem} ({self.command[2]}) died:\n{self.output()}'
+
     def output(self) -> str:
         if not self._log.closed:
             self._log.flush()
@@ -101,23 +105,51 @@ class ProbeNode:
         rclpy.shutdown(context=self.context)
 
 
-class LifecycleClient:
-    """Asks a lifecycle node for its state and requests transitions, over its services."""
+def call_service(probe: ProbeNode, client, request, timeout: float, resend_every: Optional[float] = None,
+                 server: Optional[NodeProcess] = None):
+    """Calls ``client`` and returns its answer, failing after ``timeout`` seconds, or at once with its
+    output when the ``server`` process has ended.
 
-    def __init__(self, probe: ProbeNode, node_name: str, timeout: float) -> None:
-        self.probe, self.timeout = probe, timeout
-        self.get_state_client = probe.node.create_client(GetState, f'{node_name}/get_state')
-        self.change_state_client = probe.node.create_client(ChangeState, f'{node_name}/change_state')
-
-    def _call(self, client, request):
-        assert client.wait_for_service(timeout_sec=self.timeout), f'{client.srv_name} not available'
+    Fast DDS drops a response when the server has not yet discovered the client's reply reader (it waits
+    100 ms for it, ros2/rmw_fastrtps#467), which a loaded 2-core runner makes likely on a first call; so an
+    idempotent request is sent again every ``resend_every`` seconds until one is answered."""
+    assert client.wait_for_service(timeout_sec=timeout), f'{client.srv_name} not available'
+    check = server.assert_alive if server is not None else lambda: None
+    deadline = time.monotonic() + timeout
+    while True:
         future = client.call_async(request)
-        assert self.probe.spin_until(future.done, self.timeout), f'{client.srv_name} did not answer'
-        return future.result()
+        remaining = deadline - time.monotonic()
+        if probe.spin_until(future.done, remaining if resend_every is None else min(resend_every, remaining),
+                            check):
+            return future.result()
+        client.remove_pending_request(future)
+        assert time.monotonic() < deadline, \
+            f'{client.srv_name} did not answer' + (f':\n{server.output()}' if server is not None else '')
+
+
+class LifecycleClient:
+    """Asks a lifecycle node (in process ``server``) for its state and requests transitions, over its services.
+
+    ``get_state`` is idempotent and is resent until answered (see ``call_service``). ``change_state`` is
+    not, and is sent once, after a ``get_state`` was answered: its client is created first, so its reply
+    reader is announced to the node before ``get_state``'s, on the same reliable, ordered discovery
+    writer, and that answer shows the node knows both."""
+
+    def __init__(self, probe: ProbeNode, server: NodeProcess, node_name: str, timeout: float) -> None:
+        self.probe, self.server, self.timeout = probe, server, timeout
+        self.change_state_client = probe.node.create_client(ChangeState, f'{node_name}/change_state')
+        self.get_state_client = probe.node.create_client(GetState, f'{node_name}/get_state')
+        self.answered = False
 
     def state(self) -> int:
-        return self._call(self.get_state_client, GetState.Request()).current_state.id
+        state = call_service(self.probe, self.get_state_client, GetState.Request(), self.timeout,
+                             resend_every=5.0, server=self.server).current_state.id
+        self.answered = True
+        return state
 
     def change(self, transition: int) -> bool:
-        return self._call(self.change_state_client,
-                          ChangeState.Request(transition=Transition(id=transition))).success
+        if not self.answered:
+            self.state()
+        return call_service(self.probe, self.change_state_client,
+                            ChangeState.Request(transition=Transition(id=transition)), self.timeout,
+                            server=self.server).success

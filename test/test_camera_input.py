@@ -49,7 +49,7 @@ class PipelineProbe(ProbeNode):
                           and status_values(status).get('input topic') == self.camera_topic]
 
     def alive(self) -> None:
-        assert self.process.alive(), f'node died:\n{self.process.output()}'
+        self.process.assert_alive()
 
     def keep(self, topic: str, msg_type=Image) -> dict:
         """The first message of each stamp on ``topic``, by stamp, as they arrive."""
@@ -175,7 +175,7 @@ def test_lifecycle_configure_activate_deactivate_cleanup(tmp_path, checkpoint):
         probe = PipelineProbe('managed_probe', node, '/managed/camera', '/managed')
         try:
             labels = probe.keep('/managed/segmentation/semantic')
-            lifecycle = LifecycleClient(probe, '/managed/semantic_segmentation', START_TIMEOUT)
+            lifecycle = LifecycleClient(probe, node, '/managed/semantic_segmentation', START_TIMEOUT)
             assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
             assert probe.node.count_publishers('/managed/segmentation/semantic') == 0
 
@@ -219,7 +219,7 @@ def test_lifecycle_configure_with_a_corrupt_checkpoint_fails_cleanly(tmp_path):
                           namespace='/managed_bad') as node:
         probe = PipelineProbe('managed_bad_probe', node, '/managed_bad/camera', '/managed_bad')
         try:
-            lifecycle = LifecycleClient(probe, '/managed_bad/semantic_segmentation', START_TIMEOUT)
+            lifecycle = LifecycleClient(probe, node, '/managed_bad/semantic_segmentation', START_TIMEOUT)
             assert lifecycle.change(Transition.TRANSITION_CONFIGURE) is False
             assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
             assert f'configure failed: checkpoint {corrupt} is corrupt' in node.output()

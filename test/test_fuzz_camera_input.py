@@ -250,7 +250,7 @@ def test_fuzzed_camera_messages_never_get_answers_nor_stop_the_nodes(tmp_path):
 
         def alive() -> None:
             for node in nodes:
-                assert node.alive(), f'a node died:\n{node.output()}'
+                node.assert_alive()
 
         assert probe.spin_until(lambda: all(p.get_subscription_count() == 2 for p in publishers.values()), 180,
                                 alive), 'the nodes never subscribed to both cameras'

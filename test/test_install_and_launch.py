@@ -14,7 +14,7 @@ from rclpy.parameter import parameter_value_to_python
 from sensor_msgs.msg import Image
 
 from launch_recorder import LaunchDescription, OpaqueFunction, load_launch_file, resolve
-from ros_helpers import NodeProcess, ProbeNode
+from ros_helpers import NodeProcess, ProbeNode, call_service
 from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE, PACKAGE
 from seg_perception.messages.topics import OUTPUT_QOS, OVERLAY_OUTPUT, SEMANTIC_NODE, camera_output_topic
 
@@ -97,14 +97,11 @@ def test_launch_checkpoint_argument_overrides_only_when_given(monkeypatch):
                                                 'checkpoint': f'/weights/{pipeline_node.name}.pth'}
 
 
-def _call(probe: ProbeNode, client, request):
+def _call(probe: ProbeNode, process: NodeProcess, client, request):
     # The services exist as soon as the node does, but are answered once it spins, after it was built:
     # on a 2-core runner the instance node's first start exports its graph and times the backends
-    # (backend auto) for a minute or more.
-    assert client.wait_for_service(timeout_sec=60), f'service {client.srv_name} not available'
-    future = client.call_async(request)
-    assert probe.spin_until(future.done, 240), f'{client.srv_name} not answered'
-    return future.result()
+    # (backend auto) for a minute or more. Parameter queries are idempotent, so they are resent.
+    return call_service(probe, client, request, 240, resend_every=10.0, server=process)
 
 
 def _as_launched(node, context, tmp_path) -> NodeProcess:
@@ -128,13 +125,13 @@ def _check_launched_node(node, context, tmp_path, camera_topics: list[str]) -> N
     with _as_launched(node, context, tmp_path) as process:
         probe = ProbeNode('launch_check_probe')
         try:
-            listed = _call(probe, probe.node.create_client(ListParameters, f'/{name}/list_parameters'),
+            listed = _call(probe, process, probe.node.create_client(ListParameters, f'/{name}/list_parameters'),
                            ListParameters.Request())
             declared = set(listed.result.names)
             assert set(from_config) <= declared, f'{name} does not declare {set(from_config) - declared}'
             assert set(from_launch) <= declared, f'{name} does not declare {set(from_launch) - declared}'
             expected = {**from_config, **from_launch}
-            values = _call(probe, probe.node.create_client(GetParameters, f'/{name}/get_parameters'),
+            values = _call(probe, process, probe.node.create_client(GetParameters, f'/{name}/get_parameters'),
                            GetParameters.Request(names=list(expected)))
             actual = dict(zip(expected, map(parameter_value_to_python, values.values)))
             assert actual == expected, f'{name} did not take the config and launch values'

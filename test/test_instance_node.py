@@ -71,7 +71,7 @@ class InstanceClient:
         return lambda msg: store.__setitem__((msg.header.stamp.sec, msg.header.stamp.nanosec), msg)
 
     def _alive(self) -> None:
-        assert self.node.alive(), f'node died:\n{self.node.output()}'
+        self.node.assert_alive()
 
     def send(self, msg: Image) -> tuple[int, int]:
         msg.header = Header(stamp=Time(sec=2000 + next(_stamps), nanosec=500), frame_id='front_camera')
@@ -216,7 +216,7 @@ def test_lifecycle_variant_serves_only_while_active(tmp_path_factory, maskrcnn_c
         probe = ProbeNode('instance_managed_probe')
         try:
             client = InstanceClient(probe, node, '/inst_managed', wait_for_node=False)
-            lifecycle = LifecycleClient(probe, '/inst_managed/instance_segmentation', 120)
+            lifecycle = LifecycleClient(probe, node, '/inst_managed/instance_segmentation', 120)
             assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
             assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
             assert lifecycle.change(Transition.TRANSITION_ACTIVATE)

@@ -56,7 +56,7 @@ class CameraProbe(ProbeNode):
 
     def alive(self) -> None:
         for node in self.nodes:
-            assert node.alive(), f'node died:\n{node.output()}'
+            node.assert_alive()
 
     def wait_for(self, condition, what: str, timeout: float = 60.0) -> None:
         logs = '\n'.join(node.output() for node in self.nodes)

@@ -102,8 +102,8 @@ def test_sigint_twice_and_sigterm_end_serving_nodes_with_exit_code_0(tmp_path):
                 node.__enter__()
 
             def check_alive():
-                for name, node in nodes.items():
-                    assert node.alive(), f'{name} died:\n{node.output()}'
+                for node in nodes.values():
+                    node.assert_alive()
 
             assert probe.spin_until(lambda: all(count >= 2 for count in answered.values()), START_TIMEOUT,
                                     check_alive), f'not every node answered: {answered}'

@@ -50,7 +50,7 @@ class SemanticClient:
         return store
 
     def _check_alive(self) -> None:
-        assert self.node.alive(), f'node died:\n{self.node.output()}'
+        self.node.assert_alive()
 
     def wait_ready(self) -> None:
         assert self.probe.spin_until(lambda: self.publisher.get_subscription_count() > 0, NODE_START_TIMEOUT,
