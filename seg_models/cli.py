@@ -167,8 +167,9 @@ def command_info(args: argparse.Namespace) -> int:
 
 def command_bench(args: argparse.Namespace) -> int:
     """Same frames through each backend at each precision; a table of latencies, ratios to the
-    first row, and how closely each lower precision answers like the same backend's fp32. On a
-    CUDA device: our GPU path beside torchvision's eager models (seg_models.device_benchmark)."""
+    first row, and how closely each lower precision answers like the same backend's fp32 (and fp32
+    like itself on the frames with sensor noise, the yardstick for those figures). On a CUDA
+    device: our GPU path beside torchvision's eager models (seg_models.device_benchmark)."""
     from seg_models.backends.factory import resolved_device
 
     if resolved_device(args.device or BackendSettings().device).startswith('cuda'):
@@ -177,6 +178,8 @@ def command_bench(args: argparse.Namespace) -> int:
         return run_device_benchmark(args.architectures, args.batches, tuple(args.camera_size), args.input_size,
                                     args.precisions or ['fp32', 'fp16'], args.iterations, args.warmup,
                                     resolved_device(args.device or 'auto'))
+    from seg_models.fidelity import SENSOR_NOISE_GREY_LEVELS, with_sensor_noise
+
     args.input_size = args.input_size or DEFAULT_INPUT_SIZE
     args.precisions = args.precisions or ['fp32']
     height, width = args.input_size
@@ -198,9 +201,12 @@ def command_bench(args: argparse.Namespace) -> int:
                 started = time.perf_counter()
                 results = segmenter.segment(frames)
                 timings.append(time.perf_counter() - started)
-            fp32_results = results if precision == 'fp32' else fp32_results
-            agreement = '' if precision == 'fp32' or fp32_results is None else \
-                _agreement(args.task, fp32_results, results, segmenter)
+            if precision == 'fp32':  # the yardstick: fp32 against itself on frames with sensor noise
+                fp32_results = results
+                agreement = (f'itself under +-{SENSOR_NOISE_GREY_LEVELS} grey-level noise: ' + _agreement(
+                    args.task, results, segmenter.segment(with_sensor_noise(frames)), segmenter))
+            else:
+                agreement = '' if fp32_results is None else _agreement(args.task, fp32_results, results, segmenter)
             rows.append((segmenter.backend.describe(), float(np.median(timings)) * 1000,
                          float(np.min(timings)) * 1000, agreement))
             del segmenter

@@ -18,6 +18,18 @@ from seg_models.semantic import SemanticResult
 # precision; they are not counted as missing or extra.
 BORDERLINE_SCORE = 0.05
 INSTANCE_IOU_BOUND = 0.9
+SENSOR_NOISE_GREY_LEVELS = 1
+
+
+def with_sensor_noise(frames: Sequence[np.ndarray], grey_levels: int = SENSOR_NOISE_GREY_LEVELS,
+                      seed: int = 0) -> list[np.ndarray]:
+    """``frames`` with independent uniform noise of up to ``grey_levels`` per pixel and channel,
+    less than a camera's own noise: how far fp32 moves on them is the yardstick for how far a
+    lower precision moves (a network that moves more than the bounds on these frames cannot be
+    held to them at any precision)."""
+    rng = np.random.default_rng(seed)
+    return [np.clip(frame.astype(np.int16) + rng.integers(-grey_levels, grey_levels + 1, frame.shape), 0, 255)
+            .astype(np.uint8) for frame in frames]
 
 
 def identical_pixels(reference: Sequence[SemanticResult], other: Sequence[SemanticResult]) -> float:

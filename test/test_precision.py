@@ -14,7 +14,7 @@ import torch
 from fitted_models import (CAMVID, CAMVID_VOID, FIT_SIZE, camvid_available, camvid_frames)
 from seg_models.backends.onnxruntime import OnnxRuntimeBackend
 from seg_models.configs import InstanceFilter, InstanceModelConfig, SemanticModelConfig, build_config
-from seg_models.fidelity import identical_pixels, instance_agreement
+from seg_models.fidelity import SENSOR_NOISE_GREY_LEVELS, identical_pixels, instance_agreement, with_sensor_noise
 from seg_models.instance import create_instance_segmenter
 from seg_models.semantic import create_semantic_segmenter
 from seg_models.tensorrt_operators import unsupported_nodes
@@ -22,6 +22,7 @@ from seg_models.tensorrt_operators import unsupported_nodes
 pytestmark = pytest.mark.slow
 needs_camvid = pytest.mark.skipif(not camvid_available(), reason=f'needs the CamVid frames in {CAMVID}')
 SCORE_THRESHOLD = 0.5
+SENSOR_NOISE = f'fp32 under +-{SENSOR_NOISE_GREY_LEVELS} grey-level noise'
 
 
 def calibration_folder(folder, size=(360, 480), count=4):
@@ -197,6 +198,16 @@ def test_instance_agreement_matches_within_a_class_and_forgives_only_borderline_
     assert same.within_instance_bounds() and same.matched == 4
 
 
+def test_sensor_noise_is_a_few_grey_levels_and_the_same_each_time():
+    frames = [np.full((6, 8, 3), value, np.uint8) for value in (0, 128, 255)]
+    noisy = with_sensor_noise(frames)
+    differences = np.stack([image.astype(int) - frame for image, frame in zip(noisy, frames)])
+    assert np.abs(differences).max() == SENSOR_NOISE_GREY_LEVELS
+    assert differences[0].min() == 0 and differences[2].max() == 0  # clipped, not wrapped
+    assert np.count_nonzero(differences[1]) > differences[1].size // 2
+    assert all(np.array_equal(a, b) for a, b in zip(noisy, with_sensor_noise(frames)))
+
+
 @needs_camvid
 def test_fp16_and_int8_semantic_graphs_answer_like_fp32(fitted_semantic, camvid_frames_full, tmp_path, capsys):
     def segmenter(precision):
@@ -204,7 +215,9 @@ def test_fp16_and_int8_semantic_graphs_answer_like_fp32(fitted_semantic, camvid_
             checkpoint=str(fitted_semantic), label_set='camvid', input_size=FIT_SIZE, backend='onnxruntime',
             precision=precision, engine_dir=str(tmp_path), calibration_images=str(CAMVID / 'images'))))
 
-    results = {precision: segmenter(precision).segment(camvid_frames_full) for precision in ('fp32', 'fp16', 'int8')}
+    segmenters = {precision: segmenter(precision) for precision in ('fp32', 'fp16', 'int8')}
+    results = {precision: each.segment(camvid_frames_full) for precision, each in segmenters.items()}
+    noisy = segmenters['fp32'].segment(with_sensor_noise(camvid_frames_full))
     truths = [labels for _, labels in camvid_frames(size=(360, 480))]
     accuracy = np.mean([(result.class_ids == truth)[truth != CAMVID_VOID].mean()
                         for result, truth in zip(results['fp32'], truths)])
@@ -212,7 +225,8 @@ def test_fp16_and_int8_semantic_graphs_answer_like_fp32(fitted_semantic, camvid_
     fp16, int8 = (identical_pixels(results['fp32'], results[p]) for p in ('fp16', 'int8'))
     with capsys.disabled():
         print(f'\nDeepLabv3+ fitted to CamVid: pixel accuracy {accuracy:.3f}, {len(classes)} classes; identical '
-              f'pixels to fp32: fp16 {100 * fp16:.2f}%, int8 {100 * int8:.2f}%')
+              f'pixels to fp32: fp16 {100 * fp16:.2f}%, int8 {100 * int8:.2f}%, {SENSOR_NOISE} '
+              f'{100 * identical_pixels(results["fp32"], noisy):.2f}%')
     assert accuracy > 0.6 and len(classes) >= 5, 'the fitted network must answer like a real one'
     assert fp16 >= 0.995
     assert int8 >= 0.97
@@ -229,10 +243,13 @@ def instance_agreements(fitted_instance, camvid_frames_full, tmp_path_factory):
             engine_dir=str(cache), calibration_images=str(CAMVID / 'images'),
             selection=InstanceFilter(score_threshold=SCORE_THRESHOLD))))
 
-    results = {precision: segmenter(precision).segment(camvid_frames_full) for precision in ('fp32', 'fp16', 'int8')}
-    agreements = {p: instance_agreement(results['fp32'], results[p], SCORE_THRESHOLD) for p in ('fp16', 'int8')}
-    for precision, agreement in agreements.items():
-        print(f'\nMask R-CNN fitted to CamVid, {precision} against fp32: {agreement.describe()}')
+    segmenters = {precision: segmenter(precision) for precision in ('fp32', 'fp16', 'int8')}
+    results = {precision: each.segment(camvid_frames_full) for precision, each in segmenters.items()}
+    results[SENSOR_NOISE] = segmenters['fp32'].segment(with_sensor_noise(camvid_frames_full))
+    agreements = {name: instance_agreement(results['fp32'], results[name], SCORE_THRESHOLD)
+                  for name in ('fp16', 'int8', SENSOR_NOISE)}
+    for name, agreement in agreements.items():
+        print(f'\nMask R-CNN fitted to CamVid, {name} against fp32: {agreement.describe()}')
     return agreements
 
 
@@ -246,10 +263,19 @@ def test_fp16_instance_graph_keeps_the_detections(instance_agreements):
 
 
 @needs_camvid
+def test_sensor_noise_keeps_most_fp32_detections(instance_agreements):
+    """The yardstick is noise a camera makes anyway, so most detections survive it (measured: 18
+    of 19, box IoU median 0.92); how far their boxes move is what int8 is compared with."""
+    noise = instance_agreements[SENSOR_NOISE]
+    assert noise.reference >= 10 and noise.matched >= 0.8 * noise.reference, noise.describe()
+
+
+@needs_camvid
 @pytest.mark.xfail(strict=True, reason='int8 Mask R-CNN misses the bounds (measured: 17/19 matched, 1 missing, '
-                                       '3 extra, box IoU >= 0.63, mask IoU >= 0.58; with max calibration, only '
-                                       'the backbone quantized or a 3x longer fit no better; README): issue 13 '
-                                       'stays open on this')
+                                       '3 extra, box IoU >= 0.63, mask IoU >= 0.58), and so does this fitted '
+                                       'network against itself under +-1 grey-level noise (18/19, 1 missing, '
+                                       '2 extra, box IoU >= 0.76); calibration, partial quantization and longer '
+                                       'fits no better (README): issue 13 stays open on this')
 def test_int8_instance_graph_finds_the_same_instances(instance_agreements):
     int8 = instance_agreements['int8']
     assert int8.within_instance_bounds(), int8.describe()
@@ -318,7 +344,6 @@ def test_bench_prints_each_precision_with_its_agreement_to_fp32(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = {line.split()[3].strip('()'): line for line in done.stdout.splitlines() if line.startswith('onnxruntime')}
     assert set(rows) == {'fp32', 'fp16', 'int8'}, done.stdout
-    assert 'identical pixels' not in rows['fp32']
-    for precision in ('fp16', 'int8'):
-        share = float(re.search(r'([\d.]+)% identical pixels', rows[precision]).group(1))
+    for precision, prefix in (('fp32', r'itself under \+-1 grey-level noise: '), ('fp16', ''), ('int8', '')):
+        share = float(re.search(prefix + r'([\d.]+)% identical pixels', rows[precision]).group(1))
         assert 0 < share <= 100
