@@ -208,6 +208,15 @@ def test_sensor_noise_is_a_few_grey_levels_and_the_same_each_time():
     assert all(np.array_equal(a, b) for a, b in zip(noisy, with_sensor_noise(frames)))
 
 
+def results_by_precision(segmenter, frames):
+    """Each precision's answers on ``frames`` (``segmenter(precision)`` makes its segmenter), and
+    fp32's on them with sensor noise (``SENSOR_NOISE``)."""
+    segmenters = {precision: segmenter(precision) for precision in ('fp32', 'fp16', 'int8')}
+    results = {precision: each.segment(frames) for precision, each in segmenters.items()}
+    results[SENSOR_NOISE] = segmenters['fp32'].segment(with_sensor_noise(frames))
+    return results
+
+
 @needs_camvid
 def test_fp16_and_int8_semantic_graphs_answer_like_fp32(fitted_semantic, camvid_frames_full, tmp_path, capsys):
     def segmenter(precision):
@@ -215,9 +224,7 @@ def test_fp16_and_int8_semantic_graphs_answer_like_fp32(fitted_semantic, camvid_
             checkpoint=str(fitted_semantic), label_set='camvid', input_size=FIT_SIZE, backend='onnxruntime',
             precision=precision, engine_dir=str(tmp_path), calibration_images=str(CAMVID / 'images'))))
 
-    segmenters = {precision: segmenter(precision) for precision in ('fp32', 'fp16', 'int8')}
-    results = {precision: each.segment(camvid_frames_full) for precision, each in segmenters.items()}
-    noisy = segmenters['fp32'].segment(with_sensor_noise(camvid_frames_full))
+    results = results_by_precision(segmenter, camvid_frames_full)
     truths = [labels for _, labels in camvid_frames(size=(360, 480))]
     accuracy = np.mean([(result.class_ids == truth)[truth != CAMVID_VOID].mean()
                         for result, truth in zip(results['fp32'], truths)])
@@ -226,7 +233,7 @@ def test_fp16_and_int8_semantic_graphs_answer_like_fp32(fitted_semantic, camvid_
     with capsys.disabled():
         print(f'\nDeepLabv3+ fitted to CamVid: pixel accuracy {accuracy:.3f}, {len(classes)} classes; identical '
               f'pixels to fp32: fp16 {100 * fp16:.2f}%, int8 {100 * int8:.2f}%, {SENSOR_NOISE} '
-              f'{100 * identical_pixels(results["fp32"], noisy):.2f}%')
+              f'{100 * identical_pixels(results["fp32"], results[SENSOR_NOISE]):.2f}%')
     assert accuracy > 0.6 and len(classes) >= 5, 'the fitted network must answer like a real one'
     assert fp16 >= 0.995
     assert int8 >= 0.97
@@ -243,9 +250,7 @@ def instance_agreements(fitted_instance, camvid_frames_full, tmp_path_factory):
             engine_dir=str(cache), calibration_images=str(CAMVID / 'images'),
             selection=InstanceFilter(score_threshold=SCORE_THRESHOLD))))
 
-    segmenters = {precision: segmenter(precision) for precision in ('fp32', 'fp16', 'int8')}
-    results = {precision: each.segment(camvid_frames_full) for precision, each in segmenters.items()}
-    results[SENSOR_NOISE] = segmenters['fp32'].segment(with_sensor_noise(camvid_frames_full))
+    results = results_by_precision(segmenter, camvid_frames_full)
     agreements = {name: instance_agreement(results['fp32'], results[name], SCORE_THRESHOLD)
                   for name in ('fp16', 'int8', SENSOR_NOISE)}
     for name, agreement in agreements.items():
