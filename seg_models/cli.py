@@ -178,7 +178,7 @@ def command_bench(args: argparse.Namespace) -> int:
         return run_device_benchmark(args.architectures, args.batches, tuple(args.camera_size), args.input_size,
                                     args.precisions or ['fp32', 'fp16'], args.iterations, args.warmup,
                                     resolved_device(args.device or 'auto'))
-    from seg_models.fidelity import SENSOR_NOISE_GREY_LEVELS, with_sensor_noise
+    from seg_models.fidelity import SENSOR_NOISE, with_sensor_noise
 
     args.input_size = args.input_size or DEFAULT_INPUT_SIZE
     args.precisions = args.precisions or ['fp32']
@@ -203,7 +203,7 @@ def command_bench(args: argparse.Namespace) -> int:
                 timings.append(time.perf_counter() - started)
             if precision == 'fp32':  # the yardstick: fp32 against itself on frames with sensor noise
                 fp32_results = results
-                agreement = (f'itself under +-{SENSOR_NOISE_GREY_LEVELS} grey-level noise: ' + _agreement(
+                agreement = (f'itself under {SENSOR_NOISE}: ' + _agreement(
                     args.task, results, segmenter.segment(with_sensor_noise(frames)), segmenter))
             else:
                 agreement = '' if fp32_results is None else _agreement(args.task, fp32_results, results, segmenter)

@@ -21,6 +21,7 @@ from seg_models.semantic import SemanticResult
 BORDERLINE_SCORE = 0.05
 INSTANCE_IOU_BOUND = 0.9
 SENSOR_NOISE_GREY_LEVELS = 1
+SENSOR_NOISE = f'+-{SENSOR_NOISE_GREY_LEVELS} grey-level noise'  # how reports name it
 
 
 def with_sensor_noise(frames: Sequence[np.ndarray], grey_levels: int = SENSOR_NOISE_GREY_LEVELS,

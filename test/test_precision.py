@@ -14,6 +14,7 @@ import torch
 from fitted_models import (CAMVID, CAMVID_VOID, FIT_SIZE, camvid_available, camvid_frames)
 from seg_models.backends.onnxruntime import OnnxRuntimeBackend
 from seg_models.configs import InstanceFilter, InstanceModelConfig, SemanticModelConfig, build_config
+from seg_models import fidelity
 from seg_models.fidelity import SENSOR_NOISE_GREY_LEVELS, identical_pixels, instance_agreement, with_sensor_noise
 from seg_models.instance import create_instance_segmenter
 from seg_models.semantic import create_semantic_segmenter
@@ -22,7 +23,7 @@ from seg_models.tensorrt_operators import unsupported_nodes
 pytestmark = pytest.mark.slow
 needs_camvid = pytest.mark.skipif(not camvid_available(), reason=f'needs the CamVid frames in {CAMVID}')
 SCORE_THRESHOLD = 0.5
-SENSOR_NOISE = f'fp32 under +-{SENSOR_NOISE_GREY_LEVELS} grey-level noise'
+SENSOR_NOISE = f'fp32 under {fidelity.SENSOR_NOISE}'
 
 
 def calibration_folder(folder, size=(360, 480), count=4):
