@@ -156,6 +156,28 @@ def test_fp32_backend_calls_run_without_tf32_convolutions_as_the_device_path_doe
     assert seen == [False] and torch.backends.cudnn.allow_tf32 == before
 
 
+def test_box_predictor_in_fp32_escapes_autocast_and_the_network_still_pickles():
+    """The fp16 PyTorch path runs Mask R-CNN under autocast but decodes boxes from fp32 regression
+    (fp16 coordinates step by 1-2 pixels); the network stays picklable, as the export child needs."""
+    import pickle
+
+    from seg_models.models.instance_inference import box_predictor_in_fp32
+    from seg_models.models.maskrcnn import mask_rcnn
+
+    network = mask_rcnn('maskrcnn_resnet50_fpn', 9).eval()
+    features = torch.randn(5, network.roi_heads.box_predictor.cls_score.in_features)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        plain = network.roi_heads.box_predictor(features)
+        box_predictor_in_fp32(network)
+        fp32 = network.roi_heads.box_predictor(features)
+        unpickled = pickle.loads(pickle.dumps(network)).roi_heads.box_predictor(features)
+    assert [t.dtype for t in plain] == [torch.bfloat16] * 2  # what autocast alone does
+    assert [t.dtype for t in fp32] == [torch.float32] * 2
+    assert all(torch.equal(a, b) for a, b in zip(fp32, unpickled))
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(fp32, network.roi_heads.box_predictor(features)))
+
+
 def test_device_auto_resolves_to_the_gpu_where_there_is_one():
     assert resolved_device('auto') == ('cuda' if torch.cuda.is_available() else 'cpu')
     assert resolved_device('cpu') == 'cpu' and resolved_device('cuda:1') == 'cuda:1'

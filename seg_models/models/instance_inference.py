@@ -12,7 +12,6 @@ runs for those alone: torchvision's defaults would run it for up to 100 boxes do
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import MethodType
 from typing import Callable, Sequence
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 
@@ -82,12 +82,18 @@ def box_predictor_in_fp32(model: MaskRCNN) -> None:
     boxes in the regression's dtype, and fp16 coordinates of a 2048-pixel image step by 1-2
     pixels. The rest of the network keeps autocast's fp16; the state dict is unchanged."""
     predictor = model.roi_heads.box_predictor
-    forward = type(predictor).forward
+    if not isinstance(predictor, FastRCNNPredictor):
+        raise TypeError(f"box_predictor_in_fp32 expects torchvision's FastRCNNPredictor, "
+                        f'not {type(predictor).__name__}')
+    predictor.__class__ = Fp32BoxPredictor  # a class, not a patched method: the module still pickles
 
-    def fp32_forward(self, features: torch.Tensor):
-        with torch.autocast(features.device.type, enabled=False):
-            return forward(self, features.float())
-    predictor.forward = MethodType(fp32_forward, predictor)
+
+class Fp32BoxPredictor(FastRCNNPredictor):
+    """torchvision's box predictor, run in fp32 whatever autocast says (``box_predictor_in_fp32``)."""
+
+    def forward(self, x: torch.Tensor):
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
 
 
 class InstanceInference(nn.Module):
