@@ -281,7 +281,7 @@ def test_sensor_noise_keeps_most_fp32_detections(instance_agreements):
                                        '3 extra, box IoU >= 0.63, mask IoU >= 0.58), and so does this fitted '
                                        'network against itself under +-1 grey-level noise (18/19, 1 missing, '
                                        '2 extra, box IoU >= 0.76); calibration, partial quantization and longer '
-                                       'fits no better (README): issue 13 stays open on this')
+                                       'fits no better (README): issue 13 is blocked on a trained Mask R-CNN')
 def test_int8_instance_graph_finds_the_same_instances(instance_agreements):
     int8 = instance_agreements['int8']
     assert int8.within_instance_bounds(), int8.describe()
