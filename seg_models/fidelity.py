@@ -61,6 +61,14 @@ class InstanceAgreement:
     def min_mask_iou(self) -> float:
         return min(self.mask_ious, default=1.0)
 
+    @property
+    def median_box_iou(self) -> float:
+        return _median(self.box_ious)
+
+    @property
+    def median_mask_iou(self) -> float:
+        return _median(self.mask_ious)
+
     def within_instance_bounds(self) -> bool:
         """The bounds issue 13 sets for lower-precision instance graphs: the same detections, and
         box and mask IoU at least ``INSTANCE_IOU_BOUND`` for each matched pair."""
@@ -70,8 +78,8 @@ class InstanceAgreement:
     def describe(self) -> str:
         """One line; the medians tell a few pairs that moved from every box moving a little."""
         return (f'{self.matched}/{self.reference} detections matched, {self.missing} missing, {self.extra} extra, '
-                f'box IoU >= {self.min_box_iou:.3f} (median {_median(self.box_ious):.3f}), '
-                f'mask IoU >= {self.min_mask_iou:.3f} (median {_median(self.mask_ious):.3f})')
+                f'box IoU >= {self.min_box_iou:.3f} (median {self.median_box_iou:.3f}), '
+                f'mask IoU >= {self.min_mask_iou:.3f} (median {self.median_mask_iou:.3f})')
 
 
 def _median(values: Sequence[float]) -> float:
