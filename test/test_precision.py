@@ -262,7 +262,7 @@ def instance_agreements(fitted_instance, camvid_frames_full, tmp_path_factory):
 @needs_camvid
 def test_fp16_instance_graph_keeps_the_detections(instance_agreements):
     """Our own guard (issue 13 sets no fp16 instance bound): fp16 changes at most one detection in
-    ten and moves boxes and masks less than +-1 grey-level of sensor noise does. The fitted network
+    ten and moves boxes and masks no more than +-1 grey-level of sensor noise does. The fitted network
     differs between environments, so a borderline detection may flip either way (measured: 18/19
     with none extra; 23/24 with one extra, box IoU median 0.995 against 0.92 under noise)."""
     fp16, noise = instance_agreements['fp16'], instance_agreements[SENSOR_NOISE]
