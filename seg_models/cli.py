@@ -25,67 +25,52 @@ from typing import Optional, Sequence
 import numpy as np
 
 from seg_models.backends.base import BackendError
-from seg_models.checkpoints import CheckpointError
-from seg_models.configs import (BACKENDS, DEFAULT_INPUT_SIZE, PRECISIONS, BackendSettings, InstanceModelConfig,
-                                SemanticModelConfig, build_config)
-
-TASKS = {'semantic': SemanticModelConfig, 'instance': InstanceModelConfig}
+from seg_models.checkpoints.reading import CheckpointError
+from seg_models.configs import BACKENDS, DEFAULT_INPUT_SIZE, PRECISIONS, BackendSettings, build_config
+from seg_models.tasks import TASKS, get_task, task_of
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags named like the config fields (and node parameters) they set; unset flags keep the
     config's default, so the CLI builds exactly what a node with the same settings loads."""
-    semantic, instance, deployment = SemanticModelConfig(), InstanceModelConfig(), BackendSettings()
-    parser.add_argument('--task', choices=tuple(TASKS), default='semantic')
-    parser.add_argument('--architecture', help=f'default: {semantic.architecture} / {instance.architecture}')
+    defaults, deployment = {name: task.config_type() for name, task in TASKS.items()}, BackendSettings()
+
+    def per_task(field: str) -> str:
+        return 'default: ' + ' / '.join(f'{getattr(config, field)} ({name})' for name, config in defaults.items()
+                                        if hasattr(config, field))
+
+    parser.add_argument('--task', choices=tuple(TASKS), default='semantic',
+                        help='; '.join(f'{name}: {task.description}' for name, task in TASKS.items()))
+    parser.add_argument('--architecture', help=per_task('architecture'))
     parser.add_argument('--checkpoint', help='weights file; default: untrained weights')
-    parser.add_argument('--label-set', help=f'default: {semantic.label_set} / {instance.label_set}')
-    parser.add_argument('--output-stride', type=int, choices=(8, 16), help=f'default: {semantic.output_stride}')
+    parser.add_argument('--label-set', help=per_task('label_set'))
+    parser.add_argument('--output-stride', type=int, choices=(8, 16), help=per_task('output_stride'))
     parser.add_argument('--model-metadata', help='bring-your-own ONNX model metadata (.yaml)')
     parser.add_argument('--input-size', type=int, nargs=2, metavar=('HEIGHT', 'WIDTH'), default=DEFAULT_INPUT_SIZE)
-    parser.add_argument('--batch-size', type=int, dest='max_batch',
-                        help=f'images per backend call at most (instance graphs are built for it); default: '
-                             f'{semantic.deployment.max_batch} / {instance.deployment.max_batch}')
+    parser.add_argument('--max-batch', '--batch-size', type=int, dest='max_batch',
+                        help='images per backend call at most: the TensorRT profile\'s largest batch, and the fixed '
+                             'batch instance graphs are built for; default: ' + ' / '.join(
+                                 f'{config.deployment.max_batch} ({name})' for name, config in defaults.items()))
     parser.add_argument('--backend', choices=BACKENDS, help=f'default: {deployment.backend}')
     parser.add_argument('--device', help=f'default: {deployment.device}')
     parser.add_argument('--precision', choices=PRECISIONS, help=f'default: {deployment.precision}')
     parser.add_argument('--engine-dir', help='engine cache; default: $SEG_MODELS_CACHE_DIR or ~/.cache/seg_models')
     parser.add_argument('--calibration-images',
-                        help='folder of camera frames: int8 calibration, and fp16 range checks (seg_models.precision)')
+                        help='folder of camera frames: int8 calibration, and fp16 range checks '
+                             '(seg_models.deploy.precision)')
 
 
 def model_config(args: argparse.Namespace, backend: Optional[str] = None, precision: Optional[str] = None):
-    """The Semantic/InstanceModelConfig the nodes would build from the same settings."""
+    """The task's model config (seg_models.configs) the nodes would build from the same settings."""
     values = dict(vars(args), backend=backend or args.backend, precision=precision or args.precision)
-    return build_config(TASKS[args.task], values, input_size=tuple(args.input_size))
-
-
-def create_segmenter(config):
-    from seg_models.instance import create_instance_segmenter
-    from seg_models.semantic import create_semantic_segmenter
-
-    if isinstance(config, InstanceModelConfig):
-        return create_instance_segmenter(config)
-    return create_semantic_segmenter(config)
+    return build_config(get_task(args.task).config_type, values, input_size=tuple(args.input_size))
 
 
 def command_export(args: argparse.Namespace) -> int:
-    from seg_models.export import export_instance_onnx, export_semantic_onnx
-
     config = model_config(args, backend='pytorch')
-    config = dataclasses.replace(config, deployment=dataclasses.replace(config.deployment, device='cpu'))
-    segmenter = create_segmenter(config)  # traced on the CPU: the graph is the same everywhere
-    graph = segmenter.backend.module
-    if args.task == 'semantic':
-        graph.with_confidence = args.confidence
-        export_semantic_onnx(graph, args.output, segmenter.label_set.name, example_size=tuple(args.input_size))
-    else:
-        from seg_models.labels import get_label_set
-        from seg_models.models.maskrcnn import network_classes_for
-
-        classes = network_classes_for(get_label_set(config.label_set))
-        export_instance_onnx(graph, args.output, config.label_set, classes, config.input_size,
-                             config.deployment.max_batch)
+    if hasattr(config, 'with_confidence'):
+        config = dataclasses.replace(config, with_confidence=args.confidence)
+    get_task(args.task).deployment_graph(config).export(Path(args.output))  # traced on the CPU
     print(f'wrote {args.output}')
     return 0
 
@@ -97,7 +82,7 @@ def command_build(args: argparse.Namespace) -> int:
     config = model_config(args)
     if args.onnx_only:
         return _build_onnx_only(config, started)
-    segmenter = create_segmenter(config)
+    segmenter = task_of(config).create_segmenter(config)
     print(f'ready: {segmenter.backend.describe()} in {time.perf_counter() - started:.1f} s; '
           f'cache {args.engine_dir or "default"} (see `seg-models info`)')
     return 0
@@ -106,17 +91,14 @@ def command_build(args: argparse.Namespace) -> int:
 def _build_onnx_only(config, started: float) -> int:
     """The TensorRT-bound ONNX graph at ``config``'s precision, made and validated without TensorRT:
     ONNX checker, TensorRT operator coverage, and a run in ONNX Runtime on the CPU."""
-    from seg_models.backends.factory import precision_onnx_artifact, require_tensorrt_operators
     from seg_models.backends.onnxruntime import OnnxRuntimeBackend
-    from seg_models.engine_cache import EngineCache
-    from seg_models.instance import instance_deployment
-    from seg_models.semantic import semantic_deployment
-    from seg_models.tensorrt_operators import TABLE_SOURCE
+    from seg_models.deploy.artifacts import precision_onnx_artifact, require_tensorrt_operators
+    from seg_models.deploy.engine_cache import EngineCache
+    from seg_models.deploy.tensorrt_operators import TABLE_SOURCE
 
     if getattr(config, 'model_metadata', ''):
         raise ValueError('--onnx-only prepares our own exported graphs; a bring-your-own ONNX model is used as it is')
-    deployment = semantic_deployment(config)[0] if isinstance(config, SemanticModelConfig) \
-        else instance_deployment(config)[0]
+    deployment = task_of(config).deployment_graph(config)
     settings = config.deployment
     path = precision_onnx_artifact(deployment, settings, EngineCache(settings.engine_dir or None))
     require_tensorrt_operators(path)
@@ -131,8 +113,8 @@ def _build_onnx_only(config, started: float) -> int:
 
 
 def command_info(args: argparse.Namespace) -> int:
-    from seg_models.engine_cache import EngineCache, default_cache_dir
-    from seg_models.export import read_onnx_metadata
+    from seg_models.deploy.engine_cache import EngineCache, default_cache_dir
+    from seg_models.deploy.onnx_export import read_onnx_metadata
 
     target = Path(args.path) if args.path else default_cache_dir()
     if target.is_dir():
@@ -169,28 +151,29 @@ def command_bench(args: argparse.Namespace) -> int:
     """Same frames through each backend at each precision; a table of latencies, ratios to the
     first row, and how closely each lower precision answers like the same backend's fp32 (and fp32
     like itself on the frames with sensor noise, the yardstick for those figures). On a CUDA
-    device: our GPU path beside torchvision's eager models (seg_models.device_benchmark)."""
-    from seg_models.backends.factory import resolved_device
+    device: our GPU path beside torchvision's eager models (seg_models.bench.device_benchmark)."""
+    from seg_models.backends.availability import resolved_device
 
     if resolved_device(args.device or BackendSettings().device).startswith('cuda'):
-        from seg_models.device_benchmark import run_device_benchmark
+        from seg_models.bench.device_benchmark import run_device_benchmark
 
         return run_device_benchmark(args.architectures, args.batches, tuple(args.camera_size), args.input_size,
                                     args.precisions or ['fp32', 'fp16'], args.iterations, args.warmup,
                                     resolved_device(args.device or 'auto'))
-    from seg_models.fidelity import SENSOR_NOISE, with_sensor_noise
+    from seg_models.bench.fidelity import SENSOR_NOISE, with_sensor_noise
 
     args.input_size = args.input_size or DEFAULT_INPUT_SIZE
     args.precisions = args.precisions or ['fp32']
     height, width = args.input_size
     batch_size = args.max_batch or 1
     frames = _bench_frames(args.frames, (height, width), batch_size)
-    rows = []
+    rows, task = [], get_task(args.task)
     for backend in args.backends:
         fp32_results = None
         for precision in args.precisions:
             try:
-                segmenter = create_segmenter(model_config(args, backend=backend, precision=precision))
+                config = model_config(args, backend=backend, precision=precision)
+                segmenter = task_of(config).create_segmenter(config)
             except BackendError as error:
                 print(f'skipping {backend} {precision}: {error}')
                 continue
@@ -203,10 +186,10 @@ def command_bench(args: argparse.Namespace) -> int:
                 timings.append(time.perf_counter() - started)
             if precision == 'fp32':  # the yardstick: fp32 against itself on frames with sensor noise
                 fp32_results = results
-                agreement = (f'itself under {SENSOR_NOISE}: ' + _agreement(
-                    args.task, results, segmenter.segment(with_sensor_noise(frames)), segmenter))
+                agreement = f'itself under {SENSOR_NOISE}: ' + task.describe_agreement(
+                    results, segmenter.segment(with_sensor_noise(frames)), segmenter)
             else:
-                agreement = '' if fp32_results is None else _agreement(args.task, fp32_results, results, segmenter)
+                agreement = '' if fp32_results is None else task.describe_agreement(fp32_results, results, segmenter)
             rows.append((segmenter.backend.describe(), float(np.median(timings)) * 1000,
                          float(np.min(timings)) * 1000, agreement))
             del segmenter
@@ -226,7 +209,7 @@ def _bench_frames(folder: Optional[str], size: tuple[int, int], count: int) -> l
     """``count`` frames: the first images of ``folder`` (real frames give meaningful agreement
     figures), else seeded random frames of ``size``."""
     if folder:
-        from seg_models.frame_sources import image_files, read_rgb
+        from seg_models.data.frame_sources import image_files, read_rgb
 
         files = image_files(folder)[:count]
         if not files:
@@ -234,14 +217,6 @@ def _bench_frames(folder: Optional[str], size: tuple[int, int], count: int) -> l
         return [read_rgb(path) for path in files]
     rng = np.random.default_rng(0)
     return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(count)]
-
-
-def _agreement(task: str, reference, results, segmenter) -> str:
-    from seg_models.fidelity import identical_pixels, instance_agreement
-
-    if task == 'semantic':
-        return f'{100 * identical_pixels(reference, results):.2f}% identical pixels'
-    return instance_agreement(reference, results, segmenter.selection.score_threshold).describe()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,12 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument('--backends', nargs='+', default=['pytorch', 'onnxruntime', 'tensorrt'],
                        choices=[b for b in BACKENDS if b != 'auto'])
     bench.add_argument('--precisions', nargs='+', choices=PRECISIONS,
-                       help='each backend at each (fp16/int8 graphs from seg_models.precision); default: fp32, '
+                       help='each backend at each (fp16/int8 graphs from seg_models.deploy.precision); default: fp32, '
                             'on CUDA fp32 fp16')
     bench.add_argument('--frames', help='folder of camera frames to run (default: random frames)')
     bench.add_argument('--iterations', type=int, default=10)
     bench.add_argument('--warmup', type=int, default=2)
-    from seg_models.device_benchmark import DEFAULT_ARCHITECTURES
+    from seg_models.bench.device_benchmark import DEFAULT_ARCHITECTURES
 
     cuda = bench.add_argument_group('on a CUDA device (--device cuda): ours against torchvision, per stage')
     cuda.add_argument('--architectures', nargs='+', default=list(DEFAULT_ARCHITECTURES), metavar='ARCHITECTURE',

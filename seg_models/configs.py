@@ -27,7 +27,10 @@ class BackendSettings:
     precision: str = 'fp32'
     engine_dir: str = ''  # engine cache folder; empty: the default cache (see engine_cache)
     calibration_images: str = ''  # folder of images for INT8 calibration
-    max_batch: int = 4  # images per backend call at most (TensorRT profile; fixed batch of instance graphs)
+    # Images per backend call at most. It is, at once: the node worker's batch (the newest frame of
+    # up to this many cameras), the largest batch of a TensorRT engine's optimization profile, and,
+    # for instance graphs, the fixed batch baked into the ONNX graph and engine (padded when short).
+    max_batch: int = 4
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class SemanticModelConfig:
     # (height, width); None: each image's own size (opt in: a full-resolution network on whatever arrives)
     input_size: Optional[tuple[int, int]] = DEFAULT_INPUT_SIZE
     with_confidence: bool = False
-    selection: SemanticFilter = field(default_factory=SemanticFilter)
+    output_filter: SemanticFilter = field(default_factory=SemanticFilter)
     deployment: BackendSettings = field(default_factory=BackendSettings)
 
 
@@ -78,7 +81,7 @@ class InstanceModelConfig:
     checkpoint: str = ''
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE  # fixed (height, width), multiples of 32
     max_detections: int = 100
-    selection: InstanceFilter = field(default_factory=InstanceFilter)
+    output_filter: InstanceFilter = field(default_factory=InstanceFilter)
     # max_batch is the batch size baked into the instance graph (ONNX / TensorRT), padded when short
     deployment: BackendSettings = field(default_factory=lambda: BackendSettings(max_batch=1))
 

@@ -43,7 +43,7 @@ def camvid_frames(size: tuple[int, int] = FIT_SIZE) -> list[tuple[np.ndarray, np
 
 
 def _normalised(images: list[np.ndarray]) -> torch.Tensor:
-    from seg_models.models.semantic_inference import IMAGENET_MEAN, IMAGENET_STD
+    from seg_models.models.semantic_graph import IMAGENET_MEAN, IMAGENET_STD
 
     batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
     return (batch - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

@@ -5,7 +5,7 @@ from seg_perception_msgs.msg import InstanceMask, InstanceMaskArray
 from std_msgs.msg import Header
 from builtin_interfaces.msg import Time
 
-from seg_models.labels import cityscapes
+from seg_models.data.labels import cityscapes
 from seg_perception.messages.images import array_to_image_msg
 from seg_perception.messages.label_info import label_set_to_msg
 

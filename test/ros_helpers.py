@@ -24,7 +24,7 @@ from shared_data import CAMVID_IMAGES, REPO_ROOT, SHARED_DATA  # noqa: F401 (re-
 def driving_frames(count: int, size: tuple[int, int] | None = None) -> list[np.ndarray]:
     """RGB CamVid frames (480x360) where ../shared is present, generated frames of that size otherwise;
     resized to ``size`` (height, width) when given."""
-    from seg_models.frame_sources import synthetic_frames
+    from seg_models.data.frame_sources import synthetic_frames
 
     paths = sorted(CAMVID_IMAGES.glob('*.png'))[:count] if CAMVID_IMAGES.is_dir() else []
     if paths:

@@ -13,9 +13,9 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from seg_models.checkpoints import CheckpointError
-from seg_models.labels import cityscapes
-from seg_models.semantic import SemanticModelConfig, build_semantic_network
+from seg_models.checkpoints.reading import CheckpointError
+from seg_models.data.labels import cityscapes
+from seg_models.segmenters.semantic import SemanticModelConfig, build_semantic_network
 
 
 def randomise_batch_norm(module: nn.Module) -> None:

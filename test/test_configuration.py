@@ -12,7 +12,7 @@ from seg_perception.messages.topics import INSTANCE_NODE, SEMANTIC_NODE
 from seg_perception.nodes.instance_segmentation import INSTANCE_PARAMETERS, instance_config_from_parameters
 from seg_perception.nodes.segmentation_node import AUTOSTART
 from seg_perception.nodes.semantic_segmentation import SEMANTIC_PARAMETERS, semantic_config_from_parameters
-from seg_perception.runtime.camera_input import CAMERA_INPUT_PARAMETERS
+from seg_perception.runtime.camera_settings import CAMERA_INPUT_PARAMETERS
 from seg_perception.runtime.parameters import BACKEND_PARAMETERS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

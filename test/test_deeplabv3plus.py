@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from seg_models.checkpoints import CheckpointError, load_state_dict_strict, read_state_dict
+from seg_models.checkpoints.reading import CheckpointError, load_state_dict_strict, read_state_dict
 from seg_models.models.deeplabv3plus import DeepLabV3Plus, deeplabv3plus
 
 

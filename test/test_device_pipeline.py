@@ -1,4 +1,4 @@
-"""The device-side path (seg_models.device_pipeline): frames up once, pre/post-processing where the
+"""The device-side path (seg_models.backends.device_pipeline): frames up once, pre/post-processing where the
 network runs, small results back.
 
 Everything runs on the CPU too (the same code, without pinning or a stream), so CI checks it; the
@@ -14,15 +14,17 @@ import torch
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from fitted_models import CAMVID, CAMVID_VOID, FIT_SIZE, camvid_available, camvid_frames
-from seg_models.backends.factory import DeploymentGraph, create_backend, resolved_device, unusable_reason
+from seg_models.backends.availability import resolved_device, unusable_reason
+from seg_models.backends.factory import create_backend
+from seg_models.deploy.graph import DeploymentGraph
 from seg_models.backends.pytorch import PyTorchBackend
 from seg_models.configs import BackendSettings, InstanceFilter, InstanceModelConfig, SemanticModelConfig, build_config
-from seg_models.device_pipeline import DeviceOptions, StageClock
-from seg_models.fidelity import identical_pixels, instance_agreement
-from seg_models.instance import InstanceSegmenter, instance_deployment
-from seg_models.instance_postprocess import (Detection, _padded_masks_and_boxes, box_roi, paste_masks_gathered,
-                                             paste_masks_in_rois)
-from seg_models.semantic import SemanticSegmenter, semantic_deployment
+from seg_models.backends.device_pipeline import DeviceOptions, StageClock
+from seg_models.bench.fidelity import identical_pixels, instance_agreement
+from seg_models.segmenters.instance import InstanceSegmenter, instance_deployment
+from seg_models.segmenters.instance_postprocess import (Detection, _padded_masks_and_boxes, box_roi,
+                                                        paste_masks_gathered, paste_masks_in_rois)
+from seg_models.segmenters.semantic import SemanticSegmenter, semantic_deployment
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (none visible here); '
                                 'README "The GPU path" says how these ran on an H200')
@@ -45,10 +47,10 @@ def semantic_segmenter(checkpoint, device='cpu', precision='fp32', device_side=T
 def instance_segmenter(checkpoint, device='cpu', precision='fp32', device_side=True, input_size=FIT_SIZE):
     config = build_config(InstanceModelConfig, dict(checkpoint=str(checkpoint) if checkpoint else '',
                                                     input_size=input_size,
-                                                    selection=InstanceFilter(score_threshold=SCORE_THRESHOLD)))
+                                                    output_filter=InstanceFilter(score_threshold=SCORE_THRESHOLD)))
     graph, labels, classes, source = instance_deployment(config)
     backend = PyTorchBackend(graph.module, graph.output_names, device, precision, device_side=device_side)
-    return InstanceSegmenter(backend, labels, input_size, classes, config.selection, None, source)
+    return InstanceSegmenter(backend, labels, input_size, classes, config.output_filter, None, source)
 
 
 def mean_iou(results, truths, num_classes=CAMVID_VOID) -> float:
@@ -161,7 +163,7 @@ def test_box_predictor_in_fp32_escapes_autocast_and_the_network_still_pickles():
     (fp16 coordinates step by 1-2 pixels); the network stays picklable, as the export child needs."""
     import pickle
 
-    from seg_models.models.instance_inference import box_predictor_in_fp32
+    from seg_models.models.instance_graph import box_predictor_in_fp32
     from seg_models.models.maskrcnn import mask_rcnn
 
     network = mask_rcnn('maskrcnn_resnet50_fpn', 9).eval()

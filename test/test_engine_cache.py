@@ -11,13 +11,14 @@ import onnx.numpy_helper
 import pytest
 import torch
 
-from seg_models.backends.factory import BackendSettings, DeploymentGraph, create_backend
-from seg_models.engine_cache import (MAX_ENTRIES_PER_STEM, CacheDirectoryError, EngineCache, checked_onnx,
+from seg_models.backends.factory import BackendSettings, create_backend
+from seg_models.deploy.graph import DeploymentGraph
+from seg_models.deploy.engine_cache import (MAX_ENTRIES_PER_STEM, CacheDirectoryError, EngineCache, checked_onnx,
                                      file_sha256, module_sha256, onnx_sha256)
-from seg_models.export import export_semantic_onnx, read_onnx_metadata
-from seg_models.export_process import ExportProcessError, export_in_child_process
+from seg_models.deploy.onnx_export import export_semantic_onnx, read_onnx_metadata
+from seg_models.deploy.export_process import ExportProcessError, export_in_child_process
 from seg_models.models.deeplabv3plus import deeplabv3plus
-from seg_models.models.semantic_inference import SemanticInference
+from seg_models.models.semantic_graph import SemanticInference
 
 
 def write(text):
@@ -144,7 +145,7 @@ def test_onnx_export_is_reused_while_weights_are_unchanged(tmp_path, caplog):
     def deployment(module):
         return DeploymentGraph(name='tiny', output_names=module.output_names, module=module, key={'label_set': 'x'},
                                export=functools.partial(export_semantic_onnx, module, label_set='x',
-                                                        example_size=(64, 96)))
+                                                        input_size=(64, 96)))
 
     def exports():
         return caplog.text.count('building tiny-')
@@ -167,7 +168,7 @@ def test_export_runs_in_a_child_process_and_its_failure_is_one_line(tmp_path):
     not keep that, so it runs in a child. Its error comes back as one line."""
     graph = SemanticInference(deeplabv3plus('mobilenet_v3_large', 19))
     path = tmp_path / 'child.onnx'
-    export_in_child_process(functools.partial(export_semantic_onnx, graph, label_set='x', example_size=(64, 96)),
+    export_in_child_process(functools.partial(export_semantic_onnx, graph, label_set='x', input_size=(64, 96)),
                             path)
     assert read_onnx_metadata(path)['label_set'] == 'x'
     with pytest.raises(ExportProcessError, match=r"^exporting gone\.onnx failed in its child process \(exit 1\): "

@@ -6,7 +6,7 @@ from std_msgs.msg import Header
 
 from ros_helpers import NodeProcess, ProbeNode, driving_frames
 from seg_models.models.deeplabv3plus import deeplabv3plus
-from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
+from seg_models.segmenters.semantic import SemanticModelConfig, create_semantic_segmenter
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
 
 BGR_MEAN = (103.5, 116.3, 123.7)

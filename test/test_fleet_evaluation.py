@@ -14,8 +14,8 @@ import pytest
 
 from dataset_folders import write_cityscapes_folder
 from ros_helpers import CAMVID_IMAGES, REPO_ROOT
-from seg_models.instance_postprocess import InstanceResult
-from seg_models.labels import cityscapes_things
+from seg_models.segmenters.instance_postprocess import InstanceResult
+from seg_models.data.labels import cityscapes_things
 from seg_perception.evaluation.fleet import KILL_ONCE_ENV, fleet_bags
 from seg_perception.evaluation.fleet_worker import FleetModel, Predictor, evaluate_bag
 from seg_perception.evaluation.ground_truth import instances_of

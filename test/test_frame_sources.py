@@ -1,8 +1,8 @@
-"""seg_models.frame_sources: image folders, videos and generated frames as frame sequences."""
+"""seg_models.data.frame_sources: image folders, videos and generated frames as frame sequences."""
 import cv2
 import numpy as np
 
-from seg_models.frame_sources import open_frames, synthetic_frames
+from seg_models.data.frame_sources import open_frames, synthetic_frames
 
 
 def test_frame_sources_read_folders_videos_and_generate_frames(tmp_path):

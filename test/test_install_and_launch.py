@@ -37,7 +37,7 @@ def console_scripts() -> dict[str, str]:
 
 
 def test_install_tree_holds_launch_config_markers_and_entry_points():
-    for relative in ('launch/driving.launch.py', 'config/driving.yaml', 'config/label_sets/mapillary_vistas_v1.2.yaml'):
+    for relative in ('launch/driving.launch.py', 'config/driving.yaml'):
         assert (SHARE / relative).read_bytes() == (REPO_ROOT / relative).read_bytes(), relative
     assert (SHARE / 'package.xml').is_file()
     assert (INSTALL / PACKAGE / 'share' / 'ament_index' / 'resource_index' / 'packages' / PACKAGE).is_file()

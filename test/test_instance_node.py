@@ -17,11 +17,11 @@ from std_msgs.msg import Header
 from conftest import random_checkpoint
 from ros_helpers import LifecycleClient, NodeProcess, ProbeNode, driving_frames
 from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
-from seg_models.instance import create_instance_segmenter
-from seg_models.instance_postprocess import Instance, InstanceResult
-from seg_models.labels import cityscapes_things
+from seg_models.segmenters.instance import create_instance_segmenter
+from seg_models.segmenters.instance_postprocess import Instance, InstanceResult
+from seg_models.data.labels import cityscapes_things
 from seg_models.models.maskrcnn import mask_rcnn
-from seg_models.visualize import draw_instances
+from seg_models.data.visualize import draw_instances
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
 from seg_perception.messages.instances import full_frame_masks, instances_to_msg
 from seg_perception.messages.topics import LABEL_INFO_QOS, OUTPUT_QOS
@@ -39,9 +39,9 @@ def maskrcnn_checkpoint(tmp_path_factory):
                              lambda: mask_rcnn('maskrcnn_resnet50_fpn', 9), seed=5)
 
 
-def segmenter_like_the_node(checkpoint, selection: InstanceFilter):
+def segmenter_like_the_node(checkpoint, output_filter: InstanceFilter):
     return create_instance_segmenter(build_config(InstanceModelConfig, dict(
-        checkpoint=str(checkpoint), input_size=INPUT_SIZE, selection=selection, backend='onnxruntime')))
+        checkpoint=str(checkpoint), input_size=INPUT_SIZE, output_filter=output_filter, backend='onnxruntime')))
 
 
 class InstanceClient:
@@ -177,8 +177,8 @@ def test_score_threshold_class_filter_and_max_instances(tmp_path_factory, maskrc
         if instance.score >= threshold:
             counts[instance.class_name] = counts.get(instance.class_name, 0) + 1
     wanted = max(counts, key=counts.get)  # the class with most detections above the threshold
-    selection = InstanceFilter(threshold, 0.5, 2, (cityscapes_things().names.index(wanted),))
-    expected = segmenter_like_the_node(maskrcnn_checkpoint, selection).segment([frame])[0]
+    output_filter = InstanceFilter(threshold, 0.5, 2, (cityscapes_things().names.index(wanted),))
+    expected = segmenter_like_the_node(maskrcnn_checkpoint, output_filter).segment([frame])[0]
     with instance_node(tmp_path_factory, '/inst_filtered', maskrcnn_checkpoint, f'score_threshold:={threshold}',
                        f'class_filter:=[{wanted}]', 'max_instances:=2') as node:
         probe = ProbeNode('instance_filtered_probe')

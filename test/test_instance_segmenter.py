@@ -9,8 +9,8 @@ from torchvision.ops import box_iou
 from conftest import random_checkpoint
 from ros_helpers import driving_frames
 from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
-from seg_models.instance import class_map, create_instance_segmenter
-from seg_models.labels import cityscapes_things, coco_category_names, get_label_set
+from seg_models.segmenters.instance import class_map, create_instance_segmenter
+from seg_models.data.labels import cityscapes_things, coco_category_names, get_label_set
 from seg_models.models.maskrcnn import mask_rcnn
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ def maskrcnn_checkpoint(tmp_path_factory):
 
 
 def config(checkpoint, **overrides):
-    settings = dict(checkpoint=str(checkpoint), input_size=INPUT_SIZE, max_detections=20, selection=KEEP_ALL,
+    settings = dict(checkpoint=str(checkpoint), input_size=INPUT_SIZE, max_detections=20, output_filter=KEEP_ALL,
                     backend='pytorch')
     settings.update(overrides)
     return build_config(InstanceModelConfig, settings)
@@ -76,7 +76,7 @@ def test_fixed_batch_graph_serves_any_number_of_cameras(maskrcnn_checkpoint, tmp
     single = create_instance_segmenter(config(maskrcnn_checkpoint)).segment(frames)
     batched = create_instance_segmenter(config(maskrcnn_checkpoint, backend='onnxruntime', max_batch=2,
                                                engine_dir=str(tmp_path)))
-    assert batched.batch_size == 2
+    assert batched.fixed_batch == 2
     started = time.perf_counter()
     results = batched.segment(frames)  # 2 + 1 padded
     assert 0 < batched.backend_time.ms < (time.perf_counter() - started) * 1e3  # the two graph calls alone
@@ -88,14 +88,14 @@ def test_score_threshold_class_filter_and_empty_frames(maskrcnn_checkpoint):
     frame = driving_frames(1)[0]
     everything = create_instance_segmenter(config(maskrcnn_checkpoint)).segment([frame])[0]
     present = sorted({i.class_id for i in everything.instances})
-    only_one = create_instance_segmenter(config(maskrcnn_checkpoint, selection=InstanceFilter(
+    only_one = create_instance_segmenter(config(maskrcnn_checkpoint, output_filter=InstanceFilter(
         score_threshold=0.0, class_ids=(present[0],)))).segment([frame])[0]
     assert only_one.instances and {i.class_id for i in only_one.instances} == {present[0]}
     cutoff = sorted(i.score for i in everything.instances)[len(everything.instances) // 2]
-    confident = create_instance_segmenter(config(maskrcnn_checkpoint, selection=InstanceFilter(
+    confident = create_instance_segmenter(config(maskrcnn_checkpoint, output_filter=InstanceFilter(
         score_threshold=cutoff))).segment([frame])[0]
     assert confident.instances and all(i.score >= cutoff for i in confident.instances)
-    nothing = create_instance_segmenter(config(maskrcnn_checkpoint, selection=InstanceFilter(
+    nothing = create_instance_segmenter(config(maskrcnn_checkpoint, output_filter=InstanceFilter(
         score_threshold=1.01))).segment([frame])[0]
     assert nothing.instances == [] and nothing.full_frame_masks().shape == (0, *frame.shape[:2])
 
@@ -107,8 +107,8 @@ def test_the_graph_computes_masks_only_for_what_is_published(maskrcnn_checkpoint
     wide = create_instance_segmenter(config(maskrcnn_checkpoint)).segment([frame])[0].instances
     cutoff = float(np.median([i.score for i in wide]))
     present = sorted({i.class_id for i in wide if i.score >= cutoff})
-    selection = InstanceFilter(score_threshold=cutoff, max_instances=3, class_ids=tuple(present[:2]))
-    narrow = create_instance_segmenter(config(maskrcnn_checkpoint, selection=selection))
+    output_filter = InstanceFilter(score_threshold=cutoff, max_instances=3, class_ids=tuple(present[:2]))
+    narrow = create_instance_segmenter(config(maskrcnn_checkpoint, output_filter=output_filter))
     outputs = narrow.infer_raw([frame])
     count = int(outputs['num_detections'][0])
     assert outputs['mask_probs'].shape[1] == 3 and 0 < count <= 3  # the mask head ran for these alone
@@ -145,7 +145,7 @@ def test_torchvision_coco_checkpoint_loads_and_publishes_cityscapes_classes(tmp_
         torch.testing.assert_close(coco.backend.module.model.state_dict()[name], tensor, rtol=0, atol=0)
     cityscapes_classes = ('person', 'car', 'truck', 'bus', 'train', 'motorcycle', 'bicycle')
     coco_ids = tuple(label.id for label in get_label_set('coco_things').classes if label.name in cityscapes_classes)
-    filtered = create_instance_segmenter(config(path, label_set='coco_things', selection=InstanceFilter(
+    filtered = create_instance_segmenter(config(path, label_set='coco_things', output_filter=InstanceFilter(
         score_threshold=KEEP_ALL.score_threshold, max_instances=KEEP_ALL.max_instances, class_ids=coco_ids)))
     expected = filtered.segment([frame])[0].instances
     assert {i.class_name for i in coco.segment([frame])[0].instances} - set(cityscapes_classes)  # others compete

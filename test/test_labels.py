@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from cityscapesscripts.helpers.labels import labels as cityscapes_labels
 
-from seg_models.labels import LabelClass, LabelSet, cityscapes, cityscapes_things, get_label_set
+from seg_models.data.labels import LabelClass, LabelSet, cityscapes, cityscapes_things, get_label_set
 
 
 def test_cityscapes_has_the_19_train_classes_in_train_id_order():
@@ -51,9 +51,9 @@ def test_invalid_label_sets_are_refused():
 def test_mapillary_vistas_v1_2_has_its_66_labels():
     import yaml
 
-    from seg_models.labels import label_set_dirs
+    from seg_models.data.labels import label_set_dir
 
-    document = yaml.safe_load((label_set_dirs()[0] / 'mapillary_vistas_v1.2.yaml').read_text())
+    document = yaml.safe_load((label_set_dir() / 'mapillary_vistas_v1.2.yaml').read_text())
     assert len(document['classes']) == 66 and [c['id'] for c in document['classes']] == list(range(66))
     vistas = get_label_set('mapillary_vistas')
     assert vistas.num_classes == 65 and vistas.ignore_id == 65  # 'void--unlabeled' is not predicted
@@ -83,7 +83,7 @@ def test_label_set_files_load_and_bad_files_are_named(tmp_path):
 
 
 def test_camvid_label_set_and_the_cityscapes_to_camvid_lookup():
-    from seg_models.labels import camvid, cityscapes, label_set_lookup
+    from seg_models.data.labels import camvid, cityscapes, label_set_lookup
 
     camvid_set = camvid()
     assert camvid_set.names[:4] == ['Sky', 'Building', 'Pole', 'Road'] and camvid_set.ignore_id == 11

@@ -17,7 +17,7 @@ from message_samples import sample_instance_array, sample_label_set
 from ros_helpers import REPO_ROOT, ProbeNode
 from seg_perception.messages.dds_profile import (LARGE_IMAGES_PROFILE, LOCALHOST_PROFILE, PROFILE_VARIABLE,
                                                  use_large_images_profile)
-from seg_models.labels import cityscapes
+from seg_models.data.labels import cityscapes
 from seg_perception.messages.label_info import label_set_from_msg
 from seg_perception.messages.topics import LABEL_INFO_QOS, OUTPUT_QOS
 from seg_perception.runtime.camera_statistics import PublicationGaps

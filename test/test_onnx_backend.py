@@ -6,9 +6,9 @@ import pytest
 from ros_helpers import driving_frames
 from seg_models.backends.base import BackendError
 from seg_models.backends.onnxruntime import OnnxRuntimeBackend
-from seg_models.export import read_onnx_metadata
+from seg_models.deploy.onnx_export import read_onnx_metadata
 from seg_models.configs import SemanticModelConfig, build_config
-from seg_models.semantic import create_semantic_segmenter
+from seg_models.segmenters.semantic import create_semantic_segmenter
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from ros_helpers import REPO_ROOT
-from seg_models.frame_sources import synthetic_frames
-from seg_models.labels import cityscapes
+from seg_models.data.frame_sources import synthetic_frames
+from seg_models.data.labels import cityscapes
 
 pytestmark = pytest.mark.ros
 

@@ -14,11 +14,11 @@ import torch
 from fitted_models import (CAMVID, CAMVID_VOID, FIT_SIZE, camvid_available, camvid_frames)
 from seg_models.backends.onnxruntime import OnnxRuntimeBackend
 from seg_models.configs import InstanceFilter, InstanceModelConfig, SemanticModelConfig, build_config
-from seg_models import fidelity
-from seg_models.fidelity import SENSOR_NOISE_GREY_LEVELS, identical_pixels, instance_agreement, with_sensor_noise
-from seg_models.instance import create_instance_segmenter
-from seg_models.semantic import create_semantic_segmenter
-from seg_models.tensorrt_operators import unsupported_nodes
+from seg_models.bench import fidelity
+from seg_models.bench.fidelity import SENSOR_NOISE_GREY_LEVELS, identical_pixels, instance_agreement, with_sensor_noise
+from seg_models.segmenters.instance import create_instance_segmenter
+from seg_models.segmenters.semantic import create_semantic_segmenter
+from seg_models.deploy.tensorrt_operators import unsupported_nodes
 
 pytestmark = pytest.mark.slow
 needs_camvid = pytest.mark.skipif(not camvid_available(), reason=f'needs the CamVid frames in {CAMVID}')
@@ -143,17 +143,17 @@ def test_the_operator_table_refuses_what_tensorrt_would_refuse():
 @pytest.mark.parametrize('task', ['semantic', 'instance'])
 def test_constant_folding_keeps_every_onnx_runtime_answer(task, tmp_path):
     from ros_helpers import driving_frames
-    from seg_models.export import checked_graph, fold_constants, trace_onnx
-    from seg_models.instance import instance_deployment
-    from seg_models.semantic import semantic_deployment
-    from seg_models.transform import CameraTransform
+    from seg_models.deploy.onnx_export import checked_graph, fold_constants, trace_onnx
+    from seg_models.segmenters.instance import instance_deployment
+    from seg_models.segmenters.semantic import semantic_deployment
+    from seg_models.segmenters.transform import CameraTransform
 
     size = (128, 256)
     if task == 'semantic':
         deployment = semantic_deployment(build_config(SemanticModelConfig, dict(input_size=size)))[0]
     else:
         deployment = instance_deployment(build_config(InstanceModelConfig, dict(
-            input_size=size, selection=InstanceFilter(score_threshold=0.05))))[0]
+            input_size=size, output_filter=InstanceFilter(score_threshold=0.05))))[0]
     traced = trace_onnx(deployment.module, tmp_path / 'traced.onnx', torch.zeros((1, 3, *size), dtype=torch.uint8),
                         deployment.output_names, {})
     folded = checked_graph(fold_constants(onnx.load(str(traced))))
@@ -171,7 +171,7 @@ def test_constant_folding_keeps_every_onnx_runtime_answer(task, tmp_path):
 # --- fidelity on fitted networks -------------------------------------------------------------------
 
 def _box_instance(class_id: int, score: float, box: tuple[int, int, int, int]):
-    from seg_models.instance_postprocess import Instance
+    from seg_models.segmenters.instance_postprocess import Instance
 
     x1, y1, x2, y2 = box
     return Instance(class_id=class_id, class_name=str(class_id), score=score, box=box, roi=(x1, y1, x2 - x1, y2 - y1),
@@ -179,7 +179,7 @@ def _box_instance(class_id: int, score: float, box: tuple[int, int, int, int]):
 
 
 def test_instance_agreement_matches_within_a_class_and_forgives_only_borderline_scores():
-    from seg_models.instance_postprocess import InstanceResult
+    from seg_models.segmenters.instance_postprocess import InstanceResult
 
     reference = InstanceResult((100, 100), [_box_instance(1, 0.9, (0, 0, 20, 20)),
                                             _box_instance(1, 0.9, (50, 50, 70, 70)),
@@ -249,7 +249,7 @@ def instance_agreements(fitted_instance, camvid_frames_full, tmp_path_factory):
         return create_instance_segmenter(build_config(InstanceModelConfig, dict(
             checkpoint=str(fitted_instance), input_size=FIT_SIZE, backend='onnxruntime', precision=precision,
             engine_dir=str(cache), calibration_images=str(CAMVID / 'images'),
-            selection=InstanceFilter(score_threshold=SCORE_THRESHOLD))))
+            output_filter=InstanceFilter(score_threshold=SCORE_THRESHOLD))))
 
     results = results_by_precision(segmenter, camvid_frames_full)
     agreements = {name: instance_agreement(results['fp32'], results[name], SCORE_THRESHOLD)

@@ -18,15 +18,15 @@ from std_msgs.msg import Header, String
 
 from dataset_folders import write_cityscapes_folder
 from ros_helpers import CAMVID_IMAGES, REPO_ROOT, NodeProcess
-from seg_models.instance_postprocess import InstanceResult
-from seg_models.labels import (LabelClass, LabelSet, cityscapes, cityscapes_label_id_to_train_id, cityscapes_things,
-                               get_label_set)
+from seg_models.segmenters.instance_postprocess import InstanceResult
+from seg_models.data.labels import (LabelClass, LabelSet, cityscapes, cityscapes_label_id_to_train_id,
+                                    cityscapes_things, get_label_set)
 from seg_perception.evaluation.bag_io import BagWriter, bag_topics, read_messages
 from seg_perception.evaluation.datasets import GroundTruthInfo
 from seg_perception.evaluation.evaluate import evaluate
 from seg_perception.evaluation.ground_truth import instances_of
 from seg_perception.evaluation.metrics import CityscapesFiles, confusion_matrix, scores_from_confusion
-from seg_models.frame_sources import synthetic_frames
+from seg_models.data.frame_sources import synthetic_frames
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
 from seg_perception.messages.label_info import label_set_to_msg
 

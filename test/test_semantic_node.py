@@ -13,8 +13,8 @@ from std_msgs.msg import Header
 
 from camera_encodings import ALL_ENCODINGS, encode_image_msg
 from ros_helpers import NodeProcess, ProbeNode, driving_frames
-from seg_models.labels import cityscapes
-from seg_models.semantic import SemanticModelConfig, create_semantic_segmenter
+from seg_models.data.labels import cityscapes
+from seg_models.segmenters.semantic import SemanticModelConfig, create_semantic_segmenter
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array as as_array
 from seg_perception.messages.topics import LABEL_INFO_QOS, OUTPUT_QOS, stamp_key
 

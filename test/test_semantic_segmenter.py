@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from seg_models.models.semantic_inference import IMAGENET_MEAN, IMAGENET_STD
+from seg_models.models.semantic_graph import IMAGENET_MEAN, IMAGENET_STD
 from seg_models.configs import SemanticModelConfig, build_config
-from seg_models.semantic import build_semantic_network, create_semantic_segmenter
-from seg_models.labels import cityscapes
+from seg_models.segmenters.semantic import build_semantic_network, create_semantic_segmenter
+from seg_models.data.labels import cityscapes
 
 
 @pytest.fixture(scope='module')

@@ -43,7 +43,7 @@ def resnet_checkpoint(tmp_path_factory):
 
 def test_fp16_deeplabv3plus_engine_matches_pytorch_on_the_gpu(resnet_checkpoint, tmp_path, capsys):
     from seg_models.configs import SemanticModelConfig, build_config
-    from seg_models.semantic import create_semantic_segmenter
+    from seg_models.segmenters.semantic import create_semantic_segmenter
 
     common = dict(architecture='deeplabv3plus_resnet50', checkpoint=str(resnet_checkpoint), input_size=FULL_SIZE,
                   device='cuda', engine_dir=str(tmp_path))
@@ -62,12 +62,12 @@ def test_fp16_maskrcnn_engine_matches_pytorch_on_the_gpu(tmp_path, capsys):
     from torchvision.ops import box_iou
 
     from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
-    from seg_models.instance import create_instance_segmenter
+    from seg_models.segmenters.instance import create_instance_segmenter
     from seg_models.models.maskrcnn import mask_rcnn
 
     checkpoint = random_checkpoint(tmp_path / 'maskrcnn.pth', lambda: mask_rcnn('maskrcnn_resnet50_fpn', 9), seed=22)
     common = dict(checkpoint=str(checkpoint), input_size=FULL_SIZE, device='cuda', engine_dir=str(tmp_path),
-                  selection=InstanceFilter(score_threshold=0.3))
+                  output_filter=InstanceFilter(score_threshold=0.3))
     reference = create_instance_segmenter(build_config(InstanceModelConfig, dict(backend='pytorch', **common)))
     engine = create_instance_segmenter(build_config(InstanceModelConfig, dict(backend='tensorrt', precision='fp16',
                                                                            **common)))
@@ -92,7 +92,7 @@ def test_fp16_maskrcnn_engine_matches_pytorch_on_the_gpu(tmp_path, capsys):
 
 def test_engine_is_reused_and_a_corrupt_engine_is_rebuilt(resnet_checkpoint, tmp_path, caplog):
     from seg_models.configs import SemanticModelConfig, build_config
-    from seg_models.semantic import create_semantic_segmenter
+    from seg_models.segmenters.semantic import create_semantic_segmenter
 
     caplog.set_level('INFO')
     config = build_config(SemanticModelConfig, dict(architecture='deeplabv3plus_mobilenet_v3_large',
@@ -113,7 +113,7 @@ def test_int8_engine_builds_strongly_typed_from_the_qdq_graph(resnet_checkpoint,
     import cv2
 
     from seg_models.configs import SemanticModelConfig, build_config
-    from seg_models.semantic import create_semantic_segmenter
+    from seg_models.segmenters.semantic import create_semantic_segmenter
 
     calibration = tmp_path / 'calibration'
     calibration.mkdir()

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 def test_versus_prints_both_nodes_side_by_side_with_ratios():
     done = subprocess.run([sys.executable, '-m', 'seg_perception.tools.versus', 'semantic', '--seconds', '4',
-                           '--size', '90', '160', '--network-size', '64', '128', '--frames', '2'],
+                           '--size', '90', '160', '--input-size', '64', '128', '--frames', '2'],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     table = done.stdout
@@ -36,7 +36,7 @@ def test_versus_prints_both_nodes_side_by_side_with_ratios():
 
 def test_versus_instance_gives_both_nodes_the_score_threshold_and_counts_their_instances():
     done = subprocess.run([sys.executable, '-m', 'seg_perception.tools.versus', 'instance', '--seconds', '3',
-                           '--size', '90', '160', '--network-size', '64', '128', '--frames', '2',
+                           '--size', '90', '160', '--input-size', '64', '128', '--frames', '2',
                            '--score-threshold', '1.0'],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -21,20 +21,19 @@ from typing import Callable
 
 import numpy as np
 
+from seg_models.backends.availability import unusable_reason
 from seg_models.backends.base import Backend, BackendError
-from seg_models.configs import BackendSettings
-from seg_models.engine_cache import EngineCache
+from seg_models.configs import DEFAULT_INPUT_SIZE, BackendSettings
+from seg_models.deploy.engine_cache import EngineCache
 
 LOGGER = logging.getLogger(__name__)
 
 TIMED_RUNS = 2  # after one warm-up run; the fastest counts (what the machine can do, least disturbed)
-DYNAMIC_INPUT_EXAMPLE = (512, 1024)  # timed size for graphs that take any size (the default network input)
+
 
 
 def usable_backends(graph, settings: BackendSettings) -> tuple[list[str], dict[str, str]]:
     """The backends that can run ``graph`` here, fastest-expected first, and why the others cannot."""
-    from seg_models.backends.factory import unusable_reason
-
     reasons = {name: unusable_reason(name, graph, settings) for name in ('tensorrt', 'onnxruntime', 'pytorch')}
     unusable = {name: reason for name, reason in reasons.items() if reason}
     usable = [name for name in reasons if name not in unusable]
@@ -88,7 +87,7 @@ def measured_backend(graph, settings: BackendSettings, cache: EngineCache,
     others = '; '.join(f'{name} unusable: {why}' for name, why in unusable.items())
     if len(usable) == 1:
         return create(usable[0]), f'the only usable backend ({others})'
-    height, width = graph.input_size or DYNAMIC_INPUT_EXAMPLE
+    height, width = graph.input_size or DEFAULT_INPUT_SIZE
     batch = np.zeros((graph.fixed_batch or 1, 3, height, width), np.uint8)
     key = {'candidates': usable, 'input': list(batch.shape), 'precision': settings.precision,
            'machine': machine_identity(settings.device), **graph.key}

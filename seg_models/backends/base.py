@@ -27,7 +27,7 @@ class Backend(abc.ABC):
     #: short engine name, e.g. "pytorch", "onnxruntime", "tensorrt"
     name: str = ''
     #: a backend that runs camera frames on its device, pre- and post-processing there too
-    #: (seg_models.device_pipeline), offers it here; the others are fed by the host transform
+    #: (seg_models.backends.device_pipeline), offers it here; the others are fed by the host transform
     device_pipeline = None
 
     def __init__(self, output_names: tuple[str, ...], device: str, precision: str) -> None:

@@ -1,47 +1,23 @@
-"""Choosing and creating a backend for a deployment graph, with artifacts kept in the engine cache.
+"""Creating the backend for a deployment graph: the one asked for, or with ``auto`` the one measured
+fastest here.
 
-Semantic and instance models share this path: a ``DeploymentGraph`` says how to export itself and
-what its artifacts depend on; ``create_backend`` turns it into a PyTorch, ONNX Runtime or TensorRT
-backend, reusing cached ONNX files and engines whose recorded inputs still match.
+Semantic and instance models share this path; the files a backend runs (ONNX exports, converted
+graphs, TensorRT engines) come from seg_models.deploy.artifacts, reused from the engine cache.
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
 import logging
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Callable, Optional
+from dataclasses import replace
 
-import numpy as np
-import torch
-from torch import nn
-
+from seg_models.backends.auto import measured_backend
+from seg_models.backends.availability import resolved_device, unusable_reason
 from seg_models.backends.base import Backend, BackendError
-from seg_models.configs import BACKENDS, DEFAULT_INPUT_SIZE, BackendSettings
-from seg_models.engine_cache import EngineCache, checked_onnx, file_sha256, module_sha256, onnx_sha256
-from seg_models.export import ONNX_OPSET
-from seg_models.export_process import export_in_child_process
-from seg_models.frame_sources import image_files, read_rgb
-from seg_models.transform import CameraTransform
+from seg_models.configs import BACKENDS, BackendSettings
+from seg_models.deploy.artifacts import precision_onnx_artifact, tensorrt_engine
+from seg_models.deploy.engine_cache import EngineCache
+from seg_models.deploy.graph import DeploymentGraph
 
 LOGGER = logging.getLogger(__name__)
-
-
-@dataclass
-class DeploymentGraph:
-    """A model ready to deploy: the graph, how to export it, and what its artifacts depend on."""
-
-    name: str  # artifact stem, e.g. "deeplabv3plus_resnet50_os16_cityscapes"
-    output_names: tuple[str, ...]
-    key: dict  # label set, normalisation, graph options: recorded in every artifact's sidecar
-    module: Optional[nn.Module] = None  # None for a user-supplied ONNX file
-    export: Optional[Callable[[Path], object]] = None  # picklable: it runs in a child process (export_process)
-    onnx_file: Optional[Path] = None  # a user-supplied ONNX file, used as it is
-    input_size: Optional[tuple[int, int]] = None  # fixed (H, W), None: dynamic
-    fixed_batch: Optional[int] = None  # batch size baked into the graph, None: dynamic
-    cpu_memory_arena: bool = True  # ONNX Runtime's arena pays where shapes are static (backends/onnxruntime.py)
-    keep_fp32: tuple[str, ...] = ()  # node-name patterns that stay fp32 in fp16/int8 graphs (seg_models.precision)
 
 
 def create_backend(graph: DeploymentGraph, settings: BackendSettings) -> Backend:
@@ -54,48 +30,10 @@ def create_backend(graph: DeploymentGraph, settings: BackendSettings) -> Backend
     if settings.backend != 'auto':
         LOGGER.info('backend %s: requested', settings.backend)
         return named_backend(settings.backend, graph, settings, cache)
-    from seg_models.backends.auto import measured_backend
-
     backend, reason = measured_backend(graph, settings, cache,
                                        lambda name: named_backend(name, graph, settings, cache))
     LOGGER.info('backend auto: %s, %s', backend.name, reason)
     return backend
-
-
-def resolved_device(device: str) -> str:
-    """``auto``: the first CUDA GPU where PyTorch sees one, else the CPU; other names as they are."""
-    if device != 'auto':
-        return device
-    return 'cuda' if torch.cuda.is_available() else 'cpu'
-
-
-def unusable_reason(name: str, graph: DeploymentGraph, settings: BackendSettings) -> Optional[str]:
-    """Why backend ``name`` cannot run ``graph`` with ``settings`` here, or None where it can: asked
-    before creating one, so an explicit choice is refused with the reason and ``auto`` skips it."""
-    if name == 'pytorch':
-        if graph.module is None:
-            return 'a user-supplied ONNX model has no PyTorch module'
-        if settings.precision == 'int8':
-            return 'it runs fp32 or fp16 (int8 is a Q/DQ graph for ONNX Runtime and TensorRT)'
-        if settings.precision == 'fp16' and not settings.device.startswith('cuda'):
-            return 'its fp16 needs a CUDA device'
-        return None
-    if name == 'onnxruntime':
-        if importlib.util.find_spec('onnxruntime') is None:
-            return 'onnxruntime is not installed'
-        if settings.device.startswith('cuda'):
-            import onnxruntime
-
-            if 'CUDAExecutionProvider' not in onnxruntime.get_available_providers():
-                return f'it has no CUDA execution provider for {settings.device} (onnxruntime-gpu is not installed)'
-        return graph_precision_unavailable_reason(graph, settings)
-    from seg_models.backends.tensorrt import tensorrt_unavailable_reason
-
-    missing = tensorrt_unavailable_reason() or graph_precision_unavailable_reason(graph, settings)
-    if missing is None and graph.input_size is None:
-        missing = ('the model has no fixed input size (TensorRT engines are built for one: set input_height and '
-                   'input_width)')
-    return missing
 
 
 def named_backend(name: str, graph: DeploymentGraph, settings: BackendSettings, cache: EngineCache) -> Backend:
@@ -113,131 +51,7 @@ def named_backend(name: str, graph: DeploymentGraph, settings: BackendSettings, 
 
         return OnnxRuntimeBackend(precision_onnx_artifact(graph, settings, cache), device=settings.device,
                                   memory_arena=graph.cpu_memory_arena, precision=settings.precision)
-    return _tensorrt_backend(graph, settings, cache)
+    from seg_models.backends.tensorrt import TensorRTBackend
 
-
-def onnx_artifact(graph: DeploymentGraph, cache: EngineCache) -> Path:
-    """The graph's ONNX file: the user's own, or our export, reused while the weights are unchanged."""
-    if graph.onnx_file is not None:
-        return graph.onnx_file
-    key = {'format': 'onnx', 'opset': ONNX_OPSET, 'torch': torch.__version__,
-           'weights_sha256': module_sha256(graph.module), **graph.key}
-    path, entry = cache.get_or_build(graph.name, '.onnx', key, functools.partial(export_in_child_process, graph.export),
-                                     load=checked_onnx)
-    LOGGER.info('ONNX model %s (%s)', path, 'reused: ' + entry.reason if entry.reused else entry.reason)
-    return path
-
-
-def graph_precision_unavailable_reason(graph: DeploymentGraph, settings: BackendSettings) -> Optional[str]:
-    """Why the graph cannot be had at ``settings.precision`` here (fp16/int8 graphs are converted
-    from our own fp32 export), or None."""
-    if settings.precision == 'fp32':
-        return None
-    if graph.onnx_file is not None:
-        return f'a user-supplied ONNX model runs at its own precision; convert it to {settings.precision} yourself'
-    from seg_models.precision import converter_unavailable_reason
-
-    return converter_unavailable_reason()
-
-
-def precision_onnx_artifact(graph: DeploymentGraph, settings: BackendSettings, cache: EngineCache) -> Path:
-    """The graph at ``settings.precision``: the fp32 export itself, or the fp16 (AutoCast) or int8
-    (Q/DQ) graph converted from it, reused while the export, the converter and the calibration
-    frames are unchanged (seg_models.precision)."""
-    source = onnx_artifact(graph, cache)
-    precision = settings.precision
-    if precision == 'fp32':
-        return source
-    reason = graph_precision_unavailable_reason(graph, settings)
-    if reason:
-        raise BackendError(reason)
-    from seg_models.precision import CONVERTERS, convert_fp16, modelopt_version, quantize_int8
-
-    files = calibration_image_files(settings) if precision == 'int8' or settings.calibration_images else []
-    batch = graph.fixed_batch or 1
-    files = files[:max(batch, len(files) // batch * batch)]  # whole batches of a fixed-batch graph
-    key = {'format': f'onnx-{precision}', 'source_onnx_sha256': onnx_sha256(source),
-           'converter': CONVERTERS[precision],
-           'modelopt': modelopt_version(), 'keep_fp32': list(graph.keep_fp32),
-           'calibration_images': [f'{path.name}:{file_sha256(path)[:16]}' for path in files] or 'random frames',
-           **graph.key}
-
-    def build(path: Path) -> None:  # the frames are read only when the graph is converted, not at each start
-        frames = calibration_batch(graph, files)
-        LOGGER.info('converting %s to %s with ModelOpt (%s frames)', source.name, precision, len(frames))
-        if precision == 'fp16':
-            convert_fp16(source, path, frames[:batch], graph.keep_fp32)
-        else:
-            quantize_int8(source, path, frames, graph.keep_fp32)
-
-    path, entry = cache.get_or_build(f'{graph.name}_{precision}', '.onnx', key, build, load=checked_onnx)
-    LOGGER.info('%s ONNX model %s (%s)', precision, path, 'reused: ' + entry.reason if entry.reused else entry.reason)
-    return path
-
-
-def calibration_batch(graph: DeploymentGraph, files: list[Path]) -> np.ndarray:
-    """uint8 batch at the graph's input size for converting it: ``files`` (int8 needs them; fp16
-    uses them to find fp16's out-of-range nodes), else seeded random frames; fewer files than a
-    fixed-batch graph's batch are filled up with copies."""
-    batch = graph.fixed_batch or 1
-    size = graph.input_size or DEFAULT_INPUT_SIZE
-    if files:
-        images = [read_rgb(path) for path in files]
-    else:
-        LOGGER.warning('fp16 conversion without calibration_images: AutoCast judges fp16 ranges on random frames; '
-                       'real frames keep more of the graph in fp16 safely')
-        rng = np.random.default_rng(0)
-        images = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(batch)]
-    while len(images) % batch:
-        images.append(images[-1])
-    return CameraTransform(size).batch(images)
-
-
-def _tensorrt_backend(graph: DeploymentGraph, settings: BackendSettings, cache: EngineCache) -> Backend:
-    import tensorrt
-
-    from seg_models.backends.tensorrt import InputShapes, TensorRTBackend, build_engine, gpu_identity
-
-    onnx_path = precision_onnx_artifact(graph, settings, cache)
-    height, width = graph.input_size
-    if graph.fixed_batch:
-        batches = (graph.fixed_batch,) * 3
-    else:
-        batches = (1, 1, max(1, settings.max_batch))
-    shapes = InputShapes(*[(batch, 3, height, width) for batch in batches])
-    engine_device = settings.device if settings.device.startswith('cuda') else 'cuda'
-    key = {'format': 'tensorrt', 'onnx_sha256': onnx_sha256(onnx_path), 'tensorrt': tensorrt.__version__,
-           **gpu_identity(torch.device(engine_device).index or 0), 'strongly_typed': True,
-           'precision': settings.precision, 'input_shapes': shapes.as_key(), **graph.key}
-    stem = f'{graph.name}_{settings.precision}_{height}x{width}'
-    def build(path: Path) -> None:
-        require_tensorrt_operators(onnx_path)  # refused in one line before TensorRT's parser sees it
-        build_engine(onnx_path, path, shapes, show_progress=True)
-
-    backend, entry = cache.get_or_build(
-        stem, '.engine', key, build, load=lambda path: TensorRTBackend(path, engine_device, settings.precision))
-    LOGGER.info('TensorRT engine %s (%s)', entry.path, 'reused' if entry.reused else entry.reason)
-    return backend
-
-
-def require_tensorrt_operators(onnx_path: Path) -> None:
-    """Refuse, in one line naming each, a graph with nodes TensorRT's ONNX parser does not take."""
-    from seg_models.tensorrt_operators import unsupported_nodes
-
-    problems = unsupported_nodes(onnx_path)
-    if problems:
-        raise BackendError(f'{onnx_path.name} would not parse in TensorRT: ' + '; '.join(problems[:5]) +
-                           (f' (and {len(problems) - 5} more)' if len(problems) > 5 else ''))
-
-
-def calibration_image_files(settings: BackendSettings) -> list[Path]:
-    """The first ``MAX_CALIBRATION_FRAMES`` images of ``calibration_images`` (sorted); their names and
-    hashes go into the converted graph's key."""
-    from seg_models.precision import MAX_CALIBRATION_FRAMES
-
-    folder = settings.calibration_images
-    paths = image_files(folder) if folder and Path(folder).is_dir() else []
-    if not paths:
-        raise BackendError(f'{settings.precision} needs calibration images (calibration_images: a folder of camera '
-                           f'frames); none found in {folder!r}')
-    return paths[:MAX_CALIBRATION_FRAMES]
+    return tensorrt_engine(graph, settings, cache,
+                           load=lambda path, device: TensorRTBackend(path, device, settings.precision))

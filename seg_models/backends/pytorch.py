@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from seg_models.backends.base import Backend, BackendError
-from seg_models.device_pipeline import DeviceOptions, DevicePipeline, strict_fp32_convolutions
+from seg_models.backends.device_pipeline import DeviceOptions, DevicePipeline, strict_fp32_convolutions
 
 
 class PyTorchBackend(Backend):

@@ -4,7 +4,7 @@ Building is separate from running (``build_engine`` vs ``TensorRTBackend``) so e
 built ahead of time (``seg-models build``) and nodes only deserialize. Device memory comes from
 torch's CUDA allocator, so no pycuda/cuda-python dependency is needed. Written against the
 TensorRT 10 and 11 Python APIs (JetPack 6, DRIVE OS, current x86 releases): networks are strongly
-typed, their precision set by the ONNX graph they are parsed from (seg_models.precision).
+typed, their precision set by the ONNX graph they are parsed from (seg_models.deploy.precision).
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def tensorrt_version_problem(version: str) -> Optional[str]:
 def build_engine(onnx_path: str | Path, engine_path: str | Path, shapes: InputShapes,
                  show_progress: bool = False) -> None:
     """Parse ``onnx_path`` into a strongly typed network and write its serialized engine to
-    ``engine_path``. The precision is the graph's own (seg_models.precision: fp32 as exported, fp16
+    ``engine_path``. The precision is the graph's own (seg_models.deploy.precision: fp32 as exported, fp16
     by AutoCast, int8 as Q/DQ nodes), so no precision flag is set and TensorRT 10 and 11 build alike."""
     trt = _trt()
     problem = tensorrt_version_problem(trt.__version__)

@@ -11,7 +11,7 @@ from typing import Callable
 import torchvision
 from torchvision.models.detection import MaskRCNN
 
-from seg_models.labels import BACKGROUND, LabelSet, coco_category_names
+from seg_models.data.labels import BACKGROUND, LabelSet, coco_category_names
 
 MASK_RCNN_BUILDERS: dict[str, Callable[..., MaskRCNN]] = {
     'maskrcnn_resnet50_fpn': torchvision.models.detection.maskrcnn_resnet50_fpn,

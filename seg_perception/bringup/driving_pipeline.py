@@ -1,12 +1,16 @@
-"""The nodes of the driving pipeline, read by launch/driving.launch.py and by the pipeline runner.
+"""The nodes of the driving pipeline, one per task: the ROS side of the task registry.
 
-One description serves both, so ``ros2 launch seg_perception driving.launch.py`` and
-``run_pipeline`` (for machines without ``launch``) start the same nodes with the same config.
-Kept free of heavy imports: launch files import it.
+Read by launch/driving.launch.py, the pipeline runner, replay, the fleet and the benchmarks, so
+``ros2 launch seg_perception driving.launch.py`` and ``run_pipeline`` (for machines without
+``launch``) start the same nodes with the same config. Each entry is keyed by its task's name in
+``seg_models.tasks.TASKS``. Kept free of heavy imports: launch files import it (the node class is
+imported only when asked for, by ``node_type``).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import Sequence
 
 from seg_perception.messages.topics import (CAMERA, CAMERA_INPUT, INSTANCE_NODE, INSTANCE_OUTPUT, SEMANTIC_NODE,
                                             SEMANTIC_OUTPUT)
@@ -21,6 +25,7 @@ DEFAULT_CAMERA_TOPIC = CAMERA
 class PipelineNode:
     """One node of the pipeline: how it is started and what it is called."""
 
+    task: str  # its task in seg_models.tasks.TASKS: semantic, instance
     executable: str  # console script installed under lib/seg_perception
     module: str  # the Python module that script runs (also run as ``python -m``)
     node_class: str  # the node class in it, whose ``main`` is the script's entry point
@@ -33,10 +38,10 @@ class PipelineNode:
         """The console script's target in setup.py, e.g. 'pkg.module:NodeClass.main'."""
         return f'{self.module}:{self.node_class}.main'
 
-    @property
-    def task(self) -> str:
-        """What the node does: semantic or instance."""
-        return self.name.split('_')[0]
+    def node_type(self) -> type:
+        """The node class: its parameter table (``task_parameters``), its processor (which builds the
+        model config from parameter values, ``config_from_parameters``, and names ``answer_type``)."""
+        return getattr(importlib.import_module(self.module), self.node_class)
 
     @property
     def checkpoint_argument(self) -> str:
@@ -51,8 +56,22 @@ def camera_list(text: str) -> list[str]:
 
 
 DRIVING_PIPELINE = (
-    PipelineNode(executable='semantic_node', module='seg_perception.nodes.semantic_segmentation',
+    PipelineNode(task='semantic', executable='semantic_node', module='seg_perception.nodes.semantic_segmentation',
                  node_class='SemanticSegmentationNode', name=SEMANTIC_NODE, output=SEMANTIC_OUTPUT),
-    PipelineNode(executable='instance_node', module='seg_perception.nodes.instance_segmentation',
+    PipelineNode(task='instance', executable='instance_node', module='seg_perception.nodes.instance_segmentation',
                  node_class='InstanceSegmentationNode', name=INSTANCE_NODE, output=INSTANCE_OUTPUT),
 )
+TASKS = tuple(node.task for node in DRIVING_PIPELINE)  # the tasks the pipeline has a node for
+
+
+def pipeline_nodes(tasks: Sequence[str]) -> list[PipelineNode]:
+    """The driving pipeline's nodes for ``tasks``; an unknown task is refused naming the known ones."""
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f'unknown task {", ".join(sorted(unknown))}; the pipeline has {", ".join(TASKS)}')
+    return [node for node in DRIVING_PIPELINE if node.task in tasks]
+
+
+def pipeline_node(task: str) -> PipelineNode:
+    """The node of ``task``."""
+    return pipeline_nodes([task])[0]

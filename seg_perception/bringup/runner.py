@@ -27,14 +27,13 @@ import numpy as np
 import rclpy
 import yaml
 from rclpy.node import Node
-from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import InstanceMaskArray
 from seg_perception_msgs.msg import LabelSet as LabelSetMsg
+from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from tqdm import tqdm
 
-from seg_models.frame_sources import SYNTHETIC, open_frames
-from seg_models.package_data import data_path
+from seg_models.data.frame_sources import SYNTHETIC, open_frames
 from seg_perception.bringup.driving_pipeline import CONFIG_FILE, CONFIG_PATH, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
@@ -43,6 +42,7 @@ from seg_perception.messages.topics import (CAMERA_INPUT, COLOR_OUTPUT, COMPRESS
                                             INSTANCE_NODE, INSTANCE_OUTPUT, LABEL_INFO_QOS, LABEL_INFO_SUFFIX,
                                             OUTPUT_QOS, OVERLAY_OUTPUT, SEMANTIC_NODE, SEMANTIC_OUTPUT,
                                             camera_namespace, camera_output_topic, stamp_key)
+from seg_perception.package_share import data_path
 
 STARTUP_TIMEOUT_SEC = 300.0
 FRAME_TIMEOUT_SEC = 120.0

@@ -14,11 +14,11 @@ from typing import Any, Iterator, Optional, Sequence
 
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from seg_models.package_data import INTERFACE_PACKAGE, data_path
 from seg_perception.messages.topics import (CAMERA, CAMERA_INFO_NAME, COMPRESSED_SUFFIX, CameraBagTopics,
                                             camera_bag_topics, camera_namespace, output_in_namespace)
+from seg_perception.package_share import INTERFACE_PACKAGE, data_path
 
 STORAGE_PLUGINS = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')

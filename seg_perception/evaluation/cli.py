@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from seg_perception.bringup.driving_pipeline import TASKS
 from seg_perception.evaluation.bag_io import STORAGE_PLUGINS, BagError, bag_topics, cameras_in_bag
 from seg_perception.evaluation.datasets import DATASET_KINDS
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
@@ -39,7 +40,8 @@ def command_make(args: argparse.Namespace) -> int:
 
 
 def command_replay(args: argparse.Namespace) -> int:
-    from seg_perception.evaluation.replay import ReplaySettings, pipeline_nodes, replay, start_pipeline_commands
+    from seg_perception.bringup.driving_pipeline import pipeline_nodes
+    from seg_perception.evaluation.replay import ReplaySettings, replay, start_pipeline_commands
 
     settings = ReplaySettings(bag=args.bag, output=args.output, camera_topics=args.camera_topic or (), rate=args.rate,
                               frame_timeout_sec=args.frame_timeout, startup_timeout_sec=args.startup_timeout,
@@ -47,9 +49,9 @@ def command_replay(args: argparse.Namespace) -> int:
     if not args.start_pipeline:
         summary = replay(settings)
     else:
-        from seg_models.package_data import data_path
         from seg_perception.bringup.driving_pipeline import CONFIG_PATH
         from seg_perception.bringup.processes import NodeProcesses
+        from seg_perception.package_share import data_path
 
         cameras = cameras_in_bag(bag_topics(args.bag), settings.camera_topics)
         checkpoints = {'semantic_checkpoint': args.semantic_checkpoint, 'instance_checkpoint': args.instance_checkpoint}
@@ -114,7 +116,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                         help='parameter file of the pipeline\'s nodes (default: the package\'s config/driving.yaml)')
     parser.add_argument('--semantic-checkpoint', default='')
     parser.add_argument('--instance-checkpoint', default='')
-    parser.add_argument('--tasks', nargs='+', default=['semantic', 'instance'], choices=('semantic', 'instance'),
+    parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS,
                         help='the nodes (models) to run (default: both)')
     parser.add_argument('-p', '--param', action='append', default=[], metavar='[NODE:]NAME:=VALUE',
                         help='parameter override for the nodes (models); NODE: (semantic_segmentation, '

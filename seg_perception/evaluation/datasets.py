@@ -21,8 +21,8 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 
-from seg_models.frame_sources import image_files, read_rgb, video_frames
-from seg_models.labels import get_label_set
+from seg_models.data.frame_sources import image_files, read_rgb, video_frames
+from seg_models.data.labels import get_label_set
 
 CITYSCAPES = 'cityscapes'
 CITYSCAPES_LABEL_IDS = 'cityscapes_label_ids'  # the semantic ground truth's id space for Cityscapes

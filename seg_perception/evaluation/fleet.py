@@ -27,6 +27,7 @@ import numpy as np
 from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag
 from seg_perception.evaluation.fleet_worker import FleetModel, Predictor, evaluate_bag, use_own_ros_domain
 from seg_perception.evaluation.metrics import instance_scores_from_matches, pooled_matches, scores_from_confusion
+from seg_perception.evaluation.report import percent
 
 CACHE_FORMAT = 2  # bump when a cached per-bag result changes meaning
 # A file path: the first worker to find it missing creates it and dies, so the restart and the
@@ -242,13 +243,13 @@ def write_fleet_report(report: dict, folder: Path) -> Path:
         lines += [f'{len(report["bags"])} bags, {report["overall"]["frames"]} frames: {headline(report["overall"])} '
                   f'(confusion matrices summed and instance matches pooled over every bag and camera).', '']
     lines += ['| bag | frames | mIoU | pixel accuracy | AP | AP50 | seconds | |', '|---|---|---|---|---|---|---|---|']
-    lines += [f'| {row["bag"]} | {row["frames"]} | {_percent(row.get("miou"))} | '
-              f'{_percent(row.get("pixel_accuracy"))} | {_percent(row.get("instances", {}).get("ap"))} | '
-              f'{_percent(row.get("instances", {}).get("ap50"))} | {row["seconds"]:.1f} | '
+    lines += [f'| {row["bag"]} | {row["frames"]} | {percent(row.get("miou"))} | '
+              f'{percent(row.get("pixel_accuracy"))} | {percent(row.get("instances", {}).get("ap"))} | '
+              f'{percent(row.get("instances", {}).get("ap50"))} | {row["seconds"]:.1f} | '
               f'{"cached" if row["cached"] else ""} |' for row in report['bags']]
     lines += ['', '| camera | frames | mIoU | AP |', '|---|---|---|---|']
-    lines += [f'| {topic} | {entry["frames"]} | {_percent(entry.get("miou"))} | '
-              f'{_percent(entry.get("instances", {}).get("ap"))} |' for topic, entry in report['cameras'].items()]
+    lines += [f'| {topic} | {entry["frames"]} | {percent(entry.get("miou"))} | '
+              f'{percent(entry.get("instances", {}).get("ap"))} |' for topic, entry in report['cameras'].items()]
     if report['errors']:
         lines += ['', '## Bags not evaluated', '']
         lines += [f'- {error["bag"]}: {error["error"]}' for error in report['errors']]
@@ -260,12 +261,8 @@ def headline(figures: dict) -> str:
     """The scores of a report entry in a few words: mIoU (and pixel accuracy), AP."""
     words = []
     if figures.get('miou') is not None:
-        words.append(f'mIoU {_percent(figures["miou"])}, pixel accuracy {_percent(figures["pixel_accuracy"])}')
+        words.append(f'mIoU {percent(figures["miou"])}, pixel accuracy {percent(figures["pixel_accuracy"])}')
     if 'instances' in figures:
-        words.append(f'AP {_percent(figures["instances"]["ap"])}, AP50 {_percent(figures["instances"]["ap50"])} '
+        words.append(f'AP {percent(figures["instances"]["ap"])}, AP50 {percent(figures["instances"]["ap50"])} '
                      f'({figures["instances"]["frames"]} frames)')
     return '; '.join(words) or 'nothing scored'
-
-
-def _percent(value: Optional[float]) -> str:
-    return '-' if value is None else f'{100 * value:.1f}%'

@@ -24,17 +24,17 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 import yaml
 
-from seg_models.engine_cache import file_sha256
-from seg_models.instance_postprocess import InstanceResult
-from seg_models.labels import LabelSet, cityscapes_things, label_set_lookup
-from seg_perception.bringup.driving_pipeline import CONFIG_PATH
+from seg_models.data.labels import LabelSet, cityscapes_things, label_set_lookup
+from seg_models.deploy.engine_cache import file_sha256
+from seg_models.segmenters.instance_postprocess import InstanceResult
+from seg_models.tasks import get_task
+from seg_perception.bringup.driving_pipeline import CONFIG_PATH, TASKS, pipeline_node, pipeline_nodes
 from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag, read_messages
 from seg_perception.evaluation.datasets import GroundTruthInfo
 from seg_perception.evaluation.evaluate import Evaluation, frame_name
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set, instances_of
 from seg_perception.evaluation.metrics import CityscapesFiles, confusion_matrix
-from seg_perception.evaluation.replay import (TASKS, ReplaySettings, pipeline_nodes, replay, scoped_overrides,
-                                              start_pipeline_commands)
+from seg_perception.evaluation.replay import ReplaySettings, replay, scoped_overrides, start_pipeline_commands
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb, output_msg_to_array
 from seg_perception.messages.topics import COMPRESSED_SUFFIX, GROUND_TRUTH_INFO, CameraBagTopics, stamp_key
@@ -66,7 +66,7 @@ class FleetModel:
 
     @property
     def config_file(self) -> Path:
-        from seg_models.package_data import data_path
+        from seg_perception.package_share import data_path
 
         return Path(self.config) if self.config else Path(data_path(CONFIG_PATH))
 
@@ -76,8 +76,8 @@ class FleetModel:
         checks it."""
         from seg_perception.runtime.parameters import BACKEND_PARAMETERS
 
-        node = pipeline_nodes([task])[0]
-        specs = {spec.name: spec for spec in (*_task_models()[task][0], *BACKEND_PARAMETERS)}
+        node = pipeline_node(task)
+        specs = {spec.name: spec for spec in (*node.node_type().task_parameters, *BACKEND_PARAMETERS)}
         sections = yaml.safe_load(self.config_file.read_text()) or {}
         values = {name: spec.default for name, spec in specs.items()}
         given = dict((sections.get(node.name) or {}).get('ros__parameters') or {})
@@ -94,8 +94,8 @@ class FleetModel:
 
     def segmenter(self, task: str):
         """The model of ``task`` as its node would load it (``node_parameters``)."""
-        _, config_from_parameters, create = _task_models()[task]
-        return create(config_from_parameters(self.node_parameters(task)))
+        config = pipeline_node(task).node_type().processor_type.config_from_parameters(self.node_parameters(task))
+        return get_task(task).create_segmenter(config)
 
     def cache_key(self) -> dict:
         """What a bag's result depends on besides the bag: mode, predictor and, per task, the node's
@@ -109,19 +109,8 @@ class FleetModel:
         return json.loads(json.dumps(key, default=str))
 
 
-def _task_models() -> dict:
-    """Per task: the node's parameter table, its parameters -> model config, the segmenter factory."""
-    from seg_models.instance import create_instance_segmenter
-    from seg_models.semantic import create_semantic_segmenter
-    from seg_perception.nodes.instance_segmentation import INSTANCE_PARAMETERS, instance_config_from_parameters
-    from seg_perception.nodes.semantic_segmentation import SEMANTIC_PARAMETERS, semantic_config_from_parameters
-
-    return {'semantic': (SEMANTIC_PARAMETERS, semantic_config_from_parameters, create_semantic_segmenter),
-            'instance': (INSTANCE_PARAMETERS, instance_config_from_parameters, create_instance_segmenter)}
-
-
 @dataclass
-class CameraFrame:
+class BagFrame:
     """One camera frame of a bag with the ground truth of its stamp."""
 
     key: tuple[int, int]
@@ -131,7 +120,7 @@ class CameraFrame:
 
 
 def camera_batches(bag: Path, camera: CameraBagTopics, info: GroundTruthInfo,
-                   batch_size: int) -> Iterator[list[CameraFrame]]:
+                   batch_size: int) -> Iterator[list[BagFrame]]:
     """Batches of one camera's frames with their ground truth, matched by stamp, in bag order; a
     frame leaves memory as soon as its batch is scored."""
     wanted = {camera.camera: 'rgb'}
@@ -139,11 +128,11 @@ def camera_batches(bag: Path, camera: CameraBagTopics, info: GroundTruthInfo,
         wanted[camera.ground_truth_semantic] = 'semantic'
     if info.has_instances:
         wanted[camera.ground_truth_instances] = 'instances'
-    pending: dict[tuple, CameraFrame] = {}
+    pending: dict[tuple, BagFrame] = {}
     batch = []
     for topic, _, msg in read_messages(bag, list(wanted)):
         key = stamp_key(msg.header)
-        frame = pending.setdefault(key, CameraFrame(key))
+        frame = pending.setdefault(key, BagFrame(key))
         if topic == camera.camera:
             frame.rgb = compressed_msg_to_rgb(msg) if topic.endswith(COMPRESSED_SUFFIX) else image_msg_to_rgb(msg)
         else:
@@ -175,13 +164,13 @@ class Predictor:
             return ground_truth_label_set(ground_truth_id_space)
         return self._segmenter('semantic').label_set
 
-    def semantic(self, frames: Sequence[CameraFrame], ground_truth_id_space: str) -> list[np.ndarray]:
+    def semantic(self, frames: Sequence[BagFrame], ground_truth_id_space: str) -> list[np.ndarray]:
         """Class ids of each frame, in ``semantic_label_set``'s ids."""
         if self.model.predictor == 'ground_truth_echo':
             return [class_ids_of_ground_truth(frame.semantic, ground_truth_id_space) for frame in frames]
         return [result.class_ids for result in self._segmenter('semantic').segment([frame.rgb for frame in frames])]
 
-    def semantic_confusion(self, frames: Sequence[CameraFrame], ground_truth_id_space: str) -> np.ndarray:
+    def semantic_confusion(self, frames: Sequence[BagFrame], ground_truth_id_space: str) -> np.ndarray:
         """The confusion matrix of the class ids of ``frames`` against their semantic ground truth,
         summed, in the ground truth's label set."""
         target = ground_truth_label_set(ground_truth_id_space)
@@ -195,7 +184,7 @@ class Predictor:
         return cityscapes_things() if self.model.predictor == 'ground_truth_echo' else \
             self._segmenter('instance').label_set
 
-    def instances(self, frames: Sequence[CameraFrame]) -> list[InstanceResult]:
+    def instances(self, frames: Sequence[BagFrame]) -> list[InstanceResult]:
         if self.model.predictor == 'ground_truth_echo':
             return [instances_of(frame.instances, self.instance_label_set) for frame in frames]
         return self._segmenter('instance').segment([frame.rgb for frame in frames])

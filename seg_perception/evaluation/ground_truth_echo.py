@@ -14,10 +14,10 @@ in that camera's namespace, from that camera's ground truth.
 from __future__ import annotations
 
 from rclpy.node import Node
-from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import InstanceMaskArray
+from sensor_msgs.msg import Image
 
-from seg_models.labels import cityscapes_things
+from seg_models.data.labels import cityscapes_things
 from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag, read_messages
 from seg_perception.evaluation.datasets import GroundTruthInfo
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set, instances_of

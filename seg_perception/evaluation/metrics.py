@@ -8,8 +8,8 @@ image listing mask PNGs (instances), ground truth as gtFine *_labelIds.png / *_i
 from __future__ import annotations
 
 import contextlib
-import json
 import copy
+import json
 import math
 import os
 from pathlib import Path
@@ -18,8 +18,8 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 
-from seg_models.instance_postprocess import InstanceResult
-from seg_models.labels import LabelSet, cityscapes_train_id_to_label_id
+from seg_models.data.labels import LabelSet, cityscapes_train_id_to_label_id
+from seg_models.segmenters.instance_postprocess import InstanceResult
 
 
 def confusion_matrix(ground_truth: np.ndarray, prediction: np.ndarray, num_classes: int) -> np.ndarray:

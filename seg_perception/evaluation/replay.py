@@ -35,13 +35,11 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import String
 from tqdm import tqdm
 
-from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE
+from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE, TASKS, pipeline_nodes
 from seg_perception.bringup.processes import node_command, spin_until
 from seg_perception.evaluation.bag_io import BagWriter, cameras_in_bag, message_class, read_raw, require_topics
 from seg_perception.messages.topics import (CLOCK, COMPRESSED_SUFFIX, DIAGNOSTICS, LABEL_INFO_QOS, LABEL_INFO_SUFFIX,
                                             RECORDED_BY_DEFAULT, REPLAY_SUMMARY, CameraBagTopics, stamp_key)
-
-TASKS = tuple(node.task for node in DRIVING_PIPELINE)  # what --start-pipeline can start
 
 RECORD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 DISCOVERY_SETTLE_SEC = 2.0
@@ -232,15 +230,6 @@ def _publish_frames(recorder: Recorder, settings: ReplaySettings, waited: dict[s
                                      for camera, topics in waited.items() for t in topics),
                settings.frame_timeout_sec if settings.rate > 0 else 2.0, check_alive)
     return last_stamp
-
-
-def pipeline_nodes(tasks: Sequence[str]) -> list:
-    """The driving pipeline's nodes for ``tasks`` (semantic, instance)."""
-    unknown = set(tasks) - {node.task for node in DRIVING_PIPELINE}
-    if unknown:
-        raise ValueError(f'unknown task {", ".join(sorted(unknown))}; the pipeline has '
-                         f'{", ".join(node.task for node in DRIVING_PIPELINE)}')
-    return [node for node in DRIVING_PIPELINE if node.task in tasks]
 
 
 def scoped_overrides(overrides: Sequence[str]) -> dict[str, list[str]]:

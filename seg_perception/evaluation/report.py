@@ -13,12 +13,13 @@ matplotlib.use('Agg')  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from seg_models.visualize import draw_instances, overlay  # noqa: E402
+from seg_models.data.visualize import draw_instances, overlay  # noqa: E402
 from seg_perception.evaluation.evaluate import Evaluation  # noqa: E402
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set  # noqa: E402
 
 
-def _percent(value: Optional[float]) -> str:
+def percent(value: Optional[float]) -> str:
+    """A fraction as a percentage for reports; n/a where there was nothing to score."""
     return 'n/a' if value is None else f'{100 * value:.1f}%'
 
 
@@ -96,8 +97,8 @@ def _camera_table(cameras: dict[str, dict]) -> list[str]:
         official = results.get('semantic_cityscapes_official', {}).get('miou')
         ap = results.get('instances_cityscapes_official', {}).get('ap')
         p50 = [f'{summary["p50_ms"]:.0f} ms' for summary in results['latency'].values() if summary.get('count')]
-        lines.append(f'| `{camera}` | {results["frames"]["replayed"]} | {_percent(semantic)} | {_percent(official)} | '
-                     f'{_percent(ap)} | {", ".join(p50)} |')
+        lines.append(f'| `{camera}` | {results["frames"]["replayed"]} | {percent(semantic)} | {percent(official)} | '
+                     f'{percent(ap)} | {", ".join(p50)} |')
     return lines + ['']
 
 
@@ -121,24 +122,24 @@ def write_report(results: dict, evaluations: Sequence[Evaluation], folder: Path)
     semantic = results.get('semantic')
     if official:
         lines += ['## Semantic segmentation (cityscapesscripts, official)', '',
-                  f'mIoU (classes) **{_percent(official["miou"])}**, iIoU {_percent(official["iiou"])}, '
-                  f'mIoU (categories) {_percent(official["categories_iou"])}.', '']
+                  f'mIoU (classes) **{percent(official["miou"])}**, iIoU {percent(official["iiou"])}, '
+                  f'mIoU (categories) {percent(official["categories_iou"])}.', '']
     if semantic:
         lines += [f'## Semantic segmentation (confusion matrix, {semantic["label_set"]} classes)', '',
-                  f'mIoU **{_percent(semantic["miou"])}**, pixel accuracy {_percent(semantic["pixel_accuracy"])}, '
+                  f'mIoU **{percent(semantic["miou"])}**, pixel accuracy {percent(semantic["pixel_accuracy"])}, '
                   f'{semantic["frames"]} frames.', '', '| class | IoU |', '| --- | --- |']
-        lines += [f'| {name} | {_percent(value)} |' for name, value in semantic['per_class_iou'].items()]
+        lines += [f'| {name} | {percent(value)} |' for name, value in semantic['per_class_iou'].items()]
         lines += ['', '![per-class IoU](per_class_iou.png)', '', '![confusion matrix](confusion_matrix.png)', '']
         _plot_per_class_iou(semantic['per_class_iou'], folder / 'per_class_iou.png',
-                            f'per-class IoU, mIoU {_percent(semantic["miou"])}')
+                            f'per-class IoU, mIoU {percent(semantic["miou"])}')
         matrix = results['confusion_matrix']
         _plot_confusion(matrix['classes'], np.asarray(matrix['matrix']), folder / 'confusion_matrix.png')
     instances = results.get('instances_cityscapes_official')
     if instances:
         lines += ['## Instance segmentation (cityscapesscripts, official)', '',
-                  f'AP **{_percent(instances["ap"])}**, AP50 {_percent(instances["ap50"])}, '
+                  f'AP **{percent(instances["ap"])}**, AP50 {percent(instances["ap50"])}, '
                   f'{instances["frames"]} frames.', '', '| class | AP | AP50 |', '| --- | --- | --- |']
-        lines += [f'| {name} | {_percent(values["ap"])} | {_percent(values["ap50"])} |'
+        lines += [f'| {name} | {percent(values["ap"])} | {percent(values["ap50"])} |'
                   for name, values in instances['per_class'].items()]
         lines.append('')
     lines += ['## Latency and throughput', '', 'Latency: camera frame published by the replay -> output received.',

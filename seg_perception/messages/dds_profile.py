@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import MutableMapping
 
-from seg_models.package_data import data_path
+from seg_perception.package_share import data_path
 
 PROFILE_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
 LARGE_IMAGES_PROFILE = 'config/fastdds_large_images.xml'

@@ -9,11 +9,11 @@ full-frame boolean masks back (see ``nodes/instance_listener.py`` and the README
 from __future__ import annotations
 
 import numpy as np
-from sensor_msgs.msg import RegionOfInterest
 from seg_perception_msgs.msg import InstanceMask, InstanceMaskArray
+from sensor_msgs.msg import RegionOfInterest
 from std_msgs.msg import Header
 
-from seg_models.instance_postprocess import Instance, InstanceResult
+from seg_models.segmenters.instance_postprocess import Instance, InstanceResult
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
 
 MASK_ON = 255

@@ -6,7 +6,7 @@ from rclpy.publisher import Publisher
 from seg_perception_msgs.msg import LabelSet as LabelSetMsg
 from seg_perception_msgs.msg import SegmentationClass
 
-from seg_models.labels import LabelClass, LabelSet
+from seg_models.data.labels import LabelClass, LabelSet
 from seg_perception.messages.topics import LABEL_INFO_QOS, LABEL_INFO_SUFFIX
 
 

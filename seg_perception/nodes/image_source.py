@@ -11,7 +11,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from seg_models.frame_sources import SYNTHETIC, open_frames
+from seg_models.data.frame_sources import SYNTHETIC, open_frames
 from seg_perception.messages.images import array_to_image_msg
 from seg_perception.messages.topics import DEFAULT_CAMERAS, OUTPUT_QOS
 from seg_perception.runtime.node_main import main_for

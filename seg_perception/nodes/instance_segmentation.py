@@ -19,23 +19,23 @@ from typing import Any
 
 from rclpy.node import Node
 from rclpy.publisher import Publisher
-from sensor_msgs.msg import Image
 from seg_perception_msgs.msg import InstanceMaskArray
+from sensor_msgs.msg import Image
 
 from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
-from seg_models.instance import UNTRAINED_WARNING, InstanceSegmenter, create_instance_segmenter
-from seg_models.instance_postprocess import InstanceResult
-from seg_models.labels import LABEL_SETS, get_label_set
+from seg_models.data.labels import LABEL_SETS, get_label_set
+from seg_models.data.visualize import draw_instances
 from seg_models.models.maskrcnn import MASK_RCNN_ARCHITECTURES
-from seg_models.visualize import draw_instances
+from seg_models.segmenters.instance import UNTRAINED_WARNING, InstanceSegmenter, create_instance_segmenter
+from seg_models.segmenters.instance_postprocess import InstanceResult
 from seg_perception.messages.images import array_to_image_msg
 from seg_perception.messages.instances import instances_to_msg
 from seg_perception.messages.topics import INSTANCE_NODE, INSTANCE_OUTPUT, OVERLAY_OUTPUT
 from seg_perception.nodes.segmentation_node import SegmentationNode, SegmenterProcessor
 from seg_perception.runtime.camera_channel import OutputPublishers
 from seg_perception.runtime.camera_input import CameraFrame
-from seg_perception.runtime.parameters import (ParameterSpec, ParameterValueError, max_batch_parameter,
-                                               network_input_size)
+from seg_perception.runtime.parameters import (ParameterSpec, ParameterValueError, input_size_from_parameters,
+                                               max_batch_parameter)
 
 NATIVE_INPUT_SIZE = (1024, 2048)  # input_height/width 0: Cityscapes frames as Mask R-CNN was trained on
 
@@ -79,11 +79,11 @@ def class_filter_ids(names: tuple[str, ...], label_set_name: str) -> tuple[int, 
 def instance_config_from_parameters(values: dict[str, Any]) -> InstanceModelConfig:
     """Model configuration from the node's declared parameter values."""
     output_label_set = values['output_label_set'] or values['label_set']
-    selection = build_config(InstanceFilter, values,
+    output_filter = build_config(InstanceFilter, values,
                              class_ids=class_filter_ids(values['class_filter'], output_label_set))
     defaults = InstanceModelConfig()
-    return build_config(InstanceModelConfig, values, selection=selection,
-                        input_size=network_input_size(values) or NATIVE_INPUT_SIZE,
+    return build_config(InstanceModelConfig, values, output_filter=output_filter,
+                        input_size=input_size_from_parameters(values) or NATIVE_INPUT_SIZE,
                         max_detections=max(defaults.max_detections, values['max_instances']))
 
 
@@ -99,10 +99,12 @@ class InstanceProcessor(SegmenterProcessor):
     """Mask R-CNN and its output messages."""
 
     untrained_warning = UNTRAINED_WARNING
+    config_from_parameters = staticmethod(instance_config_from_parameters)
+    answer_type = InstanceMaskArray  # what its main output carries
 
     def __init__(self, node: Node, values: dict[str, Any]) -> None:
-        self.config = instance_config_from_parameters(values)
-        super().__init__(node, self.config.architecture, self.config.selection.score_threshold)
+        self.config = self.config_from_parameters(values)
+        super().__init__(node, self.config.architecture, self.config.output_filter.score_threshold)
         self._overlay_alpha = values['overlay_alpha']
 
     def create_segmenter(self) -> InstanceSegmenter:

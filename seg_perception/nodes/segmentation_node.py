@@ -26,11 +26,11 @@ from rclpy.node import Node
 
 from seg_models.backends.base import release_device_memory
 from seg_models.configs import build_config
-from seg_models.labels import LabelSet
+from seg_models.data.labels import LabelSet
 from seg_perception.messages.label_info import announce_label_set
 from seg_perception.runtime.camera_channel import OutputPublishers
-from seg_perception.runtime.camera_input import (CAMERA_INPUT_PARAMETERS, CameraFrame, CameraInput,
-                                                 CameraInputSettings, StageTimes)
+from seg_perception.runtime.camera_input import CameraFrame, CameraInput, StageTimes
+from seg_perception.runtime.camera_settings import CAMERA_INPUT_PARAMETERS, CameraInputSettings
 from seg_perception.runtime.node_main import STARTUP_ERRORS, main_for
 from seg_perception.runtime.parameters import BACKEND_PARAMETERS, ParameterSpec, declare_parameters
 

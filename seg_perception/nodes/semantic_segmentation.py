@@ -25,17 +25,17 @@ from rclpy.publisher import Publisher
 from sensor_msgs.msg import Image
 
 from seg_models.configs import SemanticModelConfig, build_config
-from seg_models.labels import LABEL_SETS
-from seg_models.semantic import (SEMANTIC_ARCHITECTURES, UNTRAINED_WARNING, SemanticResult, SemanticSegmenter,
-                                 create_semantic_segmenter)
-from seg_models.visualize import colorize, overlay
+from seg_models.data.labels import LABEL_SETS
+from seg_models.data.visualize import colorize, overlay
+from seg_models.segmenters.semantic import (SEMANTIC_ARCHITECTURES, UNTRAINED_WARNING, SemanticResult,
+                                            SemanticSegmenter, create_semantic_segmenter)
 from seg_perception.messages.images import array_to_image_msg, class_ids_to_image_msg, confidence_to_image_msg
 from seg_perception.messages.topics import (COLOR_OUTPUT, CONFIDENCE_OUTPUT, OVERLAY_OUTPUT, SEMANTIC_NODE,
                                             SEMANTIC_OUTPUT)
 from seg_perception.nodes.segmentation_node import SegmentationNode, SegmenterProcessor
 from seg_perception.runtime.camera_channel import OutputPublishers
 from seg_perception.runtime.camera_input import CameraFrame
-from seg_perception.runtime.parameters import ParameterSpec, max_batch_parameter, network_input_size
+from seg_perception.runtime.parameters import ParameterSpec, input_size_from_parameters, max_batch_parameter
 
 CONFIDENCE_CHOICES = ('none', 'mono8', '32FC1')
 
@@ -65,7 +65,7 @@ SEMANTIC_PARAMETERS = (
 
 def semantic_config_from_parameters(values: dict[str, Any]) -> SemanticModelConfig:
     """Model configuration from the node's declared parameter values."""
-    return build_config(SemanticModelConfig, values, input_size=network_input_size(values),
+    return build_config(SemanticModelConfig, values, input_size=input_size_from_parameters(values),
                         with_confidence=values['confidence_output'] != 'none' or values['confidence_threshold'] > 0)
 
 
@@ -83,11 +83,13 @@ class SemanticProcessor(SegmenterProcessor):
     """The semantic model and its output messages."""
 
     untrained_warning = UNTRAINED_WARNING
+    config_from_parameters = staticmethod(semantic_config_from_parameters)
+    answer_type = Image  # what its main output carries
 
     def __init__(self, node: Node, values: dict[str, Any]) -> None:
-        self.config = semantic_config_from_parameters(values)
+        self.config = self.config_from_parameters(values)
         super().__init__(node, self.config.model_metadata or self.config.architecture,
-                         self.config.selection.confidence_threshold)
+                         self.config.output_filter.confidence_threshold)
         self._confidence_encoding = values['confidence_output']
         self._overlay_alpha = values['overlay_alpha']
 

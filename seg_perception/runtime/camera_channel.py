@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -22,15 +22,13 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
 from seg_perception.messages.images import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
-from seg_perception.messages.topics import (CAMERA_INPUT, COMPRESSED_SUFFIX, OUTPUT_QOS, camera_namespace,
-                                            input_qos, output_in_namespace)
+from seg_perception.messages.topics import (CAMERA_INPUT, COMPRESSED_SUFFIX, OUTPUT_QOS, camera_namespace, input_qos,
+                                            output_in_namespace)
+from seg_perception.runtime.camera_settings import CameraInputSettings
 from seg_perception.runtime.camera_statistics import CameraStatistics, PublicationGaps
 from seg_perception.runtime.diagnostics import LARGE_IMAGES_HINT, CameraInputState, camera_input_status
 from seg_perception.runtime.newest_frame import NewestFrameSlots
 from seg_perception.runtime.parameters import ParameterValueError
-
-if TYPE_CHECKING:  # camera_input imports this module
-    from seg_perception.runtime.camera_input import CameraInputSettings
 
 LOST_WARNING_THROTTLE_SEC = 10.0
 

@@ -25,7 +25,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from seg_models.backends.base import BackendError
-from seg_models.checkpoints import CheckpointError
+from seg_models.checkpoints.reading import CheckpointError
 from seg_perception.messages.dds_profile import use_large_images_profile
 from seg_perception.runtime.parameters import ParameterValueError
 

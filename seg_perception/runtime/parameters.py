@@ -139,7 +139,7 @@ def max_batch_parameter(config_type: type, description: str) -> ParameterSpec:
                          value_range=(1, 64))
 
 
-def network_input_size(values: dict[str, Any]) -> Optional[tuple[int, int]]:
+def input_size_from_parameters(values: dict[str, Any]) -> Optional[tuple[int, int]]:
     """(height, width) from input_height/input_width; None (camera resolution) when both are 0."""
     if values['input_height'] and values['input_width']:
         return values['input_height'], values['input_width']

@@ -42,15 +42,15 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 import rclpy
-from rclpy.node import Node
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
 from seg_perception_msgs.msg import FrameTiming
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from seg_models.frame_sources import SYNTHETIC, open_frames
-from seg_models.package_data import data_path
+from seg_models.configs import DEFAULT_INPUT_SIZE
+from seg_models.data.frame_sources import SYNTHETIC, open_frames
 from seg_perception.bringup.driving_pipeline import CONFIG_PATH, DRIVING_PIPELINE
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
@@ -60,6 +60,7 @@ from seg_perception.messages.instances import instances_to_msg
 from seg_perception.messages.topics import (COMPRESSED_SUFFIX, OUTPUT_QOS, PROCESSING_TIME_OUTPUT, SEMANTIC_NODE,
                                             SEMANTIC_OUTPUT, SEMANTIC_PREDICTION, TRANSPORT_CHOICES,
                                             camera_output_topic, private_topic, stamp_key, stamp_latency_ms)
+from seg_perception.package_share import data_path
 
 CAMERA_TOPIC = '/benchmark/image_raw'
 
@@ -246,7 +247,7 @@ def instance_postprocess_share(frame: np.ndarray, instances: int, checkpoint: st
     segmenter.infer_raw([frame])  # warm-up
     model_ms = _median_ms(lambda: segmenter.infer_raw([frame]), MODEL_REPEATS)
     outputs = segmenter.infer_raw([frame])
-    height, width = segmenter.transform.network_size(frame.shape[:2])  # boxes come in network pixels
+    height, width = segmenter.transform.input_size_for(frame.shape[:2])  # boxes come in network pixels
 
     def postprocess(raw):
         result = segmenter.results(raw, [frame])[0]
@@ -363,7 +364,7 @@ def camera_scaling(frame: np.ndarray, counts: tuple[int, ...], overrides: list[s
         rclpy.try_shutdown()
 
 
-def fleet_scaling(source: Path, bags: int, frames_per_bag: int, network_size: tuple[int, int],
+def fleet_scaling(source: Path, bags: int, frames_per_bag: int, input_size: tuple[int, int],
                   worker_counts: tuple[int, ...] = (1, 2)) -> None:
     """Frames per second of a fleet evaluation of ``bags`` bags with each worker count, and the
     ratio; then, with the most workers, Ray Data over frames beside the per-bag actors."""
@@ -377,7 +378,7 @@ def fleet_scaling(source: Path, bags: int, frames_per_bag: int, network_size: tu
 
     label_set = open_dataset(source).info.label_set or 'camvid'
     model = FleetModel(tasks=('semantic',), overrides=(
-        f'input_height:={network_size[0]}', f'input_width:={network_size[1]}', 'backend:=pytorch',
+        f'input_height:={input_size[0]}', f'input_width:={input_size[1]}', 'backend:=pytorch',
         f'semantic_segmentation:label_set:={label_set}'))
     with tempfile.TemporaryDirectory(prefix='fleet_bench_') as folder:
         paths = []
@@ -416,7 +417,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument('--checkpoint', default='', help='semantic weights (default: untrained, same speed)')
     parser.add_argument('--repeats', type=int, default=20, help='conversion: timings per encoding')
     parser.add_argument('--cameras', type=int, nargs='+', default=list(CAMERA_COUNTS), help='cameras: camera counts')
-    parser.add_argument('--network-size', type=int, nargs=2, default=(512, 1024), metavar=('HEIGHT', 'WIDTH'),
+    parser.add_argument('--input-size', type=int, nargs=2, default=DEFAULT_INPUT_SIZE, metavar=('HEIGHT', 'WIDTH'),
                         help='cameras, fleet: network input (default 512 1024, as config/driving.yaml)')
     parser.add_argument('--window', type=float, default=20.0, help='cameras: seconds measured per setup')
     parser.add_argument('--transport', choices=TRANSPORT_CHOICES, default='raw',
@@ -438,7 +439,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if not args.default_dds:
         use_large_images_profile(os.environ, LOCALHOST_PROFILE)  # best-effort camera frames of any size arrive
     if args.what == 'fleet':
-        fleet_scaling(Path(args.source), bags=8, frames_per_bag=args.frames, network_size=tuple(args.network_size))
+        fleet_scaling(Path(args.source), bags=8, frames_per_bag=args.frames, input_size=tuple(args.input_size))
         return
     height, width = args.size or ((1024, 2048) if args.what == 'postprocess' else (720, 1280))
     frames = camera_frames(args.source, args.frames, height, width)
@@ -452,11 +453,11 @@ def main(argv: Optional[list[str]] = None) -> None:
                   f'{post_ms / model_ms:6.1%} of the model time (target <= 10%)')
         return
     if args.what == 'cameras':
-        overrides = ['backend:=onnxruntime', f'input_height:={args.network_size[0]}',
-                     f'input_width:={args.network_size[1]}'] + ([f'checkpoint:={args.checkpoint}']
+        overrides = ['backend:=onnxruntime', f'input_height:={args.input_size[0]}',
+                     f'input_width:={args.input_size[1]}'] + ([f'checkpoint:={args.checkpoint}']
                                                                   if args.checkpoint else [])
         print(f'semantic segmentation, cameras at {CAMERA_RATE_HZ:.0f} Hz, {width}x{height} rgb8, network '
-              f'{args.network_size[1]}x{args.network_size[0]}, ONNX Runtime, {os.cpu_count()} CPU cores')
+              f'{args.input_size[1]}x{args.input_size[0]}, ONNX Runtime, {os.cpu_count()} CPU cores')
         camera_scaling(frames[0], tuple(args.cameras), overrides, warmup_sec=5.0, window_sec=args.window)
         return
     if args.what == 'conversion':

@@ -14,8 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag
-from seg_perception.evaluation.fleet_worker import (CameraFrame, FleetModel, Predictor, camera_batches,
-                                                    ground_truth_info)
+from seg_perception.evaluation.fleet_worker import BagFrame, FleetModel, Predictor, camera_batches, ground_truth_info
 
 
 def bag_frames(row: dict) -> list[dict]:
@@ -35,7 +34,7 @@ class BatchScorer:
         self.predictor = Predictor(model)
 
     def __call__(self, batch: dict) -> dict:
-        frames = [CameraFrame((0, 0), rgb=rgb, semantic=truth) for rgb, truth in zip(batch['rgb'], batch['truth'])]
+        frames = [BagFrame((0, 0), rgb=rgb, semantic=truth) for rgb, truth in zip(batch['rgb'], batch['truth'])]
         matrix = self.predictor.semantic_confusion(frames, str(batch['id_space'][0]))
         return {'confusion': matrix[None], 'frames': np.array([len(frames)])}
 

@@ -14,15 +14,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rclpy.node import Node
-from sensor_msgs.msg import Image, RegionOfInterest
 from seg_perception_msgs.msg import InstanceMask, InstanceMaskArray
+from sensor_msgs.msg import Image, RegionOfInterest
 
 from seg_models.configs import DEFAULT_INPUT_SIZE, InstanceModelConfig, SemanticModelConfig
-from seg_models.instance import build_instance_network
-from seg_models.labels import get_label_set
+from seg_models.data.labels import get_label_set
 from seg_models.models.maskrcnn import network_classes_for
-from seg_models.models.semantic_inference import IMAGENET_MEAN, IMAGENET_STD
-from seg_models.semantic import build_semantic_network
+from seg_models.models.semantic_graph import IMAGENET_MEAN, IMAGENET_STD
+from seg_models.segmenters.instance import build_instance_network
+from seg_models.segmenters.semantic import build_semantic_network
 from seg_perception.messages.images import array_to_image_msg
 from seg_perception.messages.topics import INSTANCE_OUTPUT, SEMANTIC_OUTPUT
 from seg_perception.runtime.node_main import main_for

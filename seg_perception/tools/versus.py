@@ -32,21 +32,18 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
-from seg_perception_msgs.msg import InstanceMaskArray
 from std_msgs.msg import Header
 
-from seg_models.frame_sources import SYNTHETIC
-from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE
+from seg_models.configs import DEFAULT_INPUT_SIZE
+from seg_models.data.frame_sources import SYNTHETIC
+from seg_perception.bringup.driving_pipeline import TASKS, pipeline_node
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import array_to_image_msg
-from seg_perception.messages.topics import (INSTANCE_NODE, INSTANCE_OUTPUT, SEMANTIC_NODE, SEMANTIC_OUTPUT,
-                                            in_root_namespace, stamp_key, stamp_latency_ms)
+from seg_perception.messages.topics import in_root_namespace, stamp_key, stamp_latency_ms
 from seg_perception.tools.benchmark import CAMERA_RATE_HZ, camera_frames, rss_mb
 
 CAMERA = '/versus/camera/image_raw'
-TASKS = {'semantic': (SEMANTIC_NODE, SEMANTIC_OUTPUT, Image), 'instance': (INSTANCE_NODE, INSTANCE_OUTPUT,
-                                                                            InstanceMaskArray)}
 CAMERA_QOS = QoSProfile(depth=10)  # reliable: what both a best-effort and a reliable subscription accept
 START_TIMEOUT_SEC = 300.0
 ANSWER_TIMEOUT_SEC = 120.0
@@ -106,8 +103,8 @@ def _percentiles(latencies: list[float]) -> tuple[float, float]:
 
 def measure(command: list[str], frames: list[np.ndarray], task: str, seconds: float) -> Measurement:
     """Start the node of ``command``, and measure it as the module docstring says."""
-    _, output, answer_type = TASKS[task]
-    camera = Camera(frames, in_root_namespace(output), answer_type)
+    node = pipeline_node(task)
+    camera = Camera(frames, in_root_namespace(node.output), node.node_type().processor_type.answer_type)
     try:
         with NodeProcesses([command]) as processes:
             check = processes.check_alive
@@ -151,18 +148,16 @@ def measure(command: list[str], frames: list[np.ndarray], task: str, seconds: fl
                        float(statistics.median(camera.instance_counts)))
 
 
-def commands(task: str, checkpoint: str, network_size: tuple[int, int], score_threshold: Optional[float] = None
+def commands(task: str, checkpoint: str, input_size: tuple[int, int], score_threshold: Optional[float] = None
              ) -> dict[str, list[str]]:
     """Our node (as the driving pipeline starts it) and the plain node, with the same weights, input
     size and (instances) score threshold."""
-    node_name = TASKS[task][0]
-    pipeline_node = next(node for node in DRIVING_PIPELINE if node.name == node_name)
-    shared = [f'input_height:={network_size[0]}', f'input_width:={network_size[1]}'] + (
+    shared = [f'input_height:={input_size[0]}', f'input_width:={input_size[1]}'] + (
         [f'checkpoint:={checkpoint}'] if checkpoint else []) + (
         [f'score_threshold:={score_threshold}'] if task == 'instance' and score_threshold is not None else [])
     plain = [sys.executable, '-m', 'seg_perception.tools.plain_node', '--ros-args', '-r', f'image:={CAMERA}',
              '-p', f'task:={task}'] + [arg for value in shared for arg in ('-p', value)]
-    return {'ours': node_command(pipeline_node, CAMERA, overrides=shared), 'plain': plain}
+    return {'ours': node_command(pipeline_node(task), CAMERA, overrides=shared), 'plain': plain}
 
 
 def report(task: str, results: dict[str, Measurement], frame_size: tuple[int, int], seconds: float) -> None:
@@ -198,11 +193,11 @@ def report(task: str, results: dict[str, Measurement], frame_size: tuple[int, in
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('task', choices=tuple(TASKS))
+    parser.add_argument('task', choices=TASKS)
     parser.add_argument('--source', default=SYNTHETIC, help='folder of images, video, or "synthetic"')
     parser.add_argument('--size', type=int, nargs=2, default=(720, 1280), metavar=('HEIGHT', 'WIDTH'),
                         help='camera frame size (default 720 1280)')
-    parser.add_argument('--network-size', type=int, nargs=2, default=(512, 1024), metavar=('HEIGHT', 'WIDTH'))
+    parser.add_argument('--input-size', type=int, nargs=2, default=DEFAULT_INPUT_SIZE, metavar=('HEIGHT', 'WIDTH'))
     parser.add_argument('--seconds', type=float, default=60.0, help='length of the 30 Hz stream')
     parser.add_argument('--frames', type=int, default=10, help='distinct camera frames, sent in turn')
     parser.add_argument('--checkpoint', default='', help='weights for both nodes (default: the same untrained ones)')
@@ -220,7 +215,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     rclpy.init()
     try:
         results = {name: measure(command, frames, args.task, args.seconds)
-                   for name, command in commands(args.task, args.checkpoint, tuple(args.network_size),
+                   for name, command in commands(args.task, args.checkpoint, tuple(args.input_size),
                                                  args.score_threshold).items()}
     finally:
         rclpy.try_shutdown()

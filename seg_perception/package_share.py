@@ -1,7 +1,7 @@
 """Where the package's data files are: the source tree when run from a checkout, else the install.
 
-Label-set files (``config/label_sets``), the parameter file (``config/driving.yaml``) and the
-interface package's ``.msg`` files are looked up here, the one way: the checkout first, then the
+The parameter file (``config/driving.yaml``), the DDS profiles and the interface package's
+``.msg`` files are looked up here, the one way: the checkout first, then the
 package's share folder (through ``ament_index_python`` where it is installed, else the
 ``AMENT_PREFIX_PATH`` entries it would read).
 """

@@ -29,8 +29,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from seg_models.backends.device_pipeline import DeviceOptions, StageClock
 from seg_models.configs import InstanceFilter, InstanceModelConfig, SemanticModelConfig, build_config
-from seg_models.device_pipeline import DeviceOptions, StageClock
 
 STAGES = ('upload', 'preprocess', 'model', 'postprocess', 'download')
 DEFAULT_ARCHITECTURES = ('deeplabv3plus_resnet50', 'deeplabv3plus_mobilenet_v3_large', 'maskrcnn_resnet50_fpn')
@@ -40,7 +40,7 @@ TORCHVISION_MODELS = {'deeplabv3plus_resnet50': 'deeplabv3_resnet50',
                       'maskrcnn_resnet50_fpn': 'maskrcnn_resnet50_fpn'}
 # Every published detection is pasted: torchvision's own box threshold, at most 50 per image
 # (random weights score every class near 1/9, so each frame has the full 50 to paste).
-INSTANCE_SELECTION = InstanceFilter(score_threshold=0.05, max_instances=50)
+INSTANCE_FILTER = InstanceFilter(score_threshold=0.05, max_instances=50)
 
 
 @dataclass
@@ -87,16 +87,16 @@ def our_segmenter(architecture: str, precision: str, camera_size, input_size, de
                   device_side: bool = True, options: DeviceOptions = DeviceOptions()):
     """Our segmenter for ``architecture`` on the PyTorch backend (untrained weights, reproducible)."""
     from seg_models.backends.pytorch import PyTorchBackend
-    from seg_models.instance import InstanceSegmenter, instance_deployment
-    from seg_models.semantic import SemanticSegmenter, semantic_deployment
+    from seg_models.segmenters.instance import InstanceSegmenter, instance_deployment
+    from seg_models.segmenters.semantic import SemanticSegmenter, semantic_deployment
 
     if architecture.startswith('maskrcnn'):
         config = build_config(InstanceModelConfig, dict(architecture=architecture, input_size=input_size,
-                                                        max_detections=INSTANCE_SELECTION.max_instances,
-                                                        selection=INSTANCE_SELECTION))
+                                                        max_detections=INSTANCE_FILTER.max_instances,
+                                                        output_filter=INSTANCE_FILTER))
         graph, labels, classes, source = instance_deployment(config)
         backend = PyTorchBackend(graph.module, graph.output_names, device, precision, device_side, options)
-        return InstanceSegmenter(backend, labels, input_size, classes, config.selection, None, source)
+        return InstanceSegmenter(backend, labels, input_size, classes, config.output_filter, None, source)
     config = build_config(SemanticModelConfig, dict(architecture=architecture, input_size=input_size))
     graph, labels, source = semantic_deployment(config)
     backend = PyTorchBackend(graph.module, graph.output_names, device, precision, device_side, options)
@@ -121,8 +121,8 @@ def torchvision_runner(architecture: str, ours, precision: str, device: str) -> 
     else:
         height, width = ours.transform.input_size
         model = builder(weights=None, weights_backbone=None, num_classes=len(ours.class_map),
-                        min_size=height, max_size=width, box_score_thresh=INSTANCE_SELECTION.score_threshold,
-                        box_detections_per_img=INSTANCE_SELECTION.max_instances)
+                        min_size=height, max_size=width, box_score_thresh=INSTANCE_FILTER.score_threshold,
+                        box_detections_per_img=INSTANCE_FILTER.max_instances)
         model.load_state_dict(module.model.state_dict())
     model = model.eval().to(device)
     mean = torch.tensor((0.485, 0.456, 0.406), device=device).view(1, 3, 1, 1)
@@ -205,6 +205,6 @@ def run_device_benchmark(architectures: Sequence[str], batches: Sequence[int], c
             rows = bench_rows(architecture, batch, camera_size, input_size, iterations, warmup, device, precisions)
             note = ' (torchvision: DeepLabv3, output stride 8, same backbone weights)' \
                 if not architecture.startswith('maskrcnn') else \
-                f' (up to {INSTANCE_SELECTION.max_instances} instances per frame, same weights both sides)'
+                f' (up to {INSTANCE_FILTER.max_instances} instances per frame, same weights both sides)'
             print_table(f'{architecture}, batch {batch}{note}', rows)
     return 0

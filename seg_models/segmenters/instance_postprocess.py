@@ -76,8 +76,8 @@ class Detection:
 
 
 def published(outputs: dict[str, np.ndarray], position: int, box_scale: np.ndarray, image_size: tuple[int, int],
-              class_map: np.ndarray, selection: InstanceFilter) -> list[Detection]:
-    """The detections of image ``position`` that ``selection`` publishes, highest score first, with
+              class_map: np.ndarray, output_filter: InstanceFilter) -> list[Detection]:
+    """The detections of image ``position`` that ``output_filter`` publishes, highest score first, with
     boxes in camera pixels; ``box_scale`` (x, y, x, y) takes boxes from network to camera pixels
     (``CameraTransform``).
 
@@ -88,11 +88,11 @@ def published(outputs: dict[str, np.ndarray], position: int, box_scale: np.ndarr
     scores = outputs['scores'][position, :count]
     labels = outputs['labels'][position, :count].astype(np.int64)
     class_ids = class_map[labels]
-    keep = (scores >= selection.score_threshold) & (class_ids >= 0)
-    if selection.class_ids:
-        keep &= np.isin(class_ids, selection.class_ids)
+    keep = (scores >= output_filter.score_threshold) & (class_ids >= 0)
+    if output_filter.class_ids:
+        keep &= np.isin(class_ids, output_filter.class_ids)
     kept = np.flatnonzero(keep)
-    kept = kept[np.argsort(-scores[kept], kind='stable')][:selection.max_instances]
+    kept = kept[np.argsort(-scores[kept], kind='stable')][:output_filter.max_instances]
     height, width = image_size
     boxes = np.clip(outputs['boxes'][position, kept] * box_scale, 0, [width, height, width, height]).astype(np.float32)
     rois = box_rois(boxes, image_size).tolist()
@@ -202,10 +202,10 @@ def instance_result(image_size: tuple[int, int], detections: list[Detection], ma
 
 def instances_from_outputs(outputs: dict[str, np.ndarray], position: int, box_scale: np.ndarray,
                            image_size: tuple[int, int], class_map: np.ndarray, class_names: list[str],
-                           selection: InstanceFilter) -> InstanceResult:
+                           output_filter: InstanceFilter) -> InstanceResult:
     """Image ``position`` of a batch of host graph outputs as camera-resolution instances (see
     ``published``), masks pasted on the host."""
-    detections = published(outputs, position, box_scale, image_size, class_map, selection)
+    detections = published(outputs, position, box_scale, image_size, class_map, output_filter)
     crops = paste_masks_in_rois(torch.from_numpy(np.ascontiguousarray(outputs['mask_probs'][position])),
-                                detections, selection.mask_threshold)
+                                detections, output_filter.mask_threshold)
     return instance_result(image_size, detections, [crop.numpy() for crop in crops], class_names)

@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from seg_models.backends.base import Backend, BackendError
-from seg_models.labels import LabelSet, get_label_set
+from seg_models.data.labels import LabelSet, get_label_set
 
 OUTPUT_KINDS = ('logits', 'class_ids')
 CHANNEL_ORDERS = ('rgb', 'bgr')

@@ -1,7 +1,7 @@
 """Instance segmentation of camera images: Mask R-CNN through any backend, instances at camera size.
 
 ``InstanceSegmenter`` resizes each image to the network's fixed input size, runs the deployment
-graph (seg_models.models.instance_inference) in batches, and maps detections back: boxes scaled
+graph (seg_models.models.instance_graph) in batches, and maps detections back: boxes scaled
 to camera pixels, masks pasted once at camera resolution, network classes mapped to the output
 label set (e.g. a COCO model publishing Cityscapes thing classes).
 """
@@ -16,18 +16,19 @@ import numpy as np
 import torch
 
 from seg_models.backends.base import Backend, CallTime, release_host_memory
-from seg_models.backends.factory import DeploymentGraph, create_backend
-from seg_models.checkpoint_formats import strip_wrapper_prefix
-from seg_models.checkpoints import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
+from seg_models.backends.factory import create_backend
+from seg_models.checkpoints.formats import strip_wrapper_prefix
+from seg_models.checkpoints.reading import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
 from seg_models.configs import InstanceFilter, InstanceModelConfig
-from seg_models.export import export_instance_onnx
-from seg_models.instance_postprocess import (InstanceResult, instance_result, instances_from_outputs,
-                                             paste_masks_in_rois, published)
-from seg_models.labels import COCO_TO_CITYSCAPES_THINGS, LabelSet, get_label_set
-from seg_models.models.instance_inference import (FP32_NODES, SIZE_DIVISOR, InstanceInference, PublishedDetections,
-                                                  keep_published_detections)
+from seg_models.data.labels import COCO_TO_CITYSCAPES_THINGS, LabelSet, get_label_set
+from seg_models.deploy.graph import DeploymentGraph
+from seg_models.deploy.onnx_export import export_instance_onnx
+from seg_models.models.instance_graph import (FP32_NODES, SIZE_DIVISOR, InstanceInference, PublishedDetections,
+                                              keep_published_detections)
 from seg_models.models.maskrcnn import MASK_RCNN_BUILDERS, mask_rcnn, network_classes_for
-from seg_models.transform import CameraTransform
+from seg_models.segmenters.instance_postprocess import (InstanceResult, instance_result, instances_from_outputs,
+                                                        paste_masks_in_rois, published)
+from seg_models.segmenters.transform import CameraTransform
 
 LOGGER = logging.getLogger(__name__)
 UNTRAINED_WARNING = (
@@ -59,14 +60,14 @@ class InstanceSegmenter:
     """Backend + class mapping + the transform between camera pixels and network pixels."""
 
     def __init__(self, backend: Backend, label_set: LabelSet, input_size: tuple[int, int], class_map: np.ndarray,
-                 selection: InstanceFilter, batch_size: Optional[int] = None, weights_source: str = '') -> None:
+                 output_filter: InstanceFilter, fixed_batch: Optional[int] = None, weights_source: str = '') -> None:
         self.backend = backend
         self.backend_time = CallTime()  # of the last ``segment``
         self.label_set = label_set
         self.transform = CameraTransform(input_size)
         self.class_map = class_map
-        self.selection = selection
-        self.batch_size = batch_size  # None: the backend takes any batch
+        self.output_filter = output_filter
+        self.fixed_batch = fixed_batch  # the graph's baked-in batch (deployment.max_batch); None: any batch
         self.weights_source = weights_source
 
     @property
@@ -76,13 +77,13 @@ class InstanceSegmenter:
     def infer_raw(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """The graph's padded outputs for ``images`` (RGB uint8, any sizes), in batches it accepts."""
         batch = self.transform.batch(images)
-        step = self.batch_size or len(images)
+        step = self.fixed_batch or len(images)
         chunks = []
         for start in range(0, len(images), step):
             chunk = batch[start:start + step]
             real = len(chunk)
-            if self.batch_size and real < self.batch_size:  # fixed-batch graphs: pad with black frames
-                chunk = np.concatenate([chunk, np.zeros((self.batch_size - real, *chunk.shape[1:]), chunk.dtype)])
+            if self.fixed_batch and real < self.fixed_batch:  # fixed-batch graphs: pad with black frames
+                chunk = np.concatenate([chunk, np.zeros((self.fixed_batch - real, *chunk.shape[1:]), chunk.dtype)])
             chunk = np.ascontiguousarray(chunk)
             with self.backend_time.timing():
                 outputs = self.backend.infer(chunk)
@@ -92,11 +93,11 @@ class InstanceSegmenter:
     def results(self, outputs: dict[str, np.ndarray], images: Sequence[np.ndarray]) -> list[InstanceResult]:
         """The instances of each image in a batch of graph outputs, at the image's resolution."""
         return [instances_from_outputs(outputs, position, self.transform.box_scale(image.shape[:2]),
-                                       image.shape[:2], self.class_map, self.label_set.names, self.selection)
+                                       image.shape[:2], self.class_map, self.label_set.names, self.output_filter)
                 for position, image in enumerate(images)]
 
     def segment(self, images: Sequence[np.ndarray]) -> list[InstanceResult]:
-        """Instances of each image at its own resolution, filtered by ``selection``."""
+        """Instances of each image at its own resolution, filtered by ``output_filter``."""
         if not images:
             return []
         self.backend_time.reset()
@@ -118,15 +119,15 @@ class InstanceSegmenter:
                 uploaded = pipeline.upload(frames)
                 pipeline.mark('upload')
                 outputs = dict(zip(self.backend.output_names,
-                                   pipeline.run(uploaded, self.transform.network_size(size), static=False)))
+                                   pipeline.run(uploaded, self.transform.input_size_for(size), static=False)))
                 host = dict(zip(small_outputs, pipeline.download([outputs[name] for name in small_outputs])))
                 detections = [published(host, position, self.transform.box_scale(size), size, self.class_map,
-                                        self.selection) for position in range(len(frames))]
+                                        self.output_filter) for position in range(len(frames))]
                 rows = outputs['mask_probs'].shape[1]  # one paste for the whole batch: rows of all images
                 crops = paste_masks_in_rois(outputs['mask_probs'].flatten(0, 1), [
                     dataclasses.replace(detection, index=position * rows + detection.index)
                     for position, image_detections in enumerate(detections) for detection in image_detections],
-                    self.selection.mask_threshold)
+                    self.output_filter.mask_threshold)
                 pipeline.mark('postprocess')
                 masks = iter(pipeline.download_flat(crops))
                 pipeline.mark('download')
@@ -136,13 +137,14 @@ class InstanceSegmenter:
         return results
 
 
-def published_detections(selection: InstanceFilter, max_detections: int, classes: np.ndarray) -> PublishedDetections:
+def published_detections(output_filter: InstanceFilter, max_detections: int,
+                         classes: np.ndarray) -> PublishedDetections:
     """What the graph keeps, in network terms: ``classes`` maps network class indices to output
     label-set ids (-1: not published), and the class filter names output ids."""
     wanted = classes >= 0
-    if selection.class_ids:
-        wanted &= np.isin(classes, selection.class_ids)
-    return PublishedDetections(selection.score_threshold, min(max_detections, selection.max_instances),
+    if output_filter.class_ids:
+        wanted &= np.isin(classes, output_filter.class_ids)
+    return PublishedDetections(output_filter.score_threshold, min(max_detections, output_filter.max_instances),
                                tuple(int(index) for index in np.flatnonzero(wanted)))
 
 
@@ -172,7 +174,7 @@ def instance_deployment(config: InstanceModelConfig) -> tuple[DeploymentGraph, L
     network_classes = network_classes_for(network_label_set)
     classes = class_map(network_classes, network_label_set, output_label_set)
     network, weights_source = build_instance_network(config, network_classes)
-    published = published_detections(config.selection, config.max_detections, classes)
+    published = published_detections(config.output_filter, config.max_detections, classes)
     keep_published_detections(network, published)
     graph = InstanceInference(network)
     deployment = instance_deployment_graph(config, graph, network_label_set, network_classes, published)
@@ -189,7 +191,7 @@ def create_instance_segmenter(config: InstanceModelConfig) -> InstanceSegmenter:
     LOGGER.info('instance segmenter: %s, classes %s -> %s, backend %s', config.architecture,
                 config.label_set, output_label_set.name, backend.describe())
     fixed_batch = None if backend.name == 'pytorch' else config.deployment.max_batch
-    return InstanceSegmenter(backend, output_label_set, config.input_size, classes, config.selection,
+    return InstanceSegmenter(backend, output_label_set, config.input_size, classes, config.output_filter,
                              fixed_batch, weights_source)
 
 

@@ -3,7 +3,7 @@
 Normalisation and argmax live inside the graph, so PyTorch, ONNX Runtime and TensorRT all run
 exactly the same computation, and only uint8 ids (not float logits) leave the accelerator.
 ``camera_forward`` is the same computation for camera frames already on a GPU
-(seg_models.device_pipeline): resized there, and the logits upsampled bilinearly to the camera's
+(seg_models.backends.device_pipeline): resized there, and the logits upsampled bilinearly to the camera's
 size before the argmax, which gives better edges than upsampling ids.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from seg_models.transform import Size, frames_at_network_size
+from seg_models.segmenters.transform import Size, frames_at_input_size
 
 # ImageNet statistics on the 0-255 scale: what torchvision backbones are trained with.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -47,10 +47,10 @@ class SemanticInference(nn.Module):
     def forward(self, images: torch.Tensor):
         return self.answer(self.network(self.network_input(images.float())))
 
-    def camera_forward(self, frames: torch.Tensor, network_size: Size, mark: Callable[[str], None] = no_mark):
+    def camera_forward(self, frames: torch.Tensor, input_size: Size, mark: Callable[[str], None] = no_mark):
         """uint8 camera frames (N, H, W, 3) on the device -> the outputs at camera size (N, H, W);
         ``mark`` is called after each stage (preprocess, model, postprocess) for timing."""
-        images = self.network_input(frames_at_network_size(frames, network_size))
+        images = self.network_input(frames_at_input_size(frames, input_size))
         mark('preprocess')
         logits = self.network(images, output_size=tuple(frames.shape[1:3]))
         mark('model')

@@ -28,6 +28,8 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from seg_models.deploy.onnx_export import INPUT_NAME, METADATA_PREFIX, checked_graph, without_intermediate_shapes
+
 LOGGER = logging.getLogger(__name__)
 
 CALIBRATION_METHOD = 'entropy'
@@ -35,7 +37,6 @@ CALIBRATION_METHOD = 'entropy'
 CONVERTERS = {'fp16': 'modelopt autocast',
               'int8': f'modelopt int8 ptq, {CALIBRATION_METHOD} calibration, fp32 elsewhere'}
 MAX_CALIBRATION_FRAMES = 32  # calibration runs the fp32 graph on the CPU once per frame
-INPUT_NAME = 'images'
 
 
 def modelopt_version() -> str:
@@ -108,8 +109,6 @@ def _save_converted(converted, source: Path, target: Path, precision: str) -> No
     import json
 
     import onnx
-
-    from seg_models.export import METADATA_PREFIX, checked_graph, without_intermediate_shapes
 
     exported = onnx.load(str(source), load_external_data=False)
     props = {prop.key: prop.value for prop in exported.metadata_props if prop.key.startswith(METADATA_PREFIX)}

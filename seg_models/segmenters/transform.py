@@ -4,8 +4,8 @@ As torchvision's ``GeneralizedRCNNTransform`` resizes images for the network and
 back, ``CameraTransform`` turns RGB camera images of any size into the uint8 NCHW batch a
 deployment graph takes, and brings what the network returns back to each camera's resolution:
 per-pixel maps (class ids, confidence) and boxes. Both segmenters and INT8 calibration use it, so
-every path feeds the network the same pixels. ``frames_at_network_size`` is the same resize for
-frames already on a GPU (seg_models.device_pipeline), where it is done after one uint8 upload.
+every path feeds the network the same pixels. ``frames_at_input_size`` is the same resize for
+frames already on a GPU (seg_models.backends.device_pipeline), where it is done after one uint8 upload.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class CameraTransform:
     def __init__(self, input_size: Optional[Size] = None) -> None:
         self.input_size = tuple(input_size) if input_size is not None else None
 
-    def network_size(self, image_size: Size) -> Size:
+    def input_size_for(self, image_size: Size) -> Size:
         """The size an image of ``image_size`` has in the network."""
         return self.input_size or tuple(image_size[:2])
 
@@ -36,14 +36,14 @@ class CameraTransform:
         one (N, H, W, 3) batch."""
         groups: dict[tuple, list[int]] = {}
         for index, image in enumerate(images):
-            key = (self.network_size(image.shape), tuple(image.shape[:2]) if by_camera_size else None)
+            key = (self.input_size_for(image.shape), tuple(image.shape[:2]) if by_camera_size else None)
             groups.setdefault(key, []).append(index)
         return list(groups.values())
 
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 (H, W, 3) images of one network size -> C-contiguous uint8 (N, 3, h, w), each
         resized (bilinear) where its size differs from the network's."""
-        height, width = self.network_size(images[0].shape)
+        height, width = self.input_size_for(images[0].shape)
         resized = [image if image.shape[:2] == (height, width)
                    else cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
                    for image in images]
@@ -60,14 +60,14 @@ class CameraTransform:
 
     def box_scale(self, image_size: Size) -> np.ndarray:
         """Factors (x, y, x, y) taking x1y1x2y2 boxes from network pixels to ``image_size`` pixels."""
-        network_size = self.network_size(image_size)
-        return np.array([image_size[1] / network_size[1], image_size[0] / network_size[0]] * 2, dtype=np.float32)
+        input_size = self.input_size_for(image_size)
+        return np.array([image_size[1] / input_size[1], image_size[0] / input_size[0]] * 2, dtype=np.float32)
 
 
-def frames_at_network_size(frames: torch.Tensor, network_size: Size) -> torch.Tensor:
-    """uint8 camera frames (N, H, W, 3) on any device -> float (N, 3, h, w) at ``network_size``,
+def frames_at_input_size(frames: torch.Tensor, input_size: Size) -> torch.Tensor:
+    """uint8 camera frames (N, H, W, 3) on any device -> float (N, 3, h, w) at ``input_size``,
     bilinear (half-pixel centres, as ``CameraTransform.batch``), left unrounded on 0..255."""
     images = frames.permute(0, 3, 1, 2).float().contiguous()
-    if tuple(images.shape[-2:]) == tuple(network_size):
+    if tuple(images.shape[-2:]) == tuple(input_size):
         return images
-    return F.interpolate(images, size=tuple(network_size), mode='bilinear', align_corners=False)
+    return F.interpolate(images, size=tuple(input_size), mode='bilinear', align_corners=False)

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from seg_models.instance_postprocess import Instance, InstanceResult
-from seg_models.semantic import SemanticResult
+from seg_models.segmenters.instance_postprocess import Instance, InstanceResult
+from seg_models.segmenters.semantic import SemanticResult
 
 # Detections within this much of the score threshold may fall on either side of it at another
 # precision; they are not counted as missing or extra.
@@ -122,6 +122,16 @@ def instance_agreement(reference: Sequence[InstanceResult], other: Sequence[Inst
         counts['extra'] += sum(got.instances[index].score >= clear for index in unmatched)
     return InstanceAgreement(**counts, box_ious=tuple(box_ious), mask_ious=tuple(mask_ious))
 
+
+
+def semantic_agreement(reference: Sequence[SemanticResult], other: Sequence[SemanticResult], segmenter) -> str:
+    """The semantic task's agreement line (seg_models.tasks): identical pixels."""
+    return f'{100 * identical_pixels(reference, other):.2f}% identical pixels'
+
+
+def instance_agreement_line(reference: Sequence[InstanceResult], other: Sequence[InstanceResult], segmenter) -> str:
+    """The instance task's agreement line (seg_models.tasks): matched detections and their IoUs."""
+    return instance_agreement(reference, other, segmenter.output_filter.score_threshold).describe()
 
 def _best_match(instance: Instance, candidates: Sequence[Instance], free: set[int]):
     """The free candidate of the same class with the highest box IoU (above 0.5), or None."""

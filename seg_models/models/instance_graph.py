@@ -3,7 +3,7 @@
 TensorRT needs static shapes, so the graph pads every image's detections to ``max_detections``
 (padding rows have score 0 and are counted out by ``num_detections``). Masks leave the graph as
 the mask head's low-resolution probabilities; they are pasted once, at the camera's resolution,
-never resized twice (seg_models.instance_postprocess: on the host, or on the GPU they were made on).
+never resized twice (seg_models.segmenters.instance_postprocess: on the host, or on the GPU they were made on).
 
 The graph keeps only the detections that will be published (``keep_published_detections``: score
 threshold, classes, the most instances), so the mask head, the costliest stage after the backbone,
@@ -23,11 +23,11 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 
-from seg_models.models.semantic_inference import no_mark
-from seg_models.transform import Size, frames_at_network_size
+from seg_models.models.semantic_graph import no_mark
+from seg_models.segmenters.transform import Size, frames_at_input_size
 
 INSTANCE_OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'mask_probs', 'num_detections')
-# In fp16 and int8 graphs (seg_models.precision) only the network's layers change precision: the
+# In fp16 and int8 graphs (seg_models.deploy.precision) only the network's layers change precision: the
 # backbone and FPN, the RPN head, and the box and mask heads. Everything else (normalisation of
 # the uint8 input aside, which is exact in fp16) is proposal and detection post-processing that
 # stays fp32: box coordinates of a 2048-pixel image have 1-2 pixel steps in fp16, and the score
@@ -121,10 +121,10 @@ class InstanceInference(nn.Module):
             raise ValueError(f'Mask R-CNN input {height}x{width} must be a multiple of {SIZE_DIVISOR}')
         return self.detect(self.network_input(images.float()))
 
-    def camera_forward(self, frames: torch.Tensor, network_size: Size, mark: Callable[[str], None] = no_mark):
-        """uint8 camera frames (N, H, W, 3) on the device, resized there to ``network_size``; the
+    def camera_forward(self, frames: torch.Tensor, input_size: Size, mark: Callable[[str], None] = no_mark):
+        """uint8 camera frames (N, H, W, 3) on the device, resized there to ``input_size``; the
         outputs are ``forward``'s (boxes in network pixels). ``mark`` is called after each stage."""
-        images = self.network_input(frames_at_network_size(frames, network_size))
+        images = self.network_input(frames_at_input_size(frames, input_size))
         mark('preprocess')
         outputs = self.detect(images)
         mark('model')

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from seg_models.checkpoints import CheckpointError
+from seg_models.checkpoints.reading import CheckpointError
 from seg_models.models.deeplabv3plus import LOW_LEVEL_CHANNELS
 
 LOGGER = logging.getLogger(__name__)

@@ -25,8 +25,9 @@ import torch
 import torchvision
 from torch import nn
 
-from seg_models.models.instance_inference import InstanceInference
-from seg_models.models.semantic_inference import SemanticInference
+from seg_models.configs import DEFAULT_INPUT_SIZE
+from seg_models.models.instance_graph import InstanceInference
+from seg_models.models.semantic_graph import SemanticInference
 
 ONNX_OPSET = 17
 INPUT_NAME = 'images'
@@ -85,7 +86,7 @@ def checked_graph(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def tensorrt_compatible(model: onnx.ModelProto) -> onnx.ModelProto:
-    """onnx-tensorrt's operator table (seg_models.tensorrt_operators) lists NonZero for FP32 and FP16
+    """onnx-tensorrt's operator table (seg_models.deploy.tensorrt_operators) lists NonZero for FP32 and FP16
     inputs; torchvision's detection code takes nonzero of BOOL masks. Such a mask is cast to FP32 in
     front of its NonZero: the same indices, and a graph the table accepts."""
     inferred = onnx.shape_inference.infer_shapes(model)
@@ -143,13 +144,13 @@ def read_onnx_metadata(path: str | Path) -> dict[str, object]:
 
 
 def export_semantic_onnx(graph: SemanticInference, path: str | Path, label_set: str,
-                         example_size: tuple[int, int] = (512, 1024)) -> Path:
+                         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE) -> Path:
     """Input uint8 ``images`` (N, 3, H, W); outputs ``class_ids`` (N, H, W) [and ``confidence``];
     every N/H/W dynamic."""
     spatial = {0: 'batch', 1: 'height', 2: 'width'}
     dynamic_axes = {INPUT_NAME: {0: 'batch', 2: 'height', 3: 'width'}}
     dynamic_axes.update({name: spatial for name in graph.output_names})
-    return export_onnx(graph, path, torch.zeros((1, 3, *example_size), dtype=torch.uint8), graph.output_names,
+    return export_onnx(graph, path, torch.zeros((1, 3, *input_size), dtype=torch.uint8), graph.output_names,
                        dynamic_axes, {'kind': 'semantic', 'label_set': label_set, 'output_kind': 'class_ids',
                                       'input_size': None})
 

@@ -6,12 +6,11 @@ taken from their official sources (cityscapesscripts) instead of being retyped h
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-
-from seg_models.package_data import data_paths
 
 
 @dataclass(frozen=True)
@@ -148,7 +147,7 @@ def _generated_color(index: int) -> tuple[int, int, int]:
 
 
 def load_label_set_file(path: str | Path) -> LabelSet:
-    """A label set from a YAML data file (format: config/label_sets/mapillary_vistas_v1.2.yaml).
+    """A label set from a YAML data file (format: seg_models/data/label_sets/mapillary_vistas_v1.2.yaml).
 
     Each entry keeps its recorded ``id``. Entries with ``evaluate: false`` are not predicted; the
     first of them becomes the ignore id. The predicted ids must be 0..N-1 (LabelSet checks).
@@ -171,17 +170,13 @@ def load_label_set_file(path: str | Path) -> LabelSet:
         raise ValueError(f'label set file {path} is not usable: {error}') from None
 
 
-def label_set_dirs() -> list[Path]:
-    """Where label-set data files live: the source tree's config/label_sets, then the installed one."""
-    return data_paths('config/label_sets')
+def label_set_dir() -> Path:
+    """The label-set data files shipped inside this package (package data, found by importlib)."""
+    return Path(str(resources.files('seg_models.data') / 'label_sets'))
 
 
 def _label_set_data_file(filename: str) -> LabelSet:
-    for directory in label_set_dirs():
-        candidate = directory / filename
-        if candidate.is_file():
-            return load_label_set_file(candidate)
-    raise ValueError(f'{filename} not found in config/label_sets of the source tree or of the installed package')
+    return load_label_set_file(label_set_dir() / filename)
 
 
 def mapillary_vistas() -> LabelSet:

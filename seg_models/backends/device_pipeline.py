@@ -131,31 +131,31 @@ class DevicePipeline:
         ends = np.cumsum([piece.numel() for piece in pieces])
         return [part.reshape(piece.shape) for part, piece in zip(np.split(flat, ends[:-1]), pieces)]
 
-    def run(self, frames: torch.Tensor, network_size: tuple[int, int], static: bool) -> tuple[torch.Tensor, ...]:
+    def run(self, frames: torch.Tensor, input_size: tuple[int, int], static: bool) -> tuple[torch.Tensor, ...]:
         """``module.camera_forward`` on uploaded frames: replayed from a CUDA graph where
         ``static`` and graphs are on (recorded at the first call of each frame shape), else eagerly."""
         if not (static and self.cuda and self.options.cuda_graphs):
-            return self.module.camera_forward(frames, network_size, self.mark)
-        key = (frames.data_ptr(), tuple(frames.shape), tuple(network_size))
+            return self.module.camera_forward(frames, input_size, self.mark)
+        key = (frames.data_ptr(), tuple(frames.shape), tuple(input_size))
         if key not in self._graphs:
-            self._graphs[key] = self._record(frames, network_size)
+            self._graphs[key] = self._record(frames, input_size)
         graph, outputs = self._graphs[key]
         graph.replay()
         self.mark('model')  # preprocess, model and postprocess are one replay
         return outputs
 
-    def _record(self, frames: torch.Tensor, network_size: tuple[int, int]):
+    def _record(self, frames: torch.Tensor, input_size: tuple[int, int]):
         """A CUDA graph of ``camera_forward`` reading ``frames``' buffer, after warm-up runs on a
         side stream (cuDNN picks its kernels there, outside the recording)."""
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):
-                self.module.camera_forward(frames, network_size)
+                self.module.camera_forward(frames, input_size)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            outputs = self.module.camera_forward(frames, network_size)
+            outputs = self.module.camera_forward(frames, input_size)
         return graph, outputs
 
     def _buffer(self, name: str, shape: tuple, dtype: torch.dtype, on_host: bool) -> torch.Tensor:
@@ -189,7 +189,7 @@ def prepared_module(module: nn.Module, device: torch.device, precision: str,
         module = copy.deepcopy(module)
         module.network.half()
     elif precision == 'fp16' and hasattr(module, 'model'):  # Mask R-CNN under autocast
-        from seg_models.models.instance_inference import box_predictor_in_fp32
+        from seg_models.models.instance_graph import box_predictor_in_fp32
 
         box_predictor_in_fp32(module.model)
     module = module.to(device)

@@ -15,15 +15,16 @@ import numpy as np
 import torch
 
 from seg_models.backends.base import Backend, CallTime, release_host_memory
-from seg_models.backends.factory import DeploymentGraph, create_backend
-from seg_models.checkpoint_formats import import_deeplabv3plus
-from seg_models.checkpoints import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
-from seg_models.configs import SemanticFilter, SemanticModelConfig
-from seg_models.export import export_semantic_onnx
-from seg_models.labels import LabelSet, get_label_set
+from seg_models.backends.factory import create_backend
+from seg_models.checkpoints.formats import import_deeplabv3plus
+from seg_models.checkpoints.reading import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
+from seg_models.configs import DEFAULT_INPUT_SIZE, SemanticFilter, SemanticModelConfig
+from seg_models.data.labels import LabelSet, get_label_set
+from seg_models.deploy.graph import DeploymentGraph
+from seg_models.deploy.onnx_export import export_semantic_onnx
 from seg_models.models.deeplabv3plus import DEEPLABV3PLUS_ARCHITECTURES
-from seg_models.models.semantic_inference import SemanticInference
-from seg_models.transform import CameraTransform
+from seg_models.models.semantic_graph import SemanticInference
+from seg_models.segmenters.transform import CameraTransform
 
 LOGGER = logging.getLogger(__name__)
 
@@ -55,12 +56,12 @@ class SemanticSegmenter:
     """Backend + label set + the transform between camera pixels and network pixels."""
 
     def __init__(self, backend: Backend, label_set: LabelSet, input_size: Optional[tuple[int, int]] = None,
-                 weights_source: str = '', selection: SemanticFilter = SemanticFilter()) -> None:
+                 weights_source: str = '', output_filter: SemanticFilter = SemanticFilter()) -> None:
         self.backend = backend
         self.label_set = label_set
         self.transform = CameraTransform(input_size)
         self.weights_source = weights_source
-        self.selection = selection
+        self.output_filter = output_filter
         self.backend_time = CallTime()  # of the last ``segment``
 
     @property
@@ -89,7 +90,7 @@ class SemanticSegmenter:
                 outputs = self._on_device(pipeline, group)
             for position, index in enumerate(indices):
                 result = self._result_at_camera_size(outputs, position, images[index].shape[:2])
-                results[index] = result.unlabel_below(self.selection.confidence_threshold, self.label_set.ignore_id)
+                results[index] = result.unlabel_below(self.output_filter.confidence_threshold, self.label_set.ignore_id)
         return results
 
     def _on_device(self, pipeline, frames: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -99,7 +100,7 @@ class SemanticSegmenter:
             pipeline.mark('start')
             uploaded = pipeline.upload(frames)
             pipeline.mark('upload')
-            outputs = pipeline.run(uploaded, self.transform.network_size(frames[0].shape), static=True)
+            outputs = pipeline.run(uploaded, self.transform.input_size_for(frames[0].shape), static=True)
             downloaded = pipeline.download(outputs)
             pipeline.mark('download')
         return dict(zip(self.backend.output_names, downloaded))
@@ -157,26 +158,26 @@ def create_semantic_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
         release_host_memory()
     LOGGER.info('semantic segmenter: %s, label set %s, backend %s', config.architecture, label_set.name,
                 backend.describe())
-    return SemanticSegmenter(backend, label_set, config.input_size, weights_source, config.selection)
+    return SemanticSegmenter(backend, label_set, config.input_size, weights_source, config.output_filter)
 
 
 def semantic_deployment_graph(config: SemanticModelConfig, graph: SemanticInference,
                               label_set: LabelSet) -> DeploymentGraph:
     """How the semantic graph is exported and what its cached artifacts depend on."""
-    example_size = config.input_size or (512, 1024)
+    input_size = config.input_size or DEFAULT_INPUT_SIZE
     # The name tells graph variants apart, so nodes building different ones at once never share a file.
     variant = '_confidence' if graph.with_confidence else ''
     return DeploymentGraph(
         name=f'{config.architecture}_os{config.output_stride}_{label_set.name}{variant}',
         output_names=graph.output_names, module=graph, input_size=config.input_size,
-        export=functools.partial(export_semantic_onnx, graph, label_set=label_set.name, example_size=example_size),
+        export=functools.partial(export_semantic_onnx, graph, label_set=label_set.name, input_size=input_size),
         key={'label_set': label_set.name, 'num_classes': label_set.num_classes,
              'normalisation': {'mean': list(graph.mean.flatten().tolist()), 'std': list(graph.std.flatten().tolist())},
              'outputs': list(graph.output_names), 'class_id_dtype': str(graph.class_id_dtype)})
 
 
 def _external_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
-    from seg_models.external import ExternalSemanticBackend, load_external_model
+    from seg_models.segmenters.external_semantic import ExternalSemanticBackend, load_external_model
 
     spec = load_external_model(config.model_metadata)
     label_set = get_label_set(spec.label_set)
@@ -188,4 +189,4 @@ def _external_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
     LOGGER.info('semantic segmenter: external model %s, label set %s, backend %s', spec.onnx, label_set.name,
                 backend.describe())
     return SemanticSegmenter(backend, label_set, spec.input_size or config.input_size, str(spec.onnx),
-                             config.selection)
+                             config.output_filter)

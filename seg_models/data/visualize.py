@@ -6,8 +6,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from seg_models.instance_postprocess import Instance
-from seg_models.labels import LabelSet
+from seg_models.data.labels import LabelSet
+from seg_models.segmenters.instance_postprocess import Instance
 
 
 def colorize(class_ids: np.ndarray, label_set: LabelSet) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Checkpoints: read without executing code (reading), and the public layouts mapped onto ours (formats)."""
