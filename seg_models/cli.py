@@ -160,63 +160,20 @@ def command_bench(args: argparse.Namespace) -> int:
         return run_device_benchmark(args.architectures, args.batches, tuple(args.camera_size), args.input_size,
                                     args.precisions or ['fp32', 'fp16'], args.iterations, args.warmup,
                                     resolved_device(args.device or 'auto'))
-    from seg_models.bench.fidelity import SENSOR_NOISE, with_sensor_noise
+    from seg_models.bench.backend_comparison import bench_frames, compare_backends, print_comparison
 
     args.input_size = args.input_size or DEFAULT_INPUT_SIZE
-    args.precisions = args.precisions or ['fp32']
     height, width = args.input_size
     batch_size = args.max_batch or 1
-    frames = _bench_frames(args.frames, (height, width), batch_size)
-    rows, task = [], get_task(args.task)
-    for backend in args.backends:
-        fp32_results = None
-        for precision in args.precisions:
-            try:
-                config = model_config(args, backend=backend, precision=precision)
-                segmenter = task_of(config).create_segmenter(config)
-            except BackendError as error:
-                print(f'skipping {backend} {precision}: {error}')
-                continue
-            for _ in range(args.warmup):
-                segmenter.segment(frames)
-            timings = []
-            for _ in range(args.iterations):
-                started = time.perf_counter()
-                results = segmenter.segment(frames)
-                timings.append(time.perf_counter() - started)
-            if precision == 'fp32':  # the yardstick: fp32 against itself on frames with sensor noise
-                fp32_results = results
-                agreement = f'itself under {SENSOR_NOISE}: ' + task.describe_agreement(
-                    results, segmenter.segment(with_sensor_noise(frames)), segmenter)
-            else:
-                agreement = '' if fp32_results is None else task.describe_agreement(fp32_results, results, segmenter)
-            rows.append((segmenter.backend.describe(), float(np.median(timings)) * 1000,
-                         float(np.min(timings)) * 1000, agreement))
-            del segmenter
+    frames = bench_frames(args.frames, (height, width), batch_size)
+    rows = compare_backends(get_task(args.task), lambda backend, precision: model_config(args, backend, precision),
+                            args.backends, args.precisions or ['fp32'], frames, args.iterations, args.warmup)
     if not rows:
         return 1
-    baseline = rows[0][1]
-    print(f'\n{args.task} {args.architecture or "(default)"} at {height}x{width}, batch {batch_size}, '
-          f'{args.iterations} iterations (median), {"frames from " + args.frames if args.frames else "random frames"}:')
-    print(f'{"backend":<40} {"median ms":>10} {"min ms":>10} {"speed-up vs " + rows[0][0].split()[0]:>22}  '
-          f'agreement with fp32')
-    for name, median, minimum, agreement in rows:
-        print(f'{name:<40} {median:>10.1f} {minimum:>10.1f} {baseline / median:>21.2f}x  {agreement}')
+    print_comparison(rows, f'{args.task} {args.architecture or "(default)"} at {height}x{width}, batch {batch_size}, '
+                           f'{args.iterations} iterations (median), '
+                           f'{"frames from " + args.frames if args.frames else "random frames"}')
     return 0
-
-
-def _bench_frames(folder: Optional[str], size: tuple[int, int], count: int) -> list[np.ndarray]:
-    """``count`` frames: the first images of ``folder`` (real frames give meaningful agreement
-    figures), else seeded random frames of ``size``."""
-    if folder:
-        from seg_models.data.frame_sources import image_files, read_rgb
-
-        files = image_files(folder)[:count]
-        if not files:
-            raise ValueError(f'no images in {folder!r}')
-        return [read_rgb(path) for path in files]
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(count)]
 
 
 def build_parser() -> argparse.ArgumentParser:
