@@ -22,7 +22,7 @@ from seg_models.segmenters.instance_postprocess import InstanceResult
 from seg_models.data.labels import (LabelClass, LabelSet, cityscapes, cityscapes_label_id_to_train_id,
                                     cityscapes_things, get_label_set)
 from seg_perception.evaluation.bag_io import BagWriter, bag_topics, read_messages
-from seg_perception.evaluation.datasets import GroundTruthInfo
+from seg_models.data.datasets import GroundTruthInfo
 from seg_perception.evaluation.evaluate import evaluate
 from seg_perception.evaluation.ground_truth import instances_of
 from seg_perception.evaluation.metrics import CityscapesFiles, confusion_matrix, scores_from_confusion

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 from seg_perception.bringup.driving_pipeline import TASKS
 from seg_perception.evaluation.bag_io import STORAGE_PLUGINS, BagError, bag_topics, cameras_in_bag
-from seg_perception.evaluation.datasets import DATASET_KINDS
+from seg_models.data.datasets import DATASET_KINDS
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.topics import CAMERA
 
@@ -27,7 +27,7 @@ USER_ERRORS = (BagError, FileNotFoundError, ValueError, RuntimeError, TimeoutErr
 
 
 def command_make(args: argparse.Namespace) -> int:
-    from seg_perception.evaluation.datasets import open_dataset
+    from seg_models.data.datasets import open_dataset
     from seg_perception.evaluation.make_bag import make_bag
 
     datasets = [open_dataset(source, args.kind, args.split, args.label_set, args.max_frames) for source in args.source]

@@ -30,7 +30,7 @@ from seg_models.segmenters.instance_postprocess import InstanceResult
 from seg_models.tasks import get_task
 from seg_perception.bringup.driving_pipeline import CONFIG_PATH, TASKS, pipeline_node, pipeline_nodes
 from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag, read_messages
-from seg_perception.evaluation.datasets import GroundTruthInfo
+from seg_models.data.datasets import GroundTruthInfo
 from seg_perception.evaluation.evaluate import Evaluation, frame_name
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set, instances_of
 from seg_perception.evaluation.metrics import CityscapesFiles, confusion_matrix

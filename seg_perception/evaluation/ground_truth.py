@@ -7,7 +7,7 @@ import numpy as np
 
 from seg_models.data.labels import LabelSet, cityscapes, cityscapes_label_id_to_train_id, get_label_set
 from seg_models.segmenters.instance_postprocess import Instance, InstanceResult
-from seg_perception.evaluation.datasets import CITYSCAPES_LABEL_IDS
+from seg_models.data.datasets import CITYSCAPES_LABEL_IDS
 
 INSTANCE_ID_FACTOR = 1000  # Cityscapes instance ids: labelId * 1000 + index; below 1000: no instance
 

@@ -19,7 +19,7 @@ from sensor_msgs.msg import Image
 
 from seg_models.data.labels import cityscapes_things
 from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag, read_messages
-from seg_perception.evaluation.datasets import GroundTruthInfo
+from seg_models.data.datasets import GroundTruthInfo
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set, instances_of
 from seg_perception.messages.images import class_ids_to_image_msg, output_msg_to_array
 from seg_perception.messages.instances import instances_to_msg

@@ -16,7 +16,7 @@ from std_msgs.msg import Header, String
 from tqdm import tqdm
 
 from seg_perception.evaluation.bag_io import BagWriter
-from seg_perception.evaluation.datasets import Dataset, Sample
+from seg_models.data.datasets import Dataset, Sample
 from seg_perception.messages.images import array_to_image_msg, rgb_to_camera_msg
 from seg_perception.messages.topics import CAMERA, COMPRESSED_SUFFIX, GROUND_TRUTH_INFO, camera_bag_topics
 

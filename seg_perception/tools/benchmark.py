@@ -370,7 +370,7 @@ def fleet_scaling(source: Path, bags: int, frames_per_bag: int, input_size: tupl
     ratio; then, with the most workers, Ray Data over frames beside the per-bag actors."""
     import tempfile
 
-    from seg_perception.evaluation.datasets import open_dataset
+    from seg_models.data.datasets import open_dataset
     from seg_perception.evaluation.fleet import FleetSettings, run_fleet
     from seg_perception.evaluation.fleet_worker import FleetModel
     from seg_perception.evaluation.make_bag import make_bag

@@ -1,6 +1,7 @@
-"""Datasets as sequences of samples (camera image, semantic and instance ground truth).
+"""Labelled datasets on disk: camera images with semantic and instance ground truth.
 
-Layouts read:
+One reader serves bag making (seg_bag make: samples in order) and training (seg-models train:
+samples by index, ``Dataset.files`` and ``read_sample``). Layouts read:
 * Cityscapes: ``<root>/leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with
   ``<root>/gtFine/<split>/<city>/*_gtFine_labelIds.png`` and ``*_gtFine_instanceIds.png`` (and
   ``<root>/camera/<split>/<city>/*_camera.json`` intrinsics where present). Semantic ground truth
@@ -9,12 +10,14 @@ Layouts read:
   file names, label values in a named label set (camvid, mapillary_vistas, ...), or Cityscapes
   labelIds (``cityscapes_label_ids``). Every label image is checked against that id space, so
   labels in another convention are refused instead of scoring 0%.
+* CamVid as SegNet distributes it: ``<root>/<split>/*.png`` with ``<root>/<split>annot/*.png``
+  (train, val, test), label values in the ``camvid`` label set.
 * A video file: frames only, no ground truth (replay for latency and throughput).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -26,7 +29,7 @@ from seg_models.data.labels import get_label_set
 
 CITYSCAPES = 'cityscapes'
 CITYSCAPES_LABEL_IDS = 'cityscapes_label_ids'  # the semantic ground truth's id space for Cityscapes
-DATASET_KINDS = ('auto', 'cityscapes', 'folder', 'video')
+DATASET_KINDS = ('auto', 'cityscapes', 'folder', 'camvid', 'video')
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,23 @@ class Sample:
     intrinsics: Optional[tuple[float, float, float, float]] = None  # fx, fy, cx, cy
 
 
+@dataclass(frozen=True)
+class SampleFiles:
+    """Where one sample's image and ground truth are."""
+
+    name: str
+    image: Path
+    semantic: Optional[Path] = None
+    instances: Optional[Path] = None
+    camera: Optional[Path] = None  # Cityscapes camera JSON (intrinsics)
+
+
 @dataclass
 class Dataset:
     info: GroundTruthInfo
     names: list[str]
-    samples: Iterator[Sample]
+    samples: Iterator[Sample]  # in order, read as they are taken
+    files: list[SampleFiles] = field(default_factory=list)  # by index (empty for a video)
 
 
 def _read_label(path: Path, dtype) -> np.ndarray:
@@ -87,14 +102,31 @@ def cityscapes_dataset(root: Path, split: str) -> Dataset:
     if missing:
         raise FileNotFoundError(f'{len(missing)} images have no gtFine labelIds file, e.g. {missing[0]}')
     has_instances = all(Path(str(gt) + '_gtFine_instanceIds.png').is_file() for gt in ground_truth)
+    files = [SampleFiles(stem, image, Path(str(gt) + '_gtFine_labelIds.png'),
+                         Path(str(gt) + '_gtFine_instanceIds.png') if has_instances else None,
+                         root / 'camera' / split / image.parent.name / f'{stem}_camera.json')
+             for image, stem, gt in zip(images, stems, ground_truth)]
+    return _dataset(GroundTruthInfo(CITYSCAPES, CITYSCAPES_LABEL_IDS, True, has_instances), files)
 
-    def samples() -> Iterator[Sample]:
-        for image, stem, gt in zip(images, stems, ground_truth):
-            yield Sample(stem, read_rgb(image), _read_label(Path(str(gt) + '_gtFine_labelIds.png'), np.uint8),
-                         _read_label(Path(str(gt) + '_gtFine_instanceIds.png'), np.uint16) if has_instances else None,
-                         _cityscapes_intrinsics(root / 'camera' / split / image.parent.name / f'{stem}_camera.json'))
 
-    return Dataset(GroundTruthInfo(CITYSCAPES, CITYSCAPES_LABEL_IDS, True, has_instances), stems, samples())
+def read_sample(files: SampleFiles, valid_label_ids: Optional[tuple[np.ndarray, str]] = None) -> Sample:
+    """The sample at ``files``; semantic labels are checked against ``valid_label_ids`` (the values
+    and their description, ``label_ids_of``) where given."""
+    if files.semantic is None:
+        semantic = None
+    elif valid_label_ids is None:
+        semantic = _read_label(files.semantic, np.uint8)
+    else:
+        semantic = checked_label(files.semantic, *valid_label_ids)
+    return Sample(files.name, read_rgb(files.image), semantic,
+                  _read_label(files.instances, np.uint16) if files.instances else None,
+                  _cityscapes_intrinsics(files.camera) if files.camera else None)
+
+
+def _dataset(info: GroundTruthInfo, files: list[SampleFiles],
+             valid_label_ids: Optional[tuple[np.ndarray, str]] = None) -> Dataset:
+    samples = (read_sample(sample_files, valid_label_ids) for sample_files in files)
+    return Dataset(info, [sample_files.name for sample_files in files], samples, files)
 
 
 def label_ids_of(id_space: str) -> tuple[np.ndarray, str]:
@@ -127,22 +159,30 @@ def folder_dataset(root: Path, label_set: str) -> Dataset:
     images = image_files(root / 'images')
     if not images:
         raise FileNotFoundError(f'no images in {root}/images')
-    labels = {path.stem: path for path in image_files(root / 'labels')} if (root / 'labels').is_dir() else {}
+    return _paired_dataset('folder', images, root / 'labels', label_set)
+
+
+def camvid_dataset(root: Path, split: str) -> Dataset:
+    """CamVid in SegNet's layout: ``<split>/`` images, ``<split>annot/`` labels (camvid ids)."""
+    images = image_files(root / split)
+    if not images:
+        raise FileNotFoundError(f'no images in {root}/{split} (CamVid layout: {split}/ and {split}annot/)')
+    return _paired_dataset('camvid', images, root / f'{split}annot', 'camvid')
+
+
+def _paired_dataset(kind: str, images: list[Path], label_folder: Path, label_set: str) -> Dataset:
+    """Images with the label file of the same name in ``label_folder`` (none: no ground truth)."""
+    labels = {path.stem: path for path in image_files(label_folder)} if label_folder.is_dir() else {}
     has_semantic = bool(labels)
+    valid = None
     if has_semantic:
         missing = [path.name for path in images if path.stem not in labels]
         if missing:
-            raise FileNotFoundError(f'{len(missing)} images have no label file in {root}/labels, e.g. {missing[0]}')
-        valid, description = label_ids_of(label_set)
-        checked_label(labels[images[0].stem], valid, description)  # the usual mistake, before any bag is written
-
-    def samples() -> Iterator[Sample]:
-        for path in images:
-            yield Sample(path.stem, read_rgb(path),
-                         checked_label(labels[path.stem], valid, description) if has_semantic else None)
-
-    return Dataset(GroundTruthInfo('folder', label_set if has_semantic else '', has_semantic, False),
-                   [path.stem for path in images], samples())
+            raise FileNotFoundError(f'{len(missing)} images have no label file in {label_folder}, e.g. {missing[0]}')
+        valid = label_ids_of(label_set)
+        checked_label(labels[images[0].stem], *valid)  # the usual mistake, before any bag is written
+    files = [SampleFiles(path.stem, path, labels.get(path.stem)) for path in images]
+    return _dataset(GroundTruthInfo(kind, label_set if has_semantic else '', has_semantic, False), files, valid)
 
 
 def video_dataset(path: Path, max_frames: int = 0) -> Dataset:
@@ -153,25 +193,29 @@ def video_dataset(path: Path, max_frames: int = 0) -> Dataset:
 
 def open_dataset(source: Path, kind: str = 'auto', split: str = 'val', label_set: str = 'camvid',
                  max_frames: int = 0) -> Dataset:
-    """The dataset at ``source``; ``kind`` auto picks Cityscapes (leftImg8bit/), folder (images/) or
-    video (a file)."""
+    """The dataset at ``source``; ``kind`` auto picks Cityscapes (leftImg8bit/), folder (images/),
+    CamVid (``<split>annot/``) or video (a file)."""
     if kind == 'auto':
         if (source / 'leftImg8bit').is_dir():
             kind = 'cityscapes'
         elif (source / 'images').is_dir():
             kind = 'folder'
+        elif (source / f'{split}annot').is_dir():
+            kind = 'camvid'
         elif source.is_file():
             kind = 'video'
         else:
             raise FileNotFoundError(f'{source} is not a Cityscapes folder (leftImg8bit/), an image + label folder '
-                                    f'(images/, labels/) or a video file')
+                                    f'(images/, labels/), a CamVid folder ({split}/, {split}annot/) or a video file')
     if kind == 'cityscapes':
         dataset = cityscapes_dataset(source, split)
     elif kind == 'folder':
         dataset = folder_dataset(source, label_set)
+    elif kind == 'camvid':
+        dataset = camvid_dataset(source, split)
     else:
         dataset = video_dataset(source, max_frames)
     if max_frames and kind != 'video':
-        dataset.names = dataset.names[:max_frames]
+        dataset.names, dataset.files = dataset.names[:max_frames], dataset.files[:max_frames]
         dataset.samples = (sample for _, sample in zip(range(max_frames), dataset.samples))
     return dataset
