@@ -54,7 +54,7 @@ def instance_segmenter(checkpoint, device='cpu', precision='fp32', device_side=T
 
 
 def mean_iou(results, truths, num_classes=CAMVID_VOID) -> float:
-    from seg_perception.evaluation.metrics import confusion_matrix, scores_from_confusion
+    from seg_models.bench.metrics import confusion_matrix, scores_from_confusion
 
     matrix = sum(confusion_matrix(truth, result.class_ids, num_classes) for result, truth in zip(results, truths))
     return scores_from_confusion(matrix, [str(index) for index in range(num_classes)])['miou']

@@ -25,7 +25,7 @@ from seg_perception.evaluation.bag_io import BagWriter, bag_topics, read_message
 from seg_models.data.datasets import GroundTruthInfo
 from seg_perception.evaluation.evaluate import evaluate
 from seg_perception.evaluation.ground_truth import instances_of
-from seg_perception.evaluation.metrics import CityscapesFiles, confusion_matrix, scores_from_confusion
+from seg_models.bench.metrics import CityscapesFiles, confusion_matrix, scores_from_confusion
 from seg_models.data.frame_sources import synthetic_frames
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
 from seg_perception.messages.label_info import label_set_to_msg

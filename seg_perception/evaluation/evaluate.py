@@ -27,7 +27,7 @@ from seg_models.segmenters.instance_postprocess import InstanceResult
 from seg_perception.evaluation.bag_io import BagError, cameras_in_bag, read_messages, require_topics, topic_listing
 from seg_models.data.datasets import CITYSCAPES_LABEL_IDS, GroundTruthInfo
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set
-from seg_perception.evaluation.metrics import CityscapesFiles, confusion_matrix, latency_summary, scores_from_confusion
+from seg_models.bench.metrics import CityscapesFiles, confusion_matrix, latency_summary, scores_from_confusion
 from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb, output_msg_to_array
 from seg_perception.messages.instances import instances_from_msg
 from seg_perception.messages.label_info import label_set_from_msg

@@ -26,7 +26,7 @@ import numpy as np
 
 from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag
 from seg_perception.evaluation.fleet_worker import FleetModel, Predictor, evaluate_bag, use_own_ros_domain
-from seg_perception.evaluation.metrics import instance_scores_from_matches, pooled_matches, scores_from_confusion
+from seg_models.bench.metrics import instance_scores_from_matches, pooled_matches, scores_from_confusion
 from seg_perception.evaluation.report import percent
 
 CACHE_FORMAT = 2  # bump when a cached per-bag result changes meaning

@@ -33,7 +33,7 @@ from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag, read_me
 from seg_models.data.datasets import GroundTruthInfo
 from seg_perception.evaluation.evaluate import Evaluation, frame_name
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set, instances_of
-from seg_perception.evaluation.metrics import CityscapesFiles, confusion_matrix
+from seg_models.bench.metrics import CityscapesFiles, confusion_matrix
 from seg_perception.evaluation.replay import ReplaySettings, replay, scoped_overrides, start_pipeline_commands
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb, output_msg_to_array
