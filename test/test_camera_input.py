@@ -22,7 +22,7 @@ from ros_helpers import LifecycleClient, NodeProcess, ProbeNode, driving_frames
 from seg_perception.runtime.diagnostics import status_values
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
 from seg_perception.messages.topics import OUTPUT_QOS
-from seg_perception.tools.benchmark import rss_mb
+from seg_perception.tools.benchmarks.common import rss_mb
 
 pytestmark = pytest.mark.ros
 

@@ -176,7 +176,7 @@ def test_through_the_nodes_each_worker_on_its_own_domain_scores_as_the_direct_pa
 @needs_camvid
 def test_ray_data_over_frames_gives_the_same_matrix_as_a_task_per_bag(drives):
     """The alternative ``benchmark fleet`` times against evaluate-fleet scores the same."""
-    from seg_perception.tools.fleet_ray_data import ray_data_confusion
+    from seg_perception.tools.benchmarks.fleet_ray_data import ray_data_confusion
 
     model = FleetModel(tasks=('semantic',), overrides=overrides(SMALL_SEMANTIC))
     bags = [drives / 'drive_0.bag', drives / 'drive_2.bag']

@@ -280,7 +280,7 @@ def test_cv_bridge_and_our_conversion_agree(encoding):
 
 
 def test_conversion_benchmark_times_every_encoding():
-    from seg_perception.tools.benchmark import conversion_costs
+    from seg_perception.tools.benchmarks.conversion import conversion_costs
 
     frame = np.random.default_rng(2).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     rows = conversion_costs(frame, repeats=1)

@@ -1,7 +1,7 @@
 """The node benchmarks run end to end as README shows them. ``versus`` (both nodes, a short stream)
 prints the side-by-side table, and our node keeps its newest-frame promise under it: after the
-camera stops, at most the frame in flight and the one waiting are answered. ``benchmark latency``
-times the deployed node against the backend call it timed itself."""
+camera stops, at most the frame in flight and the one waiting are answered. ``latency`` times the
+deployed node against the backend call it timed itself."""
 from __future__ import annotations
 
 import re
@@ -14,9 +14,11 @@ from ros_helpers import REPO_ROOT
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
+BENCHMARKS = [sys.executable, '-m', 'seg_perception.tools.benchmarks']
+
 
 def test_versus_prints_both_nodes_side_by_side_with_ratios():
-    done = subprocess.run([sys.executable, '-m', 'seg_perception.tools.versus', 'semantic', '--seconds', '4',
+    done = subprocess.run(BENCHMARKS + ['versus', 'semantic', '--seconds', '4',
                            '--size', '90', '160', '--input-size', '64', '128', '--frames', '2'],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -35,7 +37,7 @@ def test_versus_prints_both_nodes_side_by_side_with_ratios():
 
 
 def test_versus_instance_gives_both_nodes_the_score_threshold_and_counts_their_instances():
-    done = subprocess.run([sys.executable, '-m', 'seg_perception.tools.versus', 'instance', '--seconds', '3',
+    done = subprocess.run(BENCHMARKS + ['versus', 'instance', '--seconds', '3',
                            '--size', '90', '160', '--input-size', '64', '128', '--frames', '2',
                            '--score-threshold', '1.0'],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
@@ -50,7 +52,7 @@ def test_versus_instance_gives_both_nodes_the_score_threshold_and_counts_their_i
 
 @pytest.mark.parametrize('transport', ['raw', 'compressed'])
 def test_latency_benchmark_times_the_deployed_node_against_its_own_backend_call(transport):
-    done = subprocess.run([sys.executable, '-m', 'seg_perception.tools.benchmark', 'latency', '--size', '180', '320',
+    done = subprocess.run(BENCHMARKS + ['latency', '--size', '180', '320',
                            '--frames', '2', '--warmup', '1', '--transport', transport],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

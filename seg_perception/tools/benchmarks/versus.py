@@ -1,7 +1,7 @@
 """Our node against a plain callback node, side by side in one run, same network, weights and frames.
 
-    python -m seg_perception.tools.versus semantic --seconds 60 --source ../shared/data/camvid_seq05vd/images
-    python -m seg_perception.tools.versus instance --seconds 60 --source ../shared/data/camvid_seq05vd/images
+    python -m seg_perception.tools.benchmarks versus semantic --seconds 60 --source ../shared/data/camvid_seq05vd/images
+    python -m seg_perception.tools.benchmarks versus instance --seconds 60 --source ../shared/data/camvid_seq05vd/images
 
 The plain node (seg_perception/tools/plain_node.py) is what community nodes do: the model in the
 subscription callback, PyTorch eager, rclpy's default depth-10 queue, full-frame mask images for
@@ -34,14 +34,13 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from seg_models.configs import DEFAULT_INPUT_SIZE
-from seg_models.data.frame_sources import SYNTHETIC
 from seg_perception.bringup.driving_pipeline import TASKS, pipeline_node
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import array_to_image_msg
 from seg_perception.messages.topics import in_root_namespace, stamp_key, stamp_latency_ms
-from seg_perception.tools.benchmark import CAMERA_RATE_HZ, camera_frames, rss_mb
+from seg_perception.tools.benchmarks.common import (CAMERA_RATE_HZ, add_frame_arguments, add_input_size_argument,
+                                                    camera_frames, rss_mb)
 
 CAMERA = '/versus/camera/image_raw'
 CAMERA_QOS = QoSProfile(depth=10)  # reliable: what both a best-effort and a reliable subscription accept
@@ -191,13 +190,10 @@ def report(task: str, results: dict[str, Measurement], frame_size: tuple[int, in
         print(f'  {label:<36} {mine:10.1f} {theirs:10.1f}{ratio_text}')
 
 
-def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('task', choices=TASKS)
-    parser.add_argument('--source', default=SYNTHETIC, help='folder of images, video, or "synthetic"')
-    parser.add_argument('--size', type=int, nargs=2, default=(720, 1280), metavar=('HEIGHT', 'WIDTH'),
-                        help='camera frame size (default 720 1280)')
-    parser.add_argument('--input-size', type=int, nargs=2, default=DEFAULT_INPUT_SIZE, metavar=('HEIGHT', 'WIDTH'))
+    add_frame_arguments(parser)
+    add_input_size_argument(parser)
     parser.add_argument('--seconds', type=float, default=60.0, help='length of the 30 Hz stream')
     parser.add_argument('--frames', type=int, default=10, help='distinct camera frames, sent in turn')
     parser.add_argument('--checkpoint', default='', help='weights for both nodes (default: the same untrained ones)')
@@ -205,11 +201,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help='instance: both nodes publish detections at or above this score (default: their 0.5); '
                              'untrained weights score nearly every box high, so this sets how many instances a '
                              'frame has')
-    return parser.parse_args(argv)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> None:
     use_large_images_profile(os.environ, LOCALHOST_PROFILE)
     frames = camera_frames(args.source, args.frames, *args.size)
     rclpy.init()
@@ -220,7 +214,3 @@ def main(argv: Optional[list[str]] = None) -> None:
     finally:
         rclpy.try_shutdown()
     report(args.task, results, tuple(args.size), args.seconds)
-
-
-if __name__ == '__main__':
-    main()
