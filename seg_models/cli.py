@@ -7,6 +7,8 @@
   seg-models bench  --architecture deeplabv3plus_mobilenet_v3_large --input-size 512 1024
   seg-models bench  --backends onnxruntime --precisions fp32 fp16 int8 --calibration-images frames/ --frames frames/
   seg-models bench  --device cuda --iterations 30   (GPU path against torchvision's eager models, per stage)
+  seg-models train  --data ../shared/data/camvid --output runs/camvid --iterations 8000 --crop-size 288 384
+  torchrun --nproc-per-node 2 -m seg_models train ...   (or --ray-address auto --ray-workers N)
 
 ``build`` fills the engine cache that nodes read, so no node waits minutes for an engine;
 ``--onnx-only`` stops before TensorRT, with the graph at its precision made and checked.
@@ -28,6 +30,7 @@ from seg_models.backends.base import BackendError
 from seg_models.checkpoints.reading import CheckpointError
 from seg_models.configs import BACKENDS, DEFAULT_INPUT_SIZE, PRECISIONS, BackendSettings, build_config
 from seg_models.tasks import TASKS, get_task, task_of
+from seg_models.training import TrainingError
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +179,80 @@ def command_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_train(args: argparse.Namespace) -> int:
+    """Train (or resume) a network on a dataset; see seg_models.training.run."""
+    from seg_models.training.checkpointing import CheckpointFolder
+    from seg_models.training.run import TrainingSettings, train
+
+    settings = TrainingSettings(
+        task=args.task, data=args.data, output=args.output, train_split=args.train_split, val_split=args.val_split,
+        dataset_label_set=args.dataset_label_set or '', architecture=args.architecture or '',
+        label_set=args.label_set or '', output_stride=args.output_stride or 16, init=args.init or '',
+        iterations=args.iterations, batch_size=args.batch_size, accumulate=args.accumulate,
+        crop_size=tuple(args.crop_size), base_size=tuple(args.base_size or ()), learning_rate=args.learning_rate,
+        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, input_size=tuple(args.input_size or ()),
+        seed=args.seed, workers=args.workers, device=args.device, amp=args.amp, licence=args.licence,
+        stop_after=args.stop_after)
+    if CheckpointFolder(Path(args.output)).last() is not None and not args.resume:
+        raise ValueError(f'{args.output} holds a run already: --resume continues it, or train into another folder')
+    if args.ray_address:
+        from seg_models.training.distributed import train_on_ray
+
+        card = train_on_ray(settings, args.ray_address, args.ray_workers, args.gpus_per_worker)
+    else:
+        from seg_models.training.distributed import started_by_torchrun, train_with_torchrun
+
+        card = train_with_torchrun(settings) if started_by_torchrun() else train(settings)
+    if card['iterations'] < settings.iterations:
+        return 0  # stopped early: the checkpoint is saved, --resume continues
+    if card.get('validation'):
+        print(f'validation: {json.dumps({k: v for k, v in card["validation"].items() if k != "per_class_iou"})}')
+    print(f'weights: {Path(args.output) / "model.safetensors"} (model card: {Path(args.output) / "model_card.md"})')
+    return 0
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from seg_models.training.run import TRAINING_TASKS, TrainingSettings
+
+    defaults = TrainingSettings()
+    parser.add_argument('--task', choices=TRAINING_TASKS, default='semantic')
+    parser.add_argument('--data', required=True,
+                        help='dataset root: Cityscapes (leftImg8bit/, gtFine/), images/ + labels/, or CamVid '
+                             '(train/, trainannot/, val/, valannot/)')
+    parser.add_argument('--output', required=True, help='run folder: checkpoints, TensorBoard, model.safetensors')
+    parser.add_argument('--resume', action='store_true', help='continue the run in --output from its last checkpoint')
+    parser.add_argument('--train-split', default=defaults.train_split)
+    parser.add_argument('--val-split', default=defaults.val_split, help="'' to skip validation")
+    parser.add_argument('--dataset-label-set', help='id space of images/ + labels/ folders (default: --label-set)')
+    parser.add_argument('--architecture', help='default: the task\'s (seg-models export --help)')
+    parser.add_argument('--label-set', help='classes to learn; default: the data\'s own')
+    parser.add_argument('--output-stride', type=int, choices=(8, 16))
+    parser.add_argument('--init', help='weights to start from (class-specific layers of another label set are '
+                                       're-initialised); default: random')
+    parser.add_argument('--iterations', type=int, default=defaults.iterations)
+    parser.add_argument('--batch-size', type=int, default=defaults.batch_size, help='global batch (all processes)')
+    parser.add_argument('--accumulate', type=int, default=defaults.accumulate, help='micro-batches per step')
+    parser.add_argument('--crop-size', type=int, nargs=2, default=defaults.crop_size, metavar=('HEIGHT', 'WIDTH'))
+    parser.add_argument('--base-size', type=int, nargs=2, metavar=('HEIGHT', 'WIDTH'),
+                        help='the size random scaling is relative to (default: the images\' own)')
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('HEIGHT', 'WIDTH'),
+                        help='network input the model card records for the nodes (default: --base-size)')
+    parser.add_argument('--learning-rate', type=float, default=0.0, help='default: the recipe\'s')
+    parser.add_argument('--eval-every', type=int, default=defaults.eval_every, help='iterations; 0: at the end')
+    parser.add_argument('--checkpoint-every', type=int, default=defaults.checkpoint_every)
+    parser.add_argument('--seed', type=int, default=defaults.seed)
+    parser.add_argument('--workers', type=int, default=defaults.workers, help='data loading processes')
+    parser.add_argument('--device', default=defaults.device)
+    parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
+                        help='automatic mixed precision (default: on CUDA)')
+    parser.add_argument('--licence', default='', help='the data\'s licence, recorded in the model card')
+    parser.add_argument('--stop-after', type=int, default=0,
+                        help='end after so many iterations of this invocation, checkpoint saved (--resume continues)')
+    parser.add_argument('--ray-address', help='train on Ray Train workers: a cluster address, auto, or local')
+    parser.add_argument('--ray-workers', type=int, default=2)
+    parser.add_argument('--gpus-per-worker', type=float, default=0.0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='seg-models', description=__doc__.split('\n\n')[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -214,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     cuda.add_argument('--camera-size', type=int, nargs=2, default=(1024, 2048), metavar=('HEIGHT', 'WIDTH'),
                       help='camera frames (default 1024 2048); the network input is --input-size, else this')
     bench.set_defaults(run=command_bench, input_size=None)
+    train = add('train', 'train a network on a dataset (one process, torchrun or Ray Train)')
+    _train_arguments(train)
+    train.set_defaults(run=command_train)
     return parser
 
 
@@ -222,7 +302,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format='%(levelname)s %(message)s')
     try:
         return args.run(args)
-    except (BackendError, CheckpointError, ValueError, OSError) as error:
+    except (BackendError, CheckpointError, TrainingError, ValueError, OSError) as error:
         print(f'seg-models {args.command}: {error}', file=sys.stderr)
         return 1
 
