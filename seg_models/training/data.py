@@ -135,8 +135,8 @@ class RunOrder(Sampler):
 
 
 class SemanticTrainingSet(Dataset):
-    def __init__(self, split: SplitData, pipeline, max_class_ratio: float) -> None:
-        self.split, self.pipeline, self.max_class_ratio = split, pipeline, max_class_ratio
+    def __init__(self, split: SplitData, pipeline) -> None:
+        self.split, self.pipeline = split, pipeline
 
     def __len__(self) -> int:
         return len(self.split.files)
@@ -144,7 +144,7 @@ class SemanticTrainingSet(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, seed = item
         rgb, target, _ = read_target(self.split, self.split.files[index])
-        return augment_semantic(self.pipeline, rgb, target, seed, self.max_class_ratio)
+        return augment_semantic(self.pipeline, rgb, target, seed)
 
 
 def instances_from_cityscapes(instance_ids: np.ndarray, to_target: np.ndarray, thing_ids: set[int]

@@ -175,7 +175,7 @@ class SemanticTask(Task):
 
     def training_set(self, split: data.SplitData, recipe: Recipe):
         pipeline = augment.semantic_pipeline(recipe, self.settings.base_size, self.settings.crop_size)
-        return data.SemanticTrainingSet(split, pipeline, recipe.crop_max_class_ratio)
+        return data.SemanticTrainingSet(split, pipeline)
 
     def collate(self, batch: list) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.stack([image for image, _ in batch]), torch.stack([target for _, target in batch])
@@ -183,7 +183,7 @@ class SemanticTask(Task):
     def loss(self, network: nn.Module, batch: Any, share: float, device: torch.device) -> torch.Tensor:
         """Cross entropy summed over the micro-batch's labelled pixels, over those of the global batch."""
         images, targets = (tensor.to(device, non_blocking=True) for tensor in batch)
-        logits = network(normalised(images))
+        logits = network(normalised(images).contiguous(memory_format=torch.channels_last))
         total = F.cross_entropy(logits.float(), targets, ignore_index=augment.IGNORE, reduction='sum')
         return total * self.scale
 
@@ -380,11 +380,11 @@ def train(settings: TrainingSettings, progress: bool = True) -> dict:
         LOGGER.info('resuming %s at iteration %d', output, state.iteration)
     elif settings.init:
         task.load_init(network, settings.init)
-    network.to(device).train()
-    if device.type == 'cuda':
-        network = network.to(memory_format=torch.channels_last)
-        if world_size > 1:
-            network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    # channels-last: oneDNN's convolutions (CPU) and tensor cores (GPU) both run faster on it; on this
+    # 2-core CPU a DeepLabv3+ MobileNetV3 step took half the time
+    network.to(device).train().to(memory_format=torch.channels_last)
+    if device.type == 'cuda' and world_size > 1:
+        network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
     model = network
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == 'cuda'
