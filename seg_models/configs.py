@@ -30,7 +30,8 @@ class BackendSettings:
     # Images per backend call at most. It is, at once: the node worker's batch (the newest frame of
     # up to this many cameras), the largest batch of a TensorRT engine's optimization profile, and,
     # for instance graphs, the fixed batch baked into the ONNX graph and engine (padded when short).
-    max_batch: int = 4
+    # 1 by default: on a CPU a batch of N costs N images; on a GPU set it to the number of cameras.
+    max_batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class InstanceModelConfig:
     max_detections: int = 100
     output_filter: InstanceFilter = field(default_factory=InstanceFilter)
     # max_batch is the batch size baked into the instance graph (ONNX / TensorRT), padded when short
-    deployment: BackendSettings = field(default_factory=lambda: BackendSettings(max_batch=1))
+    deployment: BackendSettings = field(default_factory=BackendSettings)
 
 
 def field_default(config_type: type, name: str) -> Any:

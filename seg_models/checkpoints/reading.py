@@ -45,6 +45,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint {path} does not exist')
+    if path.stat().st_size == 0:
+        raise CheckpointError(f'checkpoint {path} is empty (0 bytes): an interrupted download or copy?')
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -57,7 +59,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 loaded = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
         reason = _weights_unpickler_reason(str(error))
-        if 'unsupported global' in reason.lower():
+        protocol_4 = 'unsupported operand' in reason.lower()
+        code = _code_a_plain_pickle_names(path) if protocol_4 else None
+        if code:
+            reason = f'it names {code}'
+        elif protocol_4:
+            raise CheckpointError(f'checkpoint {path} is a legacy (non-zip) torch file with pickle protocol 4 or '
+                                  f'newer, which the safe loader does not read: re-save it with torch.save() in its '
+                                  f'default format, or as safetensors') from None
+        if code or 'unsupported global' in reason.lower():
             raise CheckpointError(
                 f'checkpoint {path} needs code to be unpickled and was refused (only tensors and plain '
                 f'containers are loaded; re-save it as a plain state dict or safetensors): {reason}') from None
@@ -65,6 +75,31 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, SafetensorError) as error:
         raise CheckpointError(f'checkpoint {path} is corrupt or not a checkpoint: {error}') from None
     return _unwrap_state_dict(loaded, path)
+
+
+# What a plain (non-zip) torch pickle of tensors names: anything else is code to run.
+TENSOR_PICKLE_GLOBALS = ('collections.OrderedDict', 'torch._utils.', 'torch.', '_codecs.encode')
+
+
+def _code_a_plain_pickle_names(path: Path):
+    """The first global a plain pickle (legacy torch.save, pickle protocol 2 to 5) would call that is
+    not a tensor's, found by reading its opcodes (pickletools; nothing is executed), or None.
+    torch's weights-only loader stops at protocol 4's opcodes before it sees the globals."""
+    import pickletools
+
+    strings: list[str] = []
+    try:
+        with open(path, 'rb') as stream:
+            for opcode, argument, _ in pickletools.genops(stream):
+                if opcode.name in ('SHORT_BINUNICODE', 'BINUNICODE', 'UNICODE', 'BINUNICODE8'):
+                    strings.append(argument)
+                name = (argument.replace(' ', '.') if opcode.name == 'GLOBAL' else
+                        '.'.join(strings[-2:]) if opcode.name == 'STACK_GLOBAL' else None)
+                if name and not name.startswith(TENSOR_PICKLE_GLOBALS):
+                    return name
+    except (ValueError, EOFError, pickle.UnpicklingError):
+        return None
+    return None
 
 
 def _weights_unpickler_reason(message: str) -> str:

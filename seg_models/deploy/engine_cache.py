@@ -223,13 +223,17 @@ class EngineCache:
         return load(path), CacheEntry(path, False, f'built: {entry.reason}')
 
     def entries(self) -> list[tuple[Path, Optional[dict]]]:
-        """Artifacts in the cache with their recorded keys (None where the sidecar is missing)."""
+        """Artifacts in the cache with their recorded keys (None where the sidecar is unreadable).
+        Artifacts that are JSON themselves (``backend: auto``'s measurements) have ``.json.json``
+        sidecars: a ``.json`` file is a sidecar only when its artifact is there or it reads as one."""
         found = []
         for sidecar in sorted(self.directory.glob('*' + SIDECAR_SUFFIX)):
             artifact = sidecar.with_name(sidecar.name[:-len(SIDECAR_SUFFIX)])
             try:
-                key = json.loads(sidecar.read_text()).get('key')
+                recorded = json.loads(sidecar.read_text())
             except (OSError, ValueError):
-                key = None
-            found.append((artifact, key))
+                recorded = None
+            is_sidecar = isinstance(recorded, dict) and {'key', 'sha256'} <= set(recorded)
+            if artifact.is_file() or is_sidecar:
+                found.append((artifact, recorded.get('key') if is_sidecar else None))
         return found

@@ -93,7 +93,9 @@ def _metadata_problems(document: dict) -> list[str]:
         values = document.get(field_name)
         if not (isinstance(values, list) and len(values) == 3 and all(isinstance(v, (int, float)) for v in values)):
             problems.append(f'{field_name}: three numbers expected, got {values!r}')
-    if not problems and max(document['mean']) <= 1.0 and max(document['std']) <= 1.0:
+    if not problems and min(document['std']) <= 0:
+        problems.append(f'std {document["std"]}: every value must be above 0 (pixels are divided by it)')
+    elif not problems and max(document['mean']) <= 1.0 and max(document['std']) <= 1.0:
         problems.append(f'mean/std {document["mean"]}/{document["std"]} look like the 0-1 scale: give them on the '
                         f'0-255 scale the camera pixels come in (multiply by 255)')
     if document.get('channel_order', 'rgb') not in CHANNEL_ORDERS:

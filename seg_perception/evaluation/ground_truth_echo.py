@@ -26,6 +26,12 @@ from seg_perception.messages.instances import instances_to_msg
 from seg_perception.messages.label_info import announce_label_set
 from seg_perception.messages.topics import DEFAULT_CAMERAS, GROUND_TRUTH_INFO, OUTPUT_QOS, CameraBagTopics, stamp_key
 from seg_perception.runtime.node_main import main_for
+from seg_perception.runtime.parameters import ParameterSpec, declare_parameters
+
+GROUND_TRUTH_ECHO_PARAMETERS = (
+    ParameterSpec('bag', '', 'The bag whose ground truth answers each camera frame (seg_bag make wrote it).'),
+    ParameterSpec('cameras', DEFAULT_CAMERAS, 'Camera topics to answer; default: the bag\'s one camera.'),
+)
 
 
 class GroundTruthEcho(Node):
@@ -33,8 +39,8 @@ class GroundTruthEcho(Node):
 
     def __init__(self) -> None:
         super().__init__('ground_truth_echo')
-        bag = self.declare_parameter('bag', '').value
-        cameras = list(self.declare_parameter('cameras', list(DEFAULT_CAMERAS)).value)
+        values = declare_parameters(self, GROUND_TRUTH_ECHO_PARAMETERS)
+        bag, cameras = values['bag'], list(values['cameras'])
         info = next((GroundTruthInfo.from_json(msg.data) for _, _, msg in read_messages(bag, [GROUND_TRUTH_INFO])),
                     None)
         if info is None:
@@ -75,7 +81,7 @@ class GroundTruthEcho(Node):
 
 
 def main() -> None:
-    main_for(GroundTruthEcho)
+    main_for(GroundTruthEcho, __doc__, lambda: GROUND_TRUTH_ECHO_PARAMETERS)
 
 
 if __name__ == '__main__':

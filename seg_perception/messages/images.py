@@ -12,6 +12,7 @@ log it (throttled), publish nothing for that frame and keep serving.
 from __future__ import annotations
 
 import io
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -149,10 +150,27 @@ def image_msg_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS, bridge: O
 
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# Our own size check (max_image_pixels) runs on the header before Pillow decodes anything, so
+# Pillow's decompression-bomb limit, with its own numbers, is not the one a user meets.
+PILImage.MAX_IMAGE_PIXELS = None
 PNG_END = b'\x00\x00\x00\x00IEND\xaeB`\x82'  # the IEND chunk (empty, constant CRC) every PNG ends with
 JPEG_SIGNATURE = b'\xff\xd8'
 COMPRESSED_FORMATS = 'JPEG or 8/16-bit PNG'
 PNG_16_BIT_MODES = ('I;16', 'I;16B', 'I;16L', 'I')  # Pillow's modes of a 16-bit grey PNG
+
+
+def _decoder_words(error: Exception) -> str:
+    """A decoder's message without its internals: libjpeg-turbo's function names
+    ('tjDecompressHeader3(): ...') and Python object reprs ('<_io.BytesIO object at 0x...>')."""
+    text = re.sub(r'\btj\w+\(\):\s*', '', str(error))
+    return re.sub(r'<[\w.]+ object at 0x[0-9a-f]+>', 'the data', text).strip() or type(error).__name__
+
+
+def _png_header_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk that every PNG starts with, read before any decoding."""
+    if len(data) < 24 or data[12:16] != b'IHDR':
+        raise ImageConversionError('undecodable', 'PNG without its IHDR header chunk')
+    return int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
 
 
 def _decode_jpeg(data: bytes, max_pixels: int, described: str) -> np.ndarray:
@@ -161,26 +179,26 @@ def _decode_jpeg(data: bytes, max_pixels: int, described: str) -> np.ndarray:
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError as error:
-        raise ImageConversionError('undecodable', f'{described} cannot be decoded: {error}') from None
+        raise ImageConversionError('undecodable', f'{described} cannot be decoded: {_decoder_words(error)}') from None
     _check_size(width, height, max_pixels)
     try:
         return simplejpeg.decode_jpeg(data, colorspace='RGB', strict=True)
     except ValueError as error:
-        raise ImageConversionError('undecodable', f'{described} is a corrupt JPEG: {error}') from None
+        raise ImageConversionError('undecodable', f'{described} is a corrupt JPEG: {_decoder_words(error)}') from None
 
 
 def _decode_png(data: bytes, max_pixels: int, described: str) -> np.ndarray:
     """Pillow: it raises on truncated or corrupt data instead of printing libpng's lines on stderr;
     a file cut after its last pixel data (no IEND chunk) is refused too, though Pillow decodes it.
     16-bit samples keep their most significant byte."""
+    _check_size(*_png_header_size(data), max_pixels)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the frame is decoded or refused; Pillow's warnings add nothing
         try:
             image = PILImage.open(io.BytesIO(data), formats=['PNG'])  # reads the header only
-        except PILImage.DecompressionBombError as error:
-            raise ImageConversionError('too_large', f'{described} is too large: {error}') from None
         except Exception as error:  # noqa: BLE001 - Pillow raises many types for garbage
-            raise ImageConversionError('undecodable', f'{described} cannot be decoded: {error}') from None
+            raise ImageConversionError('undecodable', f'{described} cannot be decoded: {_decoder_words(error)}') \
+                from None
         with image:
             _check_size(image.width, image.height, max_pixels)
             if PNG_END not in data:
@@ -191,7 +209,8 @@ def _decode_png(data: bytes, max_pixels: int, described: str) -> np.ndarray:
                     return cv2.cvtColor((np.asarray(image) >> 8).astype(np.uint8), cv2.COLOR_GRAY2RGB)
                 return np.asarray(image if image.mode == 'RGB' else image.convert('RGB'))
             except Exception as error:  # noqa: BLE001 - truncated or corrupt data, in many types
-                raise ImageConversionError('undecodable', f'{described} is a corrupt PNG: {error}') from None
+                raise ImageConversionError('undecodable', f'{described} is a corrupt PNG: {_decoder_words(error)}') \
+                    from None
 
 
 def compressed_msg_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -158,8 +158,21 @@ def stamp_key(header) -> tuple[int, int]:
     return header.stamp.sec, header.stamp.nanosec
 
 
+# An image stamp further from the node's clock than this is not a latency but another clock (a camera
+# stamping time since boot, an unsynchronised host, a stamp past 2038 wrapped): no latency figure.
+PLAUSIBLE_STAMP_PAST_SEC = 3600.0
+PLAUSIBLE_STAMP_FUTURE_SEC = 10.0
+
+
 def stamp_latency_ms(now_ns: int, stamp) -> Optional[float]:
     """Milliseconds from an image stamp to ``now_ns``; None for a stamp at or before the epoch (a camera
-    without a clock: no latency to speak of). Plain integers: rclpy's Time refuses negative stamps."""
+    without a clock) and for one that is not plausible (more than an hour old or 10 s ahead: another
+    clock), so one odd stamp never poisons a latency window. Plain integers: rclpy's Time refuses
+    negative stamps."""
     stamp_ns = stamp.sec * 10**9 + stamp.nanosec
-    return (now_ns - stamp_ns) / 1e6 if stamp_ns > 0 else None
+    if stamp_ns <= 0:
+        return None
+    latency_ms = (now_ns - stamp_ns) / 1e6
+    if not -PLAUSIBLE_STAMP_FUTURE_SEC * 1e3 <= latency_ms <= PLAUSIBLE_STAMP_PAST_SEC * 1e3:
+        return None
+    return latency_ms

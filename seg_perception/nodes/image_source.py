@@ -66,7 +66,7 @@ class ImageSourceNode(Node):
 
 
 def main() -> None:
-    main_for(ImageSourceNode)
+    main_for(ImageSourceNode, __doc__, lambda: IMAGE_SOURCE_PARAMETERS)
 
 
 if __name__ == '__main__':

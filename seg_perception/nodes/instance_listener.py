@@ -31,7 +31,7 @@ class InstanceListener(Node):
 
 
 def main() -> None:
-    main_for(InstanceListener)
+    main_for(InstanceListener, __doc__)
 
 
 if __name__ == '__main__':

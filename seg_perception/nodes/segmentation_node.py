@@ -18,6 +18,7 @@ parameters, its processor and its main output (class attributes, read by the con
 """
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Optional, Sequence
 
@@ -151,8 +152,7 @@ class SegmentationNode(LifecycleNode):
         super().__init__(self.node_name, **kwargs)
         autostart_spec = AUTOSTART if autostart is None else ParameterSpec(AUTOSTART.name, autostart,
                                                                            AUTOSTART.description)
-        values = declare_parameters(self, tuple(self.task_parameters) + BACKEND_PARAMETERS + CAMERA_INPUT_PARAMETERS
-                                    + (autostart_spec,))
+        values = declare_parameters(self, self.declared_parameters(autostart_spec))
         self.processor = self.processor_type(self, values)
         self.camera = CameraInput(self, build_config(CameraInputSettings, values), self.processor)
         self._autostarting = bool(values['autostart'])
@@ -216,11 +216,18 @@ class SegmentationNode(LifecycleNode):
         super().destroy_node()
 
     @classmethod
+    def declared_parameters(cls, autostart: ParameterSpec = AUTOSTART) -> tuple[ParameterSpec, ...]:
+        """Every parameter the node declares, in order: its task's, the backend's, the cameras', autostart."""
+        return tuple(cls.task_parameters) + BACKEND_PARAMETERS + CAMERA_INPUT_PARAMETERS + (autostart,)
+
+    @classmethod
     def main(cls) -> None:
         """The executable (``semantic_node``, ``instance_node``): autostart as its parameter says."""
-        main_for(cls)
+        main_for(cls, sys.modules[cls.__module__].__doc__, cls.declared_parameters)
 
     @classmethod
     def main_unconfigured(cls) -> None:
         """``*_lifecycle_node``: the same node waiting for lifecycle transitions (autostart false)."""
-        main_for(lambda: cls(autostart=False))
+        unconfigured = ParameterSpec(AUTOSTART.name, False, AUTOSTART.description)
+        main_for(lambda: cls(autostart=False), sys.modules[cls.__module__].__doc__,
+                 lambda: cls.declared_parameters(unconfigured))

@@ -26,7 +26,8 @@ from seg_perception.messages.topics import (CAMERA_INPUT, COMPRESSED_SUFFIX, OUT
                                             output_in_namespace)
 from seg_perception.runtime.camera_settings import CameraInputSettings
 from seg_perception.runtime.camera_statistics import CameraStatistics, PublicationGaps
-from seg_perception.runtime.diagnostics import LARGE_IMAGES_HINT, CameraInputState, camera_input_status
+from seg_perception.runtime.diagnostics import (LARGE_IMAGES_HINT, CameraInputState, camera_input_status,
+                                                input_silence_sec, silence_report)
 from seg_perception.runtime.newest_frame import NewestFrameSlots
 from seg_perception.runtime.parameters import ParameterValueError
 
@@ -130,6 +131,7 @@ class CameraChannel:
         self.outputs = OutputPublishers(node, topics, self.update_subscription)
         self._subscription = None
         self._subscribed_since = 0.0
+        self._had_publisher = False  # a publisher was matched once: its going away is the camera stopping
         self._gaps = PublicationGaps()
         self._incompatible_qos: Optional[tuple[float, str]] = None  # (when, policy) of the last such event
 
@@ -218,15 +220,11 @@ class CameraChannel:
         snapshot = self.statistics.snapshot(now)
         silence, silent, silence_cause = None, None, None
         if self._subscription is not None:
-            silence = now - self._subscribed_since
-            if snapshot.seconds_since_input is not None:
-                silence = min(silence, snapshot.seconds_since_input)
-            if silence > self._settings.input_timeout_sec:
-                publishers = self._node.count_publishers(self.input_topic)
-                silent = f'no images on {self.input_topic} for {silence:.0f} s ({publishers} publishers on it)'
-                if publishers and self._settings.input_reliability == 'best_effort':
-                    silence_cause = LARGE_IMAGES_HINT
-                    silent += f'; {silence_cause}'
+            publishers = self._node.count_publishers(self.input_topic)
+            self._had_publisher = self._had_publisher or publishers > 0
+            silence, silent, silence_cause = silence_report(
+                self.input_topic, input_silence_sec(now, self._subscribed_since, snapshot), self._settings,
+                publishers, self._had_publisher, snapshot)
         qos_problem = None
         if self._incompatible_qos is not None:
             since = snapshot.seconds_since_input

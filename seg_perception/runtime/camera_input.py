@@ -196,8 +196,13 @@ class CameraInput:
         for item, frame, conversion_ms in accepted:
             statistics = self.cameras[item.source].statistics
             latency_ms = stamp_latency_ms(now_ns, frame.header.stamp)
+            implausible = latency_ms is None and (frame.header.stamp.sec or frame.header.stamp.nanosec)
+            if implausible:
+                self._log.warning(f'camera {item.source} stamps images {_seconds(now_ns, frame.header.stamp)} from '
+                                  f'this node\'s clock (time since boot? an unsynchronised clock?): no latency is '
+                                  f'computed for them', throttle_duration_sec=WARNING_THROTTLE_SEC)
             processing_ms = conversion_ms + times.inference_ms + times.publish_ms
-            statistics.frame_published(time.monotonic(), latency_ms, processing_ms)
+            statistics.frame_published(time.monotonic(), latency_ms, processing_ms, bool(implausible))
             received, dropped = statistics.totals()
             self._timing_publisher.publish(FrameTiming(
                 header=frame.header, camera=item.source, latency_ms=math.nan if latency_ms is None else latency_ms,
@@ -223,3 +228,9 @@ class CameraInput:
         array = DiagnosticArray(status=statuses)
         array.header.stamp = self._node.get_clock().now().to_msg()
         self._diagnostics_publisher.publish(array)
+
+
+def _seconds(now_ns: int, stamp) -> str:
+    """How far an image stamp is from the node's clock, in words."""
+    offset = (now_ns - (stamp.sec * 10**9 + stamp.nanosec)) / 1e9
+    return f'{abs(offset):.0f} s {"behind" if offset > 0 else "ahead of"}'

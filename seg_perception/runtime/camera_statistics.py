@@ -31,8 +31,10 @@ class StatisticsSnapshot:
     input_errors: int  # frames not answered: refused images (bad encoding, size, data ...), failed batches
     recent_errors: dict[str, int] = field(default_factory=dict)  # not answered in the window, by kind
     seconds_since_input: Optional[float] = None  # None: no image yet
+    seconds_since_output: Optional[float] = None  # None: nothing answered yet
     seconds_unanswered: Optional[float] = None  # frames arrived and none was answered for this long; None: all were
     recent_lost: int = 0  # lost before the node in the window
+    implausible_stamps: int = 0  # answered frames whose stamp is not from the node's clock: no latency
 
 
 class _Window:
@@ -87,6 +89,7 @@ class CameraStatistics:
         self._errors: deque[tuple[float, str]] = deque()
         self._totals = Counter()
         self._last_input: Optional[float] = None
+        self._last_output: Optional[float] = None
         self._unanswered_since: Optional[float] = None  # first frame received after the last one answered
 
     def frame_received(self, now: float, dropped_older: bool) -> None:
@@ -109,13 +112,18 @@ class CameraStatistics:
             self._errors.append((now, kind))
             self._totals['errors'] += 1
 
-    def frame_published(self, now: float, latency_ms: Optional[float], processing_ms: float) -> None:
-        """A frame answered; ``latency_ms`` None where the image stamp gives none (before the epoch)."""
+    def frame_published(self, now: float, latency_ms: Optional[float], processing_ms: float,
+                        implausible_stamp: bool = False) -> None:
+        """A frame answered; ``latency_ms`` None where the image stamp gives none (before the epoch,
+        or ``implausible_stamp``: from another clock, counted apart)."""
         with self._lock:
             self._outputs.add(now)
+            self._last_output = now
             self._unanswered_since = None
             if latency_ms is not None:
                 self._latencies_ms.add(now, latency_ms)
+            elif implausible_stamp:
+                self._totals['implausible_stamps'] += 1
             self._processing_ms.add(now, processing_ms)
             self._totals['published'] += 1
 
@@ -148,8 +156,10 @@ class CameraStatistics:
                 frames_dropped=self._totals['dropped'], frames_lost=self._totals['lost'],
                 input_errors=self._totals['errors'], recent_errors=dict(Counter(kind for _, kind in self._errors)),
                 seconds_since_input=None if self._last_input is None else now - self._last_input,
+                seconds_since_output=None if self._last_output is None else now - self._last_output,
                 seconds_unanswered=None if self._unanswered_since is None else now - self._unanswered_since,
-                recent_lost=int(sum(count for _, count in self._lost.entries)))
+                recent_lost=int(sum(count for _, count in self._lost.entries)),
+                implausible_stamps=self._totals['implausible_stamps'])
 
     def forget_unanswered(self) -> None:
         """Frames received before a new subscription are not waiting for an answer any more."""

@@ -15,7 +15,7 @@ from seg_perception.runtime.camera_statistics import WINDOW_SEC, StatisticsSnaps
 
 # Matched publishers whose frames never arrive, or frames lost before the node: the usual cause.
 LARGE_IMAGES_HINT = ('large images over best-effort Fast DDS are dropped with the default 512 KiB shared-memory '
-                     'segments: see README, "Large images over DDS"')
+                     'segments: see docs/cameras_and_dds.md, "Large images over DDS"')
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,33 @@ class CameraInputState:
     model: dict[str, str]  # backend, model, precision, label set ...
     qos_problem: Optional[str] = None  # a publisher with incompatible QoS, and no image since it appeared
     silence_cause: Optional[str] = None  # the likely reason for a silence (publishers matched, no frames)
+
+
+def input_silence_sec(now: float, subscribed_since: float, snapshot: StatisticsSnapshot) -> float:
+    """Seconds a camera has been really silent: since the subscription, its last image or the node's
+    last answer, whichever came last; none while a frame still awaits the node's answer (a publisher
+    that sends its next frame once answered, as replay does, is waiting for us, not silent)."""
+    if snapshot.seconds_unanswered is not None:
+        return 0.0
+    return min([now - subscribed_since] + [seconds for seconds in (snapshot.seconds_since_input,
+                                                                   snapshot.seconds_since_output)
+                                           if seconds is not None])
+
+
+def silence_report(input_topic: str, silence: float, settings, publishers: int, had_publisher: bool,
+                   snapshot: StatisticsSnapshot) -> tuple[float, Optional[str], Optional[str]]:
+    """(silence as /diagnostics reports it, the warning to log or None, its likely cause or None).
+    A camera whose publisher went away has stopped: no warning. The large-images hint only comes
+    with evidence of loss (sequence gaps or DDS message_lost events counted before the node)."""
+    if silence <= settings.input_timeout_sec:
+        return silence, None, None
+    if not publishers and had_publisher:
+        return 0.0, None, None
+    warning = f'no images on {input_topic} for {silence:.0f} s ({publishers} publishers on it)'
+    lost = snapshot.frames_lost or snapshot.recent_lost
+    if publishers and lost and settings.input_reliability == 'best_effort':
+        return silence, f'{warning}; {lost} frames lost before the node: {LARGE_IMAGES_HINT}', LARGE_IMAGES_HINT
+    return silence, warning, None
 
 
 def _format_ms(value: Optional[float]) -> str:
@@ -79,6 +106,7 @@ def camera_input_status(name: str, hardware_id: str, snapshot: StatisticsSnapsho
         'frames dropped': str(snapshot.frames_dropped),
         'frames lost before the node': str(snapshot.frames_lost),
         'images not answered': str(snapshot.input_errors),
+        'implausible stamps (no latency)': str(snapshot.implausible_stamps),
         'trained weights': str(state.trained).lower(),
         **state.model,
     }

@@ -5,7 +5,10 @@ one SIGINT) end the spin loop; the node is then torn down while its context stil
 worker finishes its frame, nothing publishes into a dead context, the last log lines reach
 /rosout), and further signals during the teardown are ignored instead of raising into it.
 
-Exit codes: 0 after Ctrl-C, SIGTERM or a shutdown; 2 for a usage error (a parameter of the wrong
+``--help`` (also after ``--ros-args``) prints the executable's purpose and every parameter it
+declares, from the same tables it declares them from, and exits 0 without starting ROS.
+
+Exit codes: 0 after Ctrl-C, SIGTERM or a shutdown (or ``--help``); 2 for a usage error (a parameter of the wrong
 type or out of range, an unreadable params file or ``--ros-args`` rule); 1 for any other start-up
 failure a user can fix (checkpoint, backend, model files). Each is one ``cannot start: ...`` line.
 """
@@ -16,7 +19,7 @@ import os
 import re
 import signal
 import sys
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -27,7 +30,7 @@ from rclpy.signals import SignalHandlerOptions
 from seg_models.backends.base import BackendError
 from seg_models.checkpoints.reading import CheckpointError
 from seg_perception.messages.dds_profile import use_large_images_profile
-from seg_perception.runtime.parameters import ParameterValueError
+from seg_perception.runtime.parameters import ParameterSpec, ParameterValueError
 
 # Start-up failures a user can fix (bad parameter, checkpoint, backend): reported in one line.
 STARTUP_ERRORS = (ParameterValueError, CheckpointError, BackendError, ValueError, FileNotFoundError)
@@ -110,5 +113,27 @@ def _rcl_reason(error: Exception) -> str:
     return _RCL_SOURCE_TRAIL.sub('', str(error)).removeprefix('failed to initialize rcl: ')
 
 
-def main_for(node_factory: Callable[[], Node]) -> None:
+HELP_FLAGS = ('--help', '-h')
+
+
+def help_text(executable: str, summary: str, parameters: Sequence[ParameterSpec]) -> str:
+    """What ``executable --help`` prints: usage, the node's purpose, its parameters."""
+    from seg_perception.runtime.parameter_docs import help_lines
+
+    lines = [f'usage: {executable} [--ros-args [-p NAME:=VALUE ...] [--params-file FILE] [-r FROM:=TO ...]]', '',
+             summary.strip(), '']
+    if parameters:
+        lines += ['parameters (-p NAME:=VALUE, or a --params-file section):'] + help_lines(parameters)
+    else:
+        lines.append('parameters: none')
+    return '\n'.join(lines)
+
+
+def main_for(node_factory: Callable[[], Node], summary: str = '',
+             parameters: Optional[Callable[[], Sequence[ParameterSpec]]] = None) -> None:
+    """The executable's main: ``--help`` anywhere in the arguments prints ``help_text`` (the
+    ``summary`` and the ``parameters()`` the node declares) and exits 0; otherwise ``run_node``."""
+    if any(argument in HELP_FLAGS for argument in sys.argv[1:]):
+        print(help_text(os.path.basename(sys.argv[0]), summary, parameters() if parameters else ()))
+        sys.exit(0)
     sys.exit(run_node(node_factory, sys.argv))

@@ -95,12 +95,21 @@ def declare_parameters(node: Node, specs: Sequence[ParameterSpec]) -> dict[str, 
             value = node.declare_parameter(spec.name, default, spec.descriptor()).value
         except ParameterException:
             # rclpy refused the given value (type or descriptor range) before our check could word it.
-            raise spec.refusal(_given_value(node, spec.name)) from None
+            value = _as_double_if_integer(node, spec, _given_value(node, spec.name))
         if spec.is_string_array:
             value = tuple(value) if value is not None else spec.default
         spec.check(value)
         values[spec.name] = value
     return values
+
+
+def _as_double_if_integer(node: Node, spec: ParameterSpec, given: Any) -> float:
+    """People write ``-p period:=2`` for a double parameter: the integer is taken as that double
+    (declared again as a double, with the spec's descriptor); any other refused value raises."""
+    if not (isinstance(spec.default, float) and isinstance(given, int) and not isinstance(given, bool)):
+        raise spec.refusal(given)
+    node.undeclare_parameter(spec.name)
+    return node.declare_parameter(spec.name, float(given), spec.descriptor(), ignore_override=True).value
 
 
 def _given_value(node: Node, name: str) -> Any:

@@ -89,7 +89,7 @@ class PlainSegmentationNode(Node):
 
 
 def main() -> None:
-    main_for(PlainSegmentationNode)
+    main_for(PlainSegmentationNode, __doc__, lambda: PLAIN_PARAMETERS)
 
 
 if __name__ == '__main__':
