@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=command_export)
     build = add('build', 'pre-build ONNX files / TensorRT engines into the engine cache')
     _model_arguments(build)
+    build.add_argument('--remeasure', action='store_true',
+                       help='backend auto: time the candidates again instead of reusing the recorded choice')
     build.add_argument('--onnx-only', action='store_true',
                        help='only make and check the ONNX graph at --precision (no TensorRT needed)')
     build.set_defaults(run=command_build)

@@ -32,6 +32,7 @@ class BackendSettings:
     # for instance graphs, the fixed batch baked into the ONNX graph and engine (padded when short).
     # 1 by default: on a CPU a batch of N costs N images; on a GPU set it to the number of cameras.
     max_batch: int = 1
+    remeasure: bool = False  # backend auto: measure the candidates again instead of reusing the recorded choice
 
 
 @dataclass(frozen=True)

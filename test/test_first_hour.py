@@ -5,7 +5,6 @@ import os
 import pickle
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -188,4 +187,50 @@ def test_image_refusals_name_our_limit_and_no_decoder_internals():
 def test_the_licence_is_the_one_package_xml_names():
     assert (REPO_ROOT / 'LICENSE').read_text().split('\n')[1].strip() == 'Apache License'
     assert '<license>Apache-2.0</license>' in (REPO_ROOT / 'package.xml').read_text()
-    assert types  # the module is imported for the fake ROS objects above
+
+
+class _TimedBackend:
+    """A backend whose calls take ``seconds`` (the 3rd and 4th call of all, 0.2 s longer: a busy moment
+    of the machine), recording the order the candidates are called in."""
+
+    calls: list = []
+
+    def __init__(self, name: str, seconds: float) -> None:
+        self.name, self.seconds = name, seconds
+
+    def infer(self, images):
+        import time
+
+        _TimedBackend.calls.append(self.name)
+        time.sleep(self.seconds + (0.2 if len(_TimedBackend.calls) in (3, 4) else 0.0))  # calls 3-4: busy
+        return {}
+
+
+def test_backend_auto_interleaves_candidates_and_takes_medians():
+    from seg_models.backends.auto import TIMED_ROUNDS, interleaved_timings
+
+    _TimedBackend.calls = []
+    timings = interleaved_timings({'a': _TimedBackend('a', 0.02), 'b': _TimedBackend('b', 0.04)},
+                                  np.zeros((1, 3, 4, 4), np.uint8))
+    assert _TimedBackend.calls == ['a', 'b'] + ['a', 'b'] * TIMED_ROUNDS  # warm-up, then alternating
+    assert timings['a'] < timings['b'] < 100  # the busy moment hit both once; medians ignore it
+
+
+def test_backend_auto_measures_again_when_old_or_asked(tmp_path):
+    import json
+    import time
+
+    from seg_models.backends.auto import MAX_AGE_DAYS, _recent_measurement
+    from seg_models.deploy.engine_cache import EngineCache
+
+    fresh, old = tmp_path / 'fresh.json', tmp_path / 'old.json'
+    fresh.write_text(json.dumps({'chosen': 'onnxruntime', 'timings_ms': {}, 'measured_at': time.time()}))
+    old.write_text(json.dumps({'chosen': 'pytorch', 'timings_ms': {}, 'measured_at': time.time() - 86400 * 40}))
+    assert _recent_measurement(fresh)['chosen'] == 'onnxruntime'
+    with pytest.raises(ValueError, match=f'measured 40 days ago, more than {MAX_AGE_DAYS}'):
+        _recent_measurement(old)  # the cache then rebuilds it: the choice is measured again
+    cache = EngineCache(tmp_path / 'cache')
+    cache.build('graph_auto', '.json', {'k': 1}, lambda path: path.write_text('{}'))
+    assert cache.check('graph_auto', '.json', {'k': 1}).reused
+    cache.forget('graph_auto', '.json', {'k': 1})  # seg-models build --remeasure
+    assert not cache.check('graph_auto', '.json', {'k': 1}).reused and cache.entries() == []

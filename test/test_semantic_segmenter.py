@@ -1,5 +1,6 @@
 """SemanticSegmenter: batches of any camera size in, class ids at each camera's resolution out."""
 import json
+import re
 import time
 import numpy as np
 import pytest
@@ -95,4 +96,5 @@ def test_auto_backend_measures_once_and_takes_the_fastest(caplog, tmp_path):
     caplog.clear()
     second = create_semantic_segmenter(config)
     assert second.backend.name == first.backend.name
-    assert f'measured at an earlier start ({record.name})' in caplog.text
+    assert re.search(rf'reusing the choice measured on \d{{4}}-\d\d-\d\d \d\d:\d\d \({re.escape(record.name)}; '
+                     rf'`seg-models build --remeasure` measures again\)', caplog.text), caplog.text

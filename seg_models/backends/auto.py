@@ -1,5 +1,5 @@
-"""``backend: auto``: every usable backend is timed on the model, once per model and machine, and the
-fastest one serves.
+"""``backend: auto``: every usable backend is timed on the model, once per model and machine (and
+again when the measurement is old or asked for), and the fastest one serves.
 
 A fixed preference (TensorRT, then ONNX Runtime, then PyTorch) is wrong often enough: ONNX
 Runtime and PyTorch eager are at parity for Mask R-CNN on some CPUs, and on a GPU machine without
@@ -7,8 +7,11 @@ TensorRT the CUDA path is PyTorch. So the candidates (each that is installed and
 graph at the asked precision and device) run a batch of the graph's input size; the timings and the
 choice are an artifact of the engine cache, keyed by the graph, its input, the device, precision,
 the machine (CPU model and cores, GPU) and the library versions. Later starts read the choice
-instead of measuring again; a changed machine or library measures anew. The log says which
-backend was chosen and the timings it was chosen by.
+instead of measuring again; a changed machine or library measures anew, and so does a measurement
+older than ``MAX_AGE_DAYS`` or ``seg-models build --remeasure``. The candidates run interleaved
+(A, B, A, B ...) and each is judged by its median, so a busy moment of the machine slows every
+candidate alike instead of deciding for one. The log says which backend was chosen, the timings
+it was chosen by, and when they were measured.
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from seg_models.deploy.engine_cache import EngineCache
 
 LOGGER = logging.getLogger(__name__)
 
-TIMED_RUNS = 2  # after one warm-up run; the fastest counts (what the machine can do, least disturbed)
+TIMED_ROUNDS = 3  # after one warm-up run each; every round runs each candidate once, the median counts
+MAX_AGE_DAYS = 30  # older measurements are taken again (libraries and load of the machine change)
 
 
 
@@ -69,15 +73,28 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def time_backend(backend: Backend, batch: np.ndarray) -> float:
-    """The fastest of ``TIMED_RUNS`` ``infer`` calls on ``batch`` in milliseconds, after a warm-up run."""
-    backend.infer(batch)
-    timings = []
-    for _ in range(TIMED_RUNS):
-        started = time.perf_counter()
+def interleaved_timings(backends: dict[str, Backend], batch: np.ndarray, rounds: int = TIMED_ROUNDS
+                        ) -> dict[str, float]:
+    """Median milliseconds of ``rounds`` ``infer`` calls of each backend on ``batch``, after one warm-up
+    call each; the calls alternate between the backends, so a busy moment slows them alike."""
+    for backend in backends.values():
         backend.infer(batch)
-        timings.append((time.perf_counter() - started) * 1e3)
-    return min(timings)
+    timings: dict[str, list[float]] = {name: [] for name in backends}
+    for _ in range(rounds):
+        for name, backend in backends.items():
+            started = time.perf_counter()
+            backend.infer(batch)
+            timings[name].append((time.perf_counter() - started) * 1e3)
+    return {name: float(np.median(values)) for name, values in timings.items()}
+
+
+def _recent_measurement(path: Path) -> dict:
+    """A recorded measurement, refused (so measured again) when older than ``MAX_AGE_DAYS``."""
+    measurement = json.loads(path.read_text())
+    age_days = (time.time() - measurement.get('measured_at', 0)) / 86400
+    if age_days > MAX_AGE_DAYS:
+        raise ValueError(f'measured {age_days:.0f} days ago, more than {MAX_AGE_DAYS}')
+    return measurement
 
 
 def measured_backend(graph, settings: BackendSettings, cache: EngineCache,
@@ -94,18 +111,25 @@ def measured_backend(graph, settings: BackendSettings, cache: EngineCache,
     created: dict[str, Backend] = {}
 
     def measure(path: Path) -> None:
-        timings = {}
         for name in usable:
             created[name] = create(name)
-            timings[name] = time_backend(created[name], batch)
-            LOGGER.info('backend auto: %s takes %.1f ms per batch of %d', name, timings[name], batch.shape[0])
-        path.write_text(json.dumps({'timings_ms': timings, 'chosen': min(timings, key=timings.get)}, indent=1))
+        LOGGER.info('backend auto: timing %s on this model (%d interleaved rounds)', ', '.join(usable), TIMED_ROUNDS)
+        timings = interleaved_timings(created, batch)
+        for name, milliseconds in timings.items():
+            LOGGER.info('backend auto: %s takes %.1f ms per batch of %d (median)', name, milliseconds, batch.shape[0])
+        path.write_text(json.dumps({'timings_ms': timings, 'chosen': min(timings, key=timings.get),
+                                    'measured_at': time.time(), 'load_average': os.getloadavg()[0]}, indent=1))
 
-    measurement, entry = cache.get_or_build(f'{graph.name}_auto', '.json', key, measure,
-                                            load=lambda path: json.loads(path.read_text()))
+    stem = f'{graph.name}_auto'
+    if settings.remeasure:
+        cache.forget(stem, '.json', key)
+    measurement, entry = cache.get_or_build(stem, '.json', key, measure, load=_recent_measurement)
     chosen, timings = measurement['chosen'], measurement['timings_ms']
     backend = created.get(chosen) or create(chosen)
     created.clear()  # the slower candidates go
-    when = 'measured now' if not entry.reused else f'measured at an earlier start ({entry.path.name})'
+    measured_at = time.strftime('%Y-%m-%d %H:%M', time.localtime(measurement.get('measured_at', 0)))
+    when = 'measured now' if not entry.reused else (
+        f'reusing the choice measured on {measured_at} ({entry.path.name}; `seg-models build --remeasure` '
+        f'measures again)')
     figures = ', '.join(f'{name} {ms:.1f} ms' for name, ms in sorted(timings.items(), key=lambda item: item[1]))
     return backend, f'fastest here, {when}: {figures}' + (f'; {others}' if others else '')

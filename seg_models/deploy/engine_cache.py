@@ -222,6 +222,12 @@ class EngineCache:
         path = self.build(stem, suffix, key, build)
         return load(path), CacheEntry(path, False, f'built: {entry.reason}')
 
+    def forget(self, stem: str, suffix: str, key: dict) -> None:
+        """Drop the artifact for ``key`` (and its sidecar): the next ``get_or_build`` builds it anew."""
+        path = self.artifact_path(stem, suffix, key)
+        _sidecar(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+
     def entries(self) -> list[tuple[Path, Optional[dict]]]:
         """Artifacts in the cache with their recorded keys (None where the sidecar is unreadable).
         Artifacts that are JSON themselves (``backend: auto``'s measurements) have ``.json.json``
