@@ -6,6 +6,8 @@
 #      package seg_perception_msgs inside it (colcon does not find a package nested in another)
 #   3. env.sh, to source before running nodes or tests
 # Idempotent: dependencies are installed again only when requirements or constraints change.
+# Everything it makes stays inside this clone (.venv, build/, install/, log/, env.sh): two clones on one
+# machine do not touch each other's files.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,6 +16,9 @@ STAMP="$VENV/.bootstrap-stamp"
 cd "$ROOT"
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
+# pip's lines that say how far it is (a package each, bars for large downloads, errors); never fails, so
+# under pipefail the pipeline's status is pip's own.
+pip_progress() { grep --line-buffered -E '^(Collecting|Downloading|Installing|Successfully|ERROR|error)|━' >&2 || true; }
 
 find_python() {
   for candidate in python3.11 python3; do
@@ -31,33 +36,30 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$(find_python)" -m venv "$VENV"
 fi
 if [[ "$(cat "$STAMP" 2>/dev/null)" != "$wanted_stamp" ]]; then
-  log "installing Python dependencies (first run: a few minutes, about 6 GB)"
+  log "1/3 installing $(grep -c '==' constraints.txt) pinned Python packages into $VENV (first run: about 4 minutes"
+  log "    and 6 GB, mostly PyTorch; pip names each package as it downloads and installs it)"
+  started=$SECONDS
   # PIP_FIND_LINKS is emptied so a local CPU-only torch wheel cannot shadow the pinned PyPI build
-  # that matches torchvision.
-  PIP_FIND_LINKS= "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -r requirements.txt -c constraints.txt
+  # that matches torchvision. pip's own lines (one a package, a bar for large downloads) are the progress.
+  PIP_FIND_LINKS= "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar on \
+    -r requirements.txt -c constraints.txt 2>&1 | pip_progress ||
+    { log "pip install failed (see the lines above)"; exit 1; }
   # Packages whose declared dependencies conflict with the pins (see the file): their real ones are
   # in requirements.txt.
   PIP_FIND_LINKS= "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
     -r requirements-no-deps.txt -c constraints.txt
   echo "$wanted_stamp" > "$STAMP"
+  log "    Python dependencies installed in $((SECONDS - started)) s"
 else
-  log "Python dependencies up to date"
+  log "1/3 Python dependencies up to date"
 fi
 
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
-# The ROS wheels' CMake exports name two paths of their manylinux build machine; point them here.
-link_build_machine_path() {  # link_build_machine_path TARGET LINK
-  [[ "$(readlink "$2" 2>/dev/null)" == "$1" ]] && return 0
-  local sudo=""
-  [[ -w /opt || "$(id -u)" == 0 ]] || sudo="sudo"
-  $sudo mkdir -p "$(dirname "$2")" && $sudo ln -sfn "$1" "$2"
-}
-link_build_machine_path "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
-  /opt/python/cp311-cp311/include/python3.11
-link_build_machine_path "$SITE/numpy/_core/include" \
-  /opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include
+# The ROS wheels' CMake exports name two paths of their manylinux build machine (the Python headers
+# and numpy's); they are rewritten to this venv's own, inside this clone, instead of links under /opt
+# that a second clone would re-point.
+"$VENV/bin/python" "$ROOT/scripts/localize_ros_cmake.py" "$VENV"
 
 ROS_LIBS="$VENV/lib$(for dir in "$SITE"/ros_*.libs; do printf ':%s' "$dir"; done)"
 cat > "$ROOT/env.sh" <<ENV
@@ -79,7 +81,7 @@ fi
 ENV
 
 mkdir -p "$ROOT/log"
-log "building seg_perception_msgs and seg_perception with colcon"
+log "2/3 building seg_perception_msgs and seg_perception with colcon (about 30 s)"
 (
   set +u  # colcon's setup scripts read unset variables
   source "$ROOT/env.sh"
@@ -88,4 +90,4 @@ log "building seg_perception_msgs and seg_perception with colcon"
     --event-handlers console_cohesion- summary- status- terminal_title- >"$ROOT/log/colcon-build.txt" 2>&1 ||
     { cat "$ROOT/log/colcon-build.txt" >&2; log "colcon build failed"; exit 1; }
 )
-log "ready: source env.sh"
+log "3/3 ready: source env.sh"

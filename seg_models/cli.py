@@ -302,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format='%(levelname)s %(message)s')
+    logging.getLogger('seg_models.deploy.progress').setLevel(logging.INFO)  # what a long step is doing, always
     try:
         return args.run(args)
     except (BackendError, CheckpointError, TrainingError, ValueError, OSError) as error:

@@ -234,3 +234,26 @@ def test_backend_auto_measures_again_when_old_or_asked(tmp_path):
     assert cache.check('graph_auto', '.json', {'k': 1}).reused
     cache.forget('graph_auto', '.json', {'k': 1})  # seg-models build --remeasure
     assert not cache.check('graph_auto', '.json', {'k': 1}).reused and cache.entries() == []
+
+
+def test_ros_cmake_exports_name_this_clones_venv_not_a_shared_path(tmp_path):
+    """Two clones on one machine: nothing of a clone's bootstrap lives outside it (no links under
+    /opt/python that the next clone would re-point); the ROS wheels' CMake exports are rewritten to
+    the clone's own venv (scripts/localize_ros_cmake.py)."""
+    sys.path.insert(0, str(REPO_ROOT / 'scripts'))
+    from localize_ros_cmake import BUILD_MACHINE_NUMPY, BUILD_MACHINE_PYTHON, localize
+
+    exports = {}
+    for clone in ('first', 'second'):
+        cmake = tmp_path / clone / '.venv' / 'share' / 'std_msgs' / 'cmake' / 'export.cmake'
+        cmake.parent.mkdir(parents=True)
+        cmake.write_text(f'INTERFACE_INCLUDE_DIRECTORIES "{BUILD_MACHINE_PYTHON};{BUILD_MACHINE_NUMPY}"\n')
+        assert localize(tmp_path / clone / '.venv') == [cmake]
+        exports[clone] = cmake.read_text()
+    for clone, text in exports.items():
+        assert '/opt/python' not in text and f'{tmp_path / clone}/.venv/lib/python3.11/site-packages/numpy' in text
+    commands = [line for line in (REPO_ROOT / 'scripts' / 'bootstrap.sh').read_text().splitlines()
+                if not line.lstrip().startswith('#')]
+    assert not [line for line in commands if '/opt' in line]
+    venv_exports = list((REPO_ROOT / '.venv' / 'share').glob('*/cmake/*rosidl_generator_pyExport.cmake'))
+    assert venv_exports and not [path for path in venv_exports if '/opt/python' in path.read_text()]

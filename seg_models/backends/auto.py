@@ -28,6 +28,7 @@ from seg_models.backends.availability import unusable_reason
 from seg_models.backends.base import Backend, BackendError
 from seg_models.configs import DEFAULT_INPUT_SIZE, BackendSettings
 from seg_models.deploy.engine_cache import EngineCache
+from seg_models.deploy.progress import announced
 
 LOGGER = logging.getLogger(__name__)
 
@@ -113,8 +114,9 @@ def measured_backend(graph, settings: BackendSettings, cache: EngineCache,
     def measure(path: Path) -> None:
         for name in usable:
             created[name] = create(name)
-        LOGGER.info('backend auto: timing %s on this model (%d interleaved rounds)', ', '.join(usable), TIMED_ROUNDS)
-        timings = interleaved_timings(created, batch)
+        with announced(f'backend auto: timing {", ".join(usable)} on this model ({TIMED_ROUNDS} interleaved rounds)',
+                       'once per model and machine; seconds for DeepLabv3+, about a minute for Mask R-CNN on 2 cores'):
+            timings = interleaved_timings(created, batch)
         for name, milliseconds in timings.items():
             LOGGER.info('backend auto: %s takes %.1f ms per batch of %d (median)', name, milliseconds, batch.shape[0])
         path.write_text(json.dumps({'timings_ms': timings, 'chosen': min(timings, key=timings.get),

@@ -117,8 +117,24 @@ class OutputCollector(Node):
         store[stamp_key(msg.header)] = msg
 
 
-def _wait(collector: OutputCollector, processes: NodeProcesses, condition, timeout: float, what: str) -> None:
-    if not spin_until(collector, condition, timeout, processes.check_alive):
+STARTUP_NOTE = ('the first start exports each model to ONNX and times the backends, about 2 minutes on a '
+                '2-core CPU; later starts take seconds')
+HEARTBEAT_SEC = 15.0
+
+
+def _wait(collector: OutputCollector, processes: NodeProcesses, condition, timeout: float, what: str,
+          note: str = '') -> None:
+    """Spin until ``condition``; with a ``note``, say every ``HEARTBEAT_SEC`` how long it has been."""
+    started = last = time.monotonic()
+
+    def check() -> None:
+        nonlocal last
+        processes.check_alive()
+        if note and time.monotonic() - last >= HEARTBEAT_SEC:
+            last = time.monotonic()
+            print(f'run_pipeline: waiting for the {what}: {last - started:.0f} s ({note})', flush=True)
+
+    if not spin_until(collector, condition, timeout, check):
         raise TimeoutError(f'no {what} within {timeout:.0f} s')
 
 
@@ -141,8 +157,10 @@ def run(sources: Sequence[str], output: Path, config: Path, cameras: Sequence[Ru
     latencies = []
     try:
         with NodeProcesses(commands) as processes:
+            print(f'run_pipeline: starting {", ".join(node.name for node in DRIVING_PIPELINE)} ({STARTUP_NOTE})',
+                  flush=True)
             _wait(collector, processes, collector.ready, STARTUP_TIMEOUT_SEC,
-                  'pipeline start (label sets and camera subscriptions)')
+                  'pipeline start (label sets and camera subscriptions)', note=STARTUP_NOTE)
             for camera_frames in tqdm(frames, desc='frames', unit='frame'):
                 header = Header(stamp=collector.get_clock().now().to_msg(), frame_id='camera')
                 key = stamp_key(header)
