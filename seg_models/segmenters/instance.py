@@ -153,7 +153,7 @@ def build_instance_network(config: InstanceModelConfig, network_classes: list[st
     with reproducible_untrained_weights():
         network = mask_rcnn(config.architecture, len(network_classes), max_detections=config.max_detections)
     if not config.checkpoint:
-        LOGGER.warning(UNTRAINED_WARNING)
+        LOGGER.warning('%s %s %s', '*' * 20, UNTRAINED_WARNING, '*' * 20)
         return network, ''
     load_state_dict_strict(network, strip_wrapper_prefix(read_state_dict(config.checkpoint)), config.checkpoint)
     return network, config.checkpoint

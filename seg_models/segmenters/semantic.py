@@ -126,7 +126,7 @@ def build_semantic_network(config: SemanticModelConfig, label_set: LabelSet) -> 
                          f'known: {", ".join(DEEPLABV3PLUS_ARCHITECTURES)}')
     build = DEEPLABV3PLUS_ARCHITECTURES[config.architecture]
     if not config.checkpoint:
-        LOGGER.warning(UNTRAINED_WARNING)
+        LOGGER.warning('%s %s %s', '*' * 20, UNTRAINED_WARNING, '*' * 20)
         with reproducible_untrained_weights():
             return build(label_set.num_classes, config.output_stride), ''
     checkpoint_format, state_dict = import_deeplabv3plus(read_state_dict(config.checkpoint))

@@ -26,7 +26,7 @@ from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
 from seg_models.data.labels import LABEL_SETS, get_label_set
 from seg_models.data.visualize import draw_instances
 from seg_models.models.maskrcnn import MASK_RCNN_ARCHITECTURES
-from seg_models.segmenters.instance import UNTRAINED_WARNING, InstanceSegmenter, create_instance_segmenter
+from seg_models.segmenters.instance import InstanceSegmenter, create_instance_segmenter
 from seg_models.segmenters.instance_postprocess import InstanceResult
 from seg_perception.messages.images import array_to_image_msg
 from seg_perception.messages.instances import instances_to_msg
@@ -98,7 +98,6 @@ class InstancePublishers:
 class InstanceProcessor(SegmenterProcessor):
     """Mask R-CNN and its output messages."""
 
-    untrained_warning = UNTRAINED_WARNING
     config_from_parameters = staticmethod(instance_config_from_parameters)
     answer_type = InstanceMaskArray  # what its main output carries
 

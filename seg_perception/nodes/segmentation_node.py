@@ -49,7 +49,6 @@ class SegmenterProcessor:
     transitions, never from a constructor. Subclasses set ``config`` (a seg_models model config).
     """
 
-    untrained_warning = ''  # the model's warning text, shown framed in stars when no checkpoint is given
     config: Any  # SemanticModelConfig or InstanceModelConfig
 
     def __init__(self, node: Node, model_name: str, label_info_threshold: float) -> None:
@@ -97,9 +96,7 @@ class SegmenterProcessor:
         if self.segmenter is not None:
             return
         self.segmenter = self.create_segmenter()
-        self.is_trained = self.segmenter.is_trained
-        if not self.is_trained:
-            self._node.get_logger().warning('*' * 20 + ' ' + self.untrained_warning + ' ' + '*' * 20)
+        self.is_trained = self.segmenter.is_trained  # untrained: seg_models said so loudly, once
         backend = self.segmenter.backend
         self._description = {
             'backend': backend.name, 'device': backend.device, 'precision': backend.precision,

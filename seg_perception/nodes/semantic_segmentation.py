@@ -27,7 +27,7 @@ from sensor_msgs.msg import Image
 from seg_models.configs import SemanticModelConfig, build_config
 from seg_models.data.labels import LABEL_SETS
 from seg_models.data.visualize import colorize, overlay
-from seg_models.segmenters.semantic import (SEMANTIC_ARCHITECTURES, UNTRAINED_WARNING, SemanticResult,
+from seg_models.segmenters.semantic import (SEMANTIC_ARCHITECTURES, SemanticResult,
                                             SemanticSegmenter, create_semantic_segmenter)
 from seg_perception.messages.images import array_to_image_msg, class_ids_to_image_msg, confidence_to_image_msg
 from seg_perception.messages.topics import (COLOR_OUTPUT, CONFIDENCE_OUTPUT, OVERLAY_OUTPUT, SEMANTIC_NODE,
@@ -82,7 +82,6 @@ class SemanticPublishers:
 class SemanticProcessor(SegmenterProcessor):
     """The semantic model and its output messages."""
 
-    untrained_warning = UNTRAINED_WARNING
     config_from_parameters = staticmethod(semantic_config_from_parameters)
     answer_type = Image  # what its main output carries
 

@@ -64,9 +64,25 @@ class StopRequest:
         return self
 
 
+class RosLogHandler(logging.Handler):
+    """Python logging (seg_models, the libraries) through rclpy's logger of the same name: one format
+    and one stream for everything a node says, as ROS tools expect."""
+
+    LEVELS = ((logging.ERROR, 'error'), (logging.WARNING, 'warning'), (logging.INFO, 'info'))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        method = next((name for level, name in self.LEVELS if record.levelno >= level), 'debug')
+        try:
+            getattr(rclpy.logging.get_logger(record.name), method)(self.format(record))
+        except Exception:  # noqa: BLE001 - a log line must never take the node down
+            self.handleError(record)
+
+
 def run_node(node_factory: Callable[[], Node], args=None) -> int:
     """Create the node, spin it until SIGINT, SIGTERM or shutdown; returns the process exit code."""
-    logging.basicConfig(level=logging.INFO, format='[%(levelname)s] [%(name)s]: %(message)s')
+    handler = RosLogHandler()
+    handler.setFormatter(logging.Formatter('%(message)s'))  # rclpy adds severity, time and logger name
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logger = rclpy.logging.get_logger('seg_perception')
     stop = StopRequest().install()
     use_large_images_profile(os.environ)  # before the first participant: camera-sized messages arrive
