@@ -15,7 +15,7 @@ setup(
         ('share/' + PACKAGE_NAME + '/launch', glob('launch/*.launch.py')),
         ('share/' + PACKAGE_NAME + '/config', glob('config/*.yaml') + glob('config/*.xml')),
     ],
-    package_data={'seg_models.data': ['label_sets/*.yaml']},
+    package_data={'seg_models.data': ['label_sets/*.yaml', 'weights/*.safetensors', 'weights/*.md']},
     install_requires=['setuptools'],
     zip_safe=True,
     maintainer='seg_perception maintainers',

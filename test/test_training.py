@@ -16,7 +16,9 @@ import torch
 from dataset_folders import write_cityscapes_folder
 from seg_models.cli import main
 from seg_models.configs import InstanceModelConfig, SemanticModelConfig, build_config
-from seg_models.training.checkpointing import CheckpointFolder, read_model_card
+from seg_models.checkpoints.model_card import read_model_card
+from seg_models.checkpoints.reading import CheckpointError
+from seg_models.training.checkpointing import CheckpointFolder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY = ['--iterations', '4', '--batch-size', '2', '--crop-size', '64', '96', '--workers', '0', '--device', 'cpu',
@@ -61,10 +63,37 @@ def test_a_few_iterations_give_weights_with_a_model_card_that_the_segmenter_load
     assert card['licence'] == 'CC BY-NC 4.0' and 0 <= card['validation']['miou'] <= 1
     assert 'Validation' in (run / 'model_card.md').read_text()
     assert list((run / 'tensorboard').glob('events.out.tfevents.*'))
+    # label set and input size left at their defaults: the model card's are taken
     segmenter = create_semantic_segmenter(build_config(SemanticModelConfig, dict(
-        checkpoint=str(run / 'model.safetensors'), label_set='camvid', backend='pytorch'), input_size=(72, 96)))
-    result = segmenter.segment([np.zeros((72, 96, 3), np.uint8)])[0]
-    assert result.class_ids.shape == (72, 96) and segmenter.is_trained
+        checkpoint=str(run / 'model.safetensors'), backend='pytorch')))
+    assert segmenter.label_set.name == 'camvid' and segmenter.transform.input_size == (72, 96)
+    result = segmenter.segment([np.zeros((36, 48, 3), np.uint8)])[0]
+    assert result.class_ids.shape == (36, 48) and segmenter.is_trained
+    with pytest.raises(CheckpointError, match='was trained as label_set camvid .* but label_set is mapillary_vistas'):
+        create_semantic_segmenter(SemanticModelConfig(checkpoint=str(run / 'model.safetensors'),
+                                                      label_set='mapillary_vistas'))
+
+
+def test_without_a_checkpoint_the_shipped_demo_model_serves_unless_asked_otherwise(camvid_folder, tmp_path,
+                                                                                    monkeypatch, caplog):
+    from seg_models.checkpoints import model_card
+    from seg_models.checkpoints.model_card import resolved_semantic_config
+
+    run = tmp_path / 'run'
+    assert train('--data', camvid_folder, '--output', run, *TINY, '--val-split', '',
+                 '--architecture', 'deeplabv3plus_mobilenet_v3_large') == 0
+    monkeypatch.setattr(model_card, 'demo_weights', lambda: run / 'model.safetensors')
+    demo = resolved_semantic_config(SemanticModelConfig())
+    assert (demo.checkpoint, demo.label_set, demo.input_size) == (str(run / 'model.safetensors'), 'camvid', (72, 96))
+    for asked in (dict(label_set='mapillary_vistas'), dict(output_stride=8), dict(model_metadata='byo.yaml')):
+        assert resolved_semantic_config(SemanticModelConfig(**asked)).checkpoint == ''  # untrained, as asked
+    sized = resolved_semantic_config(SemanticModelConfig(input_size=(64, 64)))
+    assert sized.input_size == (64, 64)  # a size given is kept
+    from seg_models.segmenters.semantic import create_semantic_segmenter
+
+    segmenter = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='pytorch')))
+    assert segmenter.is_trained and segmenter.label_set.name == 'camvid'
+    assert 'DEMO MODEL' in caplog.text and 'CC BY-NC 4.0' in caplog.text and 'UNTRAINED' not in caplog.text
 
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(camvid_folder, tmp_path):

@@ -17,6 +17,7 @@ import torch
 from seg_models.backends.base import Backend, CallTime, release_host_memory
 from seg_models.backends.factory import create_backend
 from seg_models.checkpoints.formats import import_deeplabv3plus
+from seg_models.checkpoints.model_card import DEMO_NOTICE, is_demo_weights, resolved_semantic_config
 from seg_models.checkpoints.reading import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
 from seg_models.configs import DEFAULT_INPUT_SIZE, SemanticFilter, SemanticModelConfig
 from seg_models.data.labels import LabelSet, get_label_set
@@ -129,6 +130,8 @@ def build_semantic_network(config: SemanticModelConfig, label_set: LabelSet) -> 
         LOGGER.warning('%s %s %s', '*' * 20, UNTRAINED_WARNING, '*' * 20)
         with reproducible_untrained_weights():
             return build(label_set.num_classes, config.output_stride), ''
+    if is_demo_weights(config.checkpoint):
+        LOGGER.warning('%s %s %s', '*' * 20, DEMO_NOTICE, '*' * 20)
     checkpoint_format, state_dict = import_deeplabv3plus(read_state_dict(config.checkpoint))
     LOGGER.info('checkpoint %s is in %s format (head layout %s)', config.checkpoint, checkpoint_format.name,
                 checkpoint_format.head_layout)
@@ -139,7 +142,9 @@ def build_semantic_network(config: SemanticModelConfig, label_set: LabelSet) -> 
 
 def semantic_deployment(config: SemanticModelConfig) -> tuple[DeploymentGraph, LabelSet, str]:
     """(the deployment graph, its label set, the weights source) for ``config``: what a backend is
-    created from, and what ``seg-models build --onnx-only`` converts without creating one."""
+    created from, and what ``seg-models build --onnx-only`` converts without creating one. Settings
+    the weights' model card fixes are taken from it (the demo model without a checkpoint)."""
+    config = resolved_semantic_config(config)
     label_set = get_label_set(config.label_set)
     network, weights_source = build_semantic_network(config, label_set)
     class_id_dtype = torch.uint8 if label_set.class_id_dtype == np.uint8 else torch.int32
@@ -151,6 +156,7 @@ def create_semantic_segmenter(config: SemanticModelConfig) -> SemanticSegmenter:
     """Build network, weights and backend from ``config``, logging which backend was chosen and why."""
     if config.model_metadata:
         return _external_segmenter(config)
+    config = resolved_semantic_config(config)
     deployment, label_set, weights_source = semantic_deployment(config)
     backend = create_backend(deployment, config.deployment)
     del deployment

@@ -19,7 +19,8 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-MODEL_CARD_KEY = 'seg_models.model_card'
+from seg_models.checkpoints.model_card import MODEL_CARD_KEY
+
 LAST = 'last.json'
 KEEP = 2  # periodic checkpoints kept besides the newest
 
@@ -51,21 +52,6 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor], model_card: di
     with atomic_path(path) as temporary:
         save_file(tensors, str(temporary), metadata={MODEL_CARD_KEY: json.dumps(model_card)})
     return path
-
-
-def read_model_card(path: str | Path) -> dict:
-    """The model card in a safetensors file's metadata ({} for other files or none)."""
-    path = Path(path)
-    if path.suffix != '.safetensors' or not path.is_file():
-        return {}
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework='pt') as weights:
-            metadata = weights.metadata() or {}
-        return json.loads(metadata.get(MODEL_CARD_KEY, '{}'))
-    except (SafetensorError, OSError, ValueError):
-        return {}
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def train_on_ray(settings: TrainingSettings, address: str, workers: int, gpus_pe
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from seg_models.training.checkpointing import read_model_card
+    from seg_models.checkpoints.model_card import read_model_card
 
     ray.init(address=None if address == 'local' else address, ignore_reinit_error=True, log_to_driver=True)
     trainer = TorchTrainer(
