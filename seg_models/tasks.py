@@ -27,7 +27,7 @@ class Task:
     name: str
     description: str
     config_type: type  # a dataclass of every setting (seg_models.configs), defaults included
-    #: ``module:function`` taking a config and returning a segmenter (``segment(images)``)
+    #: ``module:function`` taking a config and returning a segmenter (``segment(images)``, ``is_trained``)
     segmenter_factory: str
     #: ``module:function`` taking a config and returning (DeploymentGraph, ...): what is exported
     #: and converted without creating a backend (``seg-models export``, ``build --onnx-only``)
@@ -35,6 +35,9 @@ class Task:
     #: ``module:function`` (reference results, other results, segmenter) -> one line saying how
     #: closely they agree (``seg-models bench --precisions``)
     agreement: str
+    #: ``module:function`` taking a config and returning it with what its weights fix filled in (the
+    #: model card's settings, the shipped demo model); '' where the config is taken as it is
+    resolve: str = ''
 
     @property
     def default_label_set(self) -> str:
@@ -54,6 +57,12 @@ class Task:
     def describe_agreement(self, reference: Any, results: Any, segmenter: Any) -> str:
         return _resolve(self.agreement)(reference, results, segmenter)
 
+    def weights_source(self, config: Any) -> str:
+        """Where ``config``'s weights come from (a checkpoint, a bring-your-own model, the demo
+        model); '' for untrained weights, whose outputs mean nothing."""
+        config = _resolve(self.resolve)(config) if self.resolve else config
+        return config.checkpoint or getattr(config, 'model_metadata', '')
+
 
 TASKS: dict[str, Task] = {
     'semantic': Task(
@@ -61,7 +70,8 @@ TASKS: dict[str, Task] = {
         config_type=SemanticModelConfig,
         segmenter_factory='seg_models.segmenters.semantic:create_semantic_segmenter',
         deployment='seg_models.segmenters.semantic:semantic_deployment',
-        agreement='seg_models.bench.fidelity:semantic_agreement'),
+        agreement='seg_models.bench.fidelity:semantic_agreement',
+        resolve='seg_models.checkpoints.model_card:resolved_semantic_config'),
     'instance': Task(
         name='instance', description='Mask R-CNN: a box, class, score and mask per object',
         config_type=InstanceModelConfig,

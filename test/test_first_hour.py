@@ -257,3 +257,22 @@ def test_ros_cmake_exports_name_this_clones_venv_not_a_shared_path(tmp_path):
     assert not [line for line in commands if '/opt' in line]
     venv_exports = list((REPO_ROOT / '.venv' / 'share').glob('*/cmake/*rosidl_generator_pyExport.cmake'))
     assert venv_exports and not [path for path in venv_exports if '/opt/python' in path.read_text()]
+
+
+def test_reports_say_when_the_weights_were_untrained(capsys):
+    from seg_models.bench.backend_comparison import BenchRow, print_comparison
+    from seg_perception.evaluation.evaluate import untrained_nodes
+    from seg_perception.evaluation.fleet_worker import FleetModel
+    from seg_perception.evaluation.report import untrained_note
+
+    statuses = {'semantic_segmentation: camera pipeline': {'trained weights': 'true'},
+                'instance_segmentation: camera pipeline': {'trained weights': 'false'},
+                'instance_segmentation: inference': {'trained weights': 'false'}}
+    assert untrained_nodes(statuses) == ['instance_segmentation']
+    assert untrained_note(['instance_segmentation']).startswith('UNTRAINED weights (instance_segmentation)')
+    model = FleetModel(tasks=('instance',))
+    assert model.untrained_tasks() == ['instance']
+    assert FleetModel(tasks=('instance',), checkpoints=(('instance_checkpoint', __file__),)).untrained_tasks() == []
+    print_comparison([BenchRow('onnxruntime on cpu (fp32)', 10.0, 9.0, 'itself under noise: 100.00% identical', False),
+                      BenchRow('onnxruntime on cpu (fp16)', 9.0, 8.0, '100.00% identical pixels', False)], 'semantic')
+    assert 'UNTRAINED weights (no --checkpoint)' in capsys.readouterr().out

@@ -24,6 +24,7 @@ class BenchRow:
     median_ms: float
     min_ms: float
     agreement: str  # with the same backend's fp32 (fp32: with itself under sensor noise)
+    trained: bool = True  # untrained weights answer near-constantly: any precision "agrees"
 
 
 def bench_frames(folder: Optional[str], size: tuple[int, int], count: int) -> list[np.ndarray]:
@@ -68,7 +69,7 @@ def compare_backends(task: Task, config_for: Callable[[str, str], Any], backends
             else:
                 agreement = '' if fp32_results is None else task.describe_agreement(fp32_results, results, segmenter)
             rows.append(BenchRow(segmenter.backend.describe(), float(np.median(timings)) * 1000,
-                                 float(np.min(timings)) * 1000, agreement))
+                                 float(np.min(timings)) * 1000, agreement, segmenter.is_trained))
             del segmenter
     return rows
 
@@ -81,3 +82,6 @@ def print_comparison(rows: Sequence[BenchRow], title: str) -> None:
     for row in rows:
         print(f'{row.backend:<40} {row.median_ms:>10.1f} {row.min_ms:>10.1f} {baseline / row.median_ms:>21.2f}x  '
               f'{row.agreement}')
+    if not all(row.trained for row in rows) and any(row.agreement for row in rows):
+        print('note: UNTRAINED weights (no --checkpoint): such a network answers nearly the same whatever the input, '
+              'so the agreement figures above mean nothing; pass --checkpoint (and real --frames) to measure them')

@@ -6,6 +6,7 @@ waits for every node's outputs for it (nothing is dropped) and writes them to di
 
     OUTPUT/labels/<frame>.png      class ids (mono8 PNG, lossless; the label set's ignore id = unlabeled)
     OUTPUT/color/<frame>.png       palette view of the class ids
+    OUTPUT/overlay/<frame>.png     the class colours blended over the camera frame
     OUTPUT/instances/<frame>.png   Mask R-CNN instances drawn on the frame (masks, boxes, classes)
 
 With several cameras (the nodes' ``cameras`` parameter, from the parameter file or ``--cameras``)
@@ -27,29 +28,33 @@ import numpy as np
 import rclpy
 import yaml
 from rclpy.node import Node
+from diagnostic_msgs.msg import DiagnosticArray
 from seg_perception_msgs.msg import InstanceMaskArray
 from seg_perception_msgs.msg import LabelSet as LabelSetMsg
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from tqdm import tqdm
 
+from seg_models.checkpoints.model_card import is_demo_weights
 from seg_models.data.frame_sources import SYNTHETIC, open_frames
 from seg_perception.bringup.driving_pipeline import CONFIG_FILE, CONFIG_PATH, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
-from seg_perception.messages.topics import (CAMERA_INPUT, COLOR_OUTPUT, COMPRESSED_SUFFIX, DEFAULT_CAMERAS,
+from seg_perception.messages.topics import (CAMERA_INPUT, COLOR_OUTPUT, COMPRESSED_SUFFIX, DEFAULT_CAMERAS, DIAGNOSTICS,
+                                            DIAGNOSTICS_QOS,
                                             INSTANCE_NODE, INSTANCE_OUTPUT, LABEL_INFO_QOS, LABEL_INFO_SUFFIX,
                                             OUTPUT_QOS, OVERLAY_OUTPUT, SEMANTIC_NODE, SEMANTIC_OUTPUT,
                                             camera_namespace, camera_output_topic, stamp_key)
 from seg_perception.package_share import data_path
+from seg_perception.runtime.diagnostics import status_values
 
 STARTUP_TIMEOUT_SEC = 300.0
 FRAME_TIMEOUT_SEC = 120.0
 
 # Image outputs kept per frame: folder -> (node, output). Subscribing to them also wakes the lazy nodes.
 IMAGE_OUTPUTS = {'labels': (SEMANTIC_NODE, SEMANTIC_OUTPUT), 'color': (SEMANTIC_NODE, COLOR_OUTPUT),
-                 'instances': (INSTANCE_NODE, OVERLAY_OUTPUT)}
+                 'overlay': (SEMANTIC_NODE, OVERLAY_OUTPUT), 'instances': (INSTANCE_NODE, OVERLAY_OUTPUT)}
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ class OutputCollector(Node):
         self.label_sets: dict[tuple[str, str], LabelSetMsg] = {}  # (camera topic, node) -> label set
         self.images = [{folder: {} for folder in IMAGE_OUTPUTS} for _ in cameras]
         self.instance_counts: list[dict[tuple[int, int], int]] = [{} for _ in cameras]
+        self.weights: dict[str, str] = {}  # node -> its weights, as its /diagnostics status says them
+        self.create_subscription(DiagnosticArray, DIAGNOSTICS, self._on_diagnostics, DIAGNOSTICS_QOS)
         for camera, images, counts in zip(cameras, self.images, self.instance_counts):
             for node in DRIVING_PIPELINE:
                 self.create_subscription(LabelSetMsg, camera.output(node.name, node.output) + LABEL_INFO_SUFFIX,
@@ -115,6 +122,12 @@ class OutputCollector(Node):
     @staticmethod
     def _keep(store: dict, msg: Image) -> None:
         store[stamp_key(msg.header)] = msg
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            values = status_values(status)
+            if 'weights' in values:
+                self.weights[status.name.split(':')[0]] = values['weights']
 
 
 STARTUP_NOTE = ('the first start exports each model to ONNX and times the backends, about 2 minutes on a '
@@ -182,12 +195,33 @@ def run(sources: Sequence[str], output: Path, config: Path, cameras: Sequence[Ru
         collector.destroy_node()
         rclpy.try_shutdown()
     if written:
-        label_set = collector.label_sets[(cameras[0].topic, SEMANTIC_NODE)].name
-        folders = ', '.join(str(camera.folder) for camera in cameras)
-        print(f'{written} frames segmented per camera, {len(cameras)} cameras (label set {label_set}), {instances} '
-              f'instances found; median time per frame {np.median(latencies) * 1000:.0f} ms; outputs (labels/, '
-              f'color/, instances/) in {folders}')
+        print(summary(written, cameras, collector.label_sets[(cameras[0].topic, SEMANTIC_NODE)].name, instances,
+                      float(np.median(latencies)), collector.weights))
     return written
+
+
+def _count(number: int, noun: str) -> str:
+    return f'{number} {noun}' + ('' if number == 1 else 's')
+
+
+def summary(frames: int, cameras: Sequence[RunnerCamera], label_set: str, instances: int, seconds_per_frame: float,
+            weights: dict[str, str]) -> str:
+    """What the run did, in plain words, with what each node's weights are (untrained said plainly)."""
+    lines = [f'{_count(frames, "frame")} segmented from {_count(len(cameras), "camera")} (label set {label_set}), '
+             f'{_count(instances, "instance")} found; median time per frame {seconds_per_frame * 1000:.0f} ms; '
+             f'outputs ({", ".join(folder + "/" for folder in IMAGE_OUTPUTS)}) in '
+             f'{", ".join(str(camera.folder) for camera in cameras)}']
+    for node in DRIVING_PIPELINE:
+        source = weights.get(node.name, 'unknown')
+        if source == 'untrained':
+            lines.append(f'{node.name}: UNTRAINED (random) weights, its outputs are meaningless; give it a checkpoint '
+                         f'(--{node.checkpoint_argument.replace("_", "-")})')
+        elif is_demo_weights(source):
+            lines.append(f'{node.name}: the shipped demo model, trained on CamVid (CC BY-NC 4.0: non-commercial; a '
+                         f'demo, not a driving model)')
+        else:
+            lines.append(f'{node.name}: weights {source}')
+    return '\n'.join(lines)
 
 
 def configured_cameras(config: Path) -> list[str]:

@@ -68,7 +68,7 @@ def command_replay(args: argparse.Namespace) -> int:
 
 def command_evaluate(args: argparse.Namespace) -> int:
     from seg_perception.evaluation.evaluate import evaluate
-    from seg_perception.evaluation.report import write_report
+    from seg_perception.evaluation.report import untrained_note, write_report
 
     results, evaluations = evaluate(args.result_bag, camera_topics=args.camera_topic or ())
     report = write_report(results, evaluations, args.report)
@@ -82,11 +82,14 @@ def command_evaluate(args: argparse.Namespace) -> int:
     cameras = f' from {len(results["cameras"])} cameras' if 'cameras' in results else ''
     print(f'{results["frames"]["replayed"]} frames{cameras}; {", ".join(headline) or "no ground truth"}; '
           f'report: {report}')
+    if results.get('untrained_nodes'):
+        print(untrained_note(results['untrained_nodes']))
     return 0
 
 
 def command_evaluate_fleet(args: argparse.Namespace) -> int:
     from seg_perception.evaluation.fleet import FleetSettings, fleet_bags, headline, run_fleet, write_fleet_report
+    from seg_perception.evaluation.report import untrained_note
     from seg_perception.evaluation.fleet_worker import FleetModel
 
     bags = fleet_bags(args.bags)
@@ -101,12 +104,15 @@ def command_evaluate_fleet(args: argparse.Namespace) -> int:
                              domain_id_base=args.domain_id_base)
     started = time.perf_counter()
     report = run_fleet(bags, settings)
+    report['untrained_tasks'] = model.untrained_tasks()
     path = write_fleet_report(report, args.report)
     cached = sum(row['cached'] for row in report['bags'])
     overall = report.get('overall')
     figures = f'{overall["frames"]} frames, {headline(overall)}' if overall else 'no frames scored'
     print(f'{len(report["bags"])} bags evaluated ({cached} from the cache), {len(report["errors"])} not; {figures}; '
           f'{time.perf_counter() - started:.1f} s; report: {path}')
+    if report['untrained_tasks']:
+        print(untrained_note(report['untrained_tasks']))
     return 0
 
 

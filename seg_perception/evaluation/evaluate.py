@@ -205,7 +205,8 @@ class Evaluation:
         frames = len(contents.published_ns)
         results: dict[str, Any] = {
             'bag': str(self.bag), 'ground_truth': vars(contents.info), 'replay': contents.replay,
-            'frames': {'replayed': frames}, 'latency': {}, 'throughput_fps': {}, 'nodes': contents.node_status}
+            'frames': {'replayed': frames}, 'latency': {}, 'throughput_fps': {}, 'nodes': contents.node_status,
+            'untrained_nodes': untrained_nodes(contents.node_status)}
         latencies = self.latencies_ms()
         for topic, arrivals in contents.arrivals_ns.items():
             matched = {key: arrival for key, arrival in arrivals.items() if key in contents.published_ns}
@@ -217,6 +218,12 @@ class Evaluation:
         results.update(semantic_results(self.confusion, self.semantic_target, self.scored['semantic']))
         results.update(official_results(self.cityscapes.select(self.topics.frame_prefix), self.scored['instances']))
         return results
+
+
+def untrained_nodes(node_status: dict[str, dict[str, str]]) -> list[str]:
+    """The nodes whose /diagnostics say their weights are untrained (recorded in the result bag)."""
+    return sorted({name.split(':')[0] for name, values in node_status.items()
+                   if values.get('trained weights') == 'false'})
 
 
 def semantic_results(confusion: Optional[np.ndarray], target: Optional[LabelSet], frames: int) -> dict:
@@ -248,7 +255,7 @@ def combined_results(bag: Path, evaluations: list[Evaluation], cityscapes: Citys
     results: dict[str, Any] = {
         'bag': str(bag), 'ground_truth': first['ground_truth'], 'replay': first['replay'],
         'frames': {'replayed': sum(camera['frames']['replayed'] for camera in per_camera.values())},
-        'latency': {}, 'throughput_fps': {}, 'nodes': first['nodes']}
+        'latency': {}, 'throughput_fps': {}, 'nodes': first['nodes'], 'untrained_nodes': first['untrained_nodes']}
     for camera in per_camera.values():
         for key in ('latency', 'throughput_fps'):
             results[key].update(camera[key])

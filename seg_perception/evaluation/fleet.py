@@ -27,7 +27,7 @@ import numpy as np
 from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag
 from seg_perception.evaluation.fleet_worker import FleetModel, Predictor, evaluate_bag, use_own_ros_domain
 from seg_models.bench.metrics import instance_scores_from_matches, pooled_matches, scores_from_confusion
-from seg_perception.evaluation.report import percent
+from seg_perception.evaluation.report import percent, untrained_note
 
 CACHE_FORMAT = 2  # bump when a cached per-bag result changes meaning
 # A file path: the first worker to find it missing creates it and dies, so the restart and the
@@ -239,6 +239,8 @@ def write_fleet_report(report: dict, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'report.json').write_text(json.dumps(report, indent=1))
     lines = ['# Fleet evaluation', '']
+    if report.get('untrained_tasks'):
+        lines += [f'**{untrained_note(report["untrained_tasks"])}.**', '']
     if 'overall' in report:
         lines += [f'{len(report["bags"])} bags, {report["overall"]["frames"]} frames: {headline(report["overall"])} '
                   f'(confusion matrices summed and instance matches pooled over every bag and camera).', '']

@@ -97,6 +97,13 @@ class FleetModel:
         config = pipeline_node(task).node_type().processor_type.config_from_parameters(self.node_parameters(task))
         return get_task(task).create_segmenter(config)
 
+    def untrained_tasks(self) -> list[str]:
+        """The tasks whose model runs with untrained weights: their scores mean nothing."""
+        if self.predictor != 'model':
+            return []
+        return [task for task in self.tasks if not get_task(task).weights_source(
+            pipeline_node(task).node_type().processor_type.config_from_parameters(self.node_parameters(task)))]
+
     def cache_key(self) -> dict:
         """What a bag's result depends on besides the bag: mode, predictor and, per task, the node's
         parameters and its checkpoint's bytes."""

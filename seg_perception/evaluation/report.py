@@ -18,6 +18,12 @@ from seg_perception.evaluation.evaluate import Evaluation  # noqa: E402
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set  # noqa: E402
 
 
+def untrained_note(names: Sequence[str]) -> str:
+    """The line every report and summary carries when a model ran with untrained weights."""
+    return (f'UNTRAINED weights ({", ".join(names)}): these predictions are random and their scores say nothing '
+            f'about a model; give the node a checkpoint')
+
+
 def percent(value: Optional[float]) -> str:
     """A fraction as a percentage for reports; n/a where there was nothing to score."""
     return 'n/a' if value is None else f'{100 * value:.1f}%'
@@ -108,6 +114,8 @@ def write_report(results: dict, evaluations: Sequence[Evaluation], folder: Path)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'report.json').write_text(json.dumps(results, indent=2))
     lines = [f'# Evaluation of `{results["bag"]}`', '']
+    if results.get('untrained_nodes'):
+        lines += [f'**{untrained_note(results["untrained_nodes"])}.**', '']
     info, replay = results['ground_truth'], results['replay']
     lines += [f'Ground truth: {info["dataset"]} ({info["label_set"] or "no labels"}). Replay: '
               f'{replay.get("mode", "?")}, {results["frames"]["replayed"]} frames.', '']
