@@ -276,3 +276,20 @@ def test_reports_say_when_the_weights_were_untrained(capsys):
     print_comparison([BenchRow('onnxruntime on cpu (fp32)', 10.0, 9.0, 'itself under noise: 100.00% identical', False),
                       BenchRow('onnxruntime on cpu (fp16)', 9.0, 8.0, '100.00% identical pixels', False)], 'semantic')
     assert 'UNTRAINED weights (no --checkpoint)' in capsys.readouterr().out
+
+
+def test_a_frame_too_large_for_a_camera_size_network_is_refused_before_it_runs():
+    from seg_models.configs import SemanticModelConfig, build_config
+    from seg_models.segmenters.semantic import CAMERA_SIZE_MAX_PIXELS, create_semantic_segmenter
+
+    camera_size = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='pytorch',
+                                                                                   label_set='mapillary_vistas'),
+                                                         input_size=None))
+    assert camera_size.frame_problem((1080, 1920)) is None
+    problem = camera_size.frame_problem((4000, 4000))
+    assert problem.startswith('4000x4000 frame not run: the network runs at camera size') and '5.4 GB' in problem
+    assert str(CAMERA_SIZE_MAX_PIXELS) in problem
+    fixed = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='pytorch',
+                                                                             label_set='mapillary_vistas'),
+                                                   input_size=(64, 96)))
+    assert fixed.frame_problem((4000, 4000)) is None  # resized to the network input: any frame runs

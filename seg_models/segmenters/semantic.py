@@ -30,6 +30,11 @@ from seg_models.segmenters.transform import CameraTransform
 LOGGER = logging.getLogger(__name__)
 
 SEMANTIC_ARCHITECTURES = tuple(DEEPLABV3PLUS_ARCHITECTURES)
+# A network run at camera size (input size None, opt-in) costs memory in proportion to the frame:
+# about 340 bytes a pixel for DeepLabv3+ MobileNetV3 on the CPU (a 4000x4000 frame took 5.4 GB).
+# Frames above this many pixels are refused at camera size; at a fixed input size any frame runs.
+CAMERA_SIZE_MAX_PIXELS = 2048 * 2048
+BYTES_PER_CAMERA_SIZE_PIXEL = 340
 UNTRAINED_WARNING = (
     'NO CHECKPOINT GIVEN: the network runs with UNTRAINED (random) weights and its outputs are '
     'meaningless. Pass a checkpoint to get real segmentation.')
@@ -68,6 +73,16 @@ class SemanticSegmenter:
     @property
     def is_trained(self) -> bool:
         return bool(self.weights_source)
+
+    def frame_problem(self, size: tuple[int, int]) -> Optional[str]:
+        """Why a frame of ``size`` (height, width) is not run, or None: at camera size, one above
+        ``CAMERA_SIZE_MAX_PIXELS`` would take gigabytes."""
+        height, width = size
+        if self.transform.input_size is not None or height * width <= CAMERA_SIZE_MAX_PIXELS:
+            return None
+        return (f'{width}x{height} frame not run: the network runs at camera size (input_height/input_width 0) and '
+                f'would need about {height * width * BYTES_PER_CAMERA_SIZE_PIXEL / 1e9:.1f} GB for it; frames above '
+                f'{CAMERA_SIZE_MAX_PIXELS} pixels run only at a fixed input size (set input_height/input_width)')
 
     def segment(self, images: Sequence[np.ndarray]) -> list[SemanticResult]:
         """Class ids (and confidence where the graph has it) for each image, at its resolution;

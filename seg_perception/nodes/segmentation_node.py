@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 
-from seg_models.backends.base import release_device_memory
+from seg_models.backends.base import release_device_memory, release_host_memory
 from seg_models.configs import build_config
 from seg_models.data.labels import LabelSet
 from seg_perception.messages.label_info import announce_label_set
@@ -38,6 +38,8 @@ from seg_perception.runtime.parameters import BACKEND_PARAMETERS, ParameterSpec,
 AUTOSTART = ParameterSpec('autostart', True, 'Configure and activate at start (ros2 run, launch); false: wait for '
                                              'lifecycle transitions (ros2 lifecycle set, a lifecycle manager).')
 
+
+LARGE_FRAME_PIXELS = 1920 * 1080  # above this, a frame's buffers are handed back to the system after it
 
 class SegmenterProcessor:
     """A task's model and outputs: loads its segmenter (again after a deactivate), warns loudly about
@@ -105,13 +107,22 @@ class SegmenterProcessor:
         self._node.get_logger().info(f'model {self.model_name}, label set {self.segmenter.label_set.name}, '
                                      f'backend {backend.describe()}')
 
+    def frame_problem(self, size: tuple[int, int]) -> Optional[str]:
+        """Why the model does not run a frame of ``size``, or None (e.g. too large at camera size)."""
+        check = getattr(self.segmenter, 'frame_problem', None)
+        return check(size) if check is not None else None
+
     def process(self, frames: Sequence[CameraFrame]) -> StageTimes:
-        """One batched model call for all frames (one per camera), then each frame's outputs."""
+        """One batched model call for all frames (one per camera), then each frame's outputs; after a
+        large frame the freed heap goes back to the system (glibc keeps it otherwise)."""
         started = time.perf_counter()
         results = self.segmenter.segment([frame.rgb for frame in frames])
         inferred = time.perf_counter()
         for frame, result in zip(frames, results):
             self.publish_result(self._camera_publishers[frame.camera], frame, result)
+        if max(frame.rgb.shape[0] * frame.rgb.shape[1] for frame in frames) > LARGE_FRAME_PIXELS:
+            del results
+            release_host_memory()
         return StageTimes(inference_ms=(inferred - started) * 1e3, backend_ms=self.segmenter.backend_time.ms,
                           publish_ms=(time.perf_counter() - inferred) * 1e3)
 

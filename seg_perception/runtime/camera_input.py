@@ -70,8 +70,8 @@ class StageTimes:
 class CameraInput:
     """Owned by a segmentation node; ``processor`` runs the model on batches of ``CameraFrame`` and
     publishes the results (``process(frames) -> StageTimes``), and describes itself for /diagnostics
-    (``is_trained``, ``description()``) and says how many frames one model call takes at most
-    (``max_batch``)."""
+    (``is_trained``, ``description()``), says how many frames one model call takes at most
+    (``max_batch``) and which frames it does not run (``frame_problem(size)``)."""
 
     def __init__(self, node: Node, settings: CameraInputSettings, processor: Any) -> None:
         self._node = node
@@ -175,6 +175,9 @@ class CameraInput:
                 msg = channel.deserialize(item.msg)
                 check_header(msg.header)
                 rgb = channel.convert(msg)
+                problem = self._processor.frame_problem(rgb.shape[:2])
+                if problem:
+                    raise ImageConversionError('too_large_for_network', problem)
             except ImageConversionError as error:
                 frame_id = msg.header.frame_id if error.kind != 'deserialize' else '?'
                 self._not_answered([item], error.kind, f'dropped image on {channel.input_topic} '
