@@ -71,6 +71,15 @@ def _plot_latency(latencies: dict[str, list[float]], path: Path) -> None:
     plt.close(figure)
 
 
+def titled(rgb: np.ndarray, title: str) -> np.ndarray:
+    """``rgb`` under a band with ``title`` written in it, for strips of panels side by side."""
+    band = np.full((max(18, rgb.shape[0] // 14), rgb.shape[1], 3), 255, np.uint8)
+    scale = band.shape[0] / 30
+    cv2.putText(band, title, (4, int(band.shape[0] * 0.75)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                max(1, round(scale * 1.5)), cv2.LINE_AA)
+    return np.concatenate([band, rgb], axis=0)
+
+
 def _overlay_frames(evaluation: Evaluation, folder: Path) -> list[str]:
     """Per chosen frame: camera | semantic prediction | semantic ground truth | instances, side by side."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,14 +89,16 @@ def _overlay_frames(evaluation: Evaluation, folder: Path) -> list[str]:
     truth_set = ground_truth_label_set(contents.info.label_set)
     for key, rgb in contents.overlay_frames.items():
         outputs = contents.overlay_outputs.get(key, {})
-        panels = [rgb]
+        panels = [titled(rgb, 'camera')]
         if topics.semantic_prediction in outputs and semantic_set is not None:
-            panels.append(overlay(rgb, outputs[topics.semantic_prediction], semantic_set))
+            prediction = overlay(rgb, outputs[topics.semantic_prediction], semantic_set)
+            panels.append(titled(prediction, 'semantic prediction'))
         if topics.ground_truth_semantic in outputs and truth_set is not None:
             truth = class_ids_of_ground_truth(outputs[topics.ground_truth_semantic], contents.info.label_set)
-            panels.append(overlay(rgb, truth, truth_set))
+            panels.append(titled(overlay(rgb, truth, truth_set), 'semantic ground truth'))
         if topics.instance_prediction in outputs and instance_set is not None:
-            panels.append(draw_instances(rgb, outputs[topics.instance_prediction].instances, instance_set))
+            panels.append(titled(draw_instances(rgb, outputs[topics.instance_prediction].instances, instance_set),
+                                 'instances'))
         name = f'{evaluation.frame_name(key)}.png'
         cv2.imwrite(str(folder / name), cv2.cvtColor(np.concatenate(panels, axis=1), cv2.COLOR_RGB2BGR))
         written.append(name)
