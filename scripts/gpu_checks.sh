@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of README "The GPU path", on a machine with a CUDA GPU and PyTorch (no ROS needed):
+# The GPU checks of docs/backends_and_gpu.md, "The GPU path", on a machine with a CUDA GPU and PyTorch (no ROS needed):
 # the device-pipeline tests (CUDA against the CPU reference, device paste, steady-state memory)
 # and the GPU benchmark (ours against torchvision's eager models). Logs go to $1 (default gpu_checks/).
 # Shared CamVid frames: ../shared/data, or SEG_PERCEPTION_SHARED_DATA.

@@ -9,6 +9,7 @@
   seg-models bench  --device cuda --iterations 30   (GPU path against torchvision's eager models, per stage)
   seg-models train  --data ../shared/data/camvid --output runs/camvid --iterations 8000 --crop-size 288 384
   torchrun --nproc-per-node 2 -m seg_models train ...   (or --ray-address auto --ray-workers N)
+  seg-models weights half runs/camvid/model.safetensors model_fp16.safetensors
 
 ``build`` fills the engine cache that nodes read, so no node waits minutes for an engine;
 ``--onnx-only`` stops before TensorRT, with the graph at its precision made and checked.
@@ -211,6 +212,26 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_weights(args: argparse.Namespace) -> int:
+    """``weights half SRC DST``: the weights of SRC (a checkpoint or a training run's model) in fp16,
+    with its model card and ``model_card.md`` beside them: half the size, for shipping (the
+    segmenters load them into fp32 networks)."""
+    import torch
+
+    from seg_models.checkpoints.model_card import read_model_card
+    from seg_models.checkpoints.reading import read_state_dict
+    from seg_models.training.checkpointing import save_weights
+    from seg_models.training.run import model_card_markdown
+
+    card = read_model_card(args.source)
+    save_weights(Path(args.destination), read_state_dict(args.source), card, dtype=torch.float16)
+    if card:
+        Path(args.destination).with_suffix('.md').write_text(model_card_markdown(card))
+    print(f'wrote {args.destination} ({Path(args.destination).stat().st_size / 1e6:.1f} MB, fp16)'
+          + (f' and {Path(args.destination).with_suffix(".md")}' if card else ' (no model card in the source)'))
+    return 0
+
+
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     from seg_models.training.run import TRAINING_TASKS, TrainingSettings
 
@@ -296,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = add('train', 'train a network on a dataset (one process, torchrun or Ray Train)')
     _train_arguments(train)
     train.set_defaults(run=command_train)
+    weights = add('weights', 'weights files: half SRC DST writes SRC in fp16 with its model card')
+    weights.add_argument('action', choices=('half',))
+    weights.add_argument('source')
+    weights.add_argument('destination')
+    weights.set_defaults(run=command_weights)
     return parser
 
 

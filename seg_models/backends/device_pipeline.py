@@ -30,7 +30,8 @@ MAX_FRAME_SHAPES = 8  # distinct (batch, camera size) shapes kept with buffers a
 
 @dataclass(frozen=True)
 class DeviceOptions:
-    """How a module runs on a CUDA device (README "The GPU path" has the measurements behind the defaults)."""
+    """How a module runs on a CUDA device (docs/backends_and_gpu.md, "The GPU path": the measurements behind
+    the defaults)."""
 
     half_weights: bool = True  # fp16: the semantic network's weights converted (else autocast over fp32 weights)
     # NHWC layouts: Tensor Core convolutions without transposes. None: for networks without grouped

@@ -41,7 +41,7 @@ class OnnxRuntimeBackend(Backend):
 
 def session_options(onnxruntime, memory_arena: bool):
     """The session options, each chosen by measurement (2-core CPU, 512x1024 input, 2026-11-22;
-    README "Backends and the engine cache"):
+    docs/backends_and_gpu.md, "The engine cache"):
 
     * every graph optimisation (fusions, layout changes): ORT_ENABLE_ALL; ORT_ENABLE_EXTENDED was
       5-45% slower;

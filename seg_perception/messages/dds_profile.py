@@ -1,7 +1,7 @@
 """Which Fast DDS profile a process uses, so that camera-sized messages arrive best-effort.
 
 Fast DDS's default shared-memory segment (512 KiB) cannot carry a best-effort image above ~0.5 MB
-(README, "Large images over DDS"). The package installs two profiles with 64 MiB segments under
+(docs/cameras_and_dds.md, "Large images over DDS"). The package installs two profiles with 64 MiB segments under
 ``share/seg_perception/config/``:
 
 * ``fastdds_large_images.xml``: Fast DDS's usual transports (UDP on every interface, shared

@@ -4,7 +4,7 @@
 box in full-image pixels and a lossless mono8 (0/255) mask cropped to that box;
 ``instances_from_msg`` reads it back into seg_models' InstanceResult (evaluation, overlays).
 ``full_frame_masks`` is the consumer's side, numpy only, the few lines a subscriber needs to get
-full-frame boolean masks back (see ``nodes/instance_listener.py`` and the README).
+full-frame boolean masks back (see ``nodes/instance_listener.py`` and docs/nodes/instance_listener.md).
 """
 from __future__ import annotations
 

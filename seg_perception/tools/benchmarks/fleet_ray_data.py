@@ -4,7 +4,7 @@ Bags become rows, ``flat_map`` turns each into its frames (RGB and semantic grou
 ``map_batches`` runs a pool of model actors over batches of frames, each batch answered with its
 summed confusion matrix. ``benchmarks fleet`` times it beside ``seg_bag evaluate-fleet``'s per-bag
 actors on the same bags and workers, and checks that both give the same matrix; the faster one is
-what ``evaluate-fleet`` runs (README, "Fleet evaluation").
+what ``evaluate-fleet`` runs (docs/evaluation_and_fleets.md, "Many bags").
 """
 from __future__ import annotations
 
