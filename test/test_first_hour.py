@@ -26,8 +26,8 @@ def _module_main(module: str) -> str:
     return f'import {module} as m; m.{entry}()'
 
 
-@pytest.mark.parametrize('arguments', [['--help'], ['--ros-args', '--help'], ['-h']])
-@pytest.mark.parametrize('module', EXECUTABLE_MODULES)
+@pytest.mark.parametrize('module, arguments', [(module, ['--help']) for module in EXECUTABLE_MODULES] + [
+    (EXECUTABLE_MODULES[0], ['--ros-args', '--help']), (EXECUTABLE_MODULES[2], ['-h'])])
 def test_every_executable_prints_its_parameters_on_help_and_exits_0(module, arguments):
     result = subprocess.run([sys.executable, '-c', _module_main(module), *arguments], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=120)

@@ -237,3 +237,12 @@ def test_ray_train_runs_the_same_loop_with_one_writer(camvid_folder, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((run / 'checkpoints' / 'last.json').read_text())['iteration'] == 2
     assert read_model_card(run / 'model.safetensors')['iterations'] == 2
+
+
+def test_on_cityscapes_data_validation_includes_cityscapesscripts_official_miou(tmp_path):
+    data = write_cityscapes_folder(tmp_path / 'cityscapes', frames=2)
+    run = tmp_path / 'run'
+    assert train('--data', data, '--train-split', 'val', '--output', run, *TINY) == 0
+    validation = read_model_card(run / 'model.safetensors')['validation']
+    assert read_model_card(run / 'model.safetensors')['label_set'] == 'cityscapes'
+    assert 0 <= validation['miou_cityscapes_official'] <= 1 and validation['frames'] == 2

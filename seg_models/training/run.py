@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,22 +200,33 @@ class SemanticTask(Task):
 
     @torch.no_grad()
     def evaluate(self, network: nn.Module, split: data.SplitData, device: torch.device) -> dict:
-        from seg_models.bench.metrics import confusion_matrix, scores_from_confusion
+        from seg_models.bench.metrics import CityscapesFiles, confusion_matrix, scores_from_confusion
+        from seg_models.data.datasets import read_sample
         from seg_models.segmenters.transform import CameraTransform
 
         network.eval()
         transform = CameraTransform(self.settings.input_size)
         matrix = np.zeros((self.label_set.num_classes, self.label_set.num_classes + 1), np.int64)
-        for files in split.files:
-            rgb, target, _ = data.read_target(split, files)
-            batch = torch.from_numpy(transform.batch([rgb])).to(device)
-            logits = network(normalised(batch))
-            logits = F.interpolate(logits.float(), size=rgb.shape[:2], mode='bilinear', align_corners=False)
-            matrix += confusion_matrix(target, logits.argmax(1)[0].cpu().numpy(), self.label_set.num_classes)
+        official = split.id_space == data.CITYSCAPES_LABEL_IDS  # cityscapesscripts' own evaluation too
+        with tempfile.TemporaryDirectory(prefix='seg_train_eval_') as folder:
+            files_for_official = CityscapesFiles(Path(folder)) if official else None
+            for files in split.files:
+                rgb, target, _ = data.read_target(split, files)
+                batch = torch.from_numpy(transform.batch([rgb])).to(device)
+                logits = network(normalised(batch))
+                logits = F.interpolate(logits.float(), size=rgb.shape[:2], mode='bilinear', align_corners=False)
+                prediction = logits.argmax(1)[0].cpu().numpy()
+                matrix += confusion_matrix(target, prediction, self.label_set.num_classes)
+                if official:
+                    files_for_official.add_ground_truth(files.name, label_ids=read_sample(files).semantic)
+                    files_for_official.add_semantic(files.name, prediction.astype(np.uint8))
+            scores = scores_from_confusion(matrix, self.label_set.names)
+            metrics = {'miou': scores['miou'], 'pixel_accuracy': scores['pixel_accuracy'],
+                       'per_class_iou': scores['per_class_iou'], 'frames': len(split.files)}
+            if official:
+                metrics['miou_cityscapes_official'] = files_for_official.semantic_scores()['miou']
         network.train()
-        scores = scores_from_confusion(matrix, self.label_set.names)
-        return {'miou': scores['miou'], 'pixel_accuracy': scores['pixel_accuracy'],
-                'per_class_iou': scores['per_class_iou'], 'frames': len(split.files)}
+        return metrics
 
 
 class InstanceTask(Task):
