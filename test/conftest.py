@@ -1,4 +1,5 @@
-"""Test set-up: DDS kept on this machine, on a domain of this test run's own; shared fixtures."""
+"""Test set-up: DDS kept on this machine, on a domain of this test run's own; ``gpu`` tests skipped
+where no CUDA device is visible; shared fixtures."""
 import faulthandler
 import os
 import sys
@@ -43,6 +44,16 @@ def checkpoint(tmp_path_factory) -> Path:
 # is hung (Fast DDS 3.2 can deadlock while endpoints come and go: eProsima/Fast-DDS#6502): dump every
 # thread's stack and end the run, instead of waiting for CI's limit with no word on where.
 HUNG_TEST_SEC = 1200
+
+
+def pytest_runtest_setup(item):
+    """A test marked ``gpu`` (pytest.ini) needs a CUDA device: skipped, with the reason, where none is visible."""
+    if item.get_closest_marker('gpu') is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip('needs a CUDA device (none visible here); docs/backends_and_gpu.md "The GPU path" says '
+                        'how these run')
 
 
 @pytest.fixture(autouse=True)

@@ -2,9 +2,9 @@
 network runs, small results back.
 
 Everything runs on the CPU too (the same code, without pinning or a stream), so CI checks it; the
-tests marked ``needs_cuda`` compare the CUDA path with that CPU reference and run on a GPU
-machine (README "The GPU path": how, and their last results). This file imports no ROS, so it
-runs where only PyTorch is installed.
+tests marked ``gpu`` compare the CUDA path with that CPU reference and run on a GPU machine
+(docs/backends_and_gpu.md "The GPU path": how, and their last results); elsewhere they skip
+(conftest.py). This file imports no ROS, so it runs where only PyTorch is installed.
 """
 import math
 
@@ -26,10 +26,8 @@ from seg_models.segmenters.instance_postprocess import (Detection, _padded_masks
                                                         paste_masks_gathered, paste_masks_in_rois)
 from seg_models.segmenters.semantic import SemanticSegmenter, semantic_deployment
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (none visible here); '
-                                'README "The GPU path" says how these ran on an H200')
 needs_camvid = pytest.mark.skipif(not camvid_available(), reason=f'needs the CamVid frames in {CAMVID}')
-DEVICES = ['cpu', pytest.param('cuda', marks=needs_cuda)]
+DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)]
 CAMERA_SIZE = (360, 480)
 SCORE_THRESHOLD = 0.5
 
@@ -197,7 +195,7 @@ def test_onnxruntime_without_its_cuda_provider_is_unusable_on_a_gpu():
     assert unusable_reason('onnxruntime', graph, BackendSettings(device='cpu')) is None
 
 
-@needs_cuda
+@pytest.mark.gpu
 def test_auto_on_a_gpu_without_tensorrt_picks_pytorch_on_cuda(caplog, tmp_path):
     import importlib.util
 
@@ -214,7 +212,7 @@ def test_auto_on_a_gpu_without_tensorrt_picks_pytorch_on_cuda(caplog, tmp_path):
 
 # --- on the GPU: against the CPU reference -------------------------------------------------------------
 
-@needs_cuda
+@pytest.mark.gpu
 @needs_camvid
 def test_cuda_semantic_equals_the_cpu_reference_and_fp16_stays_within_bounds(fitted_semantic, camvid_frames_full,
                                                                              capsys):
@@ -243,7 +241,7 @@ def cuda_instance_agreements(fitted_instance, camvid_frames_full):
     return agreements
 
 
-@needs_cuda
+@pytest.mark.gpu
 @needs_camvid
 def test_cuda_instances_equal_the_cpu_reference(cuda_instance_agreements):
     cuda = cuda_instance_agreements['cuda fp32 against cpu']
@@ -251,7 +249,7 @@ def test_cuda_instances_equal_the_cpu_reference(cuda_instance_agreements):
     assert cuda.missing == 0 and cuda.extra == 0 and cuda.min_mask_iou >= 0.99
 
 
-@needs_cuda
+@pytest.mark.gpu
 @needs_camvid
 def test_cuda_fp16_instances_keep_the_detections(cuda_instance_agreements):
     """Our guard: fp16 keeps nearly every detection and adds almost none (measured on the H200 over
@@ -260,7 +258,7 @@ def test_cuda_fp16_instances_keep_the_detections(cuda_instance_agreements):
     assert half.matched >= 0.9 * half.reference and half.missing + half.extra <= 0.1 * half.reference
 
 
-@needs_cuda
+@pytest.mark.gpu
 @needs_camvid
 @pytest.mark.xfail(strict=True, reason='fp16 Mask R-CNN under autocast misses the 0.9 bounds of the TensorRT '
                                        'issue on the H200, 2026-12-04: box IoU 0.70 / mask 0.84 in one fit, '
@@ -270,7 +268,7 @@ def test_cuda_fp16_instances_stay_within_the_tensorrt_bounds(cuda_instance_agree
     assert half.within_instance_bounds(), half.describe()
 
 
-@needs_cuda
+@pytest.mark.gpu
 def test_gathered_paste_equals_per_mask_resizing_on_the_gpu_at_camera_size(capsys):
     """50 masks of all sizes in a 1024x2048 frame: the GPU's one-pass sampling against one
     ``F.interpolate`` per mask on the same GPU (torchvision's arithmetic, up to rounding)."""
@@ -300,7 +298,7 @@ def test_gathered_paste_equals_per_mask_resizing_on_the_gpu_at_camera_size(capsy
     assert different <= total * 1e-5
 
 
-@needs_cuda
+@pytest.mark.gpu
 def test_steady_state_allocates_nothing_new_on_the_device():
     """After the first frames of a shape, no new device memory (semantic: graph replays, no
     allocation at all; instance: the caching allocator's blocks are reused, no cudaMalloc)."""

@@ -11,8 +11,8 @@ from conftest import random_checkpoint
 from seg_models.backends.tensorrt import tensorrt_unavailable_reason
 
 UNAVAILABLE = tensorrt_unavailable_reason()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(UNAVAILABLE is not None,
-                                                  reason=f'TensorRT tests need TensorRT and a GPU: {UNAVAILABLE}')]
+pytestmark = [pytest.mark.gpu, pytest.mark.slow, pytest.mark.skipif(
+    UNAVAILABLE is not None, reason=f'TensorRT tests need TensorRT and a GPU: {UNAVAILABLE}')]
 
 FULL_SIZE = (1024, 2048)
 
