@@ -2,6 +2,7 @@
 weights the segmenters load, exact resume, two processes equal to one, and bad input in one line."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -246,3 +247,13 @@ def test_on_cityscapes_data_validation_includes_cityscapesscripts_official_miou(
     validation = read_model_card(run / 'model.safetensors')['validation']
     assert read_model_card(run / 'model.safetensors')['label_set'] == 'cityscapes'
     assert 0 <= validation['miou_cityscapes_official'] <= 1 and validation['frames'] == 2
+
+
+def test_the_training_benchmark_prints_both_loops_side_by_side(camvid_folder, capsys):
+    from seg_models.bench.training_throughput import main as benchmark
+
+    assert benchmark(['--data', str(camvid_folder), '--batch-size', '2', '--base', '48', '--crop-size', '48', '64',
+                      '--iterations', '2', '--warmup', '1', '--workers', '0', '--device', 'cpu']) == 0
+    output = capsys.readouterr().out
+    assert re.search(r'torchvision reference loop +\d+\.\d\d images/s  1\.00x', output), output
+    assert re.search(r'seg-models train +\d+\.\d\d images/s  \d+\.\d\dx', output), output

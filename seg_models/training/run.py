@@ -352,8 +352,10 @@ class StopRequest:
             signal.signal(number, handler)
 
 
-def train(settings: TrainingSettings, progress: bool = True) -> dict:
-    """Run (or resume) the training ``settings`` describe; returns the final summary (model card)."""
+def train(settings: TrainingSettings, progress: bool = True,
+          on_iteration: Optional[Callable[[int], None]] = None) -> dict:
+    """Run (or resume) the training ``settings`` describe; returns the final summary (model card).
+    ``on_iteration(n)`` is called after each optimiser step (benchmarks time the loop with it)."""
     if settings.task not in TASK_TYPES:
         raise TrainingError(f'unknown task {settings.task!r}; seg-models train trains {", ".join(TASK_TYPES)}')
     rank, world_size = world()
@@ -464,6 +466,8 @@ def train(settings: TrainingSettings, progress: bool = True) -> dict:
                 scaler.update()
                 schedule.step()
                 state.iteration += 1
+                if on_iteration is not None:
+                    on_iteration(state.iteration)
                 if writer is not None:
                     writer.add_scalar('train/loss', step_loss / world_size, state.iteration)
                     writer.add_scalar('train/learning_rate', schedule.get_last_lr()[0], state.iteration)
