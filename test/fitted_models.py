@@ -25,6 +25,11 @@ INSTANCE_CLASSES = {8: 3, 9: 1}  # Car -> car, Pedestrian -> person
 MIN_INSTANCE_PIXELS = 40
 
 
+def fit_device() -> str:
+    """Where the networks train: the GPU where PyTorch sees one, else the CPU."""
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
 def camvid_available() -> bool:
     return (CAMVID / 'images').is_dir() and (CAMVID / 'labels').is_dir()
 

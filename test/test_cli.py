@@ -21,9 +21,10 @@ def seg_models(*args, cache=None):
                           timeout=600, env=env)
 
 
-def test_export_then_info_describes_the_file(checkpoint, tmp_path):
+def test_export_then_info_describes_the_file(deeplabv3plus_checkpoint, tmp_path):
     output = tmp_path / 'semantic.onnx'
-    done = seg_models('export', '--checkpoint', checkpoint, '--input-size', 64, 96, '--confidence', '--output', output)
+    done = seg_models('export', '--checkpoint', deeplabv3plus_checkpoint, '--input-size', 64, 96, '--confidence',
+                      '--output', output)
     assert done.returncode == 0, done.stderr
     outputs = OnnxRuntimeBackend(output).infer(np.zeros((2, 3, 64, 96), np.uint8))
     assert outputs['class_ids'].shape == (2, 64, 96) and outputs['confidence'].dtype == np.float32
@@ -32,22 +33,22 @@ def test_export_then_info_describes_the_file(checkpoint, tmp_path):
     assert 'input images: UINT8' in info.stdout and 'label_set: "cityscapes"' in info.stdout
 
 
-def test_build_fills_the_cache_that_nodes_reuse(checkpoint, tmp_path):
+def test_build_fills_the_cache_that_nodes_reuse(deeplabv3plus_checkpoint, tmp_path):
     cache = tmp_path / 'cache'
-    built = seg_models('build', '--checkpoint', checkpoint, '--backend', 'onnxruntime', '--input-size', 64, 96,
-                       '--engine-dir', cache, '--verbose')
+    built = seg_models('build', '--checkpoint', deeplabv3plus_checkpoint, '--backend', 'onnxruntime',
+                       '--input-size', 64, 96, '--engine-dir', cache, '--verbose')
     assert built.returncode == 0, built.stderr
     artifact = r'deeplabv3plus_mobilenet_v3_large_os16_cityscapes-[0-9a-f]{12}\.onnx'  # stem-<key digest>
     assert re.search(f'building {artifact}: no cached artifact', built.stderr), built.stderr
-    again = seg_models('build', '--checkpoint', checkpoint, '--backend', 'onnxruntime', '--input-size', 64, 96,
-                       '--engine-dir', cache, '--verbose')
+    again = seg_models('build', '--checkpoint', deeplabv3plus_checkpoint, '--backend', 'onnxruntime',
+                       '--input-size', 64, 96, '--engine-dir', cache, '--verbose')
     assert again.returncode == 0 and 'reused: cached artifact matches' in again.stderr
     info = seg_models('info', cache)
     assert '1 artifact(s)' in info.stdout and 'weights_sha256' in info.stdout
 
 
-def test_bench_prints_a_table_with_ratios(checkpoint):
-    done = seg_models('bench', '--checkpoint', checkpoint, '--input-size', 64, 96, '--iterations', 2,
+def test_bench_prints_a_table_with_ratios(deeplabv3plus_checkpoint):
+    done = seg_models('bench', '--checkpoint', deeplabv3plus_checkpoint, '--input-size', 64, 96, '--iterations', 2,
                       '--warmup', 1, '--backends', 'pytorch', 'onnxruntime')
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith(('pytorch', 'onnxruntime'))]
@@ -66,6 +67,7 @@ def test_errors_are_one_line_and_exit_non_zero(tmp_path):
 
 
 @pytest.mark.skipif(__import__('importlib').util.find_spec('tensorrt') is not None, reason='TensorRT is installed')
-def test_tensorrt_build_without_tensorrt_says_why(checkpoint):
-    done = seg_models('build', '--checkpoint', checkpoint, '--backend', 'tensorrt', '--input-size', 64, 96)
+def test_tensorrt_build_without_tensorrt_says_why(deeplabv3plus_checkpoint):
+    done = seg_models('build', '--checkpoint', deeplabv3plus_checkpoint, '--backend', 'tensorrt',
+                      '--input-size', 64, 96)
     assert done.returncode == 1 and 'tensorrt Python module is not installed' in done.stderr

@@ -4,7 +4,8 @@ import pytest
 import torch
 from std_msgs.msg import Header
 
-from ros_helpers import NodeProcess, ProbeNode, driving_frames
+from ros_helpers import NodeProcess, ProbeNode
+from shared_data import driving_frames
 from seg_models.models.deeplabv3plus import deeplabv3plus
 from seg_models.segmenters.semantic import SemanticModelConfig, create_semantic_segmenter
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array

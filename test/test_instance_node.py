@@ -10,33 +10,25 @@ import pytest
 from builtin_interfaces.msg import Time
 from lifecycle_msgs.msg import State, Transition
 from rclpy.serialization import serialize_message
-from sensor_msgs.msg import Image
-from seg_perception_msgs.msg import InstanceMaskArray, LabelSet
+from seg_perception_msgs.msg import InstanceMaskArray
 from std_msgs.msg import Header
 
-from conftest import random_checkpoint
-from ros_helpers import LifecycleClient, NodeProcess, ProbeNode, driving_frames
+from ros_helpers import CameraProbe, LifecycleClient, NodeProcess, ProbeNode
 from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
 from seg_models.segmenters.instance import create_instance_segmenter
 from seg_models.segmenters.instance_postprocess import Instance, InstanceResult
 from seg_models.data.labels import cityscapes_things
-from seg_models.models.maskrcnn import mask_rcnn
 from seg_models.data.visualize import draw_instances
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
 from seg_perception.messages.instances import full_frame_masks, instances_to_msg
-from seg_perception.messages.topics import LABEL_INFO_QOS, OUTPUT_QOS
+from seg_perception.messages.topics import OUTPUT_QOS
+from shared_data import driving_frames
 
 pytestmark = pytest.mark.ros
 
 INPUT_SIZE = (256, 512)
 FRAME_TIMEOUT = 60.0
-_stamps = itertools.count(1)
-
-
-@pytest.fixture(scope='module')
-def maskrcnn_checkpoint(tmp_path_factory):
-    return random_checkpoint(tmp_path_factory.mktemp('maskrcnn') / 'maskrcnn.pth',
-                             lambda: mask_rcnn('maskrcnn_resnet50_fpn', 9), seed=5)
+START_TIMEOUT = 120.0
 
 
 def segmenter_like_the_node(checkpoint, output_filter: InstanceFilter):
@@ -44,45 +36,14 @@ def segmenter_like_the_node(checkpoint, output_filter: InstanceFilter):
         checkpoint=str(checkpoint), input_size=INPUT_SIZE, output_filter=output_filter, backend='onnxruntime')))
 
 
-class InstanceClient:
-    """Publishes camera frames to one instance node (in its namespace) and keeps its outputs by stamp."""
-
-    def __init__(self, probe: ProbeNode, node: NodeProcess, namespace: str, wait_for_node: bool = True) -> None:
-        self.probe, self.node = probe, node
-        self.instances: dict[tuple[int, int], InstanceMaskArray] = {}
-        self.overlays: dict[tuple[int, int], Image] = {}
-        self.label_sets: list[LabelSet] = []
-        self.camera = probe.node.create_publisher(Image, f'{namespace}/camera', OUTPUT_QOS)
-        probe.node.create_subscription(InstanceMaskArray, f'{namespace}/segmentation/instances',
-                                       self._keeper(self.instances), OUTPUT_QOS)
-        probe.node.create_subscription(Image, f'{namespace}/instance_segmentation/overlay',
-                                       self._keeper(self.overlays), OUTPUT_QOS)
-        probe.node.create_subscription(LabelSet, f'{namespace}/segmentation/instances/label_info',
-                                       self.label_sets.append, LABEL_INFO_QOS)
-        if wait_for_node:
-            self.wait_for_camera_subscription()
-
-    def wait_for_camera_subscription(self) -> None:
-        assert self.probe.spin_until(lambda: self.camera.get_subscription_count() > 0, 120, self._alive), \
-            self.node.output()
-
-    @staticmethod
-    def _keeper(store):
-        return lambda msg: store.__setitem__((msg.header.stamp.sec, msg.header.stamp.nanosec), msg)
-
-    def _alive(self) -> None:
-        self.node.assert_alive()
-
-    def send(self, msg: Image) -> tuple[int, int]:
-        msg.header = Header(stamp=Time(sec=2000 + next(_stamps), nanosec=500), frame_id='front_camera')
-        self.camera.publish(msg)
-        return msg.header.stamp.sec, msg.header.stamp.nanosec
-
-    def result(self, key, store=None) -> InstanceMaskArray:
-        store = self.instances if store is None else store
-        assert self.probe.spin_until(lambda: key in store, FRAME_TIMEOUT, self._alive), \
-            f'no output for {key}:\n{self.node.output()}'
-        return store[key]
+def instance_probe(name: str, node: NodeProcess, namespace: str) -> CameraProbe:
+    """A probe on the camera of one instance node (in ``namespace``); ``instances``, ``overlays`` keep its
+    outputs by stamp, ``label_sets`` its label sets."""
+    probe = CameraProbe(name, node, camera=f'{namespace}/camera', timeout=FRAME_TIMEOUT)
+    probe.instances = probe.listen(f'{namespace}/segmentation/instances', InstanceMaskArray)
+    probe.overlays = probe.listen(f'{namespace}/instance_segmentation/overlay')
+    probe.label_sets = probe.label_info(f'{namespace}/segmentation/instances/label_info')
+    return probe
 
 
 def instance_node(tmp_path_factory, namespace: str, checkpoint, *params: str):
@@ -100,9 +61,10 @@ def all_instances(tmp_path_factory, maskrcnn_checkpoint):
     """A node keeping every detection (score threshold 0, at most 20)."""
     with instance_node(tmp_path_factory, '/inst_all', maskrcnn_checkpoint, 'score_threshold:=0.0',
                        'max_instances:=20') as node:
-        probe = ProbeNode('instance_all_probe')
+        probe = instance_probe('instance_all_probe', node, '/inst_all')
         try:
-            yield InstanceClient(probe, node, '/inst_all')
+            probe.connect(timeout=START_TIMEOUT)
+            yield probe
         finally:
             probe.close()
 
@@ -149,7 +111,7 @@ def test_overlay_draws_the_published_instances(all_instances, maskrcnn_checkpoin
 
 
 def test_label_set_is_announced_with_the_score_threshold(all_instances):
-    assert all_instances.probe.spin_until(lambda: all_instances.label_sets, 10)
+    all_instances.wait_for(lambda: all_instances.label_sets, 'no label set', 10)
     label_set = all_instances.label_sets[0]
     assert label_set.name == 'cityscapes_things' and [c.name for c in label_set.classes] == cityscapes_things().names
     assert label_set.threshold == 0.0
@@ -163,7 +125,7 @@ def test_bad_images_are_refused_and_the_node_keeps_serving(all_instances):
     unknown.encoding = '64FC1'
     for problem, msg in {'data holds 1000 bytes': truncated, "unsupported encoding '64FC1'": unknown}.items():
         key = all_instances.send(msg)
-        assert all_instances.probe.spin_until(lambda: problem in all_instances.node.output(), FRAME_TIMEOUT)
+        all_instances.wait_for(lambda: problem in all_instances.logs(), f'no error naming {problem!r}')
         all_instances.result(all_instances.send(array_to_image_msg(frame, 'rgb8', Header())))
         assert key not in all_instances.instances
 
@@ -181,10 +143,10 @@ def test_score_threshold_class_filter_and_max_instances(tmp_path_factory, maskrc
     expected = segmenter_like_the_node(maskrcnn_checkpoint, output_filter).segment([frame])[0]
     with instance_node(tmp_path_factory, '/inst_filtered', maskrcnn_checkpoint, f'score_threshold:={threshold}',
                        f'class_filter:=[{wanted}]', 'max_instances:=2') as node:
-        probe = ProbeNode('instance_filtered_probe')
+        probe = instance_probe('instance_filtered_probe', node, '/inst_filtered')
         try:
-            client = InstanceClient(probe, node, '/inst_filtered')
-            msg = client.result(client.send(array_to_image_msg(frame, 'rgb8', Header())))
+            probe.connect(timeout=START_TIMEOUT)
+            msg = probe.result(probe.send(array_to_image_msg(frame, 'rgb8', Header())))
         finally:
             probe.close()
     assert 0 < len(msg.instances) <= 2 and len(msg.instances) == min(2, counts[wanted])
@@ -197,12 +159,12 @@ def test_frames_without_instances_get_an_empty_message(tmp_path_factory, maskrcn
     every = segmenter_like_the_node(maskrcnn_checkpoint, InstanceFilter(0.0, 0.5, 100)).segment(frames)
     assert max(i.score for result in every for i in result.instances) < 1.0  # so threshold 1.0 keeps nothing
     with instance_node(tmp_path_factory, '/inst_empty', maskrcnn_checkpoint, 'score_threshold:=1.0') as node:
-        probe = ProbeNode('instance_empty_probe')
+        probe = instance_probe('instance_empty_probe', node, '/inst_empty')
         try:
-            client = InstanceClient(probe, node, '/inst_empty')
+            probe.connect(timeout=START_TIMEOUT)
             for frame in frames:
-                key = client.send(array_to_image_msg(frame, 'rgb8', Header()))
-                msg = client.result(key)
+                key = probe.send(array_to_image_msg(frame, 'rgb8', Header()))
+                msg = probe.result(key)
                 assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (*key, 'front_camera')
                 assert msg.instances == [] and (msg.image_height, msg.image_width) == frame.shape[:2]
                 assert msg.label_set == 'cityscapes_things'
@@ -213,18 +175,17 @@ def test_frames_without_instances_get_an_empty_message(tmp_path_factory, maskrcn
 def test_lifecycle_variant_serves_only_while_active(tmp_path_factory, maskrcnn_checkpoint):
     with instance_node(tmp_path_factory, '/inst_managed', maskrcnn_checkpoint, 'score_threshold:=0.0',
                        'autostart:=false') as node:
-        probe = ProbeNode('instance_managed_probe')
+        probe = instance_probe('instance_managed_probe', node, '/inst_managed')
         try:
-            client = InstanceClient(probe, node, '/inst_managed', wait_for_node=False)
-            lifecycle = LifecycleClient(probe, node, '/inst_managed/instance_segmentation', 120)
+            lifecycle = LifecycleClient(probe, node, '/inst_managed/instance_segmentation', START_TIMEOUT)
             assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
             assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
             assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
-            client.wait_for_camera_subscription()
-            msg = client.result(client.send(array_to_image_msg(driving_frames(1)[0], 'rgb8', Header())))
+            probe.connect(timeout=START_TIMEOUT)
+            msg = probe.result(probe.send(array_to_image_msg(driving_frames(1)[0], 'rgb8', Header())))
             assert msg.instances and msg.label_set == 'cityscapes_things'
             assert lifecycle.change(Transition.TRANSITION_DEACTIVATE)
-            assert probe.spin_until(lambda: client.camera.get_subscription_count() == 0, 30)
+            probe.wait_for(lambda: probe.camera().get_subscription_count() == 0, 'still subscribed', 30)
             assert lifecycle.state() == State.PRIMARY_STATE_INACTIVE
         finally:
             probe.close()

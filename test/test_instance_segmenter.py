@@ -6,8 +6,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from conftest import random_checkpoint
-from ros_helpers import driving_frames
+from shared_data import driving_frames
 from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
 from seg_models.segmenters.instance import class_map, create_instance_segmenter
 from seg_models.data.labels import cityscapes_things, coco_category_names, get_label_set
@@ -18,12 +17,6 @@ pytestmark = pytest.mark.slow
 INPUT_SIZE = (256, 512)
 # torchvision's own box threshold and our cap: what torchvision's complete model returns, compared with.
 KEEP_ALL = InstanceFilter(score_threshold=0.05, max_instances=20)
-
-
-@pytest.fixture(scope='module')
-def maskrcnn_checkpoint(tmp_path_factory):
-    return random_checkpoint(tmp_path_factory.mktemp('maskrcnn') / 'maskrcnn_cityscapes.pth',
-                             lambda: mask_rcnn('maskrcnn_resnet50_fpn', 9), seed=3)
 
 
 def config(checkpoint, **overrides):
@@ -53,11 +46,10 @@ def test_instances_equal_torchvision_maskrcnn_own_postprocessing(maskrcnn_checkp
         np.testing.assert_array_equal(instance.mask, (mask[0] > 0.5)[y:y + height, x:x + width].numpy())
 
 
-def test_onnxruntime_matches_pytorch_detections_on_driving_frames(maskrcnn_checkpoint, tmp_path):
+def test_onnxruntime_matches_pytorch_detections_on_driving_frames(maskrcnn_checkpoint):
     frames = driving_frames(2)
     reference = create_instance_segmenter(config(maskrcnn_checkpoint)).segment(frames)
-    onnx_runtime = create_instance_segmenter(config(maskrcnn_checkpoint, backend='onnxruntime',
-                                                    engine_dir=str(tmp_path)))
+    onnx_runtime = create_instance_segmenter(config(maskrcnn_checkpoint, backend='onnxruntime'))
     assert onnx_runtime.backend.name == 'onnxruntime'
     actual = onnx_runtime.segment(frames)
     for want, got in zip(reference, actual):
@@ -71,11 +63,10 @@ def test_onnxruntime_matches_pytorch_detections_on_driving_frames(maskrcnn_check
             assert union == 0 or np.logical_and(got_masks[index], want_masks[match]).sum() / union >= 0.98
 
 
-def test_fixed_batch_graph_serves_any_number_of_cameras(maskrcnn_checkpoint, tmp_path):
+def test_fixed_batch_graph_serves_any_number_of_cameras(maskrcnn_checkpoint):
     frames = driving_frames(3)
     single = create_instance_segmenter(config(maskrcnn_checkpoint)).segment(frames)
-    batched = create_instance_segmenter(config(maskrcnn_checkpoint, backend='onnxruntime', max_batch=2,
-                                               engine_dir=str(tmp_path)))
+    batched = create_instance_segmenter(config(maskrcnn_checkpoint, backend='onnxruntime', max_batch=2))
     assert batched.fixed_batch == 2
     started = time.perf_counter()
     results = batched.segment(frames)  # 2 + 1 padded
@@ -167,7 +158,7 @@ def test_bad_settings_are_refused(maskrcnn_checkpoint):
         create_instance_segmenter(config(maskrcnn_checkpoint, label_set='coco_things'))
 
 
-def test_onnxruntime_instance_backend_keeps_no_pytorch_module_and_no_memory_arena(maskrcnn_checkpoint, tmp_path):
+def test_onnxruntime_instance_backend_keeps_no_pytorch_module_and_no_memory_arena(maskrcnn_checkpoint):
     """The module the graph was exported from is released once the session exists, and the session
     runs without ONNX Runtime's CPU arena, which Mask R-CNN's detection-dependent shapes defeat."""
     import gc
@@ -180,8 +171,7 @@ def test_onnxruntime_instance_backend_keeps_no_pytorch_module_and_no_memory_aren
         return sum(isinstance(item, MaskRCNN) for item in gc.get_objects())
 
     before = modules_alive()
-    segmenter = create_instance_segmenter(config(maskrcnn_checkpoint, backend='onnxruntime',
-                                                 engine_dir=str(tmp_path)))
+    segmenter = create_instance_segmenter(config(maskrcnn_checkpoint, backend='onnxruntime'))
     assert modules_alive() == before
     options = segmenter.backend.session.get_session_options()
     assert not options.enable_cpu_mem_arena

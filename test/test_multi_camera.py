@@ -6,29 +6,25 @@ pixel, what a single-camera node answers for the same frame; a silent camera sta
 """
 from __future__ import annotations
 
-import itertools
 import time
 
 import cv2
 import numpy as np
 import pytest
-from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import CompressedImage, Image
-from seg_perception_msgs.msg import FrameTiming, LabelSet
-from std_msgs.msg import Header
+from seg_perception_msgs.msg import FrameTiming
 
 from camera_encodings import encode_image_msg
-from ros_helpers import NodeProcess, ProbeNode, driving_frames
+from ros_helpers import CameraProbe, NodeProcess
 from seg_perception.messages.images import compressed_msg_to_rgb, output_msg_to_array
-from seg_perception.messages.topics import LABEL_INFO_QOS, OUTPUT_QOS, stamp_key
 from seg_perception.runtime.diagnostics import status_values
+from shared_data import driving_frames
 
 pytestmark = pytest.mark.ros
 
 SEMANTIC_MODULE = 'seg_perception.nodes.semantic_segmentation'
 START_TIMEOUT = 90.0
-_stamps = itertools.count(1)
 
 
 def semantic_node(tmp_path, name: str, *params: str, remaps: tuple[str, ...] = ()) -> NodeProcess:
@@ -41,78 +37,20 @@ def semantic_node(tmp_path, name: str, *params: str, remaps: tuple[str, ...] = (
     return NodeProcess(SEMANTIC_MODULE, ros_args, tmp_path / f'{name}.log')
 
 
-class CameraProbe(ProbeNode):
-    """Publishes on camera topics and keeps what comes back on output topics, by stamp."""
-
-    def __init__(self, name: str, nodes: list[NodeProcess]) -> None:
-        super().__init__(name)
-        self.nodes = nodes
-        self.cameras: dict[str, object] = {}
-        self.outputs: dict[str, dict] = {}
-        self.listeners = []  # subscriptions to the nodes' outputs
-        self.statuses: list[DiagnosticStatus] = []
-        self.node.create_subscription(DiagnosticArray, '/diagnostics',
-                                      lambda msg: self.statuses.extend(msg.status), 50)
-
-    def alive(self) -> None:
-        for node in self.nodes:
-            node.assert_alive()
-
-    def wait_for(self, condition, what: str, timeout: float = 60.0) -> None:
-        logs = '\n'.join(node.output() for node in self.nodes)
-        assert self.spin_until(condition, timeout, self.alive), f'{what}; node logs:\n{logs}'
-
-    def camera(self, topic: str, msg_type=Image):
-        if topic not in self.cameras:
-            self.cameras[topic] = self.node.create_publisher(msg_type, topic, OUTPUT_QOS)
-        return self.cameras[topic]
-
-    def listen(self, topic: str, msg_type=Image, qos=OUTPUT_QOS) -> dict:
-        store = self.outputs.setdefault(topic, {})
-        self.listeners.append(self.node.create_subscription(msg_type, topic, lambda msg: store.__setitem__(
-            stamp_key(msg.header) if msg_type is not LabelSet else 'label_set', msg), qos))
-        return store
-
-    def connect(self, cameras: dict[str, type]) -> None:
-        """Create the camera publishers (topic -> message type) and wait until each has matched the
-        node's subscription, and every output listened to has matched the node's publisher: a
-        message published before its match is lost (volatile durability), whatever the graph
-        already says."""
-        publishers = [self.camera(topic, msg_type) for topic, msg_type in cameras.items()]
-        self.wait_for(lambda: all(publisher.get_subscription_count() for publisher in publishers)
-                      and all(listener.get_publisher_count() for listener in self.listeners),
-                      f'cameras {list(cameras)} or their outputs not connected', START_TIMEOUT)
-
-    def send(self, topic: str, msg, frame_id: str) -> tuple[int, int]:
-        msg.header = Header(stamp=Time(sec=2000 + next(_stamps), nanosec=5), frame_id=frame_id)
-        self.camera(topic, type(msg)).publish(msg)
-        return stamp_key(msg.header)
-
-    def status(self, name: str, **expected) -> DiagnosticStatus:
-        """The first status named ``name`` published from now on whose values include ``expected``."""
-        seen = len(self.statuses)
-
-        def matching():
-            return [s for s in self.statuses[seen:] if s.name == name
-                    and all(status_values(s).get(key) == value for key, value in expected.items())]
-        self.wait_for(matching, f'no status {name!r} with {expected}')
-        return matching()[0]
-
-
 def jpeg_msg(rgb: np.ndarray) -> CompressedImage:
     ok, data = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     assert ok
     return CompressedImage(format='jpeg', data=data.tobytes())
 
 
-def test_three_cameras_of_different_sizes_and_encodings_equal_single_camera_nodes(tmp_path, checkpoint):
+def test_three_cameras_of_different_sizes_and_encodings_equal_single_camera_nodes(tmp_path, deeplabv3plus_checkpoint):
     frames = driving_frames(3)
     cameras = {  # topic -> (message, frame_id, camera size)
         '/front/image_raw': (encode_image_msg(cv2.resize(frames[0], (1280, 720)), 'rgb8'), 'front', (720, 1280)),
         '/left/image_raw': (encode_image_msg(cv2.resize(frames[1], (640, 480)), 'bgr8'), 'left', (480, 640)),
         '/rear/image_raw/compressed': (jpeg_msg(cv2.resize(frames[2], (1024, 512))), 'rear', (512, 1024)),
     }
-    network = ('input_height:=96', 'input_width:=128', f'checkpoint:={checkpoint}')
+    network = ('input_height:=96', 'input_width:=128', f'checkpoint:={deeplabv3plus_checkpoint}')
     multi = semantic_node(tmp_path, 'multi', *network, 'max_batch:=3', 'confidence_output:=mono8',
                           'cameras:=[/front/image_raw, /left/image_raw, /rear/image_raw/compressed]')
     single = semantic_node(tmp_path, 'single', *network, remaps=('image:=/single/image_raw', '__ns:=/single'))
@@ -123,16 +61,17 @@ def test_three_cameras_of_different_sizes_and_encodings_equal_single_camera_node
             labels = {topic: probe.listen(f'{ns}/segmentation/semantic') for topic, ns in namespaces.items()}
             confidence = probe.listen('/front/segmentation/semantic/confidence')
             colors = probe.listen('/left/multi/color')
-            label_sets = {topic: probe.listen(f'{ns}/segmentation/semantic/label_info', LabelSet, LABEL_INFO_QOS)
+            label_sets = {topic: probe.label_info(f'{ns}/segmentation/semantic/label_info')
                           for topic, ns in namespaces.items()}
             timings = probe.listen('/multi/processing_time', FrameTiming)
             reference = probe.listen('/single/segmentation/semantic')
-            probe.connect({**{topic: type(msg) for topic, (msg, _, _) in cameras.items()}, '/single/image_raw': Image})
-            probe.wait_for(lambda: all(store for store in label_sets.values()), 'a camera has no label_info')
-            assert {store['label_set'].name for store in label_sets.values()} == {'cityscapes'}
+            probe.connect({**{topic: type(msg) for topic, (msg, _, _) in cameras.items()}, '/single/image_raw': Image},
+                          START_TIMEOUT)
+            probe.wait_for(lambda: all(label_sets.values()), 'a camera has no label_info')
+            assert {received[-1].name for received in label_sets.values()} == {'cityscapes'}
 
             for topic, (msg, frame_id, size) in cameras.items():
-                key = probe.send(topic, msg, frame_id)
+                key = probe.send(msg, topic, frame_id)
                 probe.wait_for(lambda: key in labels[topic] and key in timings, f'no output for {topic}')
                 output = labels[topic][key]
                 assert output.header.frame_id == frame_id and (output.height, output.width) == size
@@ -140,7 +79,7 @@ def test_three_cameras_of_different_sizes_and_encodings_equal_single_camera_node
                 # The single-camera node gets the same pixels: the decoded JPEG as rgb8.
                 rgb = compressed_msg_to_rgb(msg) if isinstance(msg, CompressedImage) else None
                 single_msg = encode_image_msg(rgb, 'rgb8') if rgb is not None else msg
-                single_key = probe.send('/single/image_raw', single_msg, frame_id)
+                single_key = probe.send(single_msg, '/single/image_raw', frame_id)
                 probe.wait_for(lambda: single_key in reference, 'no output from the single-camera node')
                 np.testing.assert_array_equal(output_msg_to_array(output), output_msg_to_array(reference[single_key]),
                                               err_msg=f'{topic} differs from a single-camera node')
@@ -155,7 +94,7 @@ def test_three_cameras_of_different_sizes_and_encodings_equal_single_camera_node
 
             def publish_all() -> None:
                 for topic, (msg, frame_id, _) in cameras.items():
-                    probe.send(topic, msg, frame_id)
+                    probe.send(msg, topic, frame_id)
                 sent[0] += 1
             timer = probe.node.create_timer(1 / 30, publish_all)
             probe.spin_for(4.0)
@@ -175,25 +114,26 @@ def test_three_cameras_of_different_sizes_and_encodings_equal_single_camera_node
             probe.close()
 
 
-def test_a_silent_camera_stalls_nothing_and_a_30_hz_camera_cannot_starve_a_1_hz_one(tmp_path, checkpoint):
+def test_a_silent_camera_stalls_nothing_and_a_30_hz_camera_cannot_starve_a_1_hz_one(
+        tmp_path, deeplabv3plus_checkpoint):
     """One frame per model call (max_batch 1) and a model slower than the 30 Hz camera: the cameras
     take turns, so the 1 Hz camera gets an output for every frame; the silent one is reported."""
-    node = semantic_node(tmp_path, 'turns', f'checkpoint:={checkpoint}', 'max_batch:=1', 'lazy:=false',
+    node = semantic_node(tmp_path, 'turns', f'checkpoint:={deeplabv3plus_checkpoint}', 'max_batch:=1', 'lazy:=false',
                          'input_height:=0', 'input_width:=0',  # each frame at its own size, 480x360
                          'input_timeout_sec:=1.0', 'cameras:=[/fast/image_raw, /slow/image_raw, /silent/image_raw]')
     with node:
         probe = CameraProbe('turns_probe', [node])
         try:
             fast, slow = probe.listen('/fast/segmentation/semantic'), probe.listen('/slow/segmentation/semantic')
-            probe.connect({f'/{name}/image_raw': Image for name in ('fast', 'slow', 'silent')})
+            probe.connect([f'/{name}/image_raw' for name in ('fast', 'slow', 'silent')], START_TIMEOUT)
             frame = encode_image_msg(driving_frames(1)[0], 'rgb8')  # 480x360 at its own size: slower than 33 ms
             slow_keys = []
 
             def fast_camera() -> None:
-                probe.send('/fast/image_raw', frame, 'fast')
+                probe.send(frame, '/fast/image_raw', 'fast')
 
             def slow_camera() -> None:
-                slow_keys.append(probe.send('/slow/image_raw', frame, 'slow'))
+                slow_keys.append(probe.send(frame, '/slow/image_raw', 'slow'))
             timers = [probe.node.create_timer(1 / 30, fast_camera), probe.node.create_timer(1.0, slow_camera)]
             started = time.monotonic()
             probe.spin_until(lambda: time.monotonic() - started > 6.5, 10.0, probe.alive)
@@ -214,25 +154,26 @@ def test_a_silent_camera_stalls_nothing_and_a_30_hz_camera_cannot_starve_a_1_hz_
             probe.close()
 
 
-def test_a_camera_nobody_listens_to_is_not_subscribed_while_the_others_run(tmp_path, checkpoint):
-    node = semantic_node(tmp_path, 'lazy_cameras', 'input_height:=64', 'input_width:=96', f'checkpoint:={checkpoint}',
+def test_a_camera_nobody_listens_to_is_not_subscribed_while_the_others_run(tmp_path, deeplabv3plus_checkpoint):
+    node = semantic_node(tmp_path, 'lazy_cameras', 'input_height:=64', 'input_width:=96',
+                         f'checkpoint:={deeplabv3plus_checkpoint}',
                          'cameras:=[/watched/image_raw, /ignored/image_raw]')
     with node:
         probe = CameraProbe('lazy_cameras_probe', [node])
         try:
             labels = probe.listen('/watched/segmentation/semantic')
-            probe.connect({'/watched/image_raw': Image})
+            probe.connect(['/watched/image_raw'], START_TIMEOUT)
             frame = encode_image_msg(driving_frames(1)[0], 'rgb8')
             for _ in range(3):
-                key = probe.send('/watched/image_raw', frame, 'watched')
-                probe.send('/ignored/image_raw', frame, 'ignored')
+                key = probe.send(frame, '/watched/image_raw', 'watched')
+                probe.send(frame, '/ignored/image_raw', 'ignored')
                 probe.wait_for(lambda: key in labels, 'no output for the watched camera')
             assert probe.node.count_subscribers('/ignored/image_raw') == 0
             assert status_values(probe.status('lazy_cameras: camera pipeline (/ignored/image_raw)'))['state'] == 'idle'
             status_values(probe.status('lazy_cameras: camera pipeline (/watched/image_raw)', state='active'))
             # A listener on the ignored camera's overlay wakes that camera alone.
             probe.listen('/ignored/lazy_cameras/overlay')
-            probe.wait_for(lambda: probe.node.count_subscribers('/ignored/image_raw') > 0, 'ignored never woke up')
+            probe.wait_for(lambda: probe.subscribed('/ignored/image_raw'), 'ignored never woke up')
         finally:
             probe.close()
 

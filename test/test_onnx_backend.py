@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from ros_helpers import driving_frames
+from shared_data import driving_frames
 from seg_models.backends.base import BackendError
 from seg_models.backends.onnxruntime import OnnxRuntimeBackend
+from seg_models.deploy.engine_cache import EngineCache
 from seg_models.deploy.onnx_export import read_onnx_metadata
 from seg_models.configs import SemanticModelConfig, build_config
 from seg_models.segmenters.semantic import create_semantic_segmenter
@@ -13,14 +14,16 @@ from seg_models.segmenters.semantic import create_semantic_segmenter
 pytestmark = pytest.mark.slow
 
 
-def test_onnxruntime_matches_pytorch_on_driving_frames(checkpoint, tmp_path):
+def test_onnxruntime_matches_pytorch_on_driving_frames(deeplabv3plus_checkpoint):
     frames = driving_frames(4)
-    common = dict(checkpoint=str(checkpoint), input_size=(256, 512), with_confidence=True)
+    common = dict(checkpoint=str(deeplabv3plus_checkpoint), input_size=(256, 512), with_confidence=True)
     reference = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='pytorch', **common)))
-    onnx_runtime = create_semantic_segmenter(build_config(SemanticModelConfig, dict(
-        backend='onnxruntime', engine_dir=str(tmp_path), **common)))
+    onnx_runtime = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='onnxruntime', **common)))
     assert onnx_runtime.backend.name == 'onnxruntime'
-    metadata = read_onnx_metadata(next(tmp_path.glob('*.onnx')))
+    # The export, in this test run's cache (shared with the other tests of this checkpoint)
+    exported = [path for path, key in EngineCache().entries()
+                if key and key.get('format') == 'onnx' and key.get('outputs') == ['class_ids', 'confidence']]
+    metadata = read_onnx_metadata(exported[0])
     assert metadata['label_set'] == 'cityscapes' and metadata['kind'] == 'semantic'
     expected, actual = reference.segment(frames), onnx_runtime.segment(frames)  # one batch of 4
     for want, got in zip(expected, actual):
@@ -29,9 +32,9 @@ def test_onnxruntime_matches_pytorch_on_driving_frames(checkpoint, tmp_path):
         assert np.abs(got.confidence - want.confidence).max() < 1e-3
 
 
-def test_exported_graph_takes_any_batch_and_size(checkpoint, tmp_path):
+def test_exported_graph_takes_any_batch_and_size(deeplabv3plus_checkpoint):
     segmenter = create_semantic_segmenter(build_config(SemanticModelConfig, dict(
-        checkpoint=str(checkpoint), backend='onnxruntime', engine_dir=str(tmp_path), input_size=(64, 96))))
+        checkpoint=str(deeplabv3plus_checkpoint), backend='onnxruntime', input_size=(64, 96))))
     backend = segmenter.backend
     for shape in ((1, 3, 64, 96), (3, 3, 72, 128)):
         outputs = backend.infer(np.zeros(shape, np.uint8))

@@ -30,7 +30,7 @@ def calibration_folder(folder, size=(360, 480), count=4):
     """Real driving frames (CamVid where ../shared has it) written as a calibration folder."""
     import cv2
 
-    from ros_helpers import driving_frames
+    from shared_data import driving_frames
 
     folder.mkdir(parents=True, exist_ok=True)
     for index, frame in enumerate(driving_frames(count, size=size)):
@@ -57,7 +57,7 @@ GRAPH_VARIANTS = {  # every kind of deployment graph: both tasks, both encoder f
 
 @pytest.mark.parametrize('variant', list(GRAPH_VARIANTS))
 def test_every_deployment_graph_at_every_precision_would_parse_in_tensorrt(variant, tmp_path):
-    from ros_helpers import driving_frames
+    from shared_data import driving_frames
 
     calibration = calibration_folder(tmp_path / 'frames')
     cache = tmp_path / 'cache'
@@ -142,7 +142,7 @@ def test_the_operator_table_refuses_what_tensorrt_would_refuse():
 
 @pytest.mark.parametrize('task', ['semantic', 'instance'])
 def test_constant_folding_keeps_every_onnx_runtime_answer(task, tmp_path):
-    from ros_helpers import driving_frames
+    from shared_data import driving_frames
     from seg_models.deploy.onnx_export import checked_graph, fold_constants, trace_onnx
     from seg_models.segmenters.instance import instance_deployment
     from seg_models.segmenters.semantic import semantic_deployment

@@ -1,22 +1,19 @@
 """The semantic node as launch runs it: its own process, real images over DDS, real outputs back."""
 from __future__ import annotations
 
-import itertools
-
 import cv2
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
-from seg_perception_msgs.msg import LabelSet
 from std_msgs.msg import Header
 
 from camera_encodings import ALL_ENCODINGS, encode_image_msg
-from ros_helpers import NodeProcess, ProbeNode, driving_frames
+from ros_helpers import CameraProbe, NodeProcess
 from seg_models.data.labels import cityscapes
 from seg_models.segmenters.semantic import SemanticModelConfig, create_semantic_segmenter
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array as as_array
-from seg_perception.messages.topics import LABEL_INFO_QOS, OUTPUT_QOS, stamp_key
+from shared_data import driving_frames
 
 pytestmark = pytest.mark.ros
 
@@ -24,66 +21,30 @@ SEMANTIC_MODULE = 'seg_perception.nodes.semantic_segmentation'
 NODE_START_TIMEOUT = 90.0
 FRAME_TIMEOUT = 30.0
 MAX_PIXELS = 2_000_000
-_stamps = itertools.count(1)
 
 
 def camera_frame() -> np.ndarray:
     return driving_frames(1)[0]
 
 
-class SemanticClient:
-    """Publishes camera images to the node and collects its outputs by stamp."""
-
-    def __init__(self, probe: ProbeNode, node: NodeProcess, camera_type=Image,
-                 camera_topic: str = '/camera/image_raw', namespace: str = '') -> None:
-        self.probe, self.node, self.namespace = probe, node, namespace
-        self.labels: dict[tuple[int, int], Image] = {}
-        self.publisher = probe.node.create_publisher(camera_type, camera_topic, OUTPUT_QOS)
-        self.subscribe('/segmentation/semantic', self.labels)
-
-    def subscribe(self, topic: str, store: dict | None = None, msg_type=Image) -> dict:
-        """Keep every message on ``topic`` (in the node's namespace) by stamp, in ``store``."""
-        store = {} if store is None else store
-        self.probe.node.create_subscription(
-            msg_type, self.namespace + topic, lambda msg: store.__setitem__(stamp_key(msg.header), msg),
-            OUTPUT_QOS)
-        return store
-
-    def _check_alive(self) -> None:
-        self.node.assert_alive()
-
-    def wait_ready(self) -> None:
-        assert self.probe.spin_until(lambda: self.publisher.get_subscription_count() > 0, NODE_START_TIMEOUT,
-                                     self._check_alive), f'node never subscribed:\n{self.node.output()}'
-
-    def send(self, msg, frame_id: str = 'front_camera') -> tuple[int, int]:
-        stamp = Time(sec=1000 + next(_stamps), nanosec=250_000_000)
-        msg.header = Header(stamp=stamp, frame_id=frame_id)
-        self.publisher.publish(msg)
-        return stamp.sec, stamp.nanosec
-
-    def result(self, key, store=None, timeout=FRAME_TIMEOUT) -> Image:
-        store = self.labels if store is None else store
-        assert self.probe.spin_until(lambda: key in store, timeout, self._check_alive), \
-            f'no output for stamp {key}:\n{self.node.output()}'
-        return store[key]
-
-
 @pytest.fixture(scope='module')
-def semantic(tmp_path_factory, checkpoint):
+def semantic(tmp_path_factory, deeplabv3plus_checkpoint):
+    """A node on /camera/image_raw (32FC1 confidence, overlay alpha 0.25) and its probe: ``labels``,
+    ``colors``, ``overlays`` and ``confidences`` keep its outputs by stamp."""
     log = tmp_path_factory.mktemp('logs') / 'semantic_node.log'
     ros_args = ['-r', 'image:=/camera/image_raw', '-p', 'input_height:=96', '-p', 'input_width:=128',
                 '-p', 'input_reliability:=reliable', '-p', f'max_image_pixels:={MAX_PIXELS}',
-                '-p', f'checkpoint:={checkpoint}', '-p', 'confidence_output:=32FC1', '-p', 'overlay_alpha:=0.25']
+                '-p', f'checkpoint:={deeplabv3plus_checkpoint}', '-p', 'confidence_output:=32FC1',
+                '-p', 'overlay_alpha:=0.25']
     with NodeProcess(SEMANTIC_MODULE, ros_args, log) as node:
-        probe = ProbeNode('semantic_probe')
+        probe = CameraProbe('semantic_probe', node, camera='/camera/image_raw', timeout=FRAME_TIMEOUT)
         try:
-            client = SemanticClient(probe, node)
-            client.colors = client.subscribe('/semantic_segmentation/color')
-            client.overlays = client.subscribe('/semantic_segmentation/overlay')
-            client.confidences = client.subscribe('/segmentation/semantic/confidence')
-            client.wait_ready()
-            yield client
+            probe.labels = probe.listen('/segmentation/semantic')
+            probe.colors = probe.listen('/semantic_segmentation/color')
+            probe.overlays = probe.listen('/semantic_segmentation/overlay')
+            probe.confidences = probe.listen('/segmentation/semantic/confidence')
+            probe.connect(timeout=NODE_START_TIMEOUT)
+            yield probe
         finally:
             probe.close()
 
@@ -98,18 +59,18 @@ def test_label_image_keeps_header_and_camera_resolution(semantic, encoding):
     assert as_array(labels).max() < 19
 
 
-def test_output_equals_the_segmenter_with_the_same_checkpoint(semantic, checkpoint):
+def test_output_equals_the_segmenter_with_the_same_checkpoint(semantic, deeplabv3plus_checkpoint):
     """The node runs the network it was given: its pixels equal seg_models' own result."""
     rgb = camera_frame()
     key = semantic.send(encode_image_msg(rgb, 'bgr8'))
-    segmenter = create_semantic_segmenter(SemanticModelConfig(checkpoint=str(checkpoint), input_size=(96, 128),
-                                                              with_confidence=True))
+    segmenter = create_semantic_segmenter(SemanticModelConfig(checkpoint=str(deeplabv3plus_checkpoint),
+                                                              input_size=(96, 128), with_confidence=True))
     expected = segmenter.segment([rgb])[0]
     np.testing.assert_array_equal(as_array(semantic.result(key)), expected.class_ids)
     confidence = semantic.result(key, semantic.confidences)
     assert (confidence.encoding, confidence.height, confidence.width) == ('32FC1', 360, 480)
     np.testing.assert_allclose(as_array(confidence), expected.confidence, atol=1e-4)
-    assert 'UNTRAINED' not in semantic.node.output()
+    assert 'UNTRAINED' not in semantic.logs()
 
 
 def test_padded_rows_are_read_correctly(semantic):
@@ -136,10 +97,8 @@ def test_color_and_overlay_views_show_the_labels(semantic):
 
 
 def test_label_set_reaches_a_late_subscriber(semantic):
-    received = []
-    semantic.probe.node.create_subscription(LabelSet, '/segmentation/semantic/label_info', received.append,
-                                            LABEL_INFO_QOS)
-    assert semantic.probe.spin_until(lambda: received, 10)
+    received = semantic.label_info('/segmentation/semantic/label_info')
+    semantic.wait_for(lambda: received, 'no label set', 10)
     assert [c.name for c in received[0].classes] == cityscapes().names
     assert received[0].name == 'cityscapes' and received[0].ignore_id == 255
 
@@ -162,8 +121,7 @@ def test_bad_images_are_dropped_with_a_named_error_and_the_node_keeps_serving(se
     for problem, msg in bad.items():
         # One at a time: the input keeps only the newest frame, so a burst would drop some unseen.
         key = semantic.send(msg)
-        assert semantic.probe.spin_until(lambda: problem in semantic.node.output(), FRAME_TIMEOUT), \
-            f'no error naming {problem!r} in the node log:\n{semantic.node.output()}'
+        semantic.wait_for(lambda: problem in semantic.logs(), f'no error naming {problem!r} in the node log')
         semantic.result(semantic.send(good))  # still serving
         assert key not in semantic.labels, f'published a result for a bad image ({problem})'
 
@@ -172,39 +130,35 @@ def test_stamps_before_the_epoch_are_answered_and_impossible_ones_refused(semant
     """A negative stamp used to kill the inference worker (rclpy's Time refuses it) and every later
     frame went unanswered; builtin_interfaces allows it, so it is answered. Nanoseconds of a second or
     more cannot be carried on, so that frame is refused."""
-    before_epoch = array_to_image_msg(camera_frame(), 'rgb8', Header(stamp=Time(sec=-5), frame_id='front_camera'))
-    semantic.publisher.publish(before_epoch)
-    assert semantic.result((-5, 0)).header.frame_id == 'front_camera'
-    impossible = array_to_image_msg(camera_frame(), 'rgb8', Header(stamp=Time(sec=7, nanosec=2_000_000_000)))
-    semantic.publisher.publish(impossible)
-    assert semantic.probe.spin_until(lambda: 'nanosec 2000000000 is not in [0, 1e9)' in semantic.node.output(),
-                                     FRAME_TIMEOUT), semantic.node.output()
+    before_epoch = semantic.send(array_to_image_msg(camera_frame(), 'rgb8', Header()), stamp=Time(sec=-5))
+    assert before_epoch == (-5, 0) and semantic.result(before_epoch).header.frame_id == 'front_camera'
+    semantic.send(array_to_image_msg(camera_frame(), 'rgb8', Header()), stamp=Time(sec=7, nanosec=2_000_000_000))
+    semantic.wait_for(lambda: 'nanosec 2000000000 is not in [0, 1e9)' in semantic.logs(), 'no error for the stamp')
     semantic.result(semantic.send(array_to_image_msg(camera_frame(), 'rgb8', Header())))  # still serving
     assert (7, 2_000_000_000) not in semantic.labels
 
 
 @pytest.fixture(scope='module')
-def compressed(tmp_path_factory, checkpoint):
+def compressed(tmp_path_factory, deeplabv3plus_checkpoint):
     """A node on image/compressed with mono8 confidence, whose threshold (the test frame's median
     confidence) unlabels about half the pixels; in its own namespace, beside the other node."""
-    segmenter = create_semantic_segmenter(SemanticModelConfig(checkpoint=str(checkpoint), input_size=(96, 128),
-                                                              with_confidence=True))
+    segmenter = create_semantic_segmenter(SemanticModelConfig(checkpoint=str(deeplabv3plus_checkpoint),
+                                                              input_size=(96, 128), with_confidence=True))
     threshold = round(float(np.median(segmenter.segment([camera_frame()])[0].confidence)), 6)
     ros_args = ['-r', '__ns:=/compressed', '-r', 'image:=/camera/image_raw', '-p', 'input_height:=96',
-                '-p', 'input_width:=128', '-p', 'input_reliability:=reliable', '-p', f'checkpoint:={checkpoint}',
-                '-p', 'input_transport:=compressed', '-p', 'confidence_output:=mono8',
-                '-p', f'confidence_threshold:={threshold}']
+                '-p', 'input_width:=128', '-p', 'input_reliability:=reliable',
+                '-p', f'checkpoint:={deeplabv3plus_checkpoint}', '-p', 'input_transport:=compressed',
+                '-p', 'confidence_output:=mono8', '-p', f'confidence_threshold:={threshold}']
     with NodeProcess(SEMANTIC_MODULE, ros_args, tmp_path_factory.mktemp('logs') / 'log') as node:
-        probe = ProbeNode('compressed_probe')
+        probe = CameraProbe('compressed_probe', node, camera='/camera/image_raw/compressed',
+                            camera_type=CompressedImage, timeout=FRAME_TIMEOUT)
         try:
-            client = SemanticClient(probe, node, CompressedImage, '/camera/image_raw/compressed', '/compressed')
-            client.confidences = client.subscribe('/segmentation/semantic/confidence')
-            client.label_sets = []
-            probe.node.create_subscription(LabelSet, '/compressed/segmentation/semantic/label_info',
-                                           client.label_sets.append, LABEL_INFO_QOS)
-            client.wait_ready()
-            client.segmenter, client.threshold = segmenter, threshold
-            yield client
+            probe.labels = probe.listen('/compressed/segmentation/semantic')
+            probe.confidences = probe.listen('/compressed/segmentation/semantic/confidence')
+            probe.label_sets = probe.label_info('/compressed/segmentation/semantic/label_info')
+            probe.connect(timeout=NODE_START_TIMEOUT)
+            probe.segmenter, probe.threshold = segmenter, threshold
+            yield probe
         finally:
             probe.close()
 
@@ -224,7 +178,7 @@ def test_png_input_gives_the_segmenter_result_with_unsure_pixels_unlabeled(compr
     confidence = compressed.result(key, compressed.confidences)
     assert confidence.encoding == 'mono8'
     assert np.abs(as_array(confidence).astype(int) - np.rint(expected.confidence * 255)).max() <= 1
-    assert compressed.probe.spin_until(lambda: compressed.label_sets, 10)
+    compressed.wait_for(lambda: compressed.label_sets, 'no label set', 10)
     assert compressed.label_sets[0].threshold == pytest.approx(compressed.threshold)
 
 
@@ -237,7 +191,7 @@ def test_jpeg_input_keeps_header_and_camera_resolution(compressed):
 
 def test_undecodable_compressed_image_is_dropped_with_a_named_error(compressed):
     key = compressed.send(CompressedImage(format='jpeg', data=b'\xff\xd8 not a jpeg at all'))
-    assert compressed.probe.spin_until(lambda: 'cannot be decoded' in compressed.node.output(), FRAME_TIMEOUT)
+    compressed.wait_for(lambda: 'cannot be decoded' in compressed.logs(), 'undecodable image not reported')
     compressed.result(compressed.send(_compressed_msg(camera_frame(), '.png')))  # still serving
     assert key not in compressed.labels
 

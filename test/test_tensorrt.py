@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import random_checkpoint
 from seg_models.backends.tensorrt import tensorrt_unavailable_reason
 
 UNAVAILABLE = tensorrt_unavailable_reason()
@@ -18,7 +17,7 @@ FULL_SIZE = (1024, 2048)
 
 
 def frames(count):
-    from ros_helpers import driving_frames
+    from shared_data import driving_frames
 
     return driving_frames(count, size=FULL_SIZE)
 
@@ -33,20 +32,12 @@ def median_ms(function, repeats=10):
     return 1000 * float(np.median(timings))
 
 
-@pytest.fixture(scope='module')
-def resnet_checkpoint(tmp_path_factory):
-    from seg_models.models.deeplabv3plus import deeplabv3plus
-
-    return random_checkpoint(tmp_path_factory.mktemp('trt') / 'deeplabv3plus_resnet50.pth',
-                             lambda: deeplabv3plus('resnet50', 19), seed=21)
-
-
-def test_fp16_deeplabv3plus_engine_matches_pytorch_on_the_gpu(resnet_checkpoint, tmp_path, capsys):
+def test_fp16_deeplabv3plus_engine_matches_pytorch_on_the_gpu(deeplabv3plus_resnet50_checkpoint, tmp_path, capsys):
     from seg_models.configs import SemanticModelConfig, build_config
     from seg_models.segmenters.semantic import create_semantic_segmenter
 
-    common = dict(architecture='deeplabv3plus_resnet50', checkpoint=str(resnet_checkpoint), input_size=FULL_SIZE,
-                  device='cuda', engine_dir=str(tmp_path))
+    common = dict(architecture='deeplabv3plus_resnet50', checkpoint=str(deeplabv3plus_resnet50_checkpoint),
+                  input_size=FULL_SIZE, device='cuda', engine_dir=str(tmp_path))
     reference = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='pytorch', **common)))
     engine = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='tensorrt', precision='fp16',
                                                                            **common)))
@@ -58,15 +49,13 @@ def test_fp16_deeplabv3plus_engine_matches_pytorch_on_the_gpu(resnet_checkpoint,
               f'TensorRT fp16 {median_ms(lambda: engine.segment(images[:1])):.1f} ms per frame (end to end)')
 
 
-def test_fp16_maskrcnn_engine_matches_pytorch_on_the_gpu(tmp_path, capsys):
+def test_fp16_maskrcnn_engine_matches_pytorch_on_the_gpu(maskrcnn_checkpoint, tmp_path, capsys):
     from torchvision.ops import box_iou
 
     from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
     from seg_models.segmenters.instance import create_instance_segmenter
-    from seg_models.models.maskrcnn import mask_rcnn
 
-    checkpoint = random_checkpoint(tmp_path / 'maskrcnn.pth', lambda: mask_rcnn('maskrcnn_resnet50_fpn', 9), seed=22)
-    common = dict(checkpoint=str(checkpoint), input_size=FULL_SIZE, device='cuda', engine_dir=str(tmp_path),
+    common = dict(checkpoint=str(maskrcnn_checkpoint), input_size=FULL_SIZE, device='cuda', engine_dir=str(tmp_path),
                   output_filter=InstanceFilter(score_threshold=0.3))
     reference = create_instance_segmenter(build_config(InstanceModelConfig, dict(backend='pytorch', **common)))
     engine = create_instance_segmenter(build_config(InstanceModelConfig, dict(backend='tensorrt', precision='fp16',
@@ -90,7 +79,7 @@ def test_fp16_maskrcnn_engine_matches_pytorch_on_the_gpu(tmp_path, capsys):
               f'TensorRT fp16 {median_ms(lambda: engine.segment(image)):.1f} ms per frame (end to end)')
 
 
-def test_engine_is_reused_and_a_corrupt_engine_is_rebuilt(resnet_checkpoint, tmp_path, caplog):
+def test_engine_is_reused_and_a_corrupt_engine_is_rebuilt(tmp_path, caplog):
     from seg_models.configs import SemanticModelConfig, build_config
     from seg_models.segmenters.semantic import create_semantic_segmenter
 
@@ -109,7 +98,7 @@ def test_engine_is_reused_and_a_corrupt_engine_is_rebuilt(resnet_checkpoint, tmp
     assert segmenter.segment([np.zeros((256, 512, 3), np.uint8)])[0].class_ids.shape == (256, 512)
 
 
-def test_int8_engine_builds_strongly_typed_from_the_qdq_graph(resnet_checkpoint, tmp_path):
+def test_int8_engine_builds_strongly_typed_from_the_qdq_graph(deeplabv3plus_resnet50_checkpoint, tmp_path):
     import cv2
 
     from seg_models.configs import SemanticModelConfig, build_config
@@ -119,8 +108,9 @@ def test_int8_engine_builds_strongly_typed_from_the_qdq_graph(resnet_checkpoint,
     calibration.mkdir()
     for index, frame in enumerate(frames(4)):
         cv2.imwrite(str(calibration / f'{index:03d}.png'), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    common = dict(architecture='deeplabv3plus_resnet50', checkpoint=str(resnet_checkpoint), input_size=(512, 1024),
-                  engine_dir=str(tmp_path / 'engines'), calibration_images=str(calibration), precision='int8')
+    common = dict(architecture='deeplabv3plus_resnet50', checkpoint=str(deeplabv3plus_resnet50_checkpoint),
+                  input_size=(512, 1024), engine_dir=str(tmp_path / 'engines'), calibration_images=str(calibration),
+                  precision='int8')
     engine = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='tensorrt', **common)))
     reference = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='onnxruntime', **common)))
     assert list((tmp_path / 'engines').glob('*_int8-*.onnx')) and list((tmp_path / 'engines').glob('*.engine'))
