@@ -188,7 +188,8 @@ def command_train(args: argparse.Namespace) -> int:
     settings = TrainingSettings(
         task=args.task, data=args.data, output=args.output, train_split=args.train_split, val_split=args.val_split,
         dataset_label_set=args.dataset_label_set or '', architecture=args.architecture or '',
-        label_set=args.label_set or '', output_stride=args.output_stride or 16, init=args.init or '',
+        label_set=args.label_set or '', output_stride=args.output_stride or 16, head_layout=args.head_layout,
+        init=args.init or '',
         iterations=args.iterations, batch_size=args.batch_size, accumulate=args.accumulate,
         crop_size=tuple(args.crop_size), base_size=tuple(args.base_size or ()), learning_rate=args.learning_rate,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, input_size=tuple(args.input_size or ()),
@@ -248,6 +249,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--architecture', help='default: the task\'s (seg-models export --help)')
     parser.add_argument('--label-set', help='classes to learn; default: the data\'s own')
     parser.add_argument('--output-stride', type=int, choices=(8, 16))
+    parser.add_argument('--head-layout', choices=('paper', 'separable'), default=defaults.head_layout,
+                        help='DeepLabv3+ head: the paper\'s (torchvision ASPP) or depthwise-separable (a fifth of the '
+                             'weights; the demo model\'s)')
     parser.add_argument('--init', help='weights to start from (class-specific layers of another label set are '
                                        're-initialised); default: random')
     parser.add_argument('--iterations', type=int, default=defaults.iterations)

@@ -257,3 +257,16 @@ def test_the_training_benchmark_prints_both_loops_side_by_side(camvid_folder, ca
     output = capsys.readouterr().out
     assert re.search(r'torchvision reference loop +\d+\.\d\d images/s  1\.00x', output), output
     assert re.search(r'seg-models train +\d+\.\d\d images/s  \d+\.\d\dx', output), output
+
+
+def test_a_separable_head_trains_and_is_recognised_from_its_keys(camvid_folder, tmp_path):
+    from seg_models.checkpoints.formats import import_deeplabv3plus
+    from seg_models.checkpoints.reading import read_state_dict
+    from seg_models.segmenters.semantic import create_semantic_segmenter
+
+    run = tmp_path / 'run'
+    assert train('--data', camvid_folder, '--output', run, *TINY, '--val-split', '', '--head-layout', 'separable') == 0
+    assert import_deeplabv3plus(read_state_dict(run / 'model.safetensors'))[0].head_layout == 'separable'
+    segmenter = create_semantic_segmenter(build_config(SemanticModelConfig, dict(
+        checkpoint=str(run / 'model.safetensors'), backend='pytorch')))
+    assert segmenter.segment([np.zeros((72, 96, 3), np.uint8)])[0].class_ids.shape == (72, 96)

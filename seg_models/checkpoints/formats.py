@@ -89,6 +89,7 @@ def _from_mmseg(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 FORMATS = {
     'seg_models': CheckpointFormat('seg_models', 'paper', _native),
+    'seg_models_separable': CheckpointFormat('seg_models', 'separable', _native),
     'vainf': CheckpointFormat('vainf', 'vainf', _from_vainf),
     'mmseg': CheckpointFormat('mmseg', 'mmseg', _from_mmseg),
 }
@@ -108,6 +109,8 @@ def detect_format(state_dict: dict[str, torch.Tensor]) -> CheckpointFormat:
         return FORMATS['mmseg']
     if any(re.match(r'classifier\.(aspp|project|classifier)\.', key) for key in keys):
         return FORMATS['vainf']
+    if any(key.startswith('head.aspp.branches.') for key in keys):  # ours, with separable ASPP branches
+        return FORMATS['seg_models_separable']
     return FORMATS['seg_models']
 
 

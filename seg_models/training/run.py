@@ -56,6 +56,7 @@ class TrainingSettings:
     architecture: str = ''  # default: the task's (seg_models.tasks)
     label_set: str = ''  # default: the data's (camvid, a folder's label set, cityscapes / cityscapes_things)
     output_stride: int = 16
+    head_layout: str = 'paper'  # DeepLabv3+ head (seg_models.models.deeplabv3plus.HEAD_LAYOUTS): paper or separable
     init: str = ''  # weights to start from ('' random)
     iterations: int = 1000
     batch_size: int = 8  # the global batch (all processes, all micro-batches)
@@ -152,7 +153,8 @@ class Task:
 
     def model_card(self) -> dict:
         settings = self.settings
-        return {'task': settings.task, 'architecture': settings.architecture, 'label_set': self.label_set.name,
+        return {'task': settings.task, 'architecture': settings.architecture, 'head_layout': settings.head_layout,
+                'label_set': self.label_set.name,
                 'num_classes': self.label_set.num_classes, 'input_size': list(settings.input_size),
                 'output_stride': settings.output_stride}
 
@@ -165,13 +167,15 @@ class SemanticTask(Task):
             raise TrainingError(f'unknown semantic architecture {self.settings.architecture!r}; known: '
                                 f'{", ".join(DEEPLABV3PLUS_ARCHITECTURES)}')
         return DEEPLABV3PLUS_ARCHITECTURES[self.settings.architecture](self.label_set.num_classes,
-                                                                        self.settings.output_stride)
+                                                                        self.settings.output_stride,
+                                                                        self.settings.head_layout)
 
     def load_init(self, network: nn.Module, path: str) -> None:
         checkpoint_format, state_dict = import_deeplabv3plus(read_state_dict(path))
-        if checkpoint_format.head_layout != 'paper':
-            raise TrainingError(f'{path} is a {checkpoint_format.name} checkpoint (head layout '
-                                f'{checkpoint_format.head_layout}); training starts from our own layout only')
+        if checkpoint_format.head_layout != self.settings.head_layout:
+            raise TrainingError(f'{path} is a {checkpoint_format.name} checkpoint with the '
+                                f'{checkpoint_format.head_layout} head; train with --head-layout '
+                                f'{checkpoint_format.head_layout} to start from it')
         load_reinitialising_heads(network, state_dict, path, heads=('head.classifier.',))
 
     def training_set(self, split: data.SplitData, recipe: Recipe):
