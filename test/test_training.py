@@ -270,3 +270,13 @@ def test_a_separable_head_trains_and_is_recognised_from_its_keys(camvid_folder, 
     segmenter = create_semantic_segmenter(build_config(SemanticModelConfig, dict(
         checkpoint=str(run / 'model.safetensors'), backend='pytorch')))
     assert segmenter.segment([np.zeros((72, 96, 3), np.uint8)])[0].class_ids.shape == (72, 96)
+
+
+def test_the_demo_model_can_be_pointed_elsewhere_or_turned_off(monkeypatch, tmp_path):
+    from seg_models.checkpoints.model_card import DEMO_MODEL_ENV, demo_weights, is_demo_weights
+
+    monkeypatch.setenv(DEMO_MODEL_ENV, str(tmp_path / 'fleet_default.safetensors'))
+    assert demo_weights() == tmp_path / 'fleet_default.safetensors'
+    assert is_demo_weights(tmp_path / 'fleet_default.safetensors')
+    monkeypatch.setenv(DEMO_MODEL_ENV, '')
+    assert demo_weights() is None and not is_demo_weights(tmp_path / 'fleet_default.safetensors')

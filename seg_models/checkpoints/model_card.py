@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from importlib import resources
 from pathlib import Path
+from typing import Optional
 
 from seg_models.checkpoints.reading import CheckpointError
 from seg_models.configs import DEFAULT_INPUT_SIZE, SemanticModelConfig
@@ -38,13 +40,22 @@ def read_model_card(path: str | Path) -> dict:
         return {}
 
 
-def demo_weights() -> Path:
-    """The demo model shipped in the package (seg_models/data/weights)."""
+DEMO_MODEL_ENV = 'SEG_MODELS_DEMO_MODEL'
+
+
+def demo_weights() -> Optional[Path]:
+    """The weights a semantic model without a checkpoint runs: the demo model shipped in the package
+    (seg_models/data/weights), or the file ``$SEG_MODELS_DEMO_MODEL`` names; set empty, None (the
+    network is then untrained, as with any other settings)."""
+    chosen = os.environ.get(DEMO_MODEL_ENV)
+    if chosen is not None:
+        return Path(chosen) if chosen else None
     return Path(str(resources.files('seg_models.data') / 'weights' / DEMO_WEIGHTS_NAME))
 
 
 def is_demo_weights(path: str | Path) -> bool:
-    return bool(path) and Path(path).resolve() == demo_weights().resolve()
+    demo = demo_weights()
+    return bool(path) and demo is not None and Path(path).resolve() == demo.resolve()
 
 
 def resolved_semantic_config(config: SemanticModelConfig) -> SemanticModelConfig:
@@ -59,7 +70,7 @@ def resolved_semantic_config(config: SemanticModelConfig) -> SemanticModelConfig
         return config
     if not config.checkpoint:
         demo = demo_weights()
-        if not (demo.is_file() and (config.architecture, config.output_stride, config.label_set) ==
+        if not (demo is not None and demo.is_file() and (config.architecture, config.output_stride, config.label_set) ==
                 (defaults.architecture, defaults.output_stride, defaults.label_set)):
             return config  # untrained, as asked (said loudly where the network is built)
         config = dataclasses.replace(config, checkpoint=str(demo))
