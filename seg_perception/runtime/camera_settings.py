@@ -38,6 +38,7 @@ CAMERA_INPUT_PARAMETERS = tuple(ParameterSpec.of_field(CameraInputSettings, name
     ('lazy', 'Run nothing (not even the camera subscription) while no one subscribes to any output; false: always '
              'run.', {}),
     ('diagnostics_period_sec', 'Period of the status on /diagnostics.', {'value_range': (0.1, 60.0)}),
-    ('input_timeout_sec', 'Subscribed but no image for this long: warning in the log and on /diagnostics (missing '
-                          'or misnamed camera topic).', {'value_range': (0.1, 3600.0)}),
+    ('input_timeout_sec', 'Subscribed, no image and no answer for this long while no frame awaits the model: warning '
+                          'in the log and on /diagnostics (missing or misnamed camera topic).',
+     {'value_range': (0.1, 3600.0)}),
 ))
