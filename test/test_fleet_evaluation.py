@@ -19,7 +19,7 @@ from seg_models.data.labels import cityscapes_things
 from seg_perception.evaluation.fleet import KILL_ONCE_ENV, fleet_bags
 from seg_perception.evaluation.fleet_worker import FleetModel, Predictor, evaluate_bag
 from seg_perception.evaluation.ground_truth import instances_of
-from seg_perception.evaluation.metrics import CityscapesFiles, instance_scores_from_matches, pooled_matches
+from seg_models.bench.metrics import CityscapesFiles, instance_scores_from_matches, pooled_matches
 
 needs_camvid = pytest.mark.skipif(not CAMVID_IMAGES.is_dir(), reason=f'needs the CamVid frames in {CAMVID_IMAGES}')
 SMALL_SEMANTIC = ('-p', 'input_height:=64', '-p', 'input_width:=128', '-p', 'semantic_segmentation:label_set:=camvid',
