@@ -5,6 +5,7 @@ Helpers the tests import live beside this file: ros_helpers.py (node processes, 
 model_files.py (checkpoints), fitted_models.py (networks fitted to CamVid), shared_data.py."""
 import faulthandler
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -13,12 +14,21 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# Before anything initialises rclpy: node processes the tests start inherit these.
+# Before anything initialises rclpy: node processes the tests start inherit these. The user's
+# ROS_DOMAIN_ID is kept when set; otherwise the run takes one of its own, so parallel runs do not meet.
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ['ROS_DOMAIN_ID'] = str(1 + os.getpid() % 100)
+os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
 os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(REPO_ROOT / 'config' / 'fastdds_localhost.xml')
-# Exported ONNX files and engines of this run stay out of the user's cache.
-os.environ['SEG_MODELS_CACHE_DIR'] = tempfile.mkdtemp(prefix='seg_models_test_cache_')
+# Exported ONNX files and engines of this run stay out of the user's cache, and go at the end of the run.
+TEST_CACHE_DIR = tempfile.mkdtemp(prefix='seg_models_test_cache_')
+os.environ['SEG_MODELS_CACHE_DIR'] = TEST_CACHE_DIR
+# A semantic network without a checkpoint is untrained in tests (the shipped demo model has its own tests).
+os.environ.setdefault('SEG_MODELS_DEMO_MODEL', '')
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Nothing of the run stays behind: its engine cache goes (pytest.ini bounds pytest's own folders)."""
+    shutil.rmtree(TEST_CACHE_DIR, ignore_errors=True)
 # Test the source tree, also in node processes started by tests.
 os.environ['PYTHONPATH'] = os.pathsep.join([str(REPO_ROOT), os.environ.get('PYTHONPATH', '')])
 sys.path.insert(0, str(REPO_ROOT))

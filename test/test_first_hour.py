@@ -293,3 +293,20 @@ def test_a_frame_too_large_for_a_camera_size_network_is_refused_before_it_runs()
                                                                              label_set='mapillary_vistas'),
                                                    input_size=(64, 96)))
     assert fixed.frame_problem((4000, 4000)) is None  # resized to the network input: any frame runs
+
+
+def test_the_test_run_uses_the_users_domain_when_set():
+    """Run by ``test_a_test_run_leaves_nothing_behind_and_respects_the_user`` with ROS_DOMAIN_ID set."""
+    expected = os.environ.get('SEG_TEST_EXPECTED_DOMAIN')
+    assert expected is None or os.environ['ROS_DOMAIN_ID'] == expected
+
+
+def test_a_test_run_leaves_nothing_behind_and_respects_the_user(tmp_path):
+    temporary = tmp_path / 'tmp'
+    temporary.mkdir()
+    env = dict(os.environ, ROS_DOMAIN_ID='42', SEG_TEST_EXPECTED_DOMAIN='42', TMPDIR=str(temporary))
+    result = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                             'test/test_first_hour.py::test_the_test_run_uses_the_users_domain_when_set'],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not list(temporary.glob('seg_models_test_cache_*')), list(temporary.iterdir())
