@@ -70,7 +70,7 @@ def test_seg_models_top_level_holds_only_subpackages_and_a_few_modules():
     modules = sorted(path.name for path in top.glob('*.py'))
     assert set(modules) - {'__init__.py', '__main__.py', 'cli.py'} <= {'configs.py', 'tasks.py'}, modules
     packages = sorted(path.name for path in top.iterdir() if (path / '__init__.py').is_file())
-    assert packages == ['backends', 'bench', 'checkpoints', 'data', 'deploy', 'models', 'segmenters']
+    assert packages == ['backends', 'bench', 'checkpoints', 'data', 'deploy', 'models', 'segmenters', 'training']
 
 
 def test_an_unknown_task_is_refused_naming_the_known_ones():

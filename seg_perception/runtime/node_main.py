@@ -134,7 +134,7 @@ HELP_FLAGS = ('--help', '-h')
 
 def help_text(executable: str, summary: str, parameters: Sequence[ParameterSpec]) -> str:
     """What ``executable --help`` prints: usage, the node's purpose, its parameters."""
-    from seg_perception.runtime.parameter_docs import help_lines
+    from seg_perception.runtime.parameter_text import help_lines
 
     lines = [f'usage: {executable} [--ros-args [-p NAME:=VALUE ...] [--params-file FILE] [-r FROM:=TO ...]]', '',
              summary.strip(), '']

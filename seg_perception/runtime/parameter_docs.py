@@ -7,41 +7,23 @@ As Autoware renders its parameter tables from each package's schema files, the r
 from the ``ParameterSpec`` tables themselves: a segmentation node's ``task_parameters``,
 ``BACKEND_PARAMETERS``, ``CAMERA_INPUT_PARAMETERS`` and ``AUTOSTART``, in the order
 ``SegmentationNode`` declares them, and the image source's ``IMAGE_SOURCE_PARAMETERS``. Each table
-becomes rows of name, type, default, range or choices, and description (``parameter_rows``), shown
-as a markdown table here (``markdown_table``) or as plain text lines (``help_lines``), the form a
-node's ``--help`` can print.
+becomes rows of name, type, default, range or choices, and description (``parameter_text``), shown
+as a markdown table here (``markdown_table``); each executable's ``--help`` prints the same rows as
+plain text (``parameter_text.help_lines``).
 """
 from __future__ import annotations
 
 import argparse
 import difflib
 import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from seg_perception.runtime.parameter_text import parameter_rows
 from seg_perception.runtime.parameters import ParameterSpec
 
 REGENERATE = 'python -m seg_perception.runtime.parameter_docs > docs/parameters.md'
-
-
-@dataclass(frozen=True)
-class ParameterRow:
-    """One parameter in words: every cell plain text (no markdown), for any rendering."""
-
-    name: str
-    type: str  # as ``ros2 param describe`` names it
-    default: str
-    choices: tuple[str, ...]  # empty when any value (in the range) goes
-    value_range: str  # '[low, high]', inclusive; empty when unbounded
-    description: str
-    read_only: bool
-
-    @property
-    def allowed(self) -> str:
-        """The choices or the range; empty when any value of the type goes."""
-        return ', '.join(self.choices) or self.value_range
 
 
 @dataclass(frozen=True)
@@ -62,48 +44,6 @@ class NodeParameters:
     page: str  # the node's page, relative to docs/
     tables: tuple[ParameterTable, ...]
     note: str = ''
-
-
-def value_text(value: Any) -> str:
-    """A parameter value as it is written in a params file or after ``-p NAME:=``."""
-    if isinstance(value, bool):
-        return 'true' if value else 'false'
-    if isinstance(value, tuple):
-        return '[' + ', '.join(map(value_text, value)) + ']'
-    if value == '':
-        return '""'
-    return str(value)
-
-
-def type_text(spec: ParameterSpec) -> str:
-    """The ROS parameter type of ``spec`` (from its default, as ``declare_parameters`` declares it)."""
-    default = spec.default
-    if spec.is_string_array:
-        return 'string array'
-    for kind, name in ((bool, 'bool'), (int, 'integer'), (float, 'double'), (str, 'string')):
-        if isinstance(default, kind):
-            return name
-    raise TypeError(f'parameter {spec.name!r}: no ROS type for default {default!r}')
-
-
-def parameter_rows(specs: Sequence[ParameterSpec]) -> list[ParameterRow]:
-    return [ParameterRow(spec.name, type_text(spec), value_text(spec.default),
-                         tuple(value_text(choice) for choice in spec.choices or ()),
-                         f'[{spec.value_range[0]}, {spec.value_range[1]}]' if spec.value_range is not None else '',
-                         spec.description, spec.read_only) for spec in specs]
-
-
-def help_lines(specs: Sequence[ParameterSpec], width: int = 100) -> list[str]:
-    """The parameters as plain text, for a ``--help``: a line of name, type, default and what is
-    allowed, then the description indented and wrapped to ``width``."""
-    lines = []
-    for row in parameter_rows(specs):
-        facts = [row.type, f'default {row.default}'] + ([f'allowed {row.allowed}'] if row.allowed else [])
-        if not row.read_only:
-            facts.append('can be changed while running')
-        lines.append(f'  {row.name} ({"; ".join(facts)})')
-        lines += textwrap.wrap(row.description, width, initial_indent=' ' * 6, subsequent_indent=' ' * 6)
-    return lines
 
 
 def _cell(text: str) -> str:
