@@ -59,7 +59,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 loaded = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
         reason = _weights_unpickler_reason(str(error))
-        protocol_4 = 'unsupported operand' in reason.lower()
+        protocol_4 = 'unsupported operand' in reason.lower() and _pickle_protocol(path) >= 4
         code = _code_a_plain_pickle_names(path) if protocol_4 else None
         if code:
             reason = f'it names {code}'
@@ -79,6 +79,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 # What a plain (non-zip) torch pickle of tensors names: anything else is code to run.
 TENSOR_PICKLE_GLOBALS = ('collections.OrderedDict', 'torch._utils.', 'torch.', '_codecs.encode')
+
+
+def _pickle_protocol(path: Path) -> int:
+    """The protocol a plain pickle declares in its first opcode (PROTO), 0 for anything else."""
+    with open(path, 'rb') as stream:
+        head = stream.read(2)
+    return head[1] if len(head) == 2 and head[0] == pickle.PROTO[0] else 0
 
 
 def _code_a_plain_pickle_names(path: Path):
