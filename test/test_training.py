@@ -280,3 +280,29 @@ def test_the_demo_model_can_be_pointed_elsewhere_or_turned_off(monkeypatch, tmp_
     assert is_demo_weights(tmp_path / 'fleet_default.safetensors')
     monkeypatch.setenv(DEMO_MODEL_ENV, '')
     assert demo_weights() is None and not is_demo_weights(tmp_path / 'fleet_default.safetensors')
+
+
+SEQ05VD = REPO_ROOT.parent / 'shared' / 'data' / 'camvid_seq05vd'
+DEMO_TEST_MIOU = 0.15  # the shipped demo model on the 20 CamVid Seq05VD test frames (never trained on)
+
+
+def test_the_shipped_demo_model_is_a_small_camvid_model_that_segments_driving_frames(monkeypatch):
+    from seg_models.bench.metrics import confusion_matrix, scores_from_confusion
+    from seg_models.checkpoints.model_card import DEMO_MODEL_ENV, demo_weights
+    from seg_models.data.datasets import open_dataset
+    from seg_models.segmenters.semantic import create_semantic_segmenter
+
+    monkeypatch.delenv(DEMO_MODEL_ENV, raising=False)  # the test session turns it off; this test is about it
+    weights = demo_weights()
+    assert weights.stat().st_size <= 15e6 and weights.with_suffix('.md').is_file()
+    card = read_model_card(weights)
+    assert (card['label_set'], card['input_size'], card['head_layout']) == ('camvid', [180, 240], 'separable')
+    assert card['licence'].startswith('CC BY-NC 4.0') and card['validation']['miou'] > DEMO_TEST_MIOU
+    segmenter = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='pytorch')))
+    assert segmenter.is_trained and segmenter.label_set.name == 'camvid'
+    if not SEQ05VD.is_dir():
+        pytest.skip(f'the CamVid test frames are not in {SEQ05VD}')
+    dataset = open_dataset(SEQ05VD, label_set='camvid')
+    matrix = sum(confusion_matrix(sample.semantic, segmenter.segment([sample.rgb])[0].class_ids, 11)
+                 for sample in dataset.samples)
+    assert scores_from_confusion(matrix, segmenter.label_set.names)['miou'] >= DEMO_TEST_MIOU

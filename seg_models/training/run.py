@@ -582,8 +582,11 @@ def _metrics_line(metrics: dict) -> str:
 
 def _card(task: Task, settings: TrainingSettings, state: RunState) -> dict:
     card = task.model_card()
-    card.update(iterations=state.iteration, data=settings.data, train_split=settings.train_split,
-                val_split=settings.val_split, recipe=dataclasses.asdict(RECIPES[settings.task]),
+    recipe = dataclasses.asdict(RECIPES[settings.task])
+    if settings.learning_rate:
+        recipe['learning_rate'] = settings.learning_rate
+    card.update(iterations=state.iteration, schedule_iterations=settings.iterations, data=settings.data,
+                train_split=settings.train_split, val_split=settings.val_split, recipe=recipe,
                 batch_size=settings.batch_size, crop_size=list(settings.crop_size), seed=settings.seed,
                 licence=settings.licence, validation=state.history[-1][1] if state.history else None)
     return card
@@ -593,8 +596,9 @@ def model_card_markdown(card: dict) -> str:
     """A person's view of a model card."""
     validation = card.get('validation') or {}
     lines = [f'# {card["architecture"]} ({card["task"]}), label set {card["label_set"]}', '',
-             f'- trained by `seg-models train` for {card["iterations"]} iterations, batch {card["batch_size"]}, '
-             f'seed {card["seed"]}', f'- data: {card["data"]} (train split `{card["train_split"]}`, validation '
+             f'- trained by `seg-models train` for {card["iterations"]} iterations (of a schedule of '
+             f'{card.get("schedule_iterations", card["iterations"])}), batch {card["batch_size"]}, seed {card["seed"]}',
+             f'- data: {card["data"]} (train split `{card["train_split"]}`, validation '
              f'split `{card["val_split"]}`)', f'- licence of the data (the weights inherit it): '
              f'{card.get("licence") or "not given"}', f'- network input size: {card["input_size"]}',
              f'- recipe: {json.dumps(card["recipe"])}', '']
