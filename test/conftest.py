@@ -1,5 +1,6 @@
-"""Test set-up: DDS kept on this machine, on a domain of this test run's own; ``gpu`` tests skipped
-where no CUDA device is visible; a watchdog for hung tests; the model files shared by a test run.
+"""Test set-up: DDS kept on this machine (on $ROS_DOMAIN_ID, else a domain of the run's own), an engine
+cache of the run's own; ``gpu`` tests skipped where no CUDA device is visible; a watchdog for hung
+tests; the model files shared by a test run.
 
 Helpers the tests import live beside this file: ros_helpers.py (node processes, the camera probe),
 model_files.py (checkpoints), fitted_models.py (networks fitted to CamVid), shared_data.py."""
@@ -25,13 +26,14 @@ os.environ['SEG_MODELS_CACHE_DIR'] = TEST_CACHE_DIR
 # A semantic network without a checkpoint is untrained in tests (the shipped demo model has its own tests).
 os.environ.setdefault('SEG_MODELS_DEMO_MODEL', '')
 
+# Test the source tree, also in node processes started by tests.
+os.environ['PYTHONPATH'] = os.pathsep.join([str(REPO_ROOT), os.environ.get('PYTHONPATH', '')])
+sys.path.insert(0, str(REPO_ROOT))
+
 
 def pytest_sessionfinish(session, exitstatus):
     """Nothing of the run stays behind: its engine cache goes (pytest.ini bounds pytest's own folders)."""
     shutil.rmtree(TEST_CACHE_DIR, ignore_errors=True)
-# Test the source tree, also in node processes started by tests.
-os.environ['PYTHONPATH'] = os.pathsep.join([str(REPO_ROOT), os.environ.get('PYTHONPATH', '')])
-sys.path.insert(0, str(REPO_ROOT))
 
 
 # One checkpoint of each kind per test run (test/model_files.py), shared by every test that needs that
