@@ -104,8 +104,12 @@ def test_no_images_is_said_only_of_a_camera_that_is_really_silent():
     # no publisher ever: a misnamed topic is worth a warning, without the DDS hint
     _, warning, cause = silence_report('/cam', 20.0, settings, 0, False, silent)
     assert warning == 'no images on /cam for 20 s (0 publishers on it)' and cause is None
-    # a publisher matched, nothing arrives, nothing counted lost: no evidence for the large-images hint
-    assert silence_report('/cam', 20.0, settings, 1, True, silent)[2] is None
+    # a publisher matched that has not sent its first frame (a runner waiting for every node): waiting
+    assert silence_report('/cam', 20.0, settings, 1, True, silent) == (0.0, None, None)
+    # it sent frames, then nothing, nothing counted lost: a silence, without the large-images hint
+    stalled = _snapshot(seconds_since_input=20.0, frames_received=30)
+    _, warning, cause = silence_report('/cam', 20.0, settings, 1, True, stalled)
+    assert warning.startswith('no images on /cam for 20 s (1 publishers') and cause is None
     lost = _snapshot(seconds_since_input=20.0, frames_lost=12)
     _, warning, cause = silence_report('/cam', 20.0, settings, 1, True, lost)
     assert cause == LARGE_IMAGES_HINT and '12 frames lost before the node' in warning

@@ -46,14 +46,16 @@ def input_silence_sec(now: float, subscribed_since: float, snapshot: StatisticsS
 def silence_report(input_topic: str, silence: float, settings, publishers: int, had_publisher: bool,
                    snapshot: StatisticsSnapshot) -> tuple[float, Optional[str], Optional[str]]:
     """(silence as /diagnostics reports it, the warning to log or None, its likely cause or None).
-    A camera whose publisher went away has stopped: no warning. The large-images hint only comes
-    with evidence of loss (sequence gaps or DDS message_lost events counted before the node)."""
+    A camera whose publisher went away has stopped: no warning. A publisher matched that has not
+    sent its first frame yet is waiting (a replay or the pipeline runner waits for every node to be
+    up), unless frames were counted lost on the way. The large-images hint only comes with evidence
+    of loss (sequence gaps or DDS message_lost events counted before the node)."""
     if silence <= settings.input_timeout_sec:
         return silence, None, None
-    if not publishers and had_publisher:
+    lost = snapshot.frames_lost or snapshot.recent_lost
+    if (not publishers and had_publisher) or (publishers and not snapshot.frames_received and not lost):
         return 0.0, None, None
     warning = f'no images on {input_topic} for {silence:.0f} s ({publishers} publishers on it)'
-    lost = snapshot.frames_lost or snapshot.recent_lost
     if publishers and lost and settings.input_reliability == 'best_effort':
         return silence, f'{warning}; {lost} frames lost before the node: {LARGE_IMAGES_HINT}', LARGE_IMAGES_HINT
     return silence, warning, None
