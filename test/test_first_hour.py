@@ -314,3 +314,11 @@ def test_a_test_run_leaves_nothing_behind_and_respects_the_user(tmp_path):
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not list(temporary.glob('seg_models_test_cache_*')), list(temporary.iterdir())
+
+
+def test_replay_tells_its_nodes_that_frames_are_paced_by_the_answers(tmp_path):
+    from seg_perception.evaluation.replay import ReplaySettings, start_pipeline_commands
+    from seg_perception.messages.topics import camera_bag_topics
+
+    commands = start_pipeline_commands(tmp_path / 'driving.yaml', [camera_bag_topics('/camera/image_raw')], [], {})
+    assert all(f'input_timeout_sec:={ReplaySettings.frame_timeout_sec}' in command for command in commands)

@@ -159,7 +159,10 @@ def run(sources: Sequence[str], output: Path, config: Path, cameras: Sequence[Ru
         raise ValueError(f'{len(sources)} sources for {len(cameras)} cameras: give one source, or one per camera')
     streams = [open_frames(source, max_frames) for source in sources]
     frames = zip(*streams) if len(streams) > 1 else ([frame] * len(cameras) for frame in streams[0])
-    commands = [node_command(node, cameras[0].topic, config, overrides.get(node.name, []))
+    # The runner sends a frame once every node answered the last: a node waiting on a slower one is
+    # paced, not facing a silent camera (the user's own overrides come after, and win).
+    paced = [f'input_timeout_sec:={FRAME_TIMEOUT_SEC}']
+    commands = [node_command(node, cameras[0].topic, config, paced + overrides.get(node.name, []))
                 for node in DRIVING_PIPELINE]
     for camera in cameras:
         for folder in IMAGE_OUTPUTS:

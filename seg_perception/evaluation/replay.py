@@ -256,7 +256,10 @@ def start_pipeline_commands(config: Path, cameras: Sequence[CameraBagTopics], ov
     cameras parameter. ``checkpoints`` maps launch-style arguments (semantic_checkpoint ...) to
     weights. An override ``NAME:=VALUE`` goes to every node, ``NODE:NAME:=VALUE`` to that node only
     (e.g. semantic_segmentation:input_height:=256)."""
-    settings = ['use_sim_time:=true', 'input_reliability:=reliable']
+    # replay waits for every node's answer before the next frame: a node answered before a slower one
+    # is paced, not facing a silent camera
+    settings = ['use_sim_time:=true', 'input_reliability:=reliable',
+                f'input_timeout_sec:={ReplaySettings.frame_timeout_sec}']
     if len(cameras) == 1 and cameras[0].frame_prefix == 'frame':  # the classic names: the default camera
         compressed = cameras[0].camera.endswith(COMPRESSED_SUFFIX)
         camera_topic = cameras[0].camera[:-len(COMPRESSED_SUFFIX)] if compressed else cameras[0].camera
