@@ -95,6 +95,9 @@ def test_no_images_is_said_only_of_a_camera_that_is_really_silent():
     # our answer is awaited (a frame arrived 30 s ago and the model is still on it): not silent
     awaiting = _snapshot(seconds_since_input=30.0, seconds_unanswered=30.0)
     assert input_silence_sec(100.0, 0.0, awaiting) == 0.0
+    # a frame refused 20 s ago awaits nothing: the camera has been silent since
+    refused = _snapshot(seconds_since_input=20.0, seconds_since_error=20.0, seconds_unanswered=20.0)
+    assert input_silence_sec(100.0, 0.0, refused) == 20.0
     # answered 2 s ago, the publisher sends its next frame once answered: not silent
     assert input_silence_sec(100.0, 0.0, _snapshot(seconds_since_input=40.0, seconds_since_output=2.0)) == 2.0
     silent = _snapshot(seconds_since_input=20.0, seconds_since_output=20.0)

@@ -32,6 +32,7 @@ class StatisticsSnapshot:
     recent_errors: dict[str, int] = field(default_factory=dict)  # not answered in the window, by kind
     seconds_since_input: Optional[float] = None  # None: no image yet
     seconds_since_output: Optional[float] = None  # None: nothing answered yet
+    seconds_since_error: Optional[float] = None  # since the last frame not answered (refused, failed); None: none
     seconds_unanswered: Optional[float] = None  # frames arrived and none was answered for this long; None: all were
     recent_lost: int = 0  # lost before the node in the window
     implausible_stamps: int = 0  # answered frames whose stamp is not from the node's clock: no latency
@@ -90,6 +91,7 @@ class CameraStatistics:
         self._totals = Counter()
         self._last_input: Optional[float] = None
         self._last_output: Optional[float] = None
+        self._last_error: Optional[float] = None
         self._unanswered_since: Optional[float] = None  # first frame received after the last one answered
 
     def frame_received(self, now: float, dropped_older: bool) -> None:
@@ -109,6 +111,7 @@ class CameraStatistics:
     def input_error(self, now: float, kind: str) -> None:
         """A frame not answered: a refused image, or a frame of a failed batch."""
         with self._lock:
+            self._last_error = now
             self._errors.append((now, kind))
             self._totals['errors'] += 1
 
@@ -157,6 +160,7 @@ class CameraStatistics:
                 input_errors=self._totals['errors'], recent_errors=dict(Counter(kind for _, kind in self._errors)),
                 seconds_since_input=None if self._last_input is None else now - self._last_input,
                 seconds_since_output=None if self._last_output is None else now - self._last_output,
+                seconds_since_error=None if self._last_error is None else now - self._last_error,
                 seconds_unanswered=None if self._unanswered_since is None else now - self._unanswered_since,
                 recent_lost=int(sum(count for _, count in self._lost.entries)),
                 implausible_stamps=self._totals['implausible_stamps'])

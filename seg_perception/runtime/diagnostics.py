@@ -34,9 +34,12 @@ class CameraInputState:
 
 def input_silence_sec(now: float, subscribed_since: float, snapshot: StatisticsSnapshot) -> float:
     """Seconds a camera has been really silent: since the subscription, its last image or the node's
-    last answer, whichever came last; none while a frame still awaits the node's answer (a publisher
-    that sends its next frame once answered, as replay does, is waiting for us, not silent)."""
-    if snapshot.seconds_unanswered is not None:
+    last answer, whichever came last; none while a frame still awaits the node's answer (one came
+    after the last answer or refusal: a publisher that sends its next frame once answered, as replay
+    does, is waiting for us, not silent)."""
+    settled = [seconds for seconds in (snapshot.seconds_since_output, snapshot.seconds_since_error)
+               if seconds is not None]
+    if snapshot.seconds_since_input is not None and (not settled or snapshot.seconds_since_input < min(settled)):
         return 0.0
     return min([now - subscribed_since] + [seconds for seconds in (snapshot.seconds_since_input,
                                                                    snapshot.seconds_since_output)
