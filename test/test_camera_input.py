@@ -35,9 +35,9 @@ def pipeline_probe(name: str, node: NodeProcess, camera_topic: str) -> CameraPro
     return CameraProbe(name, node, camera=camera_topic, timeout=30.0)
 
 
-def pipeline_status(probe: CameraProbe, **expected_values: str) -> DiagnosticStatus:
+def pipeline_status(probe: CameraProbe, timeout: float | None = None, **expected_values: str) -> DiagnosticStatus:
     """The next camera pipeline status of the probe's camera whose values include ``expected_values``."""
-    return probe.status(STATUS_NAME, **{'input topic': probe.default_camera}, **expected_values)
+    return probe.status(STATUS_NAME, timeout, **{'input topic': probe.default_camera}, **expected_values)
 
 
 def pipeline_statuses(probe: CameraProbe) -> list[DiagnosticStatus]:
@@ -57,7 +57,7 @@ def test_lazy_node_subscribes_to_the_camera_only_while_someone_listens(tmp_path)
     with semantic_process(tmp_path, 'lazy') as node:
         probe = pipeline_probe('lazy_probe', node, '/lazy/camera')
         try:
-            idle = pipeline_status(probe, state='idle')
+            idle = pipeline_status(probe, START_TIMEOUT, state='idle')  # once the node has started
             assert 'nothing subscribes' in idle.message
             assert not probe.subscribed()
             received = probe.listen('/lazy/semantic_segmentation/overlay')
@@ -78,7 +78,7 @@ def test_missing_camera_topic_and_qos_mismatch_are_reported(tmp_path):
     with semantic_process(tmp_path, 'eager', 'lazy:=false', 'input_timeout_sec:=1.0', namespace='/eager') as node:
         probe = pipeline_probe('eager_probe', node, '/eager/camera')
         try:
-            probe.wait_for(probe.subscribed, 'lazy:=false did not subscribe without listeners')
+            probe.wait_for(probe.subscribed, 'lazy:=false did not subscribe without listeners', START_TIMEOUT)
             pipeline_status(probe, state='active')
             # A refused image (an error) and then silence (a warning): both logged, the node lives on.
             bad = array_to_image_msg(np.zeros((4, 4), np.int16), 'mono8', Header())
@@ -111,7 +111,7 @@ def test_diagnostics_and_processing_time_describe_the_served_frames(tmp_path, de
         try:
             labels = probe.listen('/diag/segmentation/semantic')
             timings = probe.listen('/diag/semantic_segmentation/processing_time', FrameTiming)
-            probe.wait_for(probe.subscribed, 'no camera subscription')
+            probe.wait_for(probe.subscribed, 'no camera subscription', START_TIMEOUT)
             frames = driving_frames(3)
             for index, frame in enumerate(frames):
                 key = probe.send(array_to_image_msg(frame, 'rgb8', Header()), frame_id='cam',
@@ -218,7 +218,7 @@ def test_30_hz_camera_into_a_slower_model(tmp_path, deeplabv3plus_checkpoint):
                 latencies_ms.append((now - RosTime.from_msg(msg.header.stamp)).nanoseconds / 1e6)
 
             probe.node.create_subscription(Image, '/load/segmentation/semantic', on_labels, OUTPUT_QOS)
-            probe.wait_for(probe.subscribed, 'no camera subscription')
+            probe.wait_for(probe.subscribed, 'no camera subscription', START_TIMEOUT)
             msg = array_to_image_msg(driving_frames(1)[0], 'rgb8', Header(frame_id='cam'))
             sent, memory_mb = 0, {}
             started = time.monotonic()
