@@ -54,6 +54,7 @@ def train(*arguments) -> int:
     return main(['train', *map(str, arguments)])
 
 
+@pytest.mark.slow
 def test_a_few_iterations_give_weights_with_a_model_card_that_the_segmenter_loads(camvid_folder, tmp_path):
     from seg_models.segmenters.semantic import create_semantic_segmenter
 
@@ -75,6 +76,7 @@ def test_a_few_iterations_give_weights_with_a_model_card_that_the_segmenter_load
                                                       label_set='mapillary_vistas'))
 
 
+@pytest.mark.slow
 def test_without_a_checkpoint_the_shipped_demo_model_serves_unless_asked_otherwise(camvid_folder, tmp_path,
                                                                                     monkeypatch, caplog):
     from seg_models.checkpoints import model_card
@@ -97,6 +99,7 @@ def test_without_a_checkpoint_the_shipped_demo_model_serves_unless_asked_otherwi
     assert 'DEMO MODEL' in caplog.text and 'CC BY-NC 4.0' in caplog.text and 'UNTRAINED' not in caplog.text
 
 
+@pytest.mark.slow
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(camvid_folder, tmp_path):
     from safetensors.torch import load_file
 
@@ -111,6 +114,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(camvid_fold
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_weights_of_one_with_the_same_global_batch(camvid_folder, tmp_path):
     """torchrun with 2 CPU processes (gloo), batch 2 each, against one process with two micro-batches
     of 2: the same global batch of 4, so the same parameters (batch norm statistics per micro-batch
@@ -240,6 +244,7 @@ def test_ray_train_runs_the_same_loop_with_one_writer(camvid_folder, tmp_path):
     assert read_model_card(run / 'model.safetensors')['iterations'] == 2
 
 
+@pytest.mark.slow
 def test_on_cityscapes_data_validation_includes_cityscapesscripts_official_miou(tmp_path):
     data = write_cityscapes_folder(tmp_path / 'cityscapes', frames=2)
     run = tmp_path / 'run'
@@ -249,6 +254,7 @@ def test_on_cityscapes_data_validation_includes_cityscapesscripts_official_miou(
     assert 0 <= validation['miou_cityscapes_official'] <= 1 and validation['frames'] == 2
 
 
+@pytest.mark.slow
 def test_the_training_benchmark_prints_both_loops_side_by_side(camvid_folder, capsys):
     from seg_models.bench.training_throughput import main as benchmark
 
@@ -259,6 +265,7 @@ def test_the_training_benchmark_prints_both_loops_side_by_side(camvid_folder, ca
     assert re.search(r'seg-models train +\d+\.\d\d images/s  \d+\.\d\dx', output), output
 
 
+@pytest.mark.slow
 def test_a_separable_head_trains_and_is_recognised_from_its_keys(camvid_folder, tmp_path):
     from seg_models.checkpoints.formats import import_deeplabv3plus
     from seg_models.checkpoints.reading import read_state_dict
@@ -286,6 +293,7 @@ SEQ05VD = REPO_ROOT.parent / 'shared' / 'data' / 'camvid_seq05vd'
 DEMO_TEST_MIOU = 0.15  # the shipped demo model on the 20 CamVid Seq05VD test frames (never trained on)
 
 
+@pytest.mark.slow
 def test_the_shipped_demo_model_is_a_small_camvid_model_that_segments_driving_frames(monkeypatch):
     from seg_models.bench.metrics import confusion_matrix, scores_from_confusion
     from seg_models.checkpoints.model_card import DEMO_MODEL_ENV, demo_weights
