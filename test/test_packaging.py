@@ -16,7 +16,8 @@ from catkin_pkg.package import parse_package
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DIRS = ('seg_perception', 'seg_models', 'launch')
 TEST_DIR = 'test'
-OWN_MODULES = {'seg_perception', 'seg_models'} | {path.stem for path in (REPO_ROOT / TEST_DIR).glob('*.py')}
+OWN_MODULES = {'seg_perception', 'seg_models'} | {path.stem for folder in (TEST_DIR, 'scripts')
+                                                  for path in (REPO_ROOT / folder).glob('*.py')}
 
 
 class Source(NamedTuple):
