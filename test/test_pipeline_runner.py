@@ -34,7 +34,7 @@ def test_runner_segments_every_frame_and_writes_labels_and_colour_views(tmp_path
         color = cv2.cvtColor(cv2.imread(str(output / 'color' / f'{name}.png')), cv2.COLOR_BGR2RGB)
         assert labels.shape == (180, 320) and labels.dtype == np.uint8 and labels.max() < 19
         np.testing.assert_array_equal(color, palette[labels])
-    assert '3 frames segmented' in result.stdout
+    assert '3 frames segmented from 1 camera' in result.stdout
     overlays = sorted((output / 'instances').iterdir())
     assert [path.stem for path in overlays] == names
     assert all(cv2.imread(str(path)).shape == (180, 320, 3) for path in overlays)
@@ -60,9 +60,9 @@ def test_runner_serves_two_cameras_from_the_config_file(tmp_path):
          '--source', str(tmp_path / 'front'), '--source', str(tmp_path / 'rear')],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert '2 frames segmented per camera, 2 cameras' in result.stdout
+    assert '2 frames segmented from 2 cameras' in result.stdout
     for camera, size in sources.items():
-        for folder in ('labels', 'color', 'instances'):
+        for folder in ('labels', 'color', 'overlay', 'instances'):
             images = sorted((output / camera / folder).iterdir())
             assert len(images) == 2, f'{camera}/{folder}: {images}'
             assert all(cv2.imread(str(path)).shape[:2] == size for path in images)
