@@ -46,12 +46,14 @@ def test_an_integer_is_taken_for_a_double_parameter():
     from seg_perception.runtime.parameters import ParameterSpec, ParameterValueError, declare_parameters
 
     context = rclpy.Context()
-    rclpy.init(args=['node', '--ros-args', '-p', 'period:=2', '-p', 'flag:=3'], context=context)
+    rclpy.init(args=['node', '--ros-args', '-p', 'period:=2', '-p', 'late:=100', '-p', 'flag:=3'], context=context)
     try:
         node = Node('integers_for_doubles', context=context)
         values = declare_parameters(node, (ParameterSpec('period', 1.0, 'seconds', value_range=(0.1, 60.0)),))
         assert values == {'period': 2.0} and node.get_parameter('period').type_.name == 'DOUBLE'
         assert node.describe_parameters(['period'])[0].floating_point_range[0].to_value == 60.0
+        with pytest.raises(ParameterValueError, match=r"'late' = 100.0 is not allowed; .* in \[0.1, 60.0\]"):
+            declare_parameters(node, (ParameterSpec('late', 1.0, 'seconds', value_range=(0.1, 60.0)),))
         with pytest.raises(ParameterValueError, match="'flag' = 3 is not allowed; it takes true or false"):
             declare_parameters(node, (ParameterSpec('flag', True, 'a switch'),))
         node.destroy_node()

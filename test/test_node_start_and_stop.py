@@ -42,8 +42,8 @@ def test_refused_parameters_stop_start_up_with_one_line_and_exit_code_2(tmp_path
                  "parameter 'input_height' = 'abc' is not allowed; it takes an integer in [0, 8192]"),
         'bool': (SEMANTIC_MODULE, ['-p', 'lazy:=maybe'], "parameter 'lazy' = 'maybe' is not allowed; "
                                                          "it takes true or false"),
-        'int for double': (SEMANTIC_MODULE, ['-p', 'diagnostics_period_sec:=2'],
-                           "parameter 'diagnostics_period_sec' = 2 is not allowed; it takes a number with a "
+        'int for double': (SEMANTIC_MODULE, ['-p', 'diagnostics_period_sec:=100'],  # an integer is taken, in range
+                           "parameter 'diagnostics_period_sec' = 100.0 is not allowed; it takes a number with a "
                            "decimal point (e.g. 2.0) in [0.1, 60.0]"),
         'choice': (INSTANCE_MODULE, ['-p', 'backend:=tpu'],
                    "parameter 'backend' = 'tpu' is not allowed; it takes one of: auto, pytorch"),

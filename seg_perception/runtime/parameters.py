@@ -109,7 +109,10 @@ def _as_double_if_integer(node: Node, spec: ParameterSpec, given: Any) -> float:
     if not (isinstance(spec.default, float) and isinstance(given, int) and not isinstance(given, bool)):
         raise spec.refusal(given)
     node.undeclare_parameter(spec.name)
-    return node.declare_parameter(spec.name, float(given), spec.descriptor(), ignore_override=True).value
+    try:
+        return node.declare_parameter(spec.name, float(given), spec.descriptor(), ignore_override=True).value
+    except ParameterException:  # outside the descriptor's range
+        raise spec.refusal(float(given)) from None
 
 
 def _given_value(node: Node, name: str) -> Any:
