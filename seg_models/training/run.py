@@ -86,7 +86,6 @@ class TrainingSettings:
 @dataclass
 class RunState:
     iteration: int = 0
-    best: dict = field(default_factory=dict)  # the latest validation metrics
     history: list = field(default_factory=list)  # (iteration, metrics) of every validation
 
 
