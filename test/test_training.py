@@ -202,6 +202,15 @@ def test_bad_input_is_refused_in_one_line(camvid_folder, tmp_path, capsys):
     error = [line for line in capsys.readouterr().err.splitlines() if line.startswith('seg-models train:')]
     assert len(error) == 1 and 'the loss became' in error[0] and 'at iteration' in error[0], error
 
+    # one sample per micro-batch cannot train BatchNorm (DeepLabv3+'s image pooling sees one value): refused
+    # before anything starts, here and before a Ray cluster is asked for workers
+    assert train('--data', camvid_folder, '--output', tmp_path / 'f', *TINY, '--accumulate', '2') == 1
+    assert 'gives BatchNorm 1 sample per step' in capsys.readouterr().err
+    assert train('--data', camvid_folder, '--output', tmp_path / 'g', *TINY, '--ray-address', 'local',
+                 '--ray-workers', '2') == 1
+    assert 'raise --batch-size to 4 or more' in capsys.readouterr().err
+    assert not (tmp_path / 'f').exists() and not (tmp_path / 'g').exists()
+
 
 @pytest.mark.slow
 def test_mask_rcnn_trains_on_cityscapes_instances_and_loads_in_the_segmenter(tmp_path):
@@ -235,7 +244,7 @@ def test_ray_train_runs_the_same_loop_with_one_writer(camvid_folder, tmp_path):
     run = tmp_path / 'run'
     env = dict(os.environ, RAY_ENABLE_UV_RUN_RUNTIME_ENV='0')
     result = subprocess.run([sys.executable, '-m', 'seg_models', 'train', '--data', str(camvid_folder), '--output',
-                             str(run), '--iterations', '2', '--batch-size', '2', '--crop-size', '64', '96',
+                             str(run), '--iterations', '2', '--batch-size', '4', '--crop-size', '64', '96',
                              '--workers', '0', '--device', 'cpu', '--val-split', '', '--ray-address', 'local',
                              '--ray-workers', '2'], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
                             env=env)

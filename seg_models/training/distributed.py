@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from seg_models.training.run import TrainingSettings, train
+from seg_models.training.run import TrainingSettings, check_batch_split, train
 
 
 def started_by_torchrun() -> bool:
@@ -54,6 +54,7 @@ def train_on_ray(settings: TrainingSettings, address: str, workers: int, gpus_pe
 
     from seg_models.checkpoints.model_card import read_model_card
 
+    check_batch_split(settings, workers, synchronised_batch_norm=gpus_per_worker > 0)
     ray.init(address=None if address == 'local' else address, ignore_reinit_error=True, log_to_driver=True)
     trainer = TorchTrainer(
         _ray_worker, train_loop_config={'settings': dataclasses.asdict(settings)},

@@ -355,6 +355,25 @@ class StopRequest:
             signal.signal(number, handler)
 
 
+# tasks whose networks train BatchNorm layers (DeepLabv3+'s image pooling sees one value per channel and
+# sample): a micro-batch of one sample cannot train them unless SyncBatchNorm pools the processes (CUDA)
+BATCH_NORM_TASKS = ('semantic',)
+
+
+def check_batch_split(settings: TrainingSettings, world_size: int, synchronised_batch_norm: bool) -> None:
+    """Refuse, before anything starts, a global batch that does not split into the processes and
+    micro-batches, or micro-batches BatchNorm cannot train on."""
+    if settings.batch_size % (world_size * settings.accumulate):
+        raise TrainingError(f'batch {settings.batch_size} does not split into {world_size} process(es) x '
+                            f'{settings.accumulate} micro-batch(es)')
+    micro = settings.batch_size // (world_size * settings.accumulate)
+    pooled = micro * world_size if synchronised_batch_norm and world_size > 1 else micro
+    if settings.task in BATCH_NORM_TASKS and pooled < 2:
+        raise TrainingError(f'batch {settings.batch_size} over {world_size} process(es) x {settings.accumulate} '
+                            f'micro-batch(es) gives BatchNorm {pooled} sample per step, and it needs 2 or more: '
+                            f'raise --batch-size to {2 * world_size * settings.accumulate} or more')
+
+
 def train(settings: TrainingSettings, progress: bool = True,
           on_iteration: Optional[Callable[[int], None]] = None) -> dict:
     """Run (or resume) the training ``settings`` describe; returns the final summary (model card).
@@ -367,9 +386,7 @@ def train(settings: TrainingSettings, progress: bool = True,
     recipe = RECIPES[settings.task]
     if settings.learning_rate:
         recipe = dataclasses.replace(recipe, learning_rate=settings.learning_rate)
-    if settings.batch_size % (world_size * settings.accumulate):
-        raise TrainingError(f'batch {settings.batch_size} does not split into {world_size} process(es) x '
-                            f'{settings.accumulate} micro-batch(es)')
+    check_batch_split(settings, world_size, synchronised_batch_norm=device.type == 'cuda')
 
     id_space, first_image_size = data.describe(Path(settings.data), settings.train_split,
                                                settings.dataset_label_set or settings.label_set or 'camvid')
