@@ -4,6 +4,9 @@ Each source network below is written independently in its project's own module s
 (VainF/DeepLabV3Plus-Pytorch, mmsegmentation's DepthwiseSeparableASPPHead on ResNetV1c), so
 its state dict has the real key layout; random weights, saved in the project's real container.
 """
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +16,7 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from seg_models.checkpoints.reading import CheckpointError
+from seg_models.checkpoints.reading import CheckpointError, read_state_dict
 from seg_models.data.labels import cityscapes
 from seg_models.segmenters.semantic import SemanticModelConfig, build_semantic_network
 
@@ -136,6 +139,22 @@ class MMSegEncoderDecoder(nn.Module):
                              align_corners=False)
 
 
+class HistoryBuffer:
+    """Pickles as mmengine's ``mmengine.logging.history_buffer.HistoryBuffer`` does (class + instance
+    dict with numpy arrays); mmengine itself is not installed here."""
+
+    def __init__(self, values) -> None:
+        self._log_history = np.array(values)
+        self._count_history = np.ones(len(values))
+        self.max_length = 1000000
+
+
+HistoryBuffer.__module__, HistoryBuffer.__qualname__ = 'mmengine.logging.history_buffer', 'HistoryBuffer'
+for _name in ('mmengine', 'mmengine.logging', 'mmengine.logging.history_buffer'):  # for pickle's lookup
+    sys.modules.setdefault(_name, types.ModuleType(_name))
+sys.modules['mmengine.logging.history_buffer'].HistoryBuffer = HistoryBuffer
+
+
 def normalised_input():
     return torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
 
@@ -157,8 +176,9 @@ def test_vainf_checkpoint_reproduces_the_vainf_network(tmp_path):
     randomise_batch_norm(source)
     optimizer = torch.optim.SGD(source.parameters(), lr=0.01, momentum=0.9)
     path = tmp_path / 'best_deeplabv3plus_resnet50_cityscapes_os16.pth'
+    # as VainF's main.py saves it: best_score is the numpy float its metrics return
     torch.save({'cur_itrs': 30000, 'model_state': source.state_dict(), 'optimizer_state': optimizer.state_dict(),
-                'best_score': 0.7645}, path)
+                'scheduler_state': {'last_epoch': 30000}, 'best_score': np.float64(0.7645)}, path)
     assert_same_outputs(source, path, output_stride=16)
 
 
@@ -175,11 +195,28 @@ def test_mmseg_checkpoint_reproduces_the_mmseg_network(tmp_path, caplog):
     source = MMSegEncoderDecoder(19)
     randomise_batch_norm(source)
     path = tmp_path / 'deeplabv3plus_r50-d8_512x1024_80k_cityscapes.pth'
-    torch.save({'meta': {'mmseg_version': '1.2.2', 'dataset_meta': {'classes': tuple(cityscapes().names)}},
-                'state_dict': source.state_dict()}, path)
+    # as mmengine's runner writes it during training: a message_hub of its own classes beside the weights
+    torch.save({'meta': {'mmseg_version': '1.2.2', 'dataset_meta': {'classes': tuple(cityscapes().names)},
+                         'seed': np.int64(0), 'epoch': 0, 'iter': 80000},
+                'state_dict': source.state_dict(),
+                'message_hub': {'log_scalars': {'train/loss': HistoryBuffer([0.3, 0.2])}, 'runtime_info': {
+                    'iter': 80000}, 'resumed_keys': {'iter': True}}}, path)
     caplog.set_level('INFO')
     assert_same_outputs(source, path, output_stride=8)
     assert 'mmseg checkpoint: dropped' in caplog.text and 'auxiliary_head' in caplog.text
+    assert 'mmengine.logging.history_buffer.HistoryBuffer' in caplog.text and 'inert placeholders' in caplog.text
+
+
+def test_weights_that_need_code_are_still_refused(tmp_path):
+    """Placeholders stand in for what is beside the weights; weights pickled as objects stay refused."""
+    module = nn.Conv2d(3, 4, 1)
+    torch.save({'meta': {}, 'state_dict': module}, tmp_path / 'module.pth')
+    with pytest.raises(CheckpointError, match=r'needs code .*: its weights are a pickled torch\.nn\.modules\.conv'):
+        read_state_dict(tmp_path / 'module.pth')
+    torch.save({'state_dict': {'conv.weight': torch.zeros(1), 'conv.extra': HistoryBuffer([1.0])}},
+               tmp_path / 'mixed.pth')
+    with pytest.raises(CheckpointError, match=r'its weights name mmengine\.logging\.history_buffer\.HistoryBuffer'):
+        read_state_dict(tmp_path / 'mixed.pth')
 
 
 def test_foreign_checkpoint_with_wrong_classes_names_the_mismatch(tmp_path):

@@ -8,9 +8,9 @@ from torchvision.ops import box_iou
 
 from shared_data import driving_frames
 from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
-from seg_models.segmenters.instance import class_map, create_instance_segmenter
+from seg_models.segmenters.instance import build_instance_network, class_map, create_instance_segmenter
 from seg_models.data.labels import cityscapes_things, coco_category_names, get_label_set
-from seg_models.models.maskrcnn import mask_rcnn
+from seg_models.models.maskrcnn import mask_rcnn, network_classes_for
 
 pytestmark = pytest.mark.slow
 
@@ -33,17 +33,76 @@ def test_instances_equal_torchvision_maskrcnn_own_postprocessing(maskrcnn_checkp
     frame = driving_frames(1, size=INPUT_SIZE)[0]
     model = mask_rcnn('maskrcnn_resnet50_fpn', 9, max_detections=20)
     model.load_state_dict(torch.load(maskrcnn_checkpoint, weights_only=True))
+    assert_same_instances(segmenter.segment([frame])[0], torchvision_forward(model, frame),
+                          class_of_label=lambda label: label - 1)
+
+
+def torchvision_forward(model, frame: np.ndarray) -> dict:
+    """torchvision's complete Mask R-CNN forward on ``frame`` at scale 1 (its transform, its paste)."""
     model.transform.min_size, model.transform.max_size = (INPUT_SIZE[0],), INPUT_SIZE[1]
     with torch.no_grad():
-        expected = model.eval()([torch.from_numpy(frame).permute(2, 0, 1).float() / 255])[0]
-    result = segmenter.segment([frame])[0]
+        return model.eval()([torch.from_numpy(frame).permute(2, 0, 1).float() / 255])[0]
+
+
+def assert_same_instances(result, expected: dict, class_of_label) -> None:
     assert len(result.instances) == len(expected['scores']) > 0
     for instance, box, score, label, mask in zip(result.instances, expected['boxes'], expected['scores'],
                                                  expected['labels'], expected['masks']):
         np.testing.assert_allclose(instance.box, box.numpy(), atol=1e-3)
-        assert abs(instance.score - float(score)) < 1e-5 and instance.class_id == int(label) - 1
+        assert abs(instance.score - float(score)) < 1e-5 and instance.class_id == class_of_label(int(label))
         x, y, width, height = instance.roi
         np.testing.assert_array_equal(instance.mask, (mask[0] > 0.5)[y:y + height, x:x + width].numpy())
+
+
+def torchvision_v1_coco_model(seed: int):
+    """Mask R-CNN as torchvision's builder makes it for its COCO_V1 weights: a ResNet-50 with
+    FrozenBatchNorm2d, then ``overwrite_eps(model, 0.0)``; batch-norm variances near epsilon, so that
+    running with 1e-5 instead of 0.0 shows."""
+    from torchvision.models import resnet50
+    from torchvision.models.detection._utils import overwrite_eps
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    torch.manual_seed(seed)
+    model = MaskRCNN(_resnet_fpn_extractor(resnet50(weights=None, norm_layer=FrozenBatchNorm2d), 3), num_classes=91,
+                     box_detections_per_img=20)
+    overwrite_eps(model, 0.0)
+    generator = torch.Generator().manual_seed(seed)
+    for layer in model.modules():
+        if isinstance(layer, FrozenBatchNorm2d):
+            variance = torch.rand(layer.running_var.shape, generator=generator) * 4e-5 + 1e-5
+            layer.running_var.copy_(variance)
+            layer.weight.copy_(variance.sqrt() * (torch.rand(variance.shape, generator=generator) + 0.5))
+    return model
+
+
+def test_torchvision_v1_coco_file_saved_from_frozen_batch_norm_runs_as_torchvision_runs_it(tmp_path, caplog):
+    """The v1 COCO file has no num_batches_tracked and runs with BatchNorm epsilon 0.0: the network
+    loaded from it gives torchvision's detections exactly, and it publishes them."""
+    source = torchvision_v1_coco_model(seed=1)
+    path = tmp_path / 'maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth'
+    torch.save(source.state_dict(), path)
+    assert not any('num_batches_tracked' in key for key in source.state_dict())
+    caplog.set_level('INFO')
+    coco_config = config(path, label_set='coco_things')
+    network, _ = build_instance_network(coco_config, network_classes_for(get_label_set('coco_things')))
+    assert 'backbone runs FrozenBatchNorm2d with epsilon 0,' in caplog.text
+    network.roi_heads.score_thresh = source.roi_heads.score_thresh
+    frame = driving_frames(1, size=INPUT_SIZE)[0]
+    expected = torchvision_forward(source, frame)
+    for name, value in torchvision_forward(network, frame).items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
+    published = create_instance_segmenter(coco_config).segment([frame])[0].instances
+    assert [instance.class_name for instance in published[:5]] == \
+        [coco_category_names()[label] for label in expected['labels'][:5]]
+    with_default_eps = torchvision_v1_coco_model(seed=1)
+    for layer in with_default_eps.modules():
+        if hasattr(layer, 'eps'):
+            layer.eps = 1e-5
+    other = torchvision_forward(with_default_eps, frame)
+    assert len(other['scores']) != len(expected['scores']) or \
+        not torch.allclose(other['scores'], expected['scores'], atol=1e-4)  # epsilon matters here
 
 
 def test_onnxruntime_matches_pytorch_detections_on_driving_frames(maskrcnn_checkpoint):

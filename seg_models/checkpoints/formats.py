@@ -119,3 +119,19 @@ def import_deeplabv3plus(state_dict: dict[str, torch.Tensor]) -> tuple[Checkpoin
     state_dict = strip_wrapper_prefix(state_dict)
     checkpoint_format = detect_format(state_dict)
     return checkpoint_format, checkpoint_format.convert(state_dict)
+
+
+# torchvision's Mask R-CNN v1 COCO weights (and any model built from them) come from a ResNet with
+# FrozenBatchNorm2d, which has no num_batches_tracked, and torchvision runs them with BatchNorm
+# epsilon 0.0 (``overwrite_eps`` in its model builder), not 1e-5.
+TORCHVISION_V1_FROZEN_BATCH_NORM_EPS = 0.0
+
+
+def frozen_batch_norm_eps(architecture: str, state_dict: dict[str, torch.Tensor]) -> float | None:
+    """The epsilon of the FrozenBatchNorm2d a torchvision Mask R-CNN checkpoint's backbone must run
+    with, None where it was saved from (trainable) BatchNorm2d."""
+    backbone = [key for key in state_dict if key.startswith('backbone.body.')]
+    frozen = backbone and not any(key.endswith('num_batches_tracked') for key in backbone)
+    if architecture == 'maskrcnn_resnet50_fpn' and frozen:
+        return TORCHVISION_V1_FROZEN_BATCH_NORM_EPS
+    return None

@@ -54,9 +54,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if path.suffix == '.safetensors':
             loaded = load_file(str(path), device='cpu')
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')  # e.g. the pickle protocol; the file loads or is refused
-                loaded = torch.load(path, map_location='cpu', weights_only=True)
+            loaded = _torch_load_weights_only(path)
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as error:
         reason = _weights_unpickler_reason(str(error))
         protocol_4 = 'unsupported operand' in reason.lower() and _pickle_protocol(path) >= 4
@@ -68,13 +68,74 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                                   f'newer, which the safe loader does not read: re-save it with torch.save() in its '
                                   f'default format, or as safetensors') from None
         if code or 'unsupported global' in reason.lower():
-            raise CheckpointError(
-                f'checkpoint {path} needs code to be unpickled and was refused (only tensors and plain '
-                f'containers are loaded; re-save it as a plain state dict or safetensors): {reason}') from None
+            raise _needs_code(path, reason) from None
         raise CheckpointError(f'checkpoint {path} is corrupt or not a checkpoint: {reason}') from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, SafetensorError) as error:
         raise CheckpointError(f'checkpoint {path} is corrupt or not a checkpoint: {error}') from None
-    return _unwrap_state_dict(loaded, path)
+    state_dict = _unwrap_state_dict(loaded, path)
+    inert = _inert_objects_in(state_dict)
+    if inert:
+        raise _needs_code(path, f'its weights name {inert}')
+    return state_dict
+
+
+def _torch_load_weights_only(path: Path) -> object:
+    """``torch.load`` with the weights-only unpickler. Entries beside the weights that training
+    frameworks pickle from their own classes (mmengine's ``message_hub``, VainF's numpy ``best_score``)
+    are built as ``InertObject`` placeholders that hold their pickled state and run nothing; the
+    caller refuses them where the weights should be."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # e.g. the pickle protocol; the file loads or is refused
+        if not zipfile.is_zipfile(path):  # legacy torch files: the opcode scan in read_state_dict
+            return torch.load(path, map_location='cpu', weights_only=True)
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except (RuntimeError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile):
+            names = []
+        placeholders = [(inert_class(name), name) for name in names]
+        try:
+            with torch.serialization.safe_globals(placeholders):
+                loaded = torch.load(path, map_location='cpu', weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError):
+            if not names:
+                raise
+            # the pickle calls what it built (a getattr's result, ...): code, whatever it would have been
+            raise _needs_code(path, f'it names {", ".join(sorted(names))}') from None
+    if names:
+        LOGGER.info('checkpoint %s: entries pickled from %s were read as inert placeholders (nothing run)',
+                    path, ', '.join(sorted(names)))
+    return loaded
+
+
+class InertObject:
+    """What an object of a class outside torch became: its pickled arguments and state, kept as data."""
+
+    pickled_name = ''
+
+    def __new__(cls, *arguments, **keywords):
+        instance = super().__new__(cls)
+        instance.arguments = arguments
+        return instance
+
+    def __init__(self, *arguments, **keywords) -> None:
+        pass
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f'<inert {self.pickled_name}>'
+
+
+def inert_class(name: str) -> type:
+    """A placeholder class that stands for the global ``name`` (class or function) in a pickle."""
+    return type(name.rsplit('.', 1)[-1], (InertObject,), {'pickled_name': name})
+
+
+def _inert_objects_in(state_dict: Mapping) -> str:
+    """The pickled names of the placeholders found among the state dict's values, '' when none."""
+    names = sorted({value.pickled_name for value in state_dict.values() if isinstance(value, InertObject)})
+    return ', '.join(names)
 
 
 # What a plain (non-zip) torch pickle of tensors names: anything else is code to run.
@@ -135,20 +196,31 @@ def _unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
     else:
         raise CheckpointError(f'checkpoint {path} nests {"/".join(STATE_DICT_CONTAINER_KEYS)} containers more '
                               f'than {MAX_CONTAINER_DEPTH} deep (or holds itself): no state dict found')
+    if isinstance(loaded, InertObject):
+        raise _needs_code(path, f'its weights are a pickled {loaded.pickled_name}')
     if not isinstance(loaded, Mapping):
         raise CheckpointError(f'checkpoint {path} holds a {type(loaded).__name__}, not a state dict')
     return dict(loaded)
 
 
 def _is_tensor_mapping(mapping: Mapping) -> bool:
-    return bool(mapping) and all(isinstance(value, torch.Tensor) for value in mapping.values())
+    """A state dict: tensors (and placeholders of pickled objects among them, which are refused)."""
+    return bool(mapping) and all(isinstance(value, (torch.Tensor, InertObject)) for value in mapping.values()) \
+        and any(isinstance(value, torch.Tensor) for value in mapping.values())
+
+
+def _needs_code(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(f'checkpoint {path} needs code to be unpickled and was refused (only tensors and plain '
+                           f'containers are loaded; re-save it as a plain state dict or safetensors): {reason}')
 
 
 def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     """Load ``state_dict`` into ``module``; any missing, unexpected or misshaped key is an error
     that names the keys, so a wrong checkpoint never half-loads silently."""
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
+    # BatchNorm's own loader fills in a missing num_batches_tracked (files saved from FrozenBatchNorm2d,
+    # torchvision's COCO weights, have none); it counts training steps and plays no part in inference
+    missing = sorted(key for key in set(expected) - set(state_dict) if not key.endswith('.num_batches_tracked'))
     unexpected = sorted(set(state_dict) - set(expected))
     misshaped = sorted(
         f'{key}: checkpoint {tuple(state_dict[key].shape)} vs network {tuple(expected[key].shape)}'

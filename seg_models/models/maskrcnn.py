@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Callable
 
 import torchvision
+from torch import nn
 from torchvision.models.detection import MaskRCNN
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from seg_models.data.labels import BACKGROUND, LabelSet, coco_category_names
 
@@ -40,3 +42,13 @@ def mask_rcnn(architecture: str, num_network_classes: int, max_detections: int =
     return MASK_RCNN_BUILDERS[architecture](
         weights=None, weights_backbone=None, num_classes=num_network_classes,
         box_detections_per_img=max_detections, box_score_thresh=score_threshold)
+
+
+def freeze_batch_norm(module: nn.Module, eps: float) -> None:
+    """Replace the BatchNorm2d layers inside ``module`` with FrozenBatchNorm2d(``eps``), the layers
+    torchvision's pretrained detection backbones are built and saved with."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, FrozenBatchNorm2d(child.num_features, eps=eps))
+        else:
+            freeze_batch_norm(child, eps)

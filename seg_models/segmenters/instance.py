@@ -17,7 +17,7 @@ import torch
 
 from seg_models.backends.base import Backend, CallTime, release_host_memory
 from seg_models.backends.factory import create_backend
-from seg_models.checkpoints.formats import strip_wrapper_prefix
+from seg_models.checkpoints.formats import frozen_batch_norm_eps, strip_wrapper_prefix
 from seg_models.checkpoints.reading import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
 from seg_models.configs import InstanceFilter, InstanceModelConfig
 from seg_models.data.labels import COCO_TO_CITYSCAPES_THINGS, LabelSet, get_label_set
@@ -25,7 +25,7 @@ from seg_models.deploy.graph import DeploymentGraph
 from seg_models.deploy.onnx_export import export_instance_onnx
 from seg_models.models.instance_graph import (FP32_NODES, SIZE_DIVISOR, InstanceInference, PublishedDetections,
                                               keep_published_detections)
-from seg_models.models.maskrcnn import MASK_RCNN_BUILDERS, mask_rcnn, network_classes_for
+from seg_models.models.maskrcnn import MASK_RCNN_BUILDERS, freeze_batch_norm, mask_rcnn, network_classes_for
 from seg_models.segmenters.instance_postprocess import (InstanceResult, instance_result, instances_from_outputs,
                                                         paste_masks_in_rois, published)
 from seg_models.segmenters.transform import CameraTransform
@@ -155,7 +155,13 @@ def build_instance_network(config: InstanceModelConfig, network_classes: list[st
     if not config.checkpoint:
         LOGGER.warning('%s %s %s', '*' * 20, UNTRAINED_WARNING, '*' * 20)
         return network, ''
-    load_state_dict_strict(network, strip_wrapper_prefix(read_state_dict(config.checkpoint)), config.checkpoint)
+    state_dict = strip_wrapper_prefix(read_state_dict(config.checkpoint))
+    eps = frozen_batch_norm_eps(config.architecture, state_dict)
+    if eps is not None:
+        freeze_batch_norm(network.backbone.body, eps)
+        LOGGER.info('checkpoint %s was saved from FrozenBatchNorm2d (torchvision v1 layout): its backbone runs '
+                    'FrozenBatchNorm2d with epsilon %g, as torchvision runs these weights', config.checkpoint, eps)
+    load_state_dict_strict(network, state_dict, config.checkpoint)
     return network, config.checkpoint
 
 
