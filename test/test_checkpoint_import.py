@@ -18,6 +18,7 @@ from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from seg_models.checkpoints.reading import CheckpointError, read_state_dict
 from seg_models.data.labels import cityscapes
+from seg_models.checkpoints.model_card import resolved_semantic_config
 from seg_models.segmenters.semantic import SemanticModelConfig, build_semantic_network
 
 
@@ -159,10 +160,11 @@ def normalised_input():
     return torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
 
 
-def assert_same_outputs(source: nn.Module, checkpoint, output_stride: int):
-    network, _ = build_semantic_network(SemanticModelConfig(architecture='deeplabv3plus_resnet50',
-                                                            output_stride=output_stride, checkpoint=str(checkpoint)),
-                                        cityscapes())
+def assert_same_outputs(source: nn.Module, checkpoint, output_stride: int | None):
+    """``output_stride`` None: left unset, to be taken from the checkpoint."""
+    config = SemanticModelConfig(architecture='deeplabv3plus_resnet50', checkpoint=str(checkpoint),
+                                 **({} if output_stride is None else {'output_stride': output_stride}))
+    network, _ = build_semantic_network(resolved_semantic_config(config), cityscapes())
     images = normalised_input()
     with torch.no_grad():
         expected, actual = source.eval()(images), network.eval()(images)
@@ -195,16 +197,46 @@ def test_mmseg_checkpoint_reproduces_the_mmseg_network(tmp_path, caplog):
     source = MMSegEncoderDecoder(19)
     randomise_batch_norm(source)
     path = tmp_path / 'deeplabv3plus_r50-d8_512x1024_80k_cityscapes.pth'
-    # as mmengine's runner writes it during training: a message_hub of its own classes beside the weights
+    # as mmengine's runner writes it during training: its config text, a message_hub of its own classes
     torch.save({'meta': {'mmseg_version': '1.2.2', 'dataset_meta': {'classes': tuple(cityscapes().names)},
-                         'seed': np.int64(0), 'epoch': 0, 'iter': 80000},
+                         'seed': np.int64(0), 'epoch': 0, 'iter': 80000, 'cfg': mmseg_config_text(d8=True)},
                 'state_dict': source.state_dict(),
                 'message_hub': {'log_scalars': {'train/loss': HistoryBuffer([0.3, 0.2])}, 'runtime_info': {
                     'iter': 80000}, 'resumed_keys': {'iter': True}}}, path)
     caplog.set_level('INFO')
-    assert_same_outputs(source, path, output_stride=8)
+    assert_same_outputs(source, path, output_stride=None)  # output stride 8 taken from the saved config
+    assert 'output_stride 8 (its saved mmseg config)' in caplog.text
     assert 'mmseg checkpoint: dropped' in caplog.text and 'auxiliary_head' in caplog.text
     assert 'mmengine.logging.history_buffer.HistoryBuffer' in caplog.text and 'inert placeholders' in caplog.text
+
+
+def mmseg_config_text(d8: bool) -> str:
+    """The model part of mmseg's config as ``Config.pretty_text`` writes it: -d8 or -d16-mg124."""
+    settings = ('dilations=(1, 1, 2, 4),\n        strides=(1, 2, 1, 1),' if d8 else
+                'dilations=(1, 1, 1, 2),\n        strides=(1, 2, 2, 1),\n        multi_grid=(1, 2, 4),')
+    return (f"norm_cfg = dict(type='SyncBN', requires_grad=True)\nmodel = dict(\n    type='EncoderDecoder',\n"
+            f"    pretrained='open-mmlab://resnet50_v1c',\n    backbone=dict(\n        type='ResNetV1c',\n"
+            f"        depth=50,\n        num_stages=4,\n        out_indices=(0, 1, 2, 3),\n        {settings}\n"
+            f"        norm_cfg=dict(type='SyncBN', requires_grad=True),\n        norm_eval=False,\n"
+            f"        style='pytorch',\n        contract_dilation=True),\n"
+            f"    decode_head=dict(type='DepthwiseSeparableASPPHead', in_channels=2048, channels=512))\n")
+
+
+def test_mmseg_output_stride_comes_from_the_file_and_a_contradiction_is_refused(tmp_path):
+    """mmseg's d8 and d16-mg124 files have the same keys: the saved config or the name tells them apart."""
+    torch.manual_seed(0)
+    source = MMSegEncoderDecoder(19)
+    named = tmp_path / 'deeplabv3plus_r50-d8_512x1024_80k_cityscapes_20200606_114049-f9fb496d.pth'
+    torch.save({'meta': {'mmseg_version': '0.11.0', 'CLASSES': tuple(cityscapes().names)},
+                'state_dict': source.state_dict()}, named)  # 0.x zoo file without its config: the name says d8
+    assert_same_outputs(source, named, output_stride=None)
+    with pytest.raises(CheckpointError, match=r'trained as output_stride 8 \(its mmseg file name\), but '
+                                              r'output_stride is 32'):
+        resolved_semantic_config(SemanticModelConfig(checkpoint=str(named), output_stride=32))
+    multi_grid = tmp_path / 'model.pth'
+    torch.save({'meta': {'config': mmseg_config_text(d8=False)}, 'state_dict': source.state_dict()}, multi_grid)
+    with pytest.raises(CheckpointError, match=r'multi-grid encoder \(multi_grid=\(1, 2, 4\), its config says\)'):
+        resolved_semantic_config(SemanticModelConfig(checkpoint=str(multi_grid)))
 
 
 def test_weights_that_need_code_are_still_refused(tmp_path):

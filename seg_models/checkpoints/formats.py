@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
@@ -85,6 +85,33 @@ def _from_mmseg(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         LOGGER.info('mmseg checkpoint: dropped %d training-only keys (%s)', len(dropped),
                     ', '.join(sorted({key.split('.')[0] for key in dropped})))
     return converted
+
+
+# mmseg's ResNetV1c settings for its DeepLabV3+ files: the keys are the same, the strides and
+# dilations are not; its config text (saved in the checkpoint's meta) or file name says which.
+_MMSEG_OUTPUT_STRIDES = {'(1, 2, 1, 1)': 8, '(1, 2, 2, 1)': 16}
+
+
+def mmseg_settings(meta: Mapping, file_name: str) -> tuple[dict, str]:
+    """(settings an mmseg checkpoint fixes, where they were read) from its saved config text
+    (``meta['config']`` in mmseg 0.x files, ``meta['cfg']`` in 1.x) or, failing that, its file name
+    (``-d8_``, ``-d16-mg124_``). A multi-grid encoder (``mg124``) is refused: this network has none."""
+    config = meta.get('cfg') or meta.get('config') or ''
+    if isinstance(config, str) and 'backbone' in config:
+        grid = re.search(r'multi_grid\s*=\s*\(([^)]*)\)', config)
+        strides = re.search(r'strides\s*=\s*(\([^)]*\))', config)
+        if grid:
+            raise CheckpointError(f'mmseg checkpoint {file_name} uses a multi-grid encoder (multi_grid=({grid[1]}), '
+                                  f'its config says), which this network does not build')
+        if strides and strides[1] in _MMSEG_OUTPUT_STRIDES:
+            return {'output_stride': _MMSEG_OUTPUT_STRIDES[strides[1]]}, 'its saved mmseg config'
+    if re.search(r'-d16-mg\d+', file_name):
+        raise CheckpointError(f'mmseg checkpoint {file_name} uses a multi-grid encoder (its name says -mg), which '
+                              f'this network does not build')
+    stride = re.search(r'-d(8|16)[_-]', file_name)
+    if stride:
+        return {'output_stride': int(stride[1])}, 'its mmseg file name'
+    return {}, ''
 
 
 FORMATS = {

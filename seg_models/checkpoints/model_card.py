@@ -14,7 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-from seg_models.checkpoints.reading import CheckpointError
+from seg_models.checkpoints.formats import mmseg_settings
+from seg_models.checkpoints.reading import CheckpointError, read_checkpoint_meta
 from seg_models.configs import DEFAULT_INPUT_SIZE, SemanticModelConfig
 
 LOGGER = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ def resolved_semantic_config(config: SemanticModelConfig) -> SemanticModelConfig
                 (defaults.architecture, defaults.output_stride, defaults.label_set)):
             return config  # untrained, as asked (said loudly where the network is built)
         config = dataclasses.replace(config, checkpoint=str(demo))
-    card = read_model_card(config.checkpoint)
+    card, source = read_model_card(config.checkpoint), 'its model card'
+    if not card:
+        card, source = mmseg_settings(read_checkpoint_meta(config.checkpoint), Path(config.checkpoint).name)
     if not card:
         return config
     changes = {}
@@ -85,8 +88,9 @@ def resolved_semantic_config(config: SemanticModelConfig) -> SemanticModelConfig
         if card_value is None or value == card_value:
             continue
         if value != default or name == 'architecture':
-            raise CheckpointError(f'checkpoint {config.checkpoint} was trained as {name} {card_value} (its model '
-                                  f'card), but {name} is {value}: leave {name} unset or set it to {card_value}')
+            raise CheckpointError(f'checkpoint {config.checkpoint} was trained as {name} {card_value} ({source}), '
+                                  f'but {name} is {value}: leave {name} unset or set it to {card_value}')
+        LOGGER.info('checkpoint %s: %s %s (%s)', config.checkpoint, name, card_value, source)
         changes[name] = card_value
     if card.get('input_size') and config.input_size == DEFAULT_INPUT_SIZE:
         changes['input_size'] = tuple(card['input_size'])  # the size it was trained for, unless set otherwise

@@ -79,7 +79,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def _torch_load_weights_only(path: Path) -> object:
+def read_checkpoint_meta(path: str | Path) -> Mapping:
+    """The ``meta`` entry training frameworks save beside the weights (mmseg: its config text,
+    classes), read without executing anything and without reading the tensors (memory-mapped); {}
+    for safetensors files, files without one, or files that will be refused when the weights are read."""
+    path = Path(path)
+    if path.suffix == '.safetensors' or not path.is_file() or not zipfile.is_zipfile(path):
+        return {}
+    try:
+        loaded = _torch_load_weights_only(path, mmap=True)
+    except (CheckpointError, pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError):
+        return {}
+    meta = loaded.get('meta') if isinstance(loaded, Mapping) else None
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _torch_load_weights_only(path: Path, mmap: bool = False) -> object:
     """``torch.load`` with the weights-only unpickler. Entries beside the weights that training
     frameworks pickle from their own classes (mmengine's ``message_hub``, VainF's numpy ``best_score``)
     are built as ``InertObject`` placeholders that hold their pickled state and run nothing; the
@@ -95,13 +110,13 @@ def _torch_load_weights_only(path: Path) -> object:
         placeholders = [(inert_class(name), name) for name in names]
         try:
             with torch.serialization.safe_globals(placeholders):
-                loaded = torch.load(path, map_location='cpu', weights_only=True)
+                loaded = torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
         except (pickle.UnpicklingError, RuntimeError):
             if not names:
                 raise
             # the pickle calls what it built (a getattr's result, ...): code, whatever it would have been
             raise _needs_code(path, f'it names {", ".join(sorted(names))}') from None
-    if names:
+    if names and not mmap:
         LOGGER.info('checkpoint %s: entries pickled from %s were read as inert placeholders (nothing run)',
                     path, ', '.join(sorted(names)))
     return loaded
