@@ -9,6 +9,8 @@
   seg-models bench  --device cuda --iterations 30   (GPU path against torchvision's eager models, per stage)
   seg-models train  --data ../shared/data/camvid --output runs/camvid --iterations 8000 --crop-size 288 384
   torchrun --nproc-per-node 2 -m seg_models train ...   (or --ray-address auto --ray-workers N)
+  seg-models weights list
+  seg-models weights fetch deeplabv3plus_r50_d8_cityscapes
   seg-models weights half runs/camvid/model.safetensors model_fp16.safetensors
 
 ``build`` fills the engine cache that nodes read, so no node waits minutes for an engine;
@@ -213,6 +215,33 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_weights_list(args: argparse.Namespace) -> int:
+    """``weights list``: the registry, one block per name, and whether the cache holds each file."""
+    from seg_models.checkpoints.fetch import source_url, weights_dir
+    from seg_models.checkpoints.registry import named_checkpoints
+
+    for entry in named_checkpoints().values():
+        cached = (weights_dir() / entry.file_name).is_file()
+        settings = ', '.join(f'{name} {value}' for name, value in entry.settings.items())
+        print(f'{entry.name}  ({entry.task}{", fetched" if cached else ""})\n  {entry.upstream}\n  {settings}\n'
+              f'  licence: {entry.licence}\n  from: {source_url(entry)} (sha256 {entry.sha256_prefix}...)')
+    return 0
+
+
+def command_weights_fetch(args: argparse.Namespace) -> int:
+    """``weights fetch NAME...``: each file downloaded (once) into the cache; its path printed."""
+    from seg_models.checkpoints.fetch import fetch
+    from seg_models.checkpoints.registry import get_named_checkpoint
+
+    for name in args.names:
+        try:
+            entry = get_named_checkpoint(name)
+        except KeyError as error:
+            raise ValueError(error.args[0]) from None
+        print(f'{name}: {fetch(entry, args.engine_dir)}')
+    return 0
+
+
 def command_weights(args: argparse.Namespace) -> int:
     """``weights half SRC DST``: the weights of SRC (a checkpoint or a training run's model) in fp16,
     with its model card and ``model_card.md`` beside them: half the size, for shipping (the
@@ -321,11 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
     train = add('train', 'train a network on a dataset (one process, torchrun or Ray Train)')
     _train_arguments(train)
     train.set_defaults(run=command_train)
-    weights = add('weights', 'weights files: half SRC DST writes SRC in fp16 with its model card')
-    weights.add_argument('action', choices=('half',))
-    weights.add_argument('source')
-    weights.add_argument('destination')
-    weights.set_defaults(run=command_weights)
+    weights = add('weights', 'weights files: list and fetch named checkpoints, write one in fp16')
+    actions = weights.add_subparsers(dest='action', required=True, metavar='ACTION')
+    actions.add_parser('list', help='the named checkpoints (checkpoint: NAME fetches one on first use)',
+                       description='the named checkpoints').set_defaults(run=command_weights_list)
+    fetch = actions.add_parser('fetch', help='download named checkpoints into the cache now',
+                               description='download named checkpoints into the cache now')
+    fetch.add_argument('names', nargs='+', metavar='NAME')
+    fetch.add_argument('--engine-dir', help='cache folder; default: $SEG_MODELS_CACHE_DIR or ~/.cache/seg_models')
+    fetch.set_defaults(run=command_weights_fetch)
+    half = actions.add_parser('half', help='write SRC in fp16 with its model card',
+                              description='write SRC (a checkpoint or a training run\'s model) in fp16')
+    half.add_argument('source')
+    half.add_argument('destination')
+    half.set_defaults(run=command_weights)
     return parser
 
 

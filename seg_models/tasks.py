@@ -35,8 +35,9 @@ class Task:
     #: ``module:function`` (reference results, other results, segmenter) -> one line saying how
     #: closely they agree (``seg-models bench --precisions``)
     agreement: str
-    #: ``module:function`` taking a config and returning it with what its weights fix filled in (the
-    #: model card's settings, the shipped demo model); '' where the config is taken as it is
+    #: ``module:function`` taking a config and returning it with what its weights fix filled in (a
+    #: named checkpoint fetched, the model card's settings, the shipped demo model); '' where the
+    #: config is taken as it is
     resolve: str = ''
 
     @property
@@ -77,7 +78,8 @@ TASKS: dict[str, Task] = {
         config_type=InstanceModelConfig,
         segmenter_factory='seg_models.segmenters.instance:create_instance_segmenter',
         deployment='seg_models.segmenters.instance:instance_deployment',
-        agreement='seg_models.bench.fidelity:instance_agreement_line'),
+        agreement='seg_models.bench.fidelity:instance_agreement_line',
+        resolve='seg_models.checkpoints.named:resolved_instance_config'),
 }
 
 

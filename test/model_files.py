@@ -28,3 +28,27 @@ def maskrcnn_checkpoint(path: Path, seed: int) -> Path:
     from seg_models.models.maskrcnn import mask_rcnn
 
     return random_checkpoint(path, lambda: mask_rcnn('maskrcnn_resnet50_fpn', 9), seed)
+
+
+def torchvision_v1_coco_model(seed: int):
+    """Mask R-CNN as torchvision's builder makes it for its COCO_V1 weights: a ResNet-50 with
+    FrozenBatchNorm2d, then ``overwrite_eps(model, 0.0)``; batch-norm variances near epsilon, so that
+    running with 1e-5 instead of 0.0 shows."""
+    import torch
+    from torchvision.models import resnet50
+    from torchvision.models.detection._utils import overwrite_eps
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    torch.manual_seed(seed)
+    model = MaskRCNN(_resnet_fpn_extractor(resnet50(weights=None, norm_layer=FrozenBatchNorm2d), 3), num_classes=91,
+                     box_detections_per_img=20)
+    overwrite_eps(model, 0.0)
+    generator = torch.Generator().manual_seed(seed)
+    for layer in model.modules():
+        if isinstance(layer, FrozenBatchNorm2d):
+            variance = torch.rand(layer.running_var.shape, generator=generator) * 4e-5 + 1e-5
+            layer.running_var.copy_(variance)
+            layer.weight.copy_(variance.sqrt() * (torch.rand(variance.shape, generator=generator) + 0.5))
+    return model

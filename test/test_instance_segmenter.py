@@ -6,6 +6,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
+from model_files import torchvision_v1_coco_model
 from shared_data import driving_frames
 from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
 from seg_models.segmenters.instance import build_instance_network, class_map, create_instance_segmenter
@@ -52,29 +53,6 @@ def assert_same_instances(result, expected: dict, class_of_label) -> None:
         assert abs(instance.score - float(score)) < 1e-5 and instance.class_id == class_of_label(int(label))
         x, y, width, height = instance.roi
         np.testing.assert_array_equal(instance.mask, (mask[0] > 0.5)[y:y + height, x:x + width].numpy())
-
-
-def torchvision_v1_coco_model(seed: int):
-    """Mask R-CNN as torchvision's builder makes it for its COCO_V1 weights: a ResNet-50 with
-    FrozenBatchNorm2d, then ``overwrite_eps(model, 0.0)``; batch-norm variances near epsilon, so that
-    running with 1e-5 instead of 0.0 shows."""
-    from torchvision.models import resnet50
-    from torchvision.models.detection._utils import overwrite_eps
-    from torchvision.models.detection import MaskRCNN
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-    from torchvision.ops.misc import FrozenBatchNorm2d
-
-    torch.manual_seed(seed)
-    model = MaskRCNN(_resnet_fpn_extractor(resnet50(weights=None, norm_layer=FrozenBatchNorm2d), 3), num_classes=91,
-                     box_detections_per_img=20)
-    overwrite_eps(model, 0.0)
-    generator = torch.Generator().manual_seed(seed)
-    for layer in model.modules():
-        if isinstance(layer, FrozenBatchNorm2d):
-            variance = torch.rand(layer.running_var.shape, generator=generator) * 4e-5 + 1e-5
-            layer.running_var.copy_(variance)
-            layer.weight.copy_(variance.sqrt() * (torch.rand(variance.shape, generator=generator) + 0.5))
-    return model
 
 
 def test_torchvision_v1_coco_file_saved_from_frozen_batch_norm_runs_as_torchvision_runs_it(tmp_path, caplog):

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Optional
 
 from seg_models.checkpoints.formats import mmseg_settings
-from seg_models.checkpoints.reading import CheckpointError, read_checkpoint_meta
-from seg_models.configs import DEFAULT_INPUT_SIZE, SemanticModelConfig
+from seg_models.checkpoints.fixed_settings import apply_fixed_settings
+from seg_models.checkpoints.named import resolved_named_checkpoint
+from seg_models.checkpoints.reading import read_checkpoint_meta
+from seg_models.configs import SemanticModelConfig
 
 LOGGER = logging.getLogger(__name__)
 MODEL_CARD_KEY = 'seg_models.model_card'
@@ -75,23 +77,10 @@ def resolved_semantic_config(config: SemanticModelConfig) -> SemanticModelConfig
                 (defaults.architecture, defaults.output_stride, defaults.label_set)):
             return config  # untrained, as asked (said loudly where the network is built)
         config = dataclasses.replace(config, checkpoint=str(demo))
+    config = resolved_named_checkpoint(config, 'semantic')
     card, source = read_model_card(config.checkpoint), 'its model card'
     if not card:
         card, source = mmseg_settings(read_checkpoint_meta(config.checkpoint), Path(config.checkpoint).name)
-    if not card:
-        return config
-    changes = {}
-    for name, card_value, default in (('label_set', card.get('label_set'), defaults.label_set),
-                                      ('output_stride', card.get('output_stride'), defaults.output_stride),
-                                      ('architecture', card.get('architecture'), defaults.architecture)):
-        value = getattr(config, name)
-        if card_value is None or value == card_value:
-            continue
-        if value != default or name == 'architecture':
-            raise CheckpointError(f'checkpoint {config.checkpoint} was trained as {name} {card_value} ({source}), '
-                                  f'but {name} is {value}: leave {name} unset or set it to {card_value}')
-        LOGGER.info('checkpoint %s: %s %s (%s)', config.checkpoint, name, card_value, source)
-        changes[name] = card_value
-    if card.get('input_size') and config.input_size == DEFAULT_INPUT_SIZE:
-        changes['input_size'] = tuple(card['input_size'])  # the size it was trained for, unless set otherwise
-    return dataclasses.replace(config, **changes)
+    fixed = {name: card[name] for name in ('label_set', 'output_stride', 'architecture', 'input_size')
+             if card.get(name)}
+    return apply_fixed_settings(config, fixed, config.checkpoint, source)

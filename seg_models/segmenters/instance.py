@@ -18,6 +18,7 @@ import torch
 from seg_models.backends.base import Backend, CallTime, release_host_memory
 from seg_models.backends.factory import create_backend
 from seg_models.checkpoints.formats import frozen_batch_norm_eps, strip_wrapper_prefix
+from seg_models.checkpoints.named import resolved_instance_config
 from seg_models.checkpoints.reading import load_state_dict_strict, read_state_dict, reproducible_untrained_weights
 from seg_models.configs import InstanceFilter, InstanceModelConfig
 from seg_models.data.labels import COCO_TO_CITYSCAPES_THINGS, LabelSet, get_label_set
@@ -169,6 +170,7 @@ def instance_deployment(config: InstanceModelConfig) -> tuple[DeploymentGraph, L
     """(the deployment graph, the output label set, the network-to-output class map, the weights
     source) for ``config``: what a backend is created from, and what ``seg-models build --onnx-only``
     converts without creating one."""
+    config = resolved_instance_config(config)
     if config.architecture not in MASK_RCNN_BUILDERS:
         raise ValueError(f'unknown instance architecture {config.architecture!r}; '
                          f'known: {", ".join(MASK_RCNN_BUILDERS)}')
@@ -189,6 +191,7 @@ def instance_deployment(config: InstanceModelConfig) -> tuple[DeploymentGraph, L
 
 def create_instance_segmenter(config: InstanceModelConfig) -> InstanceSegmenter:
     """Build network, weights and backend from ``config``; the backend choice is logged with its reason."""
+    config = resolved_instance_config(config)
     deployment, output_label_set, classes, weights_source = instance_deployment(config)
     backend = create_backend(deployment, config.deployment)
     del deployment
