@@ -51,7 +51,7 @@ def fetch(entry: NamedCheckpoint, cache_dir: Optional[str | Path] = None, progre
 
         try:
             torch.hub.download_url_to_file(url, str(target), hash_prefix=entry.sha256_prefix, progress=progress)
-        except RuntimeError as error:  # torch.hub's hash check
+        except RuntimeError:  # torch.hub's hash check
             raise CheckpointError(f'{url} did not give the file {entry.name} pins (its sha256 does not start with '
                                   f'{entry.sha256_prefix}: a transfer cut short, or another file); nothing was '
                                   f'kept') from None

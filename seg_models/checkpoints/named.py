@@ -9,13 +9,35 @@ from seg_models.checkpoints.fetch import fetch
 from seg_models.checkpoints.fixed_settings import apply_fixed_settings
 from seg_models.checkpoints.reading import CheckpointError
 from seg_models.checkpoints.registry import get_named_checkpoint, looks_like_a_name
+from seg_models.deploy.engine_cache import file_sha256
+
+
+def is_named_checkpoint(checkpoint: str) -> bool:
+    """``checkpoint`` is a registry name, not a path: no folder, no suffix, and no such file here."""
+    return looks_like_a_name(checkpoint) and not Path(checkpoint).exists()
+
+
+def absolute_checkpoint(checkpoint: str) -> str:
+    """A checkpoint setting to hand to another process: a path made absolute, a name as it is."""
+    return checkpoint if is_named_checkpoint(checkpoint) else str(Path(checkpoint).resolve())
+
+
+def checkpoint_identity(checkpoint: str) -> str:
+    """What a checkpoint setting's weights are, for cache keys: a file's sha256, a name's pin."""
+    if is_named_checkpoint(checkpoint):
+        try:
+            return f'{checkpoint}@{get_named_checkpoint(checkpoint).sha256_prefix}'
+        except KeyError as error:
+            raise CheckpointError(f'checkpoint {checkpoint} is neither a file nor a named checkpoint: '
+                                  f'{error.args[0]}') from None
+    return file_sha256(checkpoint)
 
 
 def resolved_named_checkpoint(config: Any, task: str) -> Any:
     """``config`` with a named checkpoint fetched (once, into the engine cache folder) and the
     entry's settings applied; a path (or nothing) is left as it is and never downloads."""
     name = config.checkpoint
-    if not looks_like_a_name(name) or Path(name).exists():
+    if not is_named_checkpoint(name):
         return config
     try:
         entry = get_named_checkpoint(name)

@@ -36,6 +36,7 @@ from std_msgs.msg import Header
 from tqdm import tqdm
 
 from seg_models.checkpoints.model_card import is_demo_weights
+from seg_models.checkpoints.named import absolute_checkpoint
 from seg_models.data.frame_sources import SYNTHETIC, open_frames
 from seg_perception.bringup.driving_pipeline import CONFIG_FILE, CONFIG_PATH, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
@@ -266,7 +267,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         overrides[node.name] = common + args.param
         checkpoint = getattr(args, node.checkpoint_argument)
         if checkpoint:
-            overrides[node.name].append(f'checkpoint:={Path(checkpoint).resolve()}')
+            overrides[node.name].append(f'checkpoint:={absolute_checkpoint(checkpoint)}')
     try:
         cameras = runner_cameras(args.cameras or configured_cameras(config), args.camera_topic, args.output)
         written = run(args.source or [SYNTHETIC], args.output, config, cameras, overrides, args.max_frames)

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from seg_models.data.labels import LabelSet, cityscapes_things, label_set_lookup
-from seg_models.deploy.engine_cache import file_sha256
+from seg_models.checkpoints.named import absolute_checkpoint, checkpoint_identity
 from seg_models.segmenters.instance_postprocess import InstanceResult
 from seg_models.tasks import get_task
 from seg_perception.bringup.driving_pipeline import CONFIG_PATH, TASKS, pipeline_node, pipeline_nodes
@@ -85,7 +85,7 @@ class FleetModel:
                      (override.split(':=', 1) for override in scoped_overrides(list(self.overrides))[node.name]))
         checkpoint = dict(self.checkpoints).get(node.checkpoint_argument)
         if checkpoint:
-            given['checkpoint'] = str(Path(checkpoint).resolve())
+            given['checkpoint'] = absolute_checkpoint(checkpoint)
         for name, value in given.items():
             if name in specs:
                 values[name] = tuple(value or ()) if specs[name].is_string_array else value
@@ -112,7 +112,7 @@ class FleetModel:
             for task in self.tasks:
                 values = self.node_parameters(task)
                 key[task] = {'parameters': values, 'checkpoint_sha256':
-                             file_sha256(Path(values['checkpoint'])) if values.get('checkpoint') else 'untrained'}
+                             checkpoint_identity(values['checkpoint']) if values.get('checkpoint') else 'untrained'}
         return json.loads(json.dumps(key, default=str))
 
 

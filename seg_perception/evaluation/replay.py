@@ -35,6 +35,7 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import String
 from tqdm import tqdm
 
+from seg_models.checkpoints.named import absolute_checkpoint
 from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE, TASKS, pipeline_nodes
 from seg_perception.bringup.processes import node_command, spin_until
 from seg_perception.evaluation.bag_io import BagWriter, cameras_in_bag, message_class, read_raw, require_topics
@@ -272,7 +273,7 @@ def start_pipeline_commands(config: Path, cameras: Sequence[CameraBagTopics], ov
     commands = []
     for node in nodes:
         checkpoint = checkpoints.get(node.checkpoint_argument)
-        node_settings = settings + scoped[node.name] + ([f'checkpoint:={Path(checkpoint).resolve()}']
+        node_settings = settings + scoped[node.name] + ([f'checkpoint:={absolute_checkpoint(checkpoint)}']
                                                         if checkpoint else [])
         commands.append(node_command(node, camera_topic, config, node_settings))
     return commands

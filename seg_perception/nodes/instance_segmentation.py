@@ -49,8 +49,10 @@ INSTANCE_PARAMETERS = (
                                                                     "from a COCO model); empty: the network's own.",
                            choices=('',) + tuple(LABEL_SETS)),
     ParameterSpec.of_field(InstanceModelConfig, 'checkpoint', 'Mask R-CNN weights in torchvision layout (.pth/.pt '
-                                                              'read with weights_only, or .safetensors). Empty: '
-                                                              'untrained weights, reported loudly.'),
+                                                              'read with weights_only, or .safetensors), or a named '
+                                                              'checkpoint (seg-models weights list, e.g. '
+                                                              'maskrcnn_resnet50_fpn_coco), fetched once into the '
+                                                              'cache. Empty: untrained weights, reported loudly.'),
     ParameterSpec.of_field(InstanceFilter, 'score_threshold', 'Detections scoring below this are not published.',
                            value_range=(0.0, 1.0)),
     ParameterSpec.of_field(InstanceFilter, 'mask_threshold', 'Mask probability at which a pixel belongs to the '

@@ -47,7 +47,9 @@ SEMANTIC_PARAMETERS = (
     ParameterSpec.of_field(SemanticModelConfig, 'label_set', 'Classes the network outputs.',
                            choices=tuple(LABEL_SETS)),
     ParameterSpec.of_field(SemanticModelConfig, 'checkpoint', 'Weights file (.pth/.pt read with weights_only, or '
-                                                              '.safetensors). Empty: untrained weights, reported '
+                                                              '.safetensors), or a named checkpoint (seg-models '
+                                                              'weights list), fetched once into the cache. Empty: '
+                                                              'the demo model, or untrained weights, reported '
                                                               'loudly.'),
     ParameterSpec.of_field(SemanticModelConfig, 'model_metadata', 'Bring your own model: metadata .yaml naming an '
                                                                   'ONNX file, its input size, normalisation and '
