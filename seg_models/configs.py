@@ -81,6 +81,7 @@ class InstanceModelConfig:
     label_set: str = 'cityscapes_things'  # classes the network was trained on (coco_things for COCO weights)
     output_label_set: str = ''  # classes to publish; empty: the network's own
     checkpoint: str = ''
+    model_metadata: str = ''  # another exporter's model: metadata .yaml naming an ONNX file (external_instance.py)
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE  # fixed (height, width), multiples of 32
     max_detections: int = 100
     output_filter: InstanceFilter = field(default_factory=InstanceFilter)

@@ -65,6 +65,18 @@ def test_no_module_imports_itself_through_others():
     assert cycles == [], f'import cycles: {cycles}'
 
 
+def test_the_product_never_imports_ultralytics():
+    """Ultralytics is AGPL-3.0: the tests use it to make real exports; the product only reads them."""
+    importers = []
+    for module, path in module_files().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+            if any(name.split('.')[0] == 'ultralytics' for name in names):
+                importers.append(module)
+    assert not importers, importers
+
+
 def test_seg_models_top_level_holds_only_subpackages_and_a_few_modules():
     top = REPO_ROOT / 'seg_models'
     modules = sorted(path.name for path in top.glob('*.py'))

@@ -86,6 +86,8 @@ DEPENDENCIES: dict[str, Source] = {
     'modelopt': pip_only('nvidia-modelopt', 'no key in rosdep; installed without its dependencies'),
     'torch.utils.tensorboard': pip_only(
         'tensorboard', 'only python-tensorboard-pip, a Python 2 era key rosdistro is retiring; no python3 key'),
+    'ultralytics': pip_only('ultralytics', 'test only (AGPL-3.0): the YOLO-seg models the tests compare with; '
+                                           'no key in rosdep, and the product never imports it'),
     # Optional
     'tensorrt': optional('NVIDIA TensorRT, imported only where installed; the TensorRT backend reports itself '
                          'unavailable otherwise'),

@@ -106,7 +106,8 @@ def measured_backend(graph, settings: BackendSettings, cache: EngineCache,
     if len(usable) == 1:
         return create(usable[0]), f'the only usable backend ({others})'
     height, width = graph.input_size or DEFAULT_INPUT_SIZE
-    batch = np.zeros((graph.fixed_batch or 1, 3, height, width), np.uint8)
+    # our graphs take uint8 camera pixels; a user's ONNX file takes the float input its adapter normalises
+    batch = np.zeros((graph.fixed_batch or 1, 3, height, width), np.float32 if graph.onnx_file else np.uint8)
     key = {'candidates': usable, 'input': list(batch.shape), 'precision': settings.precision,
            'machine': machine_identity(settings.device), **graph.key}
     created: dict[str, Backend] = {}

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from seg_models.backends.base import Backend, BackendError
 from seg_models.data.labels import LabelSet, get_label_set
@@ -55,16 +57,9 @@ class ExternalModelSpec:
 def load_external_model(metadata_path: str | Path) -> ExternalModelSpec:
     """Read a metadata file and check it, and the ONNX graph it names, against each other; every
     problem is named in one ValueError."""
-    import yaml
 
     metadata_path = Path(metadata_path)
-    try:
-        document = yaml.safe_load(metadata_path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ValueError(f'model metadata {metadata_path} is unreadable: {error}') from None
-    if not isinstance(document, dict):
-        raise ValueError(f'model metadata {metadata_path} must be a mapping of fields (onnx, label_set, mean, '
-                         f'std, output ...), not a {type(document).__name__}')
+    document = read_metadata_document(metadata_path)
     problems = _metadata_problems(document)
     onnx_path = metadata_path.parent / str(document.get('onnx', ''))
     if not document.get('onnx') or not onnx_path.is_file():
@@ -74,7 +69,7 @@ def load_external_model(metadata_path: str | Path) -> ExternalModelSpec:
     label_set = str(document['label_set'])
     if label_set.endswith(('.yaml', '.yml')):
         label_set = str(metadata_path.parent / label_set)
-    graph = _read_graph(onnx_path)
+    graph = read_onnx_graph(onnx_path)
     spec = ExternalModelSpec(onnx=onnx_path, label_set=label_set,
                              input_size=tuple(document['input_size']) if document.get('input_size') else None,
                              mean=tuple(float(v) for v in document['mean']),
@@ -85,6 +80,20 @@ def load_external_model(metadata_path: str | Path) -> ExternalModelSpec:
     if problems:
         raise ValueError(f'model metadata {metadata_path} does not match {onnx_path.name}: ' + '; '.join(problems))
     return spec
+
+
+def read_metadata_document(metadata_path: Path) -> dict:
+    """The metadata file's mapping of fields; an unreadable file or another document is one ValueError."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(metadata_path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f'model metadata {metadata_path} is unreadable: {error}') from None
+    if not isinstance(document, dict):
+        raise ValueError(f'model metadata {metadata_path} must be a mapping of fields (onnx, label_set, mean, '
+                         f'std, ...), not a {type(document).__name__}')
+    return document
 
 
 def _metadata_problems(document: dict) -> list[str]:
@@ -114,16 +123,19 @@ def _metadata_problems(document: dict) -> list[str]:
     return problems
 
 
-def _read_graph(onnx_path: Path):
+def read_onnx_graph(onnx_path: Path, with_metadata: bool = False):
+    """The ONNX file's graph (its whole model, metadata included, ``with_metadata``); a damaged file
+    is one ValueError."""
     import onnx
 
     try:
-        return onnx.load(str(onnx_path), load_external_data=False).graph
+        model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as error:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeError ... for damaged files
         raise ValueError(f'{onnx_path} is not a readable ONNX model ({type(error).__name__}: {error})') from None
+    return model if with_metadata else model.graph
 
 
-def _static_dims(value_info) -> list[Optional[int]]:
+def static_dims(value_info) -> list[Optional[int]]:
     """Dimensions of a graph input or output; None where symbolic (dynamic)."""
     return [dim.dim_value if dim.HasField('dim_value') else None for dim in value_info.type.tensor_type.shape.dim]
 
@@ -133,14 +145,14 @@ def _checked_against_graph(spec: ExternalModelSpec, graph, num_classes: int) -> 
     problems = []
     initializers = {tensor.name for tensor in graph.initializer}
     model_input = next(value for value in graph.input if value.name not in initializers)
-    dims = _static_dims(model_input)
+    dims = static_dims(model_input)
     if len(dims) != 4 or dims[1] not in (None, 3):
         return spec, [f'the ONNX input {model_input.name} is {dims}, not (N, 3, H, W)']
     graph_size = tuple(dims[2:]) if None not in dims[2:] else None
     if spec.input_size and graph_size and spec.input_size != graph_size:
         problems.append(f'input_size {list(spec.input_size)} contradicts the ONNX input {model_input.name}, '
                         f'which is fixed at {list(graph_size)}')
-    output_dims = _static_dims(graph.output[0])
+    output_dims = static_dims(graph.output[0])
     expected_rank = 4 if spec.output == 'logits' else 3
     channels = num_classes + (spec.void_class is not None)
     if len(output_dims) != expected_rank:
@@ -181,6 +193,9 @@ class ExternalSemanticBackend(Backend):
                               for start in range(0, len(normalised), step)])
         if self.spec.output == 'class_ids':
             return {'class_ids': self._in_label_set(raw.astype(np.int64))}
+        if raw.shape[-2:] != images.shape[-2:]:  # e.g. SegFormer's 1/4: logits upsampled before the argmax
+            raw = F.interpolate(torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)),
+                                size=images.shape[-2:], mode='bilinear', align_corners=False).numpy()
         outputs = {'class_ids': self._in_label_set(raw.argmax(axis=1))}
         if 'confidence' in self.output_names:
             shifted = np.exp(raw - raw.max(axis=1, keepdims=True))

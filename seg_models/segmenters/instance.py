@@ -191,6 +191,8 @@ def instance_deployment(config: InstanceModelConfig) -> tuple[DeploymentGraph, L
 
 def create_instance_segmenter(config: InstanceModelConfig) -> InstanceSegmenter:
     """Build network, weights and backend from ``config``; the backend choice is logged with its reason."""
+    if config.model_metadata:
+        return _external_segmenter(config)
     config = resolved_instance_config(config)
     deployment, output_label_set, classes, weights_source = instance_deployment(config)
     backend = create_backend(deployment, config.deployment)
@@ -220,3 +222,22 @@ def instance_deployment_graph(config: InstanceModelConfig, graph: InstanceInfere
                            'max_detections': published.max_detections, 'classes': list(published.classes)},
              'normalisation': {
                  'mean': graph.mean.flatten().tolist(), 'std': graph.std.flatten().tolist()}})
+
+
+def _external_segmenter(config: InstanceModelConfig):
+    """Another exporter's instance model (YOLO-seg, mmdeploy) from its metadata file."""
+    from seg_models.checkpoints.fixed_settings import apply_fixed_settings
+    from seg_models.segmenters.external_instance import ExternalInstanceSegmenter, load_instance_model
+
+    spec = load_instance_model(config.model_metadata)
+    config = apply_fixed_settings(config, {'label_set': spec.label_set}, config.model_metadata, 'its model metadata')
+    network_label_set = get_label_set(spec.label_set)
+    output_label_set = get_label_set(config.output_label_set or spec.label_set)
+    classes = class_map(network_label_set.names, network_label_set, output_label_set)
+    graph = DeploymentGraph(name=f'external_{spec.onnx.stem}', output_names=spec.output_names, onnx_file=spec.onnx,
+                            input_size=spec.input_size, fixed_batch=spec.batch_size,
+                            key={'label_set': network_label_set.name, 'model_metadata': spec.as_key()})
+    backend = create_backend(graph, config.deployment)
+    LOGGER.info('instance segmenter: %s model %s, classes %s -> %s, backend %s', spec.format, spec.onnx,
+                network_label_set.name, output_label_set.name, backend.describe())
+    return ExternalInstanceSegmenter(backend, spec, output_label_set, classes, config.output_filter)

@@ -53,6 +53,10 @@ INSTANCE_PARAMETERS = (
                                                               'checkpoint (seg-models weights list, e.g. '
                                                               'maskrcnn_resnet50_fpn_coco), fetched once into the '
                                                               'cache. Empty: untrained weights, reported loudly.'),
+    ParameterSpec.of_field(InstanceModelConfig, 'model_metadata', "Another exporter's model: metadata .yaml naming an "
+                                                                  'ONNX file and its format (ultralytics_seg, '
+                                                                  'ultralytics_seg_end2end, mmdeploy_instance) and '
+                                                                  'label set. Replaces architecture/checkpoint.'),
     ParameterSpec.of_field(InstanceFilter, 'score_threshold', 'Detections scoring below this are not published.',
                            value_range=(0.0, 1.0)),
     ParameterSpec.of_field(InstanceFilter, 'mask_threshold', 'Mask probability at which a pixel belongs to the '
@@ -105,7 +109,8 @@ class InstanceProcessor(SegmenterProcessor):
 
     def __init__(self, node: Node, values: dict[str, Any]) -> None:
         self.config = self.config_from_parameters(values)
-        super().__init__(node, self.config.architecture, self.config.output_filter.score_threshold)
+        super().__init__(node, self.config.model_metadata or self.config.architecture,
+                         self.config.output_filter.score_threshold)
         self._overlay_alpha = values['overlay_alpha']
 
     def create_segmenter(self) -> InstanceSegmenter:
