@@ -160,3 +160,43 @@ def test_void_class_is_published_as_the_ignore_id_and_later_classes_move_down(tm
         tmp_path, f'onnx: m.onnx\nlabel_set: cityscapes_things\noutput: logits\nvoid_class: 0\n{MEAN_STD}'))
     class_ids = segmenter.segment([np.zeros((24, 40, 3), np.uint8)])[0].class_ids
     assert class_ids.shape == (24, 40) and set(np.unique(class_ids)) == {published}
+
+
+def test_segformer_logits_at_a_quarter_are_upsampled_bilinearly_before_the_argmax(tmp_path):
+    """A SegFormer built by ``transformers`` from a config (no download), exported to ONNX: its logits
+    come out at 1/4 of the input and are upsampled as logits, as upstream does, not as class ids."""
+    transformers = pytest.importorskip('transformers')
+    import torch.nn.functional as F
+
+    config = transformers.SegformerConfig(num_labels=19, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+                                          num_attention_heads=[1, 1, 2, 4], decoder_hidden_size=64)
+    torch.manual_seed(0)
+    segformer = transformers.SegformerForSemanticSegmentation(config).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.segformer = segformer
+
+        def forward(self, pixel_values):
+            return self.segformer(pixel_values=pixel_values).logits
+
+    size = (128, 160)
+    torch.onnx.export(Logits().eval(), (torch.zeros(1, 3, *size),), str(tmp_path / 'segformer.onnx'), dynamo=False,
+                      opset_version=17, input_names=['pixel_values'], output_names=['logits'])
+    (tmp_path / 'segformer.yaml').write_text(
+        f'onnx: segformer.onnx\nlabel_set: cityscapes\ninput_size: [{size[0]}, {size[1]}]\n'
+        f'mean: [123.675, 116.28, 103.53]\nstd: [58.395, 57.12, 57.375]\noutput: logits\n')
+    segmenter = create_semantic_segmenter(SemanticModelConfig(model_metadata=str(tmp_path / 'segformer.yaml')))
+    frame = driving_frames(1, size=size)[0]
+    normalised = (torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+                  - torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)) / torch.tensor(
+        [58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        logits = segformer(pixel_values=normalised).logits
+    assert logits.shape[-2:] == (size[0] // 4, size[1] // 4)
+    upstream = F.interpolate(logits, size=size, mode='bilinear', align_corners=False).argmax(1)[0].numpy()
+    nearest_ids = F.interpolate(logits.argmax(1, keepdim=True).float(), size=size, mode='nearest')[0, 0].numpy()
+    ours = segmenter.segment([frame])[0].class_ids
+    assert np.mean(ours == upstream) >= 0.999
+    assert np.mean(nearest_ids == upstream) < 0.99  # upsampling the ids instead would show

@@ -88,6 +88,7 @@ DEPENDENCIES: dict[str, Source] = {
         'tensorboard', 'only python-tensorboard-pip, a Python 2 era key rosdistro is retiring; no python3 key'),
     'ultralytics': pip_only('ultralytics', 'test only (AGPL-3.0): the YOLO-seg models the tests compare with; '
                                            'no key in rosdep, and the product never imports it'),
+    'transformers': pip_only('transformers', 'test only: a SegFormer built from a config; no key in rosdep'),
     # Optional
     'tensorrt': optional('NVIDIA TensorRT, imported only where installed; the TensorRT backend reports itself '
                          'unavailable otherwise'),
