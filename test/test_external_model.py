@@ -165,13 +165,14 @@ def test_void_class_is_published_as_the_ignore_id_and_later_classes_move_down(tm
 def test_segformer_logits_at_a_quarter_are_upsampled_bilinearly_before_the_argmax(tmp_path):
     """A SegFormer built by ``transformers`` from a config (no download), exported to ONNX: its logits
     come out at 1/4 of the input and are upsampled as logits, as upstream does, not as class ids."""
-    transformers = pytest.importorskip('transformers')
+    pytest.importorskip('transformers', reason='transformers (test only) is not installed')
     import torch.nn.functional as F
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-    config = transformers.SegformerConfig(num_labels=19, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
-                                          num_attention_heads=[1, 1, 2, 4], decoder_hidden_size=64)
+    config = SegformerConfig(num_labels=19, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+                             num_attention_heads=[1, 1, 2, 4], decoder_hidden_size=64)
     torch.manual_seed(0)
-    segformer = transformers.SegformerForSemanticSegmentation(config).eval()
+    segformer = SegformerForSemanticSegmentation(config).eval()
 
     class Logits(torch.nn.Module):
         def __init__(self) -> None:
