@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
@@ -152,3 +153,58 @@ def test_metadata_that_contradicts_the_graph_is_refused_in_one_line(tmp_path):
         with pytest.raises(ValueError, match=words) as error:
             load_instance_model(path)
         assert '\n' not in str(error.value)
+
+
+class MmdeployMaskRcnn(torch.nn.Module):
+    """mmdeploy's instance-segmentation outputs from a torchvision Mask R-CNN (mmdeploy does not
+    install here): normalised input in; ``dets`` (1, K, 5) x1 y1 x2 y2 score, ``labels`` (1, K) from 0,
+    ``masks`` (1, K, H, W) probabilities at the input size."""
+
+    def __init__(self, model, mean, std) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.register_buffer('mean', torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer('std', torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, images):
+        pixels = (images * self.std + self.mean) / 255.0
+        detections = self.model(list(pixels))[0]
+        dets = torch.cat([detections['boxes'], detections['scores'][:, None]], dim=1)
+        return dets[None], (detections['labels'] - 1)[None], detections['masks'][:, 0][None]
+
+
+@pytest.mark.slow
+def test_mmdeploy_layout_of_mask_rcnn_publishes_what_our_own_graph_does(maskrcnn_checkpoint, tmp_path):
+    """The same Mask R-CNN weights as mmdeploy's tensors and through our own deployment graph: the same
+    instances, boxes within 1e-3 px, masks within IoU 0.95 (at the network's own size)."""
+    from seg_models.models.maskrcnn import mask_rcnn
+    from shared_data import driving_frames
+
+    size = (256, 512)
+    mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+    model = mask_rcnn('maskrcnn_resnet50_fpn', 9, max_detections=20)
+    model.load_state_dict(torch.load(maskrcnn_checkpoint, weights_only=True))
+    model.transform.min_size, model.transform.max_size = (size[0],), size[1]
+    torch.onnx.export(MmdeployMaskRcnn(model, mean, std), (torch.zeros(1, 3, *size),), str(tmp_path / 'end2end.onnx'),
+                      dynamo=False, opset_version=17, input_names=['input'], output_names=['dets', 'labels', 'masks'],
+                      dynamic_axes={'dets': {1: 'detections'}, 'labels': {1: 'detections'},
+                                    'masks': {1: 'detections'}})
+    path = metadata(tmp_path, tmp_path / 'end2end.onnx', format='mmdeploy_instance', label_set='cityscapes_things',
+                    mean=mean, std=std)
+    output_filter = dict(score_threshold=0.05, max_instances=20)
+    theirs = segmenter(path, **output_filter)
+    ours = create_instance_segmenter(build_config(InstanceModelConfig, dict(
+        checkpoint=str(maskrcnn_checkpoint), input_size=size, max_detections=20, backend='pytorch',
+        output_filter=InstanceFilter(**output_filter))))
+    frame = driving_frames(1, size=size)[0]
+    expected, result = ours.segment([frame])[0], theirs.segment([frame])[0]
+    assert len(result.instances) == len(expected.instances) > 3
+    ious = []
+    for mine, reference in zip(result.instances, expected.instances):
+        assert (mine.class_name, mine.roi) == (reference.class_name, reference.roi)
+        np.testing.assert_allclose(mine.box, reference.box, atol=1e-3)
+        assert abs(mine.score - reference.score) < 1e-4
+        ious.append((mine.mask & reference.mask).sum() / max((mine.mask | reference.mask).sum(), 1))
+    print('mask IoU with our own graph: min', min(ious), 'median', np.median(ious))
+    # ONNX's Resize in the exported paste against PyTorch's: pixels at the edge of thin masks differ
+    assert min(ious) >= 0.95 and np.median(ious) >= 0.99

@@ -258,17 +258,19 @@ def bilinear_weights(positions: np.ndarray, size: int) -> tuple[np.ndarray, int]
     return weights, first
 
 
-def mask_in_roi(cell_values, letterbox: Letterbox, roi: tuple[int, int, int, int], box: np.ndarray,
+def mask_in_roi(cell_values, letterbox: Letterbox, roi: tuple[int, int, int, int], box: Optional[np.ndarray],
                 map_size: tuple[int, int], stride: float, threshold: float) -> np.ndarray:
     """A (roi height, roi width) bool mask: the map ``cell_values(rows, columns)`` (its values on a
-    window of cells) sampled bilinearly at the roi's camera pixels, above ``threshold``, and only
-    the pixels whose index lies in [x1, x2) x [y1, y2) of the box (Ultralytics' crop)."""
+    window of cells) sampled bilinearly at the roi's camera pixels, above ``threshold``; with a
+    ``box``, only the pixels whose index lies in [x1, x2) x [y1, y2) of it (Ultralytics' crop)."""
     x, y, width, height = roi
     row_weights, first_row = bilinear_weights(letterbox.sample_positions(y, height, 0, stride), map_size[0])
     column_weights, first_column = bilinear_weights(letterbox.sample_positions(x, width, 1, stride), map_size[1])
     window = cell_values(slice(first_row, first_row + row_weights.shape[1]),
                          slice(first_column, first_column + column_weights.shape[1]))
     mask = row_weights @ window @ column_weights.T > threshold
+    if box is None:
+        return mask
     columns, rows = np.arange(x, x + width), np.arange(y, y + height)
     mask &= ((rows >= box[1]) & (rows < box[3]))[:, None] & ((columns >= box[0]) & (columns < box[2]))[None, :]
     return mask
@@ -383,6 +385,7 @@ class ExternalInstanceSegmenter:
             threshold = min(max(threshold, 1e-6), 1 - 1e-6)
             return mask_in_roi(logits, letterbox, roi, box, prototypes.shape[1:], stride,
                                math.log(threshold / (1 - threshold)))
-        masks = outputs[self.spec.output_names[2]][position, row]  # (H, W) probabilities at the input
-        return mask_in_roi(lambda rows, columns: masks[rows, columns], letterbox, roi, box, masks.shape, 1.0,
+        # (H, W) probabilities at the input, pasted by the model: no crop of ours
+        masks = outputs[self.spec.output_names[2]][position, row]
+        return mask_in_roi(lambda rows, columns: masks[rows, columns], letterbox, roi, None, masks.shape, 1.0,
                            threshold)
