@@ -1,6 +1,11 @@
-"""A YOLO11n-seg built by Ultralytics from its model YAML (no download) and fitted for a few minutes
-to CamVid's training frames, then exported by Ultralytics' own ONNX exporter: the model users of
-yolo_ros have, with activations that change with the input.
+"""A YOLO11n-seg built by Ultralytics from its model YAML (no download), fitted to CamVid's training
+frames, and exported by Ultralytics' own ONNX exporter: the model users of yolo_ros have, with
+activations that change with the input.
+
+Fitting takes about ten minutes on 2 cores (a few hundred steps move Ultralytics' class prior), more
+than a CI run can spend, so its weights are kept in the repository (``FITTED_WEIGHTS``, fp16
+safetensors, 3 MB) and the tests build the network from the YAML and load them; ``python
+test/fitted_yolo.py`` fits them again (the command and its figures are in docs/benchmarks.md).
 
 Ultralytics (AGPL-3.0) is a test-only dependency: the product never imports it. Instances are the
 connected components of CamVid's Car and Pedestrian pixels (as ``fitted_models`` makes them for
@@ -23,6 +28,8 @@ CAMVID_TRAIN = SHARED_DATA / 'camvid'
 COCO_CLASS_OF_CAMVID = {8: 2, 9: 0}  # Car -> car, Pedestrian -> person
 MIN_COMPONENT_PIXELS = 60
 FIT_IMAGE_SIZE = 320
+FITTED_WEIGHTS = Path(__file__).resolve().parent / 'data' / 'yolo11n-seg_camvid_fitted.safetensors'
+MODEL_YAML = 'yolo11n-seg.yaml'
 
 
 def ultralytics_offline() -> None:
@@ -64,13 +71,13 @@ def write_yolo_dataset(folder: Path, frames: int) -> Path:
     return data
 
 
-def fit_yolo_seg(folder: Path, epochs: int = 100, frames: int = 8, seed: int = 0) -> Path:
+def fit_yolo_seg(folder: Path, epochs: int = 50, frames: int = 64, seed: int = 0) -> Path:
     """yolo11n-seg from its YAML, fitted on the CPU; the weights file Ultralytics wrote."""
     ultralytics_offline()
     from ultralytics import YOLO
 
     data = write_yolo_dataset(folder / 'data', frames)
-    model = YOLO('yolo11n-seg.yaml')
+    model = YOLO(MODEL_YAML)
     # Ultralytics starts every class score near 1e-4, a prior thousands of steps move: the classes fitted
     # here start near 0.05 instead, so that a few hundred steps separate cars and people from the rest
     model.add_callback('on_pretrain_routine_end', _start_fitted_classes_higher)
@@ -92,17 +99,53 @@ def _start_fitted_classes_higher(trainer) -> None:
             branch[-1].bias[list(COCO_CLASS_OF_CAMVID.values())] = -3.0
 
 
-def export_yolo_onnx(weights: Path, input_size: tuple[int, int], folder: Path) -> Path:
-    """Ultralytics' own ONNX export at ``input_size`` (height, width) and the metadata file our
-    instance node reads it with; the metadata's path."""
+def save_fitted_weights(weights: Path, path: Path = FITTED_WEIGHTS) -> Path:
+    """The fitted network's state dict (fp16 safetensors) from the weights file Ultralytics wrote."""
+    import torch
+    from safetensors.torch import save_file
+
+    checkpoint = torch.load(weights, map_location='cpu', weights_only=False)  # Ultralytics' own file, ours
+    network = checkpoint.get('ema') or checkpoint['model']
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({name: tensor.half().contiguous() for name, tensor in network.state_dict().items()}, str(path))
+    return path
+
+
+def fitted_yolo(path: Path = FITTED_WEIGHTS):
+    """yolo11n-seg built from its YAML with the fitted weights: an Ultralytics YOLO object."""
     ultralytics_offline()
+    from safetensors.torch import load_file
     from ultralytics import YOLO
 
+    model = YOLO(MODEL_YAML, task='segment')
+    model.model.load_state_dict({name: tensor.float() for name, tensor in load_file(str(path)).items()})
+    return model
+
+
+def export_yolo_onnx(model, input_size: tuple[int, int], folder: Path) -> Path:
+    """Ultralytics' own ONNX export of ``model`` at ``input_size`` (height, width) and the metadata
+    file our instance node reads it with; the metadata's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    exported = Path(YOLO(str(weights)).export(format='onnx', imgsz=list(input_size), simplify=False, dynamic=False))
+    exported = Path(model.export(format='onnx', imgsz=list(input_size), simplify=False, dynamic=False))
     onnx_path = folder / f'yolo11n-seg_{input_size[0]}x{input_size[1]}.onnx'
     exported.replace(onnx_path)
     metadata = folder / f'{onnx_path.stem}.yaml'
     metadata.write_text(yaml.safe_dump({'onnx': onnx_path.name, 'format': 'ultralytics_seg',
                                         'label_set': 'coco_things'}))
     return metadata
+
+
+if __name__ == '__main__':
+    import argparse
+    import tempfile
+    import time
+
+    parser = argparse.ArgumentParser(description='fit yolo11n-seg on CamVid again and keep its weights')
+    parser.add_argument('--epochs', type=int, default=50)
+    parser.add_argument('--frames', type=int, default=64)
+    parser.add_argument('--output', type=Path, default=FITTED_WEIGHTS)
+    arguments = parser.parse_args()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        fitted = fit_yolo_seg(Path(folder), arguments.epochs, arguments.frames)
+        print(f'fitted in {time.perf_counter() - started:.0f} s: {save_fitted_weights(fitted, arguments.output)}')

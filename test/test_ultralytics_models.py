@@ -10,14 +10,14 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from fitted_yolo import export_yolo_onnx, fit_yolo_seg, ultralytics_offline
+from fitted_yolo import export_yolo_onnx, fitted_yolo, ultralytics_offline
 from shared_data import SHARED_DATA, driving_frames
 from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
 from seg_models.segmenters.instance import create_instance_segmenter
 
 pytest.importorskip('ultralytics', reason='Ultralytics (test only) is not installed')
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (SHARED_DATA / 'camvid' / 'train').is_dir(),
-                                                   reason='../shared/data/camvid is not here')]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (SHARED_DATA / 'camvid_seq05vd').is_dir(),
+                                                   reason='../shared/data (the frames compared on) is not here')]
 
 EXPORT_SIZES = {'square': (320, 320), 'non-square': (256, 320)}
 FRAMES = 6
@@ -26,16 +26,16 @@ MIN_MASK_BOX = 32
 
 
 @pytest.fixture(scope='session')
-def yolo_weights(tmp_path_factory):
-    """yolo11n-seg fitted once per session (a few minutes on 2 cores)."""
-    return fit_yolo_seg(tmp_path_factory.mktemp('yolo_fit'))
+def yolo_model():
+    """yolo11n-seg built from its YAML with the fitted weights kept in test/data (fitted_yolo.py)."""
+    return fitted_yolo()
 
 
 @pytest.fixture(scope='session', params=list(EXPORT_SIZES))
-def yolo_export(request, yolo_weights, tmp_path_factory):
+def yolo_export(request, yolo_model, tmp_path_factory):
     """(metadata path, input size) of one Ultralytics ONNX export."""
     size = EXPORT_SIZES[request.param]
-    return export_yolo_onnx(yolo_weights, size, tmp_path_factory.mktemp(f'yolo_{request.param}')), size
+    return export_yolo_onnx(yolo_model, size, tmp_path_factory.mktemp(f'yolo_{request.param}')), size
 
 
 def threshold_between_scores(scores: np.ndarray, wanted: int) -> float:

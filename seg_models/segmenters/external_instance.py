@@ -95,7 +95,8 @@ class InstanceModelSpec:
 def load_instance_model(metadata_path: str | Path) -> InstanceModelSpec:
     """Read a metadata file and check it, and the ONNX graph it names, against each other; every
     problem is named in one ValueError."""
-    from seg_models.segmenters.external_semantic import read_metadata_document, read_onnx_graph, static_dims
+    from seg_models.segmenters.external_semantic import (onnx_file_and_label_set, read_metadata_document,
+                                                         read_onnx_graph, static_dims)
 
     metadata_path = Path(metadata_path)
     document = read_metadata_document(metadata_path)
@@ -119,16 +120,7 @@ def load_instance_model(metadata_path: str | Path) -> InstanceModelSpec:
     nms_iou = document.get('nms_iou', 0.7)
     if not (isinstance(nms_iou, (int, float)) and 0 < nms_iou <= 1):
         problems.append(f'nms_iou: a number in (0, 1] expected, got {nms_iou!r}')
-    if 'label_set' not in document:
-        problems.append('label_set: missing')
-    onnx_path = metadata_path.parent / str(document.get('onnx', ''))
-    if not document.get('onnx') or not onnx_path.is_file():
-        problems.append(f'onnx: file {onnx_path} not found')
-    if problems:
-        raise ValueError(f'model metadata {metadata_path}: ' + '; '.join(problems))
-    label_set_name = str(document['label_set'])
-    if label_set_name.endswith(('.yaml', '.yml')):
-        label_set_name = str(metadata_path.parent / label_set_name)
+    onnx_path, label_set_name = onnx_file_and_label_set(metadata_path, document, problems)
     label_set = get_label_set(label_set_name)
     model = read_onnx_graph(onnx_path, with_metadata=True)
     graph = model.graph

@@ -60,15 +60,7 @@ def load_external_model(metadata_path: str | Path) -> ExternalModelSpec:
 
     metadata_path = Path(metadata_path)
     document = read_metadata_document(metadata_path)
-    problems = _metadata_problems(document)
-    onnx_path = metadata_path.parent / str(document.get('onnx', ''))
-    if not document.get('onnx') or not onnx_path.is_file():
-        problems.append(f'onnx: file {onnx_path} not found')
-    if problems:
-        raise ValueError(f'model metadata {metadata_path}: ' + '; '.join(problems))
-    label_set = str(document['label_set'])
-    if label_set.endswith(('.yaml', '.yml')):
-        label_set = str(metadata_path.parent / label_set)
+    onnx_path, label_set = onnx_file_and_label_set(metadata_path, document, _metadata_problems(document))
     graph = read_onnx_graph(onnx_path)
     spec = ExternalModelSpec(onnx=onnx_path, label_set=label_set,
                              input_size=tuple(document['input_size']) if document.get('input_size') else None,
@@ -96,6 +88,22 @@ def read_metadata_document(metadata_path: Path) -> dict:
     return document
 
 
+def onnx_file_and_label_set(metadata_path: Path, document: dict, problems: list[str]) -> tuple[Path, str]:
+    """The ONNX file and label set the metadata names (relative to the metadata file); a missing
+    file or label set joins ``problems``, which are raised as one ValueError."""
+    onnx_path = metadata_path.parent / str(document.get('onnx', ''))
+    if not document.get('onnx') or not onnx_path.is_file():
+        problems.append(f'onnx: file {onnx_path} not found')
+    if 'label_set' not in document:
+        problems.append('label_set: missing')
+    if problems:
+        raise ValueError(f'model metadata {metadata_path}: ' + '; '.join(problems))
+    label_set = str(document['label_set'])
+    if label_set.endswith(('.yaml', '.yml')):
+        label_set = str(metadata_path.parent / label_set)
+    return onnx_path, label_set
+
+
 def _metadata_problems(document: dict) -> list[str]:
     problems = []
     for field_name in ('mean', 'std'):
@@ -118,8 +126,6 @@ def _metadata_problems(document: dict) -> list[str]:
     void_class = document.get('void_class')
     if void_class is not None and not (isinstance(void_class, int) and void_class >= 0):
         problems.append(f'void_class: a class index (0 or more) expected, got {void_class!r}')
-    if 'label_set' not in document:
-        problems.append('label_set: missing')
     return problems
 
 
