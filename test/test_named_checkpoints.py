@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from seg_models.checkpoints.fetch import MIRROR_ENV
-from seg_models.checkpoints.named import resolved_instance_config
+from seg_models.checkpoints.named import absolute_checkpoint, checkpoint_identity, resolved_instance_config
 from seg_models.checkpoints.reading import CheckpointError
 from seg_models.checkpoints.registry import NAMED_CHECKPOINTS, REGISTRY_ENV
 from seg_models.cli import main
@@ -184,6 +184,17 @@ def test_a_local_path_never_downloads_and_unknown_names_are_named(mirror, tmp_pa
     with pytest.raises(CheckpointError, match='known_model is a semantic model, not an instance one'):
         resolved_instance_config(InstanceModelConfig(checkpoint='known_model'))
     assert mirror.requests == []
+
+
+def test_a_name_travels_to_node_processes_as_it_is_and_a_path_made_absolute(tmp_path, monkeypatch):
+    """What run_pipeline, replay and the fleet worker hand to the nodes, and key their caches by."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(REGISTRY_ENV, raising=False)
+    assert absolute_checkpoint('maskrcnn_resnet50_fpn_coco') == 'maskrcnn_resnet50_fpn_coco'
+    assert absolute_checkpoint('weights/model.pth') == str(tmp_path / 'weights' / 'model.pth')
+    assert checkpoint_identity('maskrcnn_resnet50_fpn_coco') == 'maskrcnn_resnet50_fpn_coco@bf2d0c1e'
+    (tmp_path / 'model.pth').write_bytes(b'weights')
+    assert checkpoint_identity('model.pth') == hashlib.sha256(b'weights').hexdigest()
 
 
 class _RunsCode:
