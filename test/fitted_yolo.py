@@ -4,7 +4,7 @@ activations that change with the input.
 
 Fitting takes about ten minutes on 2 cores (a few hundred steps move Ultralytics' class prior), more
 than a CI run can spend, so its weights are kept in the repository (``FITTED_WEIGHTS``, fp16
-safetensors, 3 MB) and the tests build the network from the YAML and load them; ``python
+safetensors, 6 MB) and the tests build the network from the YAML and load them; ``python
 test/fitted_yolo.py`` fits them again (the command and its figures are in docs/benchmarks.md).
 
 Ultralytics (AGPL-3.0) is a test-only dependency: the product never imports it. Instances are the
