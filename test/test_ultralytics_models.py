@@ -121,3 +121,34 @@ def test_the_instance_node_publishes_what_the_segmenter_finds_with_the_export(yo
             probe.close()
     assert msg.label_set == 'cityscapes_things' and len(msg.instances) > 0
     assert_message_equals_result(msg, expected)
+
+
+def test_fleet_evaluation_scores_the_export_with_coco_classes_mapped_to_cityscapes(yolo_export, tmp_path):
+    """``seg_bag evaluate-fleet`` with the instance node's parameters naming the export: instance AP
+    over Cityscapes-layout bags, the model's COCO classes published as Cityscapes things."""
+    import json
+    import subprocess
+    import sys
+
+    from dataset_folders import write_cityscapes_folder
+    from shared_data import REPO_ROOT
+
+    metadata_path, _ = yolo_export
+    if metadata_path.stem != 'yolo11n-seg_256x320':
+        pytest.skip('one export is enough for the evaluation path')
+
+    def seg_bag(*args) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, '-m', 'seg_perception.evaluation', *map(str, args)], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=900)
+
+    made = seg_bag('make', write_cityscapes_folder(tmp_path / 'city', frames=2), tmp_path / 'bags' / 'city')
+    assert made.returncode == 0, made.stderr
+    evaluated = seg_bag('evaluate-fleet', tmp_path / 'bags', tmp_path / 'report', '--tasks', 'instance',
+                        '-p', f'instance_segmentation:model_metadata:={metadata_path}',
+                        '-p', 'instance_segmentation:label_set:=coco_things',
+                        '-p', 'instance_segmentation:output_label_set:=cityscapes_things',
+                        '-p', 'instance_segmentation:score_threshold:=0.05')
+    assert evaluated.returncode == 0, evaluated.stdout[-2000:] + evaluated.stderr[-2000:]
+    report = json.loads((tmp_path / 'report' / 'report.json').read_text())
+    assert report['overall']['instances']['frames'] == 2 and 0.0 <= report['overall']['instances']['ap'] <= 1.0
+    assert 'untrained' not in (tmp_path / 'report' / 'report.md').read_text().lower()
