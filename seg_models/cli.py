@@ -281,8 +281,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--head-layout', choices=('paper', 'separable'), default=defaults.head_layout,
                         help='DeepLabv3+ head: the paper\'s (torchvision ASPP) or depthwise-separable (a fifth of the '
                              'weights; the demo model\'s)')
-    parser.add_argument('--init', help='weights to start from (class-specific layers of another label set are '
-                                       're-initialised); default: random')
+    parser.add_argument('--init', help='weights to start from, a file or a named checkpoint (seg-models weights '
+                                       'list; class-specific layers of another label set are re-initialised); '
+                                       'default: random')
     parser.add_argument('--iterations', type=int, default=defaults.iterations)
     parser.add_argument('--batch-size', type=int, default=defaults.batch_size, help='global batch (all processes)')
     parser.add_argument('--accumulate', type=int, default=defaults.accumulate, help='micro-batches per step')

@@ -1,4 +1,4 @@
-"""Small datasets written in their real layouts, for the tests of bags and evaluation."""
+"""Small datasets written in their real layouts, for the tests of bags, evaluation and training."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,4 +27,23 @@ def write_cityscapes_folder(root: Path, frames: int = 3) -> Path:
         cv2.imwrite(str(folder_images / f'{stem}_leftImg8bit.png'), rgb)
         cv2.imwrite(str(folder_gt / f'{stem}_gtFine_labelIds.png'), label_ids)
         cv2.imwrite(str(folder_gt / f'{stem}_gtFine_instanceIds.png'), instance_ids)
+    return root
+
+
+def write_camvid_folder(root: Path, frames: int = 4) -> Path:
+    """CamVid's SegNet layout (train/, trainannot/, val/, valannot/): sky, building, road, a car."""
+    rng = np.random.default_rng(1)
+    for split in ('train', 'val'):
+        (root / split).mkdir(parents=True)
+        (root / f'{split}annot').mkdir()
+        for index in range(frames):
+            labels = np.full((72, 96), 3, np.uint8)  # road
+            labels[:20] = 0  # sky
+            labels[20:36] = 1  # building
+            x, y = int(rng.integers(0, 60)), int(rng.integers(40, 58))
+            labels[y:y + 12, x:x + 30] = 8  # car
+            labels[0, 0] = 11  # void
+            rgb = np.stack([labels * 20, labels * 9, 250 - labels * 15], -1).astype(np.uint8)
+            cv2.imwrite(str(root / split / f'f{index}.png'), rgb)
+            cv2.imwrite(str(root / f'{split}annot' / f'f{index}.png'), labels)
     return root

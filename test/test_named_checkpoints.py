@@ -256,3 +256,21 @@ def test_an_instance_node_started_with_a_name_fetches_it_and_publishes_its_mappe
             probe.close()
         assert f'fetching {official.name} from {mirror.url}/{file_name}' in node.output()
     assert mirror.requests == [file_name] and (mirror.cache / file_name).is_file()
+
+
+@pytest.mark.slow
+def test_training_starts_from_a_named_coco_mask_rcnn_and_reinitialises_its_class_heads(mirror, tmp_path, caplog):
+    """``seg-models train --init maskrcnn_resnet50_fpn_coco``: fetched like any name (here the test's
+    v1-layout COCO file under the official name), its class-specific layers re-initialised."""
+    from dataset_folders import write_camvid_folder
+    from model_files import torchvision_v1_coco_model
+
+    official = NAMED_CHECKPOINTS['maskrcnn_resnet50_fpn_coco']
+    file_name = mirror.add(official.name, 'instance', checkpoint_bytes(torchvision_v1_coco_model(seed=1).state_dict(),
+                                                                        tmp_path), official.settings)
+    data = write_camvid_folder(tmp_path / 'camvid', frames=2)
+    assert main(['train', '--task', 'instance', '--data', str(data), '--output', str(tmp_path / 'run'),
+                 '--iterations', '1', '--batch-size', '1', '--workers', '0', '--device', 'cpu', '--init',
+                 official.name, '--val-split', '']) == 0
+    assert mirror.requests == [file_name]
+    assert 'class-specific layers roi_heads.box_predictor.bbox_pred' in caplog.text

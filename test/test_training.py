@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataset_folders import write_cityscapes_folder
+from dataset_folders import write_camvid_folder, write_cityscapes_folder
 from seg_models.cli import main
 from seg_models.configs import InstanceModelConfig, SemanticModelConfig, build_config
 from seg_models.checkpoints.model_card import read_model_card
@@ -24,25 +24,6 @@ from seg_models.training.checkpointing import CheckpointFolder
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY = ['--iterations', '4', '--batch-size', '2', '--crop-size', '64', '96', '--workers', '0', '--device', 'cpu',
         '--checkpoint-every', '2']
-
-
-def write_camvid_folder(root: Path, frames: int = 4) -> Path:
-    """CamVid's SegNet layout (train/, trainannot/, val/, valannot/): sky, building, road, a car."""
-    rng = np.random.default_rng(1)
-    for split in ('train', 'val'):
-        (root / split).mkdir(parents=True)
-        (root / f'{split}annot').mkdir()
-        for index in range(frames):
-            labels = np.full((72, 96), 3, np.uint8)  # road
-            labels[:20] = 0  # sky
-            labels[20:36] = 1  # building
-            x, y = int(rng.integers(0, 60)), int(rng.integers(40, 58))
-            labels[y:y + 12, x:x + 30] = 8  # car
-            labels[0, 0] = 11  # void
-            rgb = np.stack([labels * 20, labels * 9, 250 - labels * 15], -1).astype(np.uint8)
-            cv2.imwrite(str(root / split / f'f{index}.png'), rgb)
-            cv2.imwrite(str(root / f'{split}annot' / f'f{index}.png'), labels)
-    return root
 
 
 @pytest.fixture(scope='module')

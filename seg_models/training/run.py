@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seg_models.checkpoints.formats import import_deeplabv3plus, strip_wrapper_prefix
+from seg_models.checkpoints.named import local_checkpoint
 from seg_models.checkpoints.reading import CheckpointError, read_state_dict
 from seg_models.data.labels import LabelSet, cityscapes_things, get_label_set
 from seg_models.training import TrainingError, augment, data
@@ -413,7 +414,7 @@ def train(settings: TrainingSettings, progress: bool = True,
         state.history = json.loads(saved['history'])
         LOGGER.info('resuming %s at iteration %d', output, state.iteration)
     elif settings.init:
-        task.load_init(network, settings.init)
+        task.load_init(network, local_checkpoint(settings.init, settings.task))
     # channels-last: oneDNN's convolutions (CPU) and tensor cores (GPU) both run faster on it; on this
     # 2-core CPU a DeepLabv3+ MobileNetV3 step took half the time
     network.to(device).train().to(memory_format=torch.channels_last)
