@@ -63,6 +63,20 @@ def test_mapillary_vistas_v1_2_has_its_66_labels():
     assert road.color == (128, 64, 128) and not road.is_thing
     assert by_name['object--vehicle--car'].is_thing and by_name['object--vehicle--car'].id == 55
     assert len({label.color for label in vistas.classes}) == 65
+    # the order mmsegmentation's Vistas v1.2 models output (MapillaryDataset_v1.METAINFO, without its
+    # 'Unlabeled'), which the named checkpoint deeplabv3plus_r50_d8_mapillary_vistas relies on
+    assert [entry['readable'] for entry in document['classes'][:65]] == list(MMSEG_MAPILLARY_V1_CLASSES)
+
+
+MMSEG_MAPILLARY_V1_CLASSES = (
+    'Bird', 'Ground Animal', 'Curb', 'Fence', 'Guard Rail', 'Barrier', 'Wall', 'Bike Lane', 'Crosswalk - Plain',
+    'Curb Cut', 'Parking', 'Pedestrian Area', 'Rail Track', 'Road', 'Service Lane', 'Sidewalk', 'Bridge', 'Building',
+    'Tunnel', 'Person', 'Bicyclist', 'Motorcyclist', 'Other Rider', 'Lane Marking - Crosswalk',
+    'Lane Marking - General', 'Mountain', 'Sand', 'Sky', 'Snow', 'Terrain', 'Vegetation', 'Water', 'Banner', 'Bench',
+    'Bike Rack', 'Billboard', 'Catch Basin', 'CCTV Camera', 'Fire Hydrant', 'Junction Box', 'Mailbox', 'Manhole',
+    'Phone Booth', 'Pothole', 'Street Light', 'Pole', 'Traffic Sign Frame', 'Utility Pole', 'Traffic Light',
+    'Traffic Sign (Back)', 'Traffic Sign (Front)', 'Trash Can', 'Bicycle', 'Boat', 'Bus', 'Car', 'Caravan',
+    'Motorcycle', 'On Rails', 'Other Vehicle', 'Trailer', 'Truck', 'Wheeled Slow', 'Car Mount', 'Ego Vehicle')
 
 
 def test_coco_things_are_the_80_named_categories():
