@@ -218,6 +218,8 @@ def test_fine_tuning_a_coco_mask_rcnn_reinitialises_the_class_heads_and_says_so(
     assert train('--task', 'instance', '--data', camvid_folder, '--output', tmp_path / 'run', '--iterations', '1',
                  '--batch-size', '1', '--workers', '0', '--device', 'cpu', '--init', coco, '--val-split', '') == 0
     assert 'class-specific layers roi_heads.box_predictor.bbox_pred' in caplog.text
+    assert read_model_card(tmp_path / 'run' / 'model.safetensors')['init'] == str(coco)
+    assert f'- started from: {coco}' in (tmp_path / 'run' / 'model_card.md').read_text()
 
 
 @pytest.mark.slow
@@ -280,7 +282,8 @@ def test_the_demo_model_can_be_pointed_elsewhere_or_turned_off(monkeypatch, tmp_
 
 
 SEQ05VD = REPO_ROOT.parent / 'shared' / 'data' / 'camvid_seq05vd'
-DEMO_TEST_MIOU = 0.15  # the shipped demo model on the 20 CamVid Seq05VD test frames (never trained on)
+DEMO_TEST_MIOU = 0.35  # the shipped demo model on the 20 CamVid Seq05VD test frames (never trained on): 39.4%
+DEMO_VAL_MIOU = 0.50  # the goal on CamVid validation (ENet from scratch: 51.3%); the card says 54.9%
 
 
 @pytest.mark.slow
@@ -295,7 +298,7 @@ def test_the_shipped_demo_model_is_a_small_camvid_model_that_segments_driving_fr
     assert weights.stat().st_size <= 15e6 and weights.with_suffix('.md').is_file()
     card = read_model_card(weights)
     assert (card['label_set'], card['input_size'], card['head_layout']) == ('camvid', [180, 240], 'separable')
-    assert card['licence'].startswith('CC BY-NC 4.0') and card['validation']['miou'] > DEMO_TEST_MIOU
+    assert card['licence'].startswith('CC BY-NC 4.0') and card['validation']['miou'] >= DEMO_VAL_MIOU
     segmenter = create_semantic_segmenter(build_config(SemanticModelConfig, dict(backend='pytorch')))
     assert segmenter.is_trained and segmenter.label_set.name == 'camvid'
     if not SEQ05VD.is_dir():

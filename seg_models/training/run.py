@@ -606,6 +606,8 @@ def _card(task: Task, settings: TrainingSettings, state: RunState) -> dict:
                 train_split=settings.train_split, val_split=settings.val_split, recipe=recipe,
                 batch_size=settings.batch_size, crop_size=list(settings.crop_size), seed=settings.seed,
                 licence=settings.licence, validation=state.history[-1][1] if state.history else None)
+    if settings.init:
+        card['init'] = settings.init
     return card
 
 
@@ -618,7 +620,10 @@ def model_card_markdown(card: dict) -> str:
              f'- data: {card["data"]} (train split `{card["train_split"]}`, validation '
              f'split `{card["val_split"]}`)', f'- licence of the data (the weights inherit it): '
              f'{card.get("licence") or "not given"}', f'- network input size: {card["input_size"]}',
-             f'- recipe: {json.dumps(card["recipe"])}', '']
+             f'- recipe: {json.dumps(card["recipe"])}']
+    if card.get('init'):
+        lines.insert(3, f'- started from: {card["init"]}')
+    lines.append('')
     if validation:
         lines += ['## Validation', '', _metrics_line(validation), '']
         per_class = validation.get('per_class_iou') or {}
