@@ -52,6 +52,33 @@ class InstanceFilter:
     class_ids: tuple[int, ...] = ()  # empty: every class
 
 
+@dataclass(frozen=True)
+class TrackerSettings:
+    """How instance ids persist across one camera's frames (seg_models.tracking): ByteTrack's two
+    stages on the mask IoU of box-cropped masks."""
+
+    enabled: bool = True
+    similarity: str = 'mask'  # mask: IoU of the masks (pairs whose boxes overlap); box: IoU of the boxes
+    high_score: float = 0.6  # detections at least this sure are matched first and may start tracks
+    low_score: float = 0.1  # detections between low_score and high_score are matched second, to tracks left
+    match_iou: float = 0.2  # least IoU of a first-stage match (ByteTrack: cost 1 - IoU below 0.8)
+    low_match_iou: float = 0.5  # least IoU of a second-stage match (ByteTrack: 0.5)
+    max_age: int = 30  # frames a track survives unmatched
+    min_hits: int = 2  # matched frames before a track's id is published (0 until then)
+    max_gap: float = 1.0  # seconds between frames beyond which a camera's tracks are reset
+    motion: bool = True  # constant-velocity prediction of a track's box before matching
+
+
+@dataclass(frozen=True)
+class PanopticSettings:
+    """How semantic and instance results of one frame become one panoptic scene (Panoptic FPN's
+    combination, detectron2's defaults)."""
+
+    overlap_threshold: float = 0.5  # an instance is skipped when more than this part of it is taken
+    instance_score_threshold: float = 0.5  # instances below it are left out
+    stuff_area_limit: int = 4096  # least stuff segment area in pixels at a 1024x2048 camera, scaled to the camera
+
+
 # The network input both tasks run at by default (and config/driving.yaml deploys): a Cityscapes
 # frame at half resolution. Camera images of any size are resized to it and the outputs back.
 DEFAULT_INPUT_SIZE = (512, 1024)

@@ -29,6 +29,7 @@ class Instance:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 (continuous pixel coordinates)
     roi: tuple[int, int, int, int]  # x, y, width, height: the integer pixels of the box, the mask's frame
     mask: np.ndarray  # (roi height, roi width) bool
+    track_id: int = 0  # the object's id across frames (seg_models.tracking); 0: not tracked or not confirmed yet
 
 
 @dataclass
