@@ -82,14 +82,15 @@ def test_seg_models_top_level_holds_only_subpackages_and_a_few_modules():
     modules = sorted(path.name for path in top.glob('*.py'))
     assert set(modules) - {'__init__.py', '__main__.py', 'cli.py'} <= {'configs.py', 'tasks.py'}, modules
     packages = sorted(path.name for path in top.iterdir() if (path / '__init__.py').is_file())
-    assert packages == ['backends', 'bench', 'checkpoints', 'data', 'deploy', 'models', 'segmenters', 'training']
+    assert packages == ['backends', 'bench', 'checkpoints', 'data', 'deploy', 'models', 'panoptic', 'segmenters',
+                        'tracking', 'training']
 
 
 def test_an_unknown_task_is_refused_naming_the_known_ones():
     from seg_models.tasks import get_task
 
-    with pytest.raises(ValueError, match=r"unknown task 'panoptic'; known: semantic, instance"):
-        get_task('panoptic')
+    with pytest.raises(ValueError, match=r"unknown task 'depth'; known: semantic, instance"):
+        get_task('depth')
 
 
 @pytest.fixture

@@ -72,6 +72,7 @@ def all_instances(tmp_path_factory, maskrcnn_checkpoint):
 def assert_message_equals_result(msg: InstanceMaskArray, result: InstanceResult) -> None:
     assert (msg.image_height, msg.image_width) == result.image_size
     assert [i.instance_id for i in msg.instances] == list(range(len(result.instances)))
+    assert [i.track_id for i in msg.instances] == [i.track_id for i in result.instances]
     assert [(i.class_id, i.class_name) for i in msg.instances] == [(i.class_id, i.class_name)
                                                                     for i in result.instances]
     np.testing.assert_allclose([i.score for i in msg.instances], [i.score for i in result.instances], atol=1e-6)
@@ -108,6 +109,30 @@ def test_overlay_draws_the_published_instances(all_instances, maskrcnn_checkpoin
     expected = segmenter_like_the_node(maskrcnn_checkpoint, InstanceFilter(0.0, 0.5, 20)).segment([frame])[0]
     np.testing.assert_array_equal(output_msg_to_array(overlay),
                                   draw_instances(frame, expected.instances, cityscapes_things()))
+
+
+def test_objects_keep_their_track_id_from_frame_to_frame(all_instances):
+    """Default tracking (min_hits 2, high score 0.6): a frame's sure detections get ids from their second
+    frame on and keep them; a stamp going back resets the tracks, with a warning, and ids are not reused."""
+    frame = driving_frames(1)[0]
+
+    def track_ids(sec: int, nanosec: int) -> list[tuple[float, int]]:
+        key = all_instances.send(array_to_image_msg(frame, 'rgb8', Header()), stamp=Time(sec=sec, nanosec=nanosec))
+        return [(i.score, i.track_id) for i in all_instances.result(key).instances]
+
+    first = track_ids(20000, 0)  # far from the other tests' stamps: the camera's tracks start over
+    assert all(track == 0 for _, track in first)  # not confirmed yet
+    second, third = track_ids(20000, 100_000_000), track_ids(20000, 200_000_000)
+    sure = [track for score, track in second if score >= 0.6]
+    assert len(sure) >= 2 and all(track > 0 for track in sure) and len(set(sure)) == len(sure)
+    assert all(track == 0 for score, track in second if score < 0.6)  # less sure ones never start a track
+    assert third == second  # the same frame again: the same objects, the same ids
+    back = track_ids(19000, 0)
+    all_instances.wait_for(lambda: 'the stamp went back from 20000.200 s to 19000.000 s: tracks reset'
+                           in all_instances.logs(), 'no reset warning')
+    assert all(track == 0 for _, track in back)
+    again = [track for score, track in track_ids(19000, 100_000_000) if score >= 0.6]
+    assert len(again) == len(sure) and min(again) > max(sure)  # new tracks, new ids
 
 
 def test_label_set_is_announced_with_the_score_threshold(all_instances):

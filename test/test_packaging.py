@@ -82,6 +82,8 @@ DEPENDENCIES: dict[str, Source] = {
     'onnxslim': pip_only('onnxslim', 'no key in rosdep'),
     'safetensors': pip_only('safetensors', 'no key in rosdep'),
     'cityscapesscripts': pip_only('cityscapesscripts', 'no key in rosdep'),
+    'trackeval': pip_only('trackeval', 'no key in rosdep; installed without its dependencies'),
+    'pycocotools': pip_only('pycocotools', "no key in rosdep; the RLE masks of TrackEval's MOTS evaluation"),
     'ray': pip_only('ray', 'no key in rosdep (nor for the pandas and pyarrow of Ray Data beside it)'),
     'modelopt': pip_only('nvidia-modelopt', 'no key in rosdep; installed without its dependencies'),
     'torch.utils.tensorboard': pip_only(

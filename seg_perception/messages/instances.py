@@ -26,7 +26,8 @@ def instances_to_msg(result: InstanceResult, header: Header, label_set_name: str
     for index, instance in enumerate(result.instances):
         x, y, roi_width, roi_height = instance.roi
         msg.instances.append(InstanceMask(
-            instance_id=index, class_id=instance.class_id, class_name=instance.class_name, score=instance.score,
+            instance_id=index, track_id=instance.track_id, class_id=instance.class_id,
+            class_name=instance.class_name, score=instance.score,
             box=RegionOfInterest(x_offset=x, y_offset=y, width=roi_width, height=roi_height, do_rectify=False),
             mask=array_to_image_msg(instance.mask.view(np.uint8) * np.uint8(MASK_ON), 'mono8', header)))
     return msg
@@ -40,7 +41,8 @@ def instances_from_msg(msg: InstanceMaskArray) -> InstanceResult:
         result.instances.append(Instance(
             class_id=instance.class_id, class_name=instance.class_name, score=instance.score,
             box=(box.x_offset, box.y_offset, box.x_offset + box.width, box.y_offset + box.height),
-            roi=(box.x_offset, box.y_offset, box.width, box.height), mask=output_msg_to_array(instance.mask) > 0))
+            roi=(box.x_offset, box.y_offset, box.width, box.height), mask=output_msg_to_array(instance.mask) > 0,
+            track_id=instance.track_id))
     return result
 
 

@@ -7,6 +7,7 @@ Subscribes:  image (sensor_msgs/Image) or image/compressed, or the cameras param
 Publishes:   segmentation/instances (seg_perception_msgs/InstanceMaskArray, the input's header;
              an empty array for a frame without instances, never silence)
              segmentation/instances/label_info (seg_perception_msgs/LabelSet, transient local, once)
+             (track_id: the object's id across the camera's frames, seg_models.tracking)
              ~/overlay (rgb8: masks, boxes, class and score on the camera image; only while
              subscribed), ~/processing_time, /diagnostics
 Camera input, worker, lazy mode and diagnostics: ``runtime.camera_input``; lifecycle and autostart:
@@ -15,19 +16,20 @@ Camera input, worker, lazy mode and diagnostics: ``runtime.camera_input``; lifec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from seg_perception_msgs.msg import InstanceMaskArray
 from sensor_msgs.msg import Image
 
-from seg_models.configs import InstanceFilter, InstanceModelConfig, build_config
+from seg_models.configs import InstanceFilter, InstanceModelConfig, TrackerSettings, build_config, field_default
 from seg_models.data.labels import LABEL_SETS, get_label_set
 from seg_models.data.visualize import draw_instances
 from seg_models.models.maskrcnn import MASK_RCNN_ARCHITECTURES
 from seg_models.segmenters.instance import InstanceSegmenter, create_instance_segmenter
 from seg_models.segmenters.instance_postprocess import InstanceResult
+from seg_models.tracking import MaskTracker
 from seg_perception.messages.images import array_to_image_msg
 from seg_perception.messages.instances import instances_to_msg
 from seg_perception.messages.topics import INSTANCE_NODE, INSTANCE_OUTPUT, OVERLAY_OUTPUT
@@ -38,6 +40,31 @@ from seg_perception.runtime.parameters import (ParameterSpec, ParameterValueErro
                                                max_batch_parameter)
 
 NATIVE_INPUT_SIZE = (1024, 2048)  # input_height/width 0: Cityscapes frames as Mask R-CNN was trained on
+
+
+def tracker_parameter(field: str, description: str, **options: Any) -> ParameterSpec:
+    """The parameter for TrackerSettings' ``field``: ``tracking`` for ``enabled``, else ``track_<field>``."""
+    name = 'tracking' if field == 'enabled' else f'track_{field}'
+    return ParameterSpec(name, field_default(TrackerSettings, field), description, **options)
+
+
+TRACKER_PARAMETERS = (
+    tracker_parameter('enabled', 'Give instances a track_id that persists across the camera\'s frames.'),
+    tracker_parameter('similarity', 'What associates a detection with a track: mask (IoU of the box-cropped masks, '
+                                    'for boxes that overlap) or box (IoU of the boxes).', choices=('mask', 'box')),
+    tracker_parameter('high_score', 'Detections at least this sure are matched first and may start tracks '
+                                    '(ByteTrack).', value_range=(0.0, 1.0)),
+    tracker_parameter('low_score', 'Detections between this (or score_threshold, if higher) and track_high_score '
+                                   'only keep existing tracks alive (second stage).', value_range=(0.0, 1.0)),
+    tracker_parameter('match_iou', 'Least IoU of a first-stage match.', value_range=(0.0, 1.0)),
+    tracker_parameter('low_match_iou', 'Least IoU of a second-stage match.', value_range=(0.0, 1.0)),
+    tracker_parameter('max_age', 'Frames a track survives without a match.', value_range=(0, 10000)),
+    tracker_parameter('min_hits', 'Matched frames before a track\'s id is published (track_id 0 until then).',
+                      value_range=(1, 1000)),
+    tracker_parameter('max_gap', 'Seconds between two frames of a camera beyond which its tracks are reset (a '
+                                 'stamp going back, a bag looping, resets them too).', value_range=(0.0, 3600.0)),
+    tracker_parameter('motion', 'Predict each track\'s box at constant velocity before matching.'),
+)
 
 INSTANCE_PARAMETERS = (
     ParameterSpec.of_field(InstanceModelConfig, 'architecture', 'Mask R-CNN variant (torchvision).',
@@ -69,7 +96,12 @@ INSTANCE_PARAMETERS = (
     max_batch_parameter(InstanceModelConfig, 'Images per model call: the fixed batch the graph (ONNX, TensorRT) is '
                                              'built for, padded when fewer cameras wait; set it to the number of '
                                              'cameras.'),
-)
+) + TRACKER_PARAMETERS
+
+
+def tracker_settings_from_parameters(values: dict[str, Any]) -> TrackerSettings:
+    return TrackerSettings(**{field: values['tracking' if field == 'enabled' else f'track_{field}']
+                              for field in TrackerSettings.__dataclass_fields__})
 
 
 def class_filter_ids(names: tuple[str, ...], label_set_name: str) -> tuple[int, ...]:
@@ -86,7 +118,7 @@ def instance_config_from_parameters(values: dict[str, Any]) -> InstanceModelConf
     """Model configuration from the node's declared parameter values."""
     output_label_set = values['output_label_set'] or values['label_set']
     output_filter = build_config(InstanceFilter, values,
-                             class_ids=class_filter_ids(values['class_filter'], output_label_set))
+                                 class_ids=class_filter_ids(values['class_filter'], output_label_set))
     defaults = InstanceModelConfig()
     return build_config(InstanceModelConfig, values, output_filter=output_filter,
                         input_size=input_size_from_parameters(values) or NATIVE_INPUT_SIZE,
@@ -99,6 +131,7 @@ class InstancePublishers:
 
     instances: Publisher
     overlay: Publisher
+    tracker: Optional[MaskTracker]  # this camera's tracks; None with tracking off
 
 
 class InstanceProcessor(SegmenterProcessor):
@@ -112,15 +145,23 @@ class InstanceProcessor(SegmenterProcessor):
         super().__init__(node, self.config.model_metadata or self.config.architecture,
                          self.config.output_filter.score_threshold)
         self._overlay_alpha = values['overlay_alpha']
+        self._tracker_settings = tracker_settings_from_parameters(values)
 
     def create_segmenter(self) -> InstanceSegmenter:
         return create_instance_segmenter(self.config)
 
     def create_outputs(self, outputs: OutputPublishers) -> InstancePublishers:
         return InstancePublishers(instances=outputs.create(InstanceMaskArray, INSTANCE_OUTPUT),
-                                  overlay=outputs.create(Image, OVERLAY_OUTPUT))
+                                  overlay=outputs.create(Image, OVERLAY_OUTPUT),
+                                  tracker=MaskTracker(self._tracker_settings) if self._tracker_settings.enabled
+                                  else None)
 
     def publish_result(self, publishers: InstancePublishers, frame: CameraFrame, result: InstanceResult) -> None:
+        if publishers.tracker is not None:
+            stamp = frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9
+            reset = publishers.tracker.update(result.instances, stamp)
+            if reset:
+                self._node.get_logger().warning(f'{frame.camera}: {reset}')
         publishers.instances.publish(instances_to_msg(result, frame.header, self.label_set.name))
         if publishers.overlay.get_subscription_count():
             drawn = draw_instances(frame.rgb, result.instances, self.label_set, self._overlay_alpha)
