@@ -23,6 +23,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 # --- nodes and their topics -------------------------------------------------------------------
 SEMANTIC_NODE = 'semantic_segmentation'  # default node names (their private topics live under them)
 INSTANCE_NODE = 'instance_segmentation'
+PANOPTIC_NODE = 'panoptic_segmentation'
 
 CAMERA_INPUT = 'image'  # image_transport-style input name; launch remaps it to the camera topic
 DEFAULT_CAMERAS = (CAMERA_INPUT,)  # the ``cameras`` parameter's default: one camera, the node's own output names
@@ -30,6 +31,7 @@ COMPRESSED_SUFFIX = '/compressed'  # image_transport's compressed transport: <im
 SEMANTIC_OUTPUT = 'segmentation/semantic'
 CONFIDENCE_OUTPUT = SEMANTIC_OUTPUT + '/confidence'
 INSTANCE_OUTPUT = 'segmentation/instances'
+PANOPTIC_OUTPUT = 'segmentation/panoptic'  # fused from the two above, frame by frame
 LABEL_INFO_SUFFIX = '/label_info'  # <output>/label_info: the label set of that output
 COLOR_OUTPUT = '~/color'
 OVERLAY_OUTPUT = '~/overlay'

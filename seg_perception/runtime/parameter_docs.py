@@ -6,7 +6,8 @@
 As Autoware renders its parameter tables from each package's schema files, the reference is made
 from the ``ParameterSpec`` tables themselves: a segmentation node's ``task_parameters``,
 ``BACKEND_PARAMETERS``, ``CAMERA_INPUT_PARAMETERS`` and ``AUTOSTART``, in the order
-``SegmentationNode`` declares them, and the image source's ``IMAGE_SOURCE_PARAMETERS``. Each table
+``SegmentationNode`` declares them, the panoptic node's ``PANOPTIC_PARAMETERS`` and the image
+source's ``IMAGE_SOURCE_PARAMETERS``. Each table
 becomes rows of name, type, default, range or choices, and description (``parameter_text``), shown
 as a markdown table here (``markdown_table``); each executable's ``--help`` prints the same rows as
 plain text (``parameter_text.help_lines``).
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from seg_perception.messages.topics import PANOPTIC_NODE
 from seg_perception.runtime.parameter_text import parameter_rows
 from seg_perception.runtime.parameters import ParameterSpec
 
@@ -93,13 +95,19 @@ def segmentation_node_parameters(executable: str, node_type: type) -> NodeParame
 
 
 def node_parameters() -> list[NodeParameters]:
-    """Every node's parameters: the driving pipeline's nodes (one per task), then the image source
-    and the instance listener."""
+    """Every node's parameters: the driving pipeline's nodes (one per task), the panoptic fusion node,
+    then the image source and the instance listener."""
     from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE
     from seg_perception.nodes.image_source import IMAGE_SOURCE_PARAMETERS, ImageSourceNode
     from seg_perception.nodes.instance_listener import InstanceListener
+    from seg_perception.nodes.panoptic_segmentation import PANOPTIC_PARAMETERS, PanopticSegmentationNode
 
     nodes = [segmentation_node_parameters(node.executable, node.node_type()) for node in DRIVING_PIPELINE]
+    nodes.append(NodeParameters(
+        node=PANOPTIC_NODE, executables=('panoptic_node',), page=f'nodes/{PANOPTIC_NODE}.md',
+        tables=(ParameterTable('Fusion and cameras',
+                               f'`PANOPTIC_PARAMETERS` in `{_module_path(PanopticSegmentationNode)}`',
+                               PANOPTIC_PARAMETERS),)))
     nodes.append(NodeParameters(
         node='image_source', executables=('image_source',), page='nodes/image_source.md',
         tables=(ParameterTable('Frames and topics', f'`IMAGE_SOURCE_PARAMETERS` in `{_module_path(ImageSourceNode)}`',
