@@ -30,7 +30,7 @@ setup(
             'instance_node = seg_perception.nodes.instance_segmentation:InstanceSegmentationNode.main',
             'instance_lifecycle_node = seg_perception.nodes.instance_segmentation:InstanceSegmentationNode'
             '.main_unconfigured',
-            'panoptic_node = seg_perception.nodes.panoptic_segmentation:main',
+            'panoptic_node = seg_perception.nodes.panoptic_segmentation:PanopticSegmentationNode.main',
             'instance_listener = seg_perception.nodes.instance_listener:main',
             'image_source = seg_perception.nodes.image_source:main',
             'run_pipeline = seg_perception.bringup.runner:main',

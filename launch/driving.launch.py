@@ -9,6 +9,8 @@ Arguments:
   semantic_checkpoint  weights for the semantic node; empty keeps the params file's value
   instance_checkpoint  weights for the instance node; empty keeps the params file's value
   use_sim_time         true when replaying bags with /clock
+  panoptic             true: also start panoptic_segmentation, which fuses both nodes' results of each
+                       frame into segmentation/panoptic (default false)
 The nodes come from seg_perception.bringup.driving_pipeline, which the no-ROS-install runner reads
 too. They configure and activate themselves (parameter autostart, true in config/driving.yaml),
 and use the installed Fast DDS profile config/fastdds_large_images.xml (64 MiB shared-memory
@@ -24,20 +26,22 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from seg_perception.bringup.driving_pipeline import (CONFIG_PATH, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE, PACKAGE,
-                                                     camera_list)
+                                                     PANOPTIC_FUSION, camera_list)
 
 
 def _pipeline_nodes(context):
     use_sim_time = LaunchConfiguration('use_sim_time').perform(context).lower() in ('true', '1', 'yes')
     cameras = camera_list(LaunchConfiguration('cameras').perform(context))
+    panoptic = LaunchConfiguration('panoptic').perform(context).lower() in ('true', '1', 'yes')
     nodes = []
-    for pipeline_node in DRIVING_PIPELINE:
+    for pipeline_node in DRIVING_PIPELINE + ((PANOPTIC_FUSION,) if panoptic else ()):
         overrides = {'use_sim_time': use_sim_time}
         if cameras:
             overrides['cameras'] = cameras
-        checkpoint = LaunchConfiguration(pipeline_node.checkpoint_argument).perform(context)
-        if checkpoint:
-            overrides['checkpoint'] = checkpoint
+        if pipeline_node in DRIVING_PIPELINE:
+            checkpoint = LaunchConfiguration(pipeline_node.checkpoint_argument).perform(context)
+            if checkpoint:
+                overrides['checkpoint'] = checkpoint
         nodes.append(Node(
             package=PACKAGE,
             executable=pipeline_node.executable,
@@ -62,6 +66,9 @@ def generate_launch_description():
                               description='ROS 2 parameter file for the pipeline nodes'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='use /clock (bag replay) instead of the system clock'),
+        DeclareLaunchArgument('panoptic', default_value='false',
+                              description='also start panoptic_segmentation (segmentation/panoptic: both nodes\' '
+                                          'results of each frame as one scene)'),
     ]
     arguments += [
         DeclareLaunchArgument(pipeline_node.checkpoint_argument, default_value='',

@@ -7,9 +7,10 @@ import yaml
 
 from seg_models.cli import build_parser, model_config
 from seg_models.configs import InstanceModelConfig, SemanticModelConfig
-from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE
-from seg_perception.messages.topics import INSTANCE_NODE, SEMANTIC_NODE
+from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE, PANOPTIC_FUSION
+from seg_perception.messages.topics import INSTANCE_NODE, PANOPTIC_NODE, SEMANTIC_NODE
 from seg_perception.nodes.instance_segmentation import INSTANCE_PARAMETERS, instance_config_from_parameters
+from seg_perception.nodes.panoptic_segmentation import PANOPTIC_PARAMETERS
 from seg_perception.nodes.segmentation_node import AUTOSTART
 from seg_perception.nodes.semantic_segmentation import SEMANTIC_PARAMETERS, semantic_config_from_parameters
 from seg_perception.runtime.camera_settings import CAMERA_INPUT_PARAMETERS
@@ -74,4 +75,11 @@ def test_seg_models_cli_builds_what_the_driving_yaml_node_loads(node_name):
 
 
 def test_every_driving_pipeline_node_has_a_config_section():
-    assert {node.name for node in DRIVING_PIPELINE} == set(CONFIG) == set(NODES)
+    assert {node.name for node in DRIVING_PIPELINE + (PANOPTIC_FUSION,)} == set(CONFIG) == set(NODES) | {PANOPTIC_NODE}
+
+
+def test_driving_yaml_writes_out_the_panoptic_nodes_defaults():
+    specs = {spec.name: spec for spec in PANOPTIC_PARAMETERS}
+    values = configured(PANOPTIC_NODE)
+    assert set(values) == set(specs)
+    assert {name: value for name, value in values.items() if value != specs[name].default} == {}

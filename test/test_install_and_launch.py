@@ -15,7 +15,7 @@ from sensor_msgs.msg import Image
 
 from launch_recorder import LaunchDescription, OpaqueFunction, load_launch_file, resolve
 from ros_helpers import NodeProcess, ProbeNode, call_service
-from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE, PACKAGE
+from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE, PACKAGE, PANOPTIC_FUSION
 from seg_perception.messages.topics import OUTPUT_QOS, OVERLAY_OUTPUT, SEMANTIC_NODE, camera_output_topic
 
 pytestmark = pytest.mark.ros
@@ -85,6 +85,16 @@ def test_launch_file_starts_every_pipeline_node_with_its_executable(monkeypatch)
         assert scripts[node.kwargs['executable']] == pipeline_node.entry_point
         remappings = [(source, resolve(target, context)) for source, target in node.kwargs['remappings']]
         assert remappings == [('image', '/camera/image_raw')]
+
+
+def test_launch_panoptic_argument_adds_the_fusion_node(monkeypatch):
+    _, nodes = recorded_launch(monkeypatch)
+    assert PANOPTIC_FUSION.name not in [n.kwargs['name'] for n in nodes]  # off by default
+    _, nodes = recorded_launch(monkeypatch, panoptic='true', cameras='[/front/image_raw]')
+    assert [n.kwargs['name'] for n in nodes] == [p.name for p in DRIVING_PIPELINE + (PANOPTIC_FUSION,)]
+    fusion = nodes[-1]
+    assert console_scripts()[fusion.kwargs['executable']] == PANOPTIC_FUSION.entry_point
+    assert fusion.kwargs['parameters'][1] == {'use_sim_time': False, 'cameras': ['/front/image_raw']}
 
 
 def test_launch_checkpoint_argument_overrides_only_when_given(monkeypatch):

@@ -14,7 +14,7 @@ from seg_models.data.labels import cityscapes
 pytestmark = pytest.mark.ros
 
 
-def test_runner_segments_every_frame_and_writes_labels_and_colour_views(tmp_path):
+def test_runner_segments_every_frame_and_writes_labels_colour_and_panoptic_views(tmp_path):
     frames_dir = tmp_path / 'frames'
     frames_dir.mkdir()
     for frame in synthetic_frames(3, width=320, height=180):
@@ -22,7 +22,7 @@ def test_runner_segments_every_frame_and_writes_labels_and_colour_views(tmp_path
     output = tmp_path / 'out'
     result = subprocess.run(
         [sys.executable, '-m', 'seg_perception.bringup.runner', '--source', str(frames_dir), '--output', str(output),
-         '-p', 'input_height:=64', '-p', 'input_width:=128'],
+         '-p', 'input_height:=64', '-p', 'input_width:=128', '--panoptic'],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'UNTRAINED' in result.stdout + result.stderr  # said loudly without a checkpoint
@@ -38,6 +38,9 @@ def test_runner_segments_every_frame_and_writes_labels_and_colour_views(tmp_path
     overlays = sorted((output / 'instances').iterdir())
     assert [path.stem for path in overlays] == names
     assert all(cv2.imread(str(path)).shape == (180, 320, 3) for path in overlays)
+    panoptic = sorted((output / 'panoptic').iterdir())  # --panoptic: the fusion node's colour view too
+    assert [path.stem for path in panoptic] == names and 'panoptic/' in result.stdout
+    assert all(cv2.imread(str(path)).shape == (180, 320, 3) for path in panoptic)
 
 
 def test_runner_serves_two_cameras_from_the_config_file(tmp_path):

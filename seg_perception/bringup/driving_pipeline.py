@@ -12,8 +12,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Sequence
 
-from seg_perception.messages.topics import (CAMERA, CAMERA_INPUT, INSTANCE_NODE, INSTANCE_OUTPUT, SEMANTIC_NODE,
-                                            SEMANTIC_OUTPUT)
+from seg_perception.messages.topics import (CAMERA, CAMERA_INPUT, INSTANCE_NODE, INSTANCE_OUTPUT, PANOPTIC_NODE,
+                                            PANOPTIC_OUTPUT, SEMANTIC_NODE, SEMANTIC_OUTPUT)
 
 PACKAGE = 'seg_perception'
 CONFIG_FILE = 'driving.yaml'
@@ -62,6 +62,13 @@ DRIVING_PIPELINE = (
                  node_class='InstanceSegmentationNode', name=INSTANCE_NODE, output=INSTANCE_OUTPUT),
 )
 TASKS = tuple(node.task for node in DRIVING_PIPELINE)  # the tasks the pipeline has a node for
+
+# Started beside the two model nodes with a switch (launch argument panoptic:=true, run_pipeline
+# --panoptic): fuses their results of each frame into one scene. No model, so no task entry and
+# no checkpoint; it reads the cameras parameter like them and subscribes to their outputs.
+PANOPTIC_FUSION = PipelineNode(task='panoptic', executable='panoptic_node',
+                               module='seg_perception.nodes.panoptic_segmentation',
+                               node_class='PanopticSegmentationNode', name=PANOPTIC_NODE, output=PANOPTIC_OUTPUT)
 
 
 def pipeline_nodes(tasks: Sequence[str]) -> list[PipelineNode]:

@@ -8,6 +8,8 @@ waits for every node's outputs for it (nothing is dropped) and writes them to di
     OUTPUT/color/<frame>.png       palette view of the class ids
     OUTPUT/overlay/<frame>.png     the class colours blended over the camera frame
     OUTPUT/instances/<frame>.png   Mask R-CNN instances drawn on the frame (masks, boxes, classes)
+    OUTPUT/panoptic/<frame>.png    with --panoptic: the panoptic node's colour view (stuff in class colours,
+                                   each object in a shade of its class colour that follows its track)
 
 With several cameras (the nodes' ``cameras`` parameter, from the parameter file or ``--cameras``)
 each camera's outputs go to ``OUTPUT/<camera namespace>/``; ``--source`` once feeds the same
@@ -38,14 +40,15 @@ from tqdm import tqdm
 from seg_models.checkpoints.model_card import is_demo_weights
 from seg_models.checkpoints.named import absolute_checkpoint
 from seg_models.data.frame_sources import SYNTHETIC, open_frames
-from seg_perception.bringup.driving_pipeline import CONFIG_FILE, CONFIG_PATH, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE
+from seg_perception.bringup.driving_pipeline import (CONFIG_FILE, CONFIG_PATH, DEFAULT_CAMERA_TOPIC, DRIVING_PIPELINE,
+                                                     PANOPTIC_FUSION, PipelineNode)
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import array_to_image_msg, output_msg_to_array
 from seg_perception.messages.topics import (CAMERA_INPUT, COLOR_OUTPUT, COMPRESSED_SUFFIX, DEFAULT_CAMERAS, DIAGNOSTICS,
                                             DIAGNOSTICS_QOS,
                                             INSTANCE_NODE, INSTANCE_OUTPUT, LABEL_INFO_QOS, LABEL_INFO_SUFFIX,
-                                            OUTPUT_QOS, OVERLAY_OUTPUT, SEMANTIC_NODE, SEMANTIC_OUTPUT,
+                                            OUTPUT_QOS, OVERLAY_OUTPUT, PANOPTIC_NODE, SEMANTIC_NODE, SEMANTIC_OUTPUT,
                                             camera_namespace, camera_output_topic, stamp_key)
 from seg_perception.package_share import data_path
 from seg_perception.runtime.diagnostics import status_values
@@ -56,6 +59,16 @@ FRAME_TIMEOUT_SEC = 120.0
 # Image outputs kept per frame: folder -> (node, output). Subscribing to them also wakes the lazy nodes.
 IMAGE_OUTPUTS = {'labels': (SEMANTIC_NODE, SEMANTIC_OUTPUT), 'color': (SEMANTIC_NODE, COLOR_OUTPUT),
                  'overlay': (SEMANTIC_NODE, OVERLAY_OUTPUT), 'instances': (INSTANCE_NODE, OVERLAY_OUTPUT)}
+PANOPTIC_IMAGE_OUTPUTS = {'panoptic': (PANOPTIC_NODE, COLOR_OUTPUT)}  # with --panoptic
+
+
+def started_nodes(panoptic: bool) -> tuple[PipelineNode, ...]:
+    """The nodes a run starts: the driving pipeline, and with ``panoptic`` its fusion node."""
+    return DRIVING_PIPELINE + ((PANOPTIC_FUSION,) if panoptic else ())
+
+
+def image_outputs(panoptic: bool) -> dict[str, tuple[str, str]]:
+    return {**IMAGE_OUTPUTS, **(PANOPTIC_IMAGE_OUTPUTS if panoptic else {})}
 
 
 @dataclass(frozen=True)
@@ -88,21 +101,23 @@ def runner_cameras(entries: Sequence[str], camera_topic: str, output: Path) -> l
 class OutputCollector(Node):
     """Publishes frames on the camera topics and keeps what the pipeline sends back, by camera and stamp."""
 
-    def __init__(self, cameras: Sequence[RunnerCamera]) -> None:
+    def __init__(self, cameras: Sequence[RunnerCamera], panoptic: bool = False) -> None:
         super().__init__('pipeline_runner')
         self.cameras = list(cameras)
+        self.nodes = started_nodes(panoptic)
+        outputs = image_outputs(panoptic)
         self.camera_publishers = [self.create_publisher(Image, camera.topic, OUTPUT_QOS) for camera in cameras]
         self.label_sets: dict[tuple[str, str], LabelSetMsg] = {}  # (camera topic, node) -> label set
-        self.images = [{folder: {} for folder in IMAGE_OUTPUTS} for _ in cameras]
+        self.images = [{folder: {} for folder in outputs} for _ in cameras]
         self.instance_counts: list[dict[tuple[int, int], int]] = [{} for _ in cameras]
         self.weights: dict[str, str] = {}  # node -> its weights, as its /diagnostics status says them
         self.create_subscription(DiagnosticArray, DIAGNOSTICS, self._on_diagnostics, DIAGNOSTICS_QOS)
         for camera, images, counts in zip(cameras, self.images, self.instance_counts):
-            for node in DRIVING_PIPELINE:
+            for node in self.nodes:
                 self.create_subscription(LabelSetMsg, camera.output(node.name, node.output) + LABEL_INFO_SUFFIX,
                                          lambda msg, key=(camera.topic, node.name): self.label_sets.__setitem__(
                                              key, msg), LABEL_INFO_QOS)
-            for folder, (node_name, output) in IMAGE_OUTPUTS.items():
+            for folder, (node_name, output) in outputs.items():
                 self.create_subscription(Image, camera.output(node_name, output),
                                          lambda msg, store=images[folder]: self._keep(store, msg), OUTPUT_QOS)
             self.create_subscription(InstanceMaskArray, camera.output(INSTANCE_NODE, INSTANCE_OUTPUT),
@@ -112,7 +127,7 @@ class OutputCollector(Node):
 
     def ready(self) -> bool:
         """Every node announced its label set for every camera, and every camera has every node as subscriber."""
-        return (len(self.label_sets) == len(DRIVING_PIPELINE) * len(self.cameras)
+        return (len(self.label_sets) == len(self.nodes) * len(self.cameras)
                 and all(publisher.get_subscription_count() >= len(DRIVING_PIPELINE)
                         for publisher in self.camera_publishers))
 
@@ -153,9 +168,10 @@ def _wait(collector: OutputCollector, processes: NodeProcesses, condition, timeo
 
 
 def run(sources: Sequence[str], output: Path, config: Path, cameras: Sequence[RunnerCamera],
-        overrides: dict[str, list[str]], max_frames: int) -> int:
+        overrides: dict[str, list[str]], max_frames: int, panoptic: bool = False) -> int:
     """Process every frame of ``sources`` (one per camera, or one for all); ``overrides`` maps node
-    names to their ``NAME:=VALUE`` parameter overrides. Returns the number of frames written."""
+    names to their ``NAME:=VALUE`` parameter overrides; ``panoptic`` also starts the fusion node and
+    keeps its colour view. Returns the number of frames written."""
     if len(sources) not in (1, len(cameras)):
         raise ValueError(f'{len(sources)} sources for {len(cameras)} cameras: give one source, or one per camera')
     streams = [open_frames(source, max_frames) for source in sources]
@@ -163,18 +179,19 @@ def run(sources: Sequence[str], output: Path, config: Path, cameras: Sequence[Ru
     # The runner sends a frame once every node answered the last: a node waiting on a slower one is
     # paced, not facing a silent camera (the user's own overrides come after, and win).
     paced = [f'input_timeout_sec:={FRAME_TIMEOUT_SEC}']
+    nodes = started_nodes(panoptic)
     commands = [node_command(node, cameras[0].topic, config, paced + overrides.get(node.name, []))
-                for node in DRIVING_PIPELINE]
+                for node in nodes]
     for camera in cameras:
-        for folder in IMAGE_OUTPUTS:
+        for folder in image_outputs(panoptic):
             (camera.folder / folder).mkdir(parents=True, exist_ok=True)
     rclpy.init()
-    collector = OutputCollector(cameras)
+    collector = OutputCollector(cameras, panoptic)
     written = instances = 0
     latencies = []
     try:
         with NodeProcesses(commands) as processes:
-            print(f'run_pipeline: starting {", ".join(node.name for node in DRIVING_PIPELINE)} ({STARTUP_NOTE})',
+            print(f'run_pipeline: starting {", ".join(node.name for node in nodes)} ({STARTUP_NOTE})',
                   flush=True)
             _wait(collector, processes, collector.ready, STARTUP_TIMEOUT_SEC,
                   'pipeline start (label sets and camera subscriptions)', note=STARTUP_NOTE)
@@ -200,7 +217,7 @@ def run(sources: Sequence[str], output: Path, config: Path, cameras: Sequence[Ru
         rclpy.try_shutdown()
     if written:
         print(summary(written, cameras, collector.label_sets[(cameras[0].topic, SEMANTIC_NODE)].name, instances,
-                      float(np.median(latencies)), collector.weights))
+                      float(np.median(latencies)), collector.weights, tuple(image_outputs(panoptic))))
     return written
 
 
@@ -209,11 +226,11 @@ def _count(number: int, noun: str) -> str:
 
 
 def summary(frames: int, cameras: Sequence[RunnerCamera], label_set: str, instances: int, seconds_per_frame: float,
-            weights: dict[str, str]) -> str:
+            weights: dict[str, str], folders: Sequence[str] = tuple(IMAGE_OUTPUTS)) -> str:
     """What the run did, in plain words, with what each node's weights are (untrained said plainly)."""
     lines = [f'{_count(frames, "frame")} segmented from {_count(len(cameras), "camera")} (label set {label_set}), '
              f'{_count(instances, "instance")} found; median time per frame {seconds_per_frame * 1000:.0f} ms; '
-             f'outputs ({", ".join(folder + "/" for folder in IMAGE_OUTPUTS)}) in '
+             f'outputs ({", ".join(folder + "/" for folder in folders)}) in '
              f'{", ".join(str(camera.folder) for camera in cameras)}']
     for node in DRIVING_PIPELINE:
         source = weights.get(node.name, 'unknown')
@@ -251,6 +268,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                             help=f'weights for {node.name} (default: the parameter file value)')
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='parameter override for the nodes, as with --ros-args -p')
+    parser.add_argument('--panoptic', action='store_true',
+                        help='also start panoptic_segmentation and write its colour view to OUTPUT/panoptic/')
     return parser.parse_args(argv)
 
 
@@ -262,7 +281,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     common = ['input_reliability:=reliable']
     if args.cameras:
         common.append(f'cameras:=[{", ".join(args.cameras)}]')
-    overrides = {}
+    overrides = {PANOPTIC_FUSION.name: common + args.param}  # it takes cameras; the others it does not declare
     for node in DRIVING_PIPELINE:
         overrides[node.name] = common + args.param
         checkpoint = getattr(args, node.checkpoint_argument)
@@ -270,7 +289,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             overrides[node.name].append(f'checkpoint:={absolute_checkpoint(checkpoint)}')
     try:
         cameras = runner_cameras(args.cameras or configured_cameras(config), args.camera_topic, args.output)
-        written = run(args.source or [SYNTHETIC], args.output, config, cameras, overrides, args.max_frames)
+        written = run(args.source or [SYNTHETIC], args.output, config, cameras, overrides, args.max_frames,
+                      args.panoptic)
     except (RuntimeError, TimeoutError, FileNotFoundError, ValueError) as error:
         print(f'run_pipeline: {error}', file=sys.stderr)
         sys.exit(1)

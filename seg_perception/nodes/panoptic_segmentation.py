@@ -406,10 +406,10 @@ class PanopticSegmentationNode(Node):
         self.cameras = []
         super().destroy_node()
 
-
-def main() -> None:
-    main_for(PanopticSegmentationNode, __doc__, lambda: PANOPTIC_PARAMETERS)
+    @classmethod
+    def main(cls) -> None:  # executable: panoptic_node
+        main_for(cls, __doc__, lambda: PANOPTIC_PARAMETERS)
 
 
 if __name__ == '__main__':
-    main()
+    PanopticSegmentationNode.main()
