@@ -13,6 +13,10 @@ samples by index, ``Dataset.files`` and ``read_sample``). Layouts read:
 * CamVid as SegNet distributes it: ``<root>/<split>/*.png`` with ``<root>/<split>annot/*.png``
   (train, val, test), label values in the ``camvid`` label set.
 * A video file: frames only, no ground truth (replay for latency and throughput).
+* Moving shapes (``seg_models.data.moving_shapes``): a synthetic sequence whose instance ids name
+  the same object in every frame, for tracking scores; bars are cars, the disc a person, the
+  background road, all in Cityscapes labelIds and instance ids. Its source path is a background
+  image file, or anything else (e.g. ``moving_shapes``) for seeded grey noise.
 """
 from __future__ import annotations
 
@@ -29,7 +33,11 @@ from seg_models.data.labels import get_label_set
 
 CITYSCAPES = 'cityscapes'
 CITYSCAPES_LABEL_IDS = 'cityscapes_label_ids'  # the semantic ground truth's id space for Cityscapes
-DATASET_KINDS = ('auto', 'cityscapes', 'folder', 'camvid', 'video')
+DATASET_KINDS = ('auto', 'cityscapes', 'folder', 'camvid', 'video', 'moving_shapes')
+MOVING_SHAPES_FRAMES = 40  # frames of a moving_shapes bag unless --max-frames says otherwise
+# Cityscapes labelIds of moving_shapes' classes (disc, bar) and of its background.
+MOVING_SHAPES_LABEL_IDS = {'disc': 24, 'bar': 26}  # person, car
+MOVING_SHAPES_BACKGROUND_LABEL_ID = 7  # road
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,8 @@ class GroundTruthInfo:
     label_set: str  # id space of the semantic ground truth: cityscapes_label_ids or a label-set name
     has_semantic: bool
     has_instances: bool  # Cityscapes-style instance ids: labelId * 1000 + index (or labelId for crowds)
+    # An instance id names the same object in every frame (tracking can be scored); absent in older bags.
+    instance_ids_persist: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -191,6 +201,28 @@ def video_dataset(path: Path, max_frames: int = 0) -> Dataset:
     return Dataset(GroundTruthInfo('video', '', False, False), [frame.name for frame in frames], samples)
 
 
+def moving_shapes_dataset(source: Path, max_frames: int = 0) -> Dataset:
+    """``moving_shapes``' frames with Cityscapes labelIds and instance ids (labelId * 1000 + its
+    object id, the same in every frame); ``source``: a background image file, else seeded noise."""
+    from seg_models.data.moving_shapes import CLASS_NAMES, moving_shapes
+
+    count = max_frames or MOVING_SHAPES_FRAMES
+    class_label_ids = np.array([MOVING_SHAPES_LABEL_IDS[name] for name in CLASS_NAMES])
+
+    def samples() -> Iterator[Sample]:
+        for frame in moving_shapes(count, background=source if source.is_file() else None):
+            semantic = np.full(frame.object_ids.shape, MOVING_SHAPES_BACKGROUND_LABEL_ID, np.uint8)
+            instances = semantic.astype(np.uint16)
+            for truth in frame.truths:
+                visible = frame.object_ids == truth.object_id
+                semantic[visible] = class_label_ids[truth.class_id]
+                instances[visible] = class_label_ids[truth.class_id] * 1000 + truth.object_id
+            yield Sample(f'shapes_{frame.index:06d}', frame.rgb, semantic, instances)
+
+    info = GroundTruthInfo('moving_shapes', CITYSCAPES_LABEL_IDS, True, True, instance_ids_persist=True)
+    return Dataset(info, [f'shapes_{index:06d}' for index in range(count)], samples())
+
+
 def open_dataset(source: Path, kind: str = 'auto', split: str = 'val', label_set: str = 'camvid',
                  max_frames: int = 0) -> Dataset:
     """The dataset at ``source``; ``kind`` auto picks Cityscapes (leftImg8bit/), folder (images/),
@@ -207,6 +239,8 @@ def open_dataset(source: Path, kind: str = 'auto', split: str = 'val', label_set
         else:
             raise FileNotFoundError(f'{source} is not a Cityscapes folder (leftImg8bit/), an image + label folder '
                                     f'(images/, labels/), a CamVid folder ({split}/, {split}annot/) or a video file')
+    if kind == 'moving_shapes':
+        return moving_shapes_dataset(source, max_frames)
     if kind == 'cityscapes':
         dataset = cityscapes_dataset(source, split)
     elif kind == 'folder':

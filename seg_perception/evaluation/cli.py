@@ -135,9 +135,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest='command', required=True)
     make = commands.add_parser('make', help='dataset folder or video -> rosbag2')
     make.add_argument('source', type=Path, nargs='+',
-                      help='Cityscapes root, images/+labels/ folder, or a video file; one per camera, or one for all')
+                      help='Cityscapes root, images/+labels/ folder, or a video file; one per camera, or one for all. '
+                           '--kind moving_shapes: a background image file, or any other name (e.g. moving_shapes) '
+                           'for grey noise')
     make.add_argument('output', type=Path, help='bag folder to create')
-    make.add_argument('--kind', default='auto', choices=DATASET_KINDS)
+    make.add_argument('--kind', default='auto', choices=DATASET_KINDS,
+                      help='moving_shapes: a synthetic sequence whose instance ids persist across frames (tracking '
+                           'scores), 40 frames unless --max-frames')
     make.add_argument('--split', default='val', help='Cityscapes split')
     make.add_argument('--label-set', default='camvid',
                       help='id space of a folder dataset\'s labels: a label set (camvid, cityscapes: train ids, '

@@ -4,7 +4,11 @@ Frames are matched by header stamp. Semantic: Cityscapes ground truth with Citys
 goes through cityscapesscripts' official pixel-level evaluation (trainIds mapped to labelIds);
 every label set also gets the independent confusion-matrix path (other sets: CamVid, Mapillary,
 or Cityscapes predictions mapped onto CamVid classes). Instances: cityscapesscripts' official
-instance-level evaluation (AP, AP50). Latency: output arrival minus camera publication, per output
+instance-level evaluation (AP, AP50). Panoptic quality (where the bag has semantic and instance ground
+truth): cityscapesscripts' evalPanopticSemanticLabeling on the recorded segmentation/panoptic, or,
+without it, on the fusion of the recorded semantic and instance predictions of each stamp. Tracking
+(where the bag's instance ids persist across frames): TrackEval's HOTA, CLEAR and Identity on the
+instances' track ids, one sequence per camera. Latency: output arrival minus camera publication, per output
 topic; dropped frames: frames without an output, and each node's own count from /diagnostics.
 
 Several cameras: each camera is evaluated on its own topics (``topics.camera_bag_topics``), and
@@ -13,6 +17,7 @@ over every camera's frames, frame counts and latencies side by side.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -22,15 +27,22 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from seg_models.data.labels import LabelSet, label_set_lookup
+from seg_models.bench.panoptic_quality import (frame_statistics, merge, panoptic_ground_truth, panoptic_scores,
+                                               statistics_from_dict, statistics_to_dict)
+from seg_models.bench.tracking_metrics import (TrackedObject, merge_tracking_stats, sequence_tracking_stats,
+                                               tracking_scores)
+from seg_models.data.labels import LabelSet, get_label_set, label_set_lookup
+from seg_models.panoptic.fusion import PanopticResult, fuse_panoptic, thing_class_map
 from seg_models.segmenters.instance_postprocess import InstanceResult
 from seg_perception.evaluation.bag_io import BagError, cameras_in_bag, read_messages, require_topics, topic_listing
 from seg_models.data.datasets import CITYSCAPES_LABEL_IDS, GroundTruthInfo
-from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set
+from seg_perception.evaluation.ground_truth import (class_ids_of_ground_truth, ground_truth_label_set,
+                                                    has_cityscapes_instances, instances_of)
 from seg_models.bench.metrics import CityscapesFiles, confusion_matrix, latency_summary, scores_from_confusion
 from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb, output_msg_to_array
 from seg_perception.messages.instances import instances_from_msg
 from seg_perception.messages.label_info import label_set_from_msg
+from seg_perception.messages.panoptic import panoptic_from_msg
 from seg_perception.messages.topics import (COMPRESSED_SUFFIX, DIAGNOSTICS, GROUND_TRUTH_INFO, LABEL_INFO_SUFFIX,
                                             REPLAY_SUMMARY, CameraBagTopics, stamp_key)
 from seg_perception.runtime.diagnostics import status_values
@@ -54,6 +66,101 @@ class BagContents:
     overlay_outputs: dict[Key, dict[str, Any]] = field(default_factory=dict)  # their predictions and truth
 
 
+def tracked_objects(result: InstanceResult) -> list[TrackedObject]:
+    """``result``'s instances as TrackEval's objects: track id, class id, full-frame mask."""
+    return [TrackedObject(instance.track_id, instance.class_id, mask)
+            for instance, mask in zip(result.instances, result.full_frame_masks())]
+
+
+def panoptic_in_label_set(result: PanopticResult, lookup: np.ndarray, num_classes: int) -> PanopticResult:
+    """``result`` with its classes mapped through ``lookup`` (``label_set_lookup``); segments of
+    classes the target lacks become void."""
+    kept = [segment for segment in result.segments if lookup[segment.class_id] < num_classes]
+    keep = np.zeros(max((segment.id for segment in result.segments), default=0) + 1, bool)
+    keep[[segment.id for segment in kept]] = True
+    segments = [dataclasses.replace(segment, class_id=int(lookup[segment.class_id])) for segment in kept]
+    return PanopticResult(np.where(keep[result.segment_ids], result.segment_ids, 0), segments)
+
+
+class PanopticTrackingScores:
+    """One camera's panoptic match statistics and tracking sequence, added frame by frame: the
+    scoring ``evaluate`` and the fleet's workers share, so both score alike. Panoptic classes are
+    the semantic ground truth's (``ground_truth_label_set``); instances map into them by name."""
+
+    def __init__(self, info: GroundTruthInfo, instance_label_set: LabelSet) -> None:
+        self.info, self.instance_label_set = info, instance_label_set
+        self.label_set = ground_truth_label_set(info.label_set)
+        self.source = ''  # how the panoptic predictions were made, for the report
+        self.skipped = ''  # why panoptic quality is not scored
+        self.thing_map: Optional[np.ndarray] = None
+        try:
+            self.thing_map = thing_class_map(instance_label_set, self.label_set)
+        except ValueError as error:
+            self.skipped = f'panoptic quality not scored: {error}'
+        self.panoptic = None  # PQStat over the frames added
+        self.panoptic_frames = 0
+        self.truth_tracks: dict[Key, list[TrackedObject]] = {}
+        self.predicted_tracks: dict[Key, list[TrackedObject]] = {}
+
+    def fused(self, semantic_ids: np.ndarray, instances: InstanceResult) -> Optional[PanopticResult]:
+        """The panoptic prediction fused from class ids in ``label_set`` and instances (None where
+        the instance classes have no thing namesake)."""
+        if self.thing_map is None:
+            return None
+        self.source = self.source or 'fused from the semantic and instance predictions (PanopticSettings defaults)'
+        return fuse_panoptic(semantic_ids, instances, self.thing_map, self.label_set)
+
+    def add_panoptic(self, semantic_truth: np.ndarray, instance_truth: np.ndarray, prediction: PanopticResult) -> None:
+        """One frame's match statistics, against ground truth made as createPanopticImgs makes it."""
+        truth = panoptic_ground_truth(class_ids_of_ground_truth(semantic_truth, self.info.label_set), instance_truth,
+                                      self.label_set)
+        stat = frame_statistics(truth, prediction, self.label_set)
+        self.panoptic = stat if self.panoptic is None else merge([self.panoptic, stat])
+        self.panoptic_frames += 1
+
+    def add_tracks(self, key: Key, instance_truth: np.ndarray, predictions: InstanceResult) -> None:
+        """One frame of the sequence, where the ground truth's ids persist (each id >= 1000 an object)."""
+        if self.info.instance_ids_persist:
+            self.truth_tracks[key] = tracked_objects(instances_of(instance_truth, self.instance_label_set, True))
+            self.predicted_tracks[key] = tracked_objects(predictions)
+
+    def as_json(self) -> dict:
+        """The statistics, which merge exactly over cameras and bags (``panoptic_tracking_results``)."""
+        entry: dict[str, Any] = {}
+        if self.panoptic_frames:
+            entry['panoptic'] = {'frames': self.panoptic_frames, 'label_set': self.label_set.name,
+                                 'source': self.source, 'statistics': statistics_to_dict(self.panoptic)}
+        elif self.skipped:
+            entry['panoptic_skipped'] = self.skipped
+        if self.truth_tracks:
+            keys = sorted(self.truth_tracks)  # stamp order
+            entry['tracking'] = {'frames': len(keys), 'statistics': sequence_tracking_stats(
+                [self.truth_tracks[key] for key in keys], [self.predicted_tracks[key] for key in keys])}
+        return entry
+
+
+def panoptic_tracking_results(entries: Sequence[dict]) -> dict:
+    """PQ, SQ, RQ and tracking scores of the statistics of any number of cameras and bags
+    (``PanopticTrackingScores.as_json``): statistics merged exactly, then scored once."""
+    results: dict[str, Any] = {}
+    panoptic = [entry['panoptic'] for entry in entries if 'panoptic' in entry]
+    if panoptic:
+        stat = merge(statistics_from_dict(part['statistics']) for part in panoptic)
+        results['panoptic'] = {'frames': sum(part['frames'] for part in panoptic),
+                               'label_set': panoptic[0]['label_set'], 'source': panoptic[0]['source'],
+                               **panoptic_scores(stat, get_label_set(panoptic[0]['label_set'])),
+                               'statistics': statistics_to_dict(stat)}
+    skipped = [entry['panoptic_skipped'] for entry in entries if 'panoptic_skipped' in entry]
+    if skipped and not panoptic:
+        results['panoptic_skipped'] = skipped[0]
+    tracking = [entry['tracking'] for entry in entries if 'tracking' in entry]
+    if tracking:
+        stats = merge_tracking_stats([part['statistics'] for part in tracking])
+        results['tracking'] = {'frames': sum(part['frames'] for part in tracking), 'sequences': len(tracking),
+                               **tracking_scores(stats), 'statistics': stats}
+    return results
+
+
 def frame_name(frame_prefix: str, key: Key) -> str:
     """A frame's file name stem: the camera's prefix and the stamp (shared by a frame's topics)."""
     return f'{frame_prefix}_{key[0]}_{key[1]:09d}'
@@ -70,6 +177,15 @@ class Evaluation:
             raise BagError(f'result bag {bag} lacks {" or ".join(camera.predictions)} (made by `seg_bag replay`?); '
                            f'it has:\n{topic_listing(available)}')
         self.camera_topic = camera.camera
+        # The panoptic node's output beside the semantic one, where the bag recorded it.
+        panoptic = camera.semantic_prediction.rsplit('/', 1)[0] + '/panoptic'
+        self.panoptic_topic = panoptic if panoptic in available else None
+        # What a frame needs before its panoptic quality and tracking are scored (see _score_scenes).
+        self.scene_parts_needed = {'semantic_truth', 'instance_truth', 'instances'} | (
+            {'panoptic'} if self.panoptic_topic else {'semantic'} if camera.semantic_prediction in available else set())
+        self.scene_parts: dict[Key, dict[str, Any]] = {}
+        self.scene: Optional[PanopticTrackingScores] = None
+        self._scene_statistics: Optional[dict] = None
         frames = available[self.camera_topic][1]
         self.overlay_indices = set(np.linspace(0, frames - 1, min(OVERLAY_FRAMES, frames)).round().astype(int))
         self.contents = BagContents()
@@ -91,7 +207,8 @@ class Evaluation:
         not even deserialized."""
         contents, topics = self.contents, self.topics
         wanted = [GROUND_TRUTH_INFO, REPLAY_SUMMARY, DIAGNOSTICS, topics.camera, *topics.ground_truths,
-                  *topics.predictions, *(prediction + LABEL_INFO_SUFFIX for prediction in topics.predictions)]
+                  *topics.predictions, *(prediction + LABEL_INFO_SUFFIX for prediction in topics.predictions),
+                  *([self.panoptic_topic] if self.panoptic_topic else [])]
         for topic, timestamp, msg in tqdm(read_messages(self.bag, wanted), desc=f'evaluating {topics.camera}',
                                           unit='msg'):
             if topic == GROUND_TRUTH_INFO:
@@ -105,8 +222,13 @@ class Evaluation:
                     contents.overlay_frames[key] = convert(msg)
                 contents.published_ns[key] = timestamp
             elif topic in self.topics.ground_truths:
-                self._add_ground_truth(topic, stamp_key(msg.header), output_msg_to_array(msg))
+                key, truth = stamp_key(msg.header), output_msg_to_array(msg)
+                self._add_ground_truth(topic, key, truth)
+                self._add_scene_part(key, 'semantic_truth' if topic == topics.ground_truth_semantic else
+                                     'instance_truth', truth)
                 self._score_ready_frames()
+            elif topic == self.panoptic_topic:
+                self._add_scene_part(stamp_key(msg.header), 'panoptic', panoptic_from_msg(msg))
             elif topic.endswith(LABEL_INFO_SUFFIX):
                 contents.label_sets[topic[:-len(LABEL_INFO_SUFFIX)]] = label_set_from_msg(msg)
             elif topic in self.topics.predictions:
@@ -117,6 +239,7 @@ class Evaluation:
                 self._keep_for_overlay(key, topic, prediction)
                 if semantic:
                     self.latest_semantic = max(key, self.latest_semantic or key)
+                self._add_scene_part(key, 'semantic' if semantic else 'instances', prediction)
                 if self._has_ground_truth(topic):
                     store = self.semantic_predictions if semantic else self.instance_predictions
                     store[key] = prediction
@@ -127,6 +250,41 @@ class Evaluation:
         if contents.info is None:  # e.g. a drive recorded on a vehicle: latency and throughput only
             contents.info = GroundTruthInfo('none', '', False, False)
         self._score_ready_frames()
+        for key in sorted(self.scene_parts):  # frames some output never answered: what they have
+            self._score_scene(key, self.scene_parts.pop(key))
+
+    def _add_scene_part(self, key: Key, part: str, value: Any) -> None:
+        """Keep a frame's ground truth and predictions for panoptic quality and tracking (bags with
+        Cityscapes-style instance ground truth), and score the frame once it has every part."""
+        info = self.contents.info
+        if info is None or not has_cityscapes_instances(info):
+            return
+        parts = self.scene_parts.setdefault(key, {})
+        parts[part] = value
+        if self.scene_parts_needed <= parts.keys():
+            self._score_scene(key, self.scene_parts.pop(key))
+
+    def _score_scene(self, key: Key, parts: dict[str, Any]) -> None:
+        if 'instances' not in parts or 'instance_truth' not in parts:
+            return
+        if self.scene is None:
+            self.scene = PanopticTrackingScores(self.contents.info,
+                                                self._prediction_label_set(self.topics.instance_prediction))
+        self.scene.add_tracks(key, parts['instance_truth'], parts['instances'])
+        if 'semantic_truth' not in parts:
+            return
+        prediction = None
+        if 'panoptic' in parts:  # class ids in the semantic prediction's label set, as the panoptic node's
+            set_topic = self.panoptic_topic if self.panoptic_topic in self.contents.label_sets else \
+                self.topics.semantic_prediction
+            lookup = label_set_lookup(self._prediction_label_set(set_topic), self.scene.label_set)
+            prediction = panoptic_in_label_set(parts['panoptic'], lookup, self.scene.label_set.num_classes)
+            self.scene.source = f'recorded {self.panoptic_topic}'
+        elif 'semantic' in parts:
+            lookup = label_set_lookup(self._prediction_label_set(self.topics.semantic_prediction), self.scene.label_set)
+            prediction = self.scene.fused(lookup[parts['semantic']], parts['instances'])
+        if prediction is not None:
+            self.scene.add_panoptic(parts['semantic_truth'], parts['instance_truth'], prediction)
 
     def _add_ground_truth(self, topic: str, key: Key, ground_truth: np.ndarray) -> None:
         """Cityscapes ground truth (labelIds, from Cityscapes or a folder declared so; instance ids)
@@ -137,7 +295,7 @@ class Evaluation:
         info = self.contents.info
         if info is not None and semantic and info.label_set == CITYSCAPES_LABEL_IDS:
             self.cityscapes.add_ground_truth(self.frame_name(key), label_ids=ground_truth)
-        elif info is not None and not semantic and info.dataset == 'cityscapes':
+        elif info is not None and not semantic and has_cityscapes_instances(info):
             self.cityscapes.add_ground_truth(self.frame_name(key), instance_ids=ground_truth)
         if semantic:
             self.ground_truth[key] = ground_truth
@@ -186,7 +344,7 @@ class Evaluation:
         self.scored['semantic'] += 1
 
     def _score_instances(self, key: Key, prediction: InstanceResult) -> None:
-        if self.contents.info.dataset != 'cityscapes':
+        if not has_cityscapes_instances(self.contents.info):
             return
         label_set = self._prediction_label_set(self.topics.instance_prediction)
         self.cityscapes.add_instances(self.frame_name(key), prediction, label_set)
@@ -217,7 +375,14 @@ class Evaluation:
                 results['throughput_fps'][topic] = len(matched) / span if span > 0 else None
         results.update(semantic_results(self.confusion, self.semantic_target, self.scored['semantic']))
         results.update(official_results(self.cityscapes.select(self.topics.frame_prefix), self.scored['instances']))
+        results.update(panoptic_tracking_results([self.scene_statistics()]))
         return results
+
+    def scene_statistics(self) -> dict:
+        """This camera's panoptic and tracking statistics (empty where none were scored)."""
+        if self._scene_statistics is None:  # tracking statistics are computed once, for every caller
+            self._scene_statistics = self.scene.as_json() if self.scene is not None else {}
+        return self._scene_statistics
 
 
 def untrained_nodes(node_status: dict[str, dict[str, str]]) -> list[str]:
@@ -265,6 +430,7 @@ def combined_results(bag: Path, evaluations: list[Evaluation], cityscapes: Citys
     results.update(semantic_results(sum(matrices) if matrices else None, target,
                                     sum(evaluation.scored['semantic'] for evaluation in evaluations)))
     results.update(official_results(cityscapes, sum(evaluation.scored['instances'] for evaluation in evaluations)))
+    results.update(panoptic_tracking_results([evaluation.scene_statistics() for evaluation in evaluations]))
     results['cameras'] = per_camera
     return results
 

@@ -3,13 +3,15 @@
 Each Ray worker is an actor that evaluates bag after bag (``fleet_worker``): directly, with the
 models loaded once per worker and run on each bag's frames in batches (no DDS, no nodes), or,
 ``--through-nodes``, by replaying each bag into the pipeline's nodes on a ROS domain id of its own.
-It returns per camera what merges exactly: the semantic confusion matrix and cityscapesscripts'
-instance matches. The driver merges them (matrices summed, matches pooled and ranked together for
-AP; never per-bag scores averaged) into one report with a row per bag and per camera. A bag that
-cannot be read is reported and skipped; a worker that dies is restarted and its bag retried by
-Ray, and counted once; each bag's result is cached under its content hash and the model's
-settings, so a re-run after an interruption evaluates only what is missing. ``ray.init()`` starts
-a local Ray; ``--address`` joins a running cluster.
+It returns per camera what merges exactly: the semantic confusion matrix, cityscapesscripts'
+instance matches, panoptic match statistics and TrackEval's tracking statistics. The driver merges
+them (matrices summed, matches pooled and ranked together for AP, panoptic statistics summed for
+PQ, tracking statistics combined as TrackEval combines sequences; never per-bag scores averaged)
+into one report with a row per bag and per camera. A bag that cannot be read is reported and
+skipped; a worker that dies is restarted and its bag retried by Ray, and counted once; each bag's
+result is cached under its content hash and the model's settings, so a re-run after an
+interruption evaluates only what is missing. ``ray.init()`` starts a local Ray; ``--address``
+joins a running cluster.
 """
 from __future__ import annotations
 
@@ -25,11 +27,12 @@ from typing import Optional, Sequence
 import numpy as np
 
 from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag
+from seg_perception.evaluation.evaluate import panoptic_tracking_results
 from seg_perception.evaluation.fleet_worker import FleetModel, Predictor, evaluate_bag, use_own_ros_domain
 from seg_models.bench.metrics import instance_scores_from_matches, pooled_matches, scores_from_confusion
-from seg_perception.evaluation.report import percent, untrained_note
+from seg_perception.evaluation.report import panoptic_tracking_lines, percent, untrained_note
 
-CACHE_FORMAT = 2  # bump when a cached per-bag result changes meaning
+CACHE_FORMAT = 3  # bump when a cached per-bag result changes meaning
 # A file path: the first worker to find it missing creates it and dies, so the restart and the
 # retry of its bag can be checked with real Ray (the tests do).
 KILL_ONCE_ENV = 'SEG_BAG_FLEET_KILL_ONCE'
@@ -179,6 +182,7 @@ class PooledScores:
         self.frames, self.instance_frames = 0, 0
         self.confusion: Optional[np.ndarray] = None
         self.matches: dict = {}
+        self.scenes: list[dict] = []  # panoptic and tracking statistics of each camera added
 
     def add(self, camera: dict, source: str) -> None:
         """One camera's result of one bag (``fleet_worker.CameraScores``); ``source`` names it uniquely."""
@@ -189,6 +193,8 @@ class PooledScores:
         if camera.get('instance_frames'):
             self.instance_frames += camera['instance_frames']
             self.matches.update(pooled_matches({source: camera['matches']}))
+        self.scenes.append({part: camera[part] for part in ('panoptic', 'tracking', 'panoptic_skipped')
+                            if part in camera})
 
     def figures(self, classes: Optional[list[str]]) -> dict:
         figures: dict = {'frames': self.frames}
@@ -196,6 +202,7 @@ class PooledScores:
             figures.update(scores_from_confusion(self.confusion, classes), confusion=self.confusion.tolist())
         if self.instance_frames:
             figures['instances'] = {'frames': self.instance_frames, **instance_scores_from_matches(self.matches)}
+        figures.update(panoptic_tracking_results(self.scenes))
         return figures
 
 
@@ -244,19 +251,34 @@ def write_fleet_report(report: dict, folder: Path) -> Path:
     if 'overall' in report:
         lines += [f'{len(report["bags"])} bags, {report["overall"]["frames"]} frames: {headline(report["overall"])} '
                   f'(confusion matrices summed and instance matches pooled over every bag and camera).', '']
-    lines += ['| bag | frames | mIoU | pixel accuracy | AP | AP50 | seconds | |', '|---|---|---|---|---|---|---|---|']
+    lines += ['| bag | frames | mIoU | pixel accuracy | AP | AP50 | PQ | HOTA | seconds | |',
+              '|---|---|---|---|---|---|---|---|---|---|']
     lines += [f'| {row["bag"]} | {row["frames"]} | {percent(row.get("miou"))} | '
               f'{percent(row.get("pixel_accuracy"))} | {percent(row.get("instances", {}).get("ap"))} | '
-              f'{percent(row.get("instances", {}).get("ap50"))} | {row["seconds"]:.1f} | '
-              f'{"cached" if row["cached"] else ""} |' for row in report['bags']]
-    lines += ['', '| camera | frames | mIoU | AP |', '|---|---|---|---|']
+              f'{percent(row.get("instances", {}).get("ap50"))} | {panoptic_quality(row)} | {hota(row)} | '
+              f'{row["seconds"]:.1f} | {"cached" if row["cached"] else ""} |' for row in report['bags']]
+    lines += ['', '| camera | frames | mIoU | AP | PQ | HOTA |', '|---|---|---|---|---|---|']
     lines += [f'| {topic} | {entry["frames"]} | {percent(entry.get("miou"))} | '
-              f'{percent(entry.get("instances", {}).get("ap"))} |' for topic, entry in report['cameras'].items()]
+              f'{percent(entry.get("instances", {}).get("ap"))} | {panoptic_quality(entry)} | {hota(entry)} |'
+              for topic, entry in report['cameras'].items()]
+    if 'overall' in report:
+        lines += [''] + panoptic_tracking_lines(report['overall'])
     if report['errors']:
         lines += ['', '## Bags not evaluated', '']
         lines += [f'- {error["bag"]}: {error["error"]}' for error in report['errors']]
     (folder / 'report.md').write_text('\n'.join(lines) + '\n')
     return folder / 'report.md'
+
+
+def panoptic_quality(figures: dict) -> str:
+    """PQ over all classes of a report entry, n/a where not scored."""
+    return percent(figures.get('panoptic', {}).get('all', {}).get('pq'))
+
+
+def hota(figures: dict) -> str:
+    """HOTA of a report entry (TrackEval's percent), n/a where not scored."""
+    value = figures.get('tracking', {}).get('HOTA')
+    return 'n/a' if value is None else f'{value:.1f}%'
 
 
 def headline(figures: dict) -> str:
@@ -267,4 +289,8 @@ def headline(figures: dict) -> str:
     if 'instances' in figures:
         words.append(f'AP {percent(figures["instances"]["ap"])}, AP50 {percent(figures["instances"]["ap50"])} '
                      f'({figures["instances"]["frames"]} frames)')
+    if 'panoptic' in figures:
+        words.append(f'PQ {panoptic_quality(figures)}')
+    if 'tracking' in figures:
+        words.append(f'HOTA {hota(figures)}')
     return '; '.join(words) or 'nothing scored'

@@ -9,7 +9,11 @@
   scored as ``seg_bag evaluate`` scores it.
 
 Either way a bag's result holds, per camera, what merges exactly over a fleet: the semantic
-confusion matrix, and cityscapesscripts' instance matches (pooled for AP over every bag).
+confusion matrix, cityscapesscripts' instance matches (pooled for AP over every bag), panoptic
+match statistics (summed for PQ) and TrackEval's tracking statistics where the bag's instance ids
+persist (combined as TrackEval combines sequences). Directly, the panoptic prediction is the fusion
+of each frame's semantic and instance results, and a ``MaskTracker`` per camera gives the track
+ids, frame after frame in stamp order; the echo's track ids are the ground truth's ids.
 """
 from __future__ import annotations
 
@@ -31,8 +35,11 @@ from seg_models.tasks import get_task
 from seg_perception.bringup.driving_pipeline import CONFIG_PATH, TASKS, pipeline_node, pipeline_nodes
 from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag, read_messages
 from seg_models.data.datasets import GroundTruthInfo
-from seg_perception.evaluation.evaluate import Evaluation, frame_name
-from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, ground_truth_label_set, instances_of
+from seg_perception.evaluation.evaluate import Evaluation, PanopticTrackingScores, frame_name
+from seg_perception.evaluation.ground_truth import (class_ids_of_ground_truth, ground_truth_label_set,
+                                                    has_cityscapes_instances, instances_of)
+from seg_models.configs import TrackerSettings
+from seg_models.tracking.mask_tracker import MaskTracker
 from seg_models.bench.metrics import CityscapesFiles, confusion_matrix
 from seg_perception.evaluation.replay import ReplaySettings, replay, scoped_overrides, start_pipeline_commands
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
@@ -177,23 +184,33 @@ class Predictor:
             return [class_ids_of_ground_truth(frame.semantic, ground_truth_id_space) for frame in frames]
         return [result.class_ids for result in self._segmenter('semantic').segment([frame.rgb for frame in frames])]
 
-    def semantic_confusion(self, frames: Sequence[BagFrame], ground_truth_id_space: str) -> np.ndarray:
-        """The confusion matrix of the class ids of ``frames`` against their semantic ground truth,
-        summed, in the ground truth's label set."""
+    def semantic_in_ground_truth_classes(self, frames: Sequence[BagFrame], ground_truth_id_space: str,
+                                         predicted_ids: Optional[list[np.ndarray]] = None) -> list[np.ndarray]:
+        """The class ids of ``frames`` (``predicted_ids``, else predicted now) in the ground truth's label set."""
+        lookup = label_set_lookup(self.semantic_label_set(ground_truth_id_space),
+                                  ground_truth_label_set(ground_truth_id_space))
+        return [lookup[ids] for ids in predicted_ids or self.semantic(frames, ground_truth_id_space)]
+
+    def semantic_confusion(self, frames: Sequence[BagFrame], ground_truth_id_space: str,
+                           predicted_ids: Optional[list[np.ndarray]] = None) -> np.ndarray:
+        """The confusion matrix of the class ids of ``frames`` (``predicted_ids`` in the ground
+        truth's label set, else predicted now) against their semantic ground truth, summed."""
         target = ground_truth_label_set(ground_truth_id_space)
-        lookup = label_set_lookup(self.semantic_label_set(ground_truth_id_space), target)
-        return sum(confusion_matrix(class_ids_of_ground_truth(frame.semantic, ground_truth_id_space), lookup[ids],
+        predicted_ids = predicted_ids or self.semantic_in_ground_truth_classes(frames, ground_truth_id_space)
+        return sum(confusion_matrix(class_ids_of_ground_truth(frame.semantic, ground_truth_id_space), ids,
                                     target.num_classes)
-                   for frame, ids in zip(frames, self.semantic(frames, ground_truth_id_space)))
+                   for frame, ids in zip(frames, predicted_ids))
 
     @property
     def instance_label_set(self) -> LabelSet:
         return cityscapes_things() if self.model.predictor == 'ground_truth_echo' else \
             self._segmenter('instance').label_set
 
-    def instances(self, frames: Sequence[BagFrame]) -> list[InstanceResult]:
+    def instances(self, frames: Sequence[BagFrame], ids_persist: bool = False) -> list[InstanceResult]:
+        """Each frame's instances; the echo's carry the ground truth's ids as track ids where they
+        persist across frames."""
         if self.model.predictor == 'ground_truth_echo':
-            return [instances_of(frame.instances, self.instance_label_set) for frame in frames]
+            return [instances_of(frame.instances, self.instance_label_set, ids_persist) for frame in frames]
         return self._segmenter('instance').segment([frame.rgb for frame in frames])
 
 
@@ -205,9 +222,10 @@ class CameraScores:
     confusion: Optional[np.ndarray] = None
     instance_frames: int = 0
     matches: dict = field(default_factory=dict)  # cityscapesscripts' instance matches, per frame
+    scene: dict = field(default_factory=dict)  # panoptic and tracking statistics (PanopticTrackingScores.as_json)
 
     def as_json(self) -> dict:
-        entry = {'frames': self.frames}
+        entry = {'frames': self.frames, **self.scene}
         if self.confusion is not None:
             entry['confusion'] = self.confusion.tolist()
         if self.instance_frames:
@@ -223,9 +241,9 @@ def ground_truth_info(bag: Path, available: dict) -> GroundTruthInfo:
     return infos[0]
 
 
-def scores_instances(info: GroundTruthInfo) -> bool:
-    """Instances are scored where the ground truth has Cityscapes instance ids (official AP)."""
-    return info.has_instances and info.dataset == 'cityscapes'
+def frame_seconds(key: tuple[int, int]) -> float:
+    """A frame's stamp in seconds, as the tracker takes it."""
+    return key[0] + key[1] * 1e-9
 
 
 def evaluate_directly(bag: Path, predictor: Predictor, progress: Progress) -> tuple[GroundTruthInfo, dict]:
@@ -234,7 +252,7 @@ def evaluate_directly(bag: Path, predictor: Predictor, progress: Progress) -> tu
     info = ground_truth_info(bag, available)
     tasks = predictor.model.tasks
     semantic = info.has_semantic and 'semantic' in tasks
-    instances = scores_instances(info) and 'instance' in tasks
+    instances = has_cityscapes_instances(info) and 'instance' in tasks
     if not semantic and not instances:
         raise ValueError(f'nothing to score: the bag\'s ground truth ({info.label_set}, instances: '
                          f'{info.has_instances}) matches none of the tasks {", ".join(tasks)}')
@@ -243,22 +261,41 @@ def evaluate_directly(bag: Path, predictor: Predictor, progress: Progress) -> tu
         files = CityscapesFiles(Path(work))
         for camera in cameras_in_bag(available):
             scores = CameraScores()
+            scene = PanopticTrackingScores(info, predictor.instance_label_set) if instances else None
+            tracker = MaskTracker(TrackerSettings()) if predictor.model.predictor == 'model' else None
             for batch in camera_batches(bag, camera, info, predictor.model.batch_size):
+                semantic_ids = predictor.semantic_in_ground_truth_classes(batch, info.label_set) if semantic else None
                 if semantic:
-                    matrix = predictor.semantic_confusion(batch, info.label_set)
+                    matrix = predictor.semantic_confusion(batch, info.label_set, semantic_ids)
                     scores.confusion = matrix if scores.confusion is None else scores.confusion + matrix
                 if instances:
-                    for frame, result in zip(batch, predictor.instances(batch)):
+                    for index, (frame, result) in enumerate(zip(batch, predictor.instances(
+                            batch, info.instance_ids_persist))):
                         name = frame_name(camera.frame_prefix, frame.key)
                         files.add_ground_truth(name, instance_ids=frame.instances)
                         files.add_instances(name, result, predictor.instance_label_set)
+                        score_scene(scene, tracker, frame, result, semantic_ids[index] if semantic else None)
                     scores.instance_frames += len(batch)
                 scores.frames += len(batch)
                 progress(len(batch))
             if instances and scores.instance_frames:
                 scores.matches = files.select(camera.frame_prefix).instance_matches()
+                scores.scene = scene.as_json()
             cameras[camera.camera] = scores
     return info, cameras
+
+
+def score_scene(scene: PanopticTrackingScores, tracker: Optional[MaskTracker], frame: BagFrame,
+                instances: InstanceResult, semantic_ids: Optional[np.ndarray]) -> None:
+    """One frame's panoptic statistics (semantic ids in the ground truth's classes fused with the
+    instances) and tracks (``tracker``'s ids; None: the instances carry theirs)."""
+    if tracker is not None and scene.info.instance_ids_persist:
+        tracker.update(instances.instances, frame_seconds(frame.key))
+    scene.add_tracks(frame.key, frame.instances, instances)
+    if semantic_ids is not None and frame.semantic is not None:
+        fused = scene.fused(semantic_ids, instances)
+        if fused is not None:
+            scene.add_panoptic(frame.semantic, frame.instances, fused)
 
 
 def evaluate_through_nodes(bag: Path, model: FleetModel, progress: Progress) -> tuple[GroundTruthInfo, dict]:
@@ -282,7 +319,8 @@ def evaluate_through_nodes(bag: Path, model: FleetModel, progress: Progress) -> 
             evaluation = Evaluation(result_bag, camera, files)
             evaluation.read()
             camera_scores = CameraScores(frames=len(evaluation.contents.published_ns), confusion=evaluation.confusion,
-                                         instance_frames=evaluation.scored['instances'])
+                                         instance_frames=evaluation.scored['instances'],
+                                         scene=evaluation.scene_statistics())
             if camera_scores.instance_frames:
                 camera_scores.matches = files.select(camera.frame_prefix).instance_matches()
             scores[camera.camera] = camera_scores

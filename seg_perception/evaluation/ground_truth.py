@@ -7,7 +7,7 @@ import numpy as np
 
 from seg_models.data.labels import LabelSet, cityscapes, cityscapes_label_id_to_train_id, get_label_set
 from seg_models.segmenters.instance_postprocess import Instance, InstanceResult
-from seg_models.data.datasets import CITYSCAPES_LABEL_IDS
+from seg_models.data.datasets import CITYSCAPES_LABEL_IDS, GroundTruthInfo
 
 INSTANCE_ID_FACTOR = 1000  # Cityscapes instance ids: labelId * 1000 + index; below 1000: no instance
 
@@ -28,9 +28,16 @@ def class_ids_of_ground_truth(ground_truth: np.ndarray, id_space: str) -> np.nda
     return ground_truth
 
 
-def instances_of(instance_ids: np.ndarray, label_set: LabelSet) -> InstanceResult:
+def has_cityscapes_instances(info: GroundTruthInfo) -> bool:
+    """Whether the instance ground truth is in Cityscapes' convention over Cityscapes labelIds (the
+    official AP, panoptic ground truth and tracking read it): Cityscapes and moving_shapes bags."""
+    return info.has_instances and info.label_set == CITYSCAPES_LABEL_IDS
+
+
+def instances_of(instance_ids: np.ndarray, label_set: LabelSet, track_ids: bool = False) -> InstanceResult:
     """The instances of a Cityscapes instance-id image, score 1, as ``label_set`` classes (others
-    are left out), highest area first."""
+    are left out), highest area first; ``track_ids``: each carries its instance id as its track id
+    (for ground truth whose ids persist across frames: a perfect tracker's answer)."""
     from cityscapesscripts.helpers.labels import id2label
 
     result = InstanceResult(image_size=instance_ids.shape[:2])
@@ -45,6 +52,7 @@ def instances_of(instance_ids: np.ndarray, label_set: LabelSet) -> InstanceResul
         mask = instance_ids[y0:y1, x0:x1] == value
         result.instances.append(Instance(class_id=label_set.names.index(name), class_name=name, score=1.0,
                                          box=(float(x0), float(y0), float(x1), float(y1)),
-                                         roi=(int(x0), int(y0), int(x1 - x0), int(y1 - y0)), mask=mask))
+                                         roi=(int(x0), int(y0), int(x1 - x0), int(y1 - y0)), mask=mask,
+                                         track_id=int(value) if track_ids else 0))
     result.instances.sort(key=lambda instance: -int(instance.mask.sum()))
     return result

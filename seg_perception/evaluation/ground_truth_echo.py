@@ -3,8 +3,9 @@
 It reads the ground truth of a bag (parameter ``bag``), subscribes to the camera like the real
 nodes and publishes, for each frame's stamp, the ground truth as the nodes' outputs (class ids on
 segmentation/semantic, instances on segmentation/instances, with their label sets). Replayed and
-evaluated like the real nodes, it must score 100% mIoU and AP 1.0: the check that stamps, label
-ids and masks line up through the whole path.
+evaluated like the real nodes, it must score 100% mIoU and AP 1.0 (and PQ 100; HOTA 100 where the
+bag's instance ids persist across frames, which it then publishes as track ids): the check that
+stamps, label ids and masks line up through the whole path.
 
     python -m seg_perception.evaluation.ground_truth_echo --ros-args -p bag:=<bag> -r image:=/camera/image_raw
 
@@ -74,7 +75,7 @@ class GroundTruthEcho(Node):
                 ids = class_ids_of_ground_truth(semantic[key], self._info.label_set)
                 outputs[topics.semantic_prediction].publish(class_ids_to_image_msg(ids, msg.header))
             if key in instances:
-                result = instances_of(instances[key], self.instance_label_set)
+                result = instances_of(instances[key], self.instance_label_set, self._info.instance_ids_persist)
                 outputs[topics.instance_prediction].publish(
                     instances_to_msg(result, msg.header, self.instance_label_set.name))
         self._keep.append(self.create_subscription(Image, camera, on_image, OUTPUT_QOS))

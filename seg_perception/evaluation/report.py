@@ -105,6 +105,39 @@ def _overlay_frames(evaluation: Evaluation, folder: Path) -> list[str]:
     return written
 
 
+def panoptic_tracking_lines(results: dict) -> list[str]:
+    """report.md's panoptic quality (all, things, stuff, per class) and tracking sections, for a
+    result bag and a fleet alike; one line where panoptic quality could not be scored."""
+    lines = []
+    if results.get('panoptic_skipped'):
+        lines += ['## Panoptic quality', '', results['panoptic_skipped'] + '.', '']
+    panoptic = results.get('panoptic')
+    if panoptic:
+        lines += ['## Panoptic quality (cityscapesscripts evalPanopticSemanticLabeling)', '',
+                  f'PQ **{percent(panoptic["all"]["pq"])}** over {panoptic["frames"]} frames, {panoptic["label_set"]} '
+                  f'classes; prediction {panoptic["source"]}.', '', '| classes | PQ | SQ | RQ | n |',
+                  '| --- | --- | --- | --- | --- |']
+        lines += [f'| {group} | {percent(panoptic[group]["pq"])} | {percent(panoptic[group]["sq"])} | '
+                  f'{percent(panoptic[group]["rq"])} | {panoptic[group]["n"]} |'
+                  for group in ('all', 'things', 'stuff')]
+        lines += ['', '| class | PQ | SQ | RQ | TP | FP | FN |', '| --- | --- | --- | --- | --- | --- | --- |']
+        lines += [f'| {name} | {percent(values["pq"])} | {percent(values["sq"])} | {percent(values["rq"])} | '
+                  f'{values["tp"]} | {values["fp"]} | {values["fn"]} |'
+                  for name, values in panoptic['per_class'].items() if values is not None]
+        lines.append('')
+    tracking = results.get('tracking')
+    if tracking:
+        figures = ('HOTA', 'DetA', 'AssA', 'LocA', 'MOTSA', 'IDF1')
+        lines += ['## Tracking (TrackEval, MOTS masks)', '',
+                  f'HOTA **{tracking["HOTA"]:.1f}%** over {tracking["frames"]} frames in {tracking["sequences"]} '
+                  f'sequence(s) (one per camera and bag).', '',
+                  '| ' + ' | '.join(figures) + ' | IDSW | GT ids | predicted ids |',
+                  '| ' + ' | '.join('---' for _ in range(len(figures) + 3)) + ' |',
+                  '| ' + ' | '.join(f'{tracking[name]:.1f}%' for name in figures) +
+                  f' | {tracking["IDSW"]} | {tracking["GT_IDs"]} | {tracking["IDs"]} |', '']
+    return lines
+
+
 def _camera_table(cameras: dict[str, dict]) -> list[str]:
     """One row per camera: its frames, mIoU and AP, and its semantic latency."""
     lines = ['## Per camera', '', '| camera | frames | mIoU | mIoU (official) | AP (official) | latency p50 |',
@@ -161,6 +194,7 @@ def write_report(results: dict, evaluations: Sequence[Evaluation], folder: Path)
         lines += [f'| {name} | {percent(values["ap"])} | {percent(values["ap50"])} |'
                   for name, values in instances['per_class'].items()]
         lines.append('')
+    lines += panoptic_tracking_lines(results)
     lines += ['## Latency and throughput', '', 'Latency: camera frame published by the replay -> output received.',
               '', '| output | p50 | p95 | p99 | max | throughput |', '| --- | --- | --- | --- | --- | --- |']
     for topic, summary in results['latency'].items():
