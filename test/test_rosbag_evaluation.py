@@ -157,14 +157,17 @@ def test_a_two_camera_bag_replays_through_one_node_per_task_and_evaluates_per_ca
     for namespace in ('/front', '/rear'):
         for topic in ('image_raw', 'camera_info', 'ground_truth/semantic', 'ground_truth/instances'):
             assert topics[f'{namespace}/{topic}'][1] == 2, topics
-    replayed = seg_bag('replay', bag, result_bag, '--start-pipeline', '-p', 'input_height:=64',
+    replayed = seg_bag('replay', bag, result_bag, '--start-pipeline', '--panoptic', '-p', 'input_height:=64',
                        '-p', 'input_width:=128')
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert '4 frames replayed (back-pressure)' in replayed.stdout
+    recorded = bag_topics(result_bag)  # --panoptic: the fusion node answered every frame of both cameras
+    assert all(recorded[f'{namespace}/segmentation/panoptic'][1] == 2 for namespace in ('/front', '/rear'))
     evaluated = seg_bag('evaluate', result_bag, report)
     assert evaluated.returncode == 0, evaluated.stderr
-    assert '4 frames from 2 cameras' in evaluated.stdout
+    assert '4 frames from 2 cameras' in evaluated.stdout and 'PQ ' in evaluated.stdout
     results = json.loads((report / 'report.json').read_text())
+    assert results['panoptic']['frames'] == 4 and 'recorded' in results['panoptic']['source']
     assert set(results['cameras']) == set(cameras)
     for camera, namespace in zip(cameras, ('/front', '/rear')):
         per_camera = results['cameras'][camera]
@@ -408,6 +411,13 @@ def test_pipeline_commands_start_the_asked_tasks_with_overrides_per_node(tmp_pat
         start_pipeline_commands(tmp_path / 'driving.yaml', cameras, ['semantic:input_width:=1'], {})
     with pytest.raises(ValueError, match='is not NAME:=VALUE'):
         start_pipeline_commands(tmp_path / 'driving.yaml', cameras, ['input_width=1'], {})
+    fused = start_pipeline_commands(tmp_path / 'driving.yaml', cameras, ['panoptic_segmentation:max_pending:=5'],
+                                    {'semantic_checkpoint': 'a.pth'}, panoptic=True)
+    assert len(fused) == 3 and 'seg_perception.nodes.panoptic_segmentation' in fused[2]
+    assert 'max_pending:=5' in fused[2] and 'use_sim_time:=true' in fused[2]
+    assert not any(argument.startswith('checkpoint:=') for argument in fused[2])
+    with pytest.raises(ValueError, match='replay both tasks'):
+        start_pipeline_commands(tmp_path / 'driving.yaml', cameras, [], {}, tasks=['semantic'], panoptic=True)
 
 
 def test_a_semantic_only_replay_starts_only_the_semantic_node(tmp_path, camvid_folder):

@@ -40,7 +40,7 @@ def command_make(args: argparse.Namespace) -> int:
 
 
 def command_replay(args: argparse.Namespace) -> int:
-    from seg_perception.bringup.driving_pipeline import pipeline_nodes
+    from seg_perception.bringup.driving_pipeline import PANOPTIC_FUSION, pipeline_nodes
     from seg_perception.evaluation.replay import ReplaySettings, replay, start_pipeline_commands
 
     settings = ReplaySettings(bag=args.bag, output=args.output, camera_topics=args.camera_topic or (), rate=args.rate,
@@ -56,10 +56,10 @@ def command_replay(args: argparse.Namespace) -> int:
         cameras = cameras_in_bag(bag_topics(args.bag), settings.camera_topics)
         checkpoints = {'semantic_checkpoint': args.semantic_checkpoint, 'instance_checkpoint': args.instance_checkpoint}
         commands = start_pipeline_commands(args.config or data_path(CONFIG_PATH), cameras, list(args.param),
-                                           checkpoints, args.tasks)
+                                           checkpoints, args.tasks, args.panoptic)
+        started = pipeline_nodes(args.tasks) + ([PANOPTIC_FUSION] if args.panoptic else [])
         with NodeProcesses(commands) as processes:
-            summary = replay(settings, processes.check_alive,
-                             started_outputs=[node.output for node in pipeline_nodes(args.tasks)])
+            summary = replay(settings, processes.check_alive, started_outputs=[node.output for node in started])
     missing = ', '.join(f'{topic}: {count}' for topic, count in summary.missing.items())
     print(f'{summary.frames} frames replayed ({summary.mode}); frames without output: {missing}; '
           f'result in {args.output}')
@@ -68,7 +68,7 @@ def command_replay(args: argparse.Namespace) -> int:
 
 def command_evaluate(args: argparse.Namespace) -> int:
     from seg_perception.evaluation.evaluate import evaluate
-    from seg_perception.evaluation.report import untrained_note, write_report
+    from seg_perception.evaluation.report import hota, panoptic_quality, untrained_note, write_report
 
     results, evaluations = evaluate(args.result_bag, camera_topics=args.camera_topic or ())
     report = write_report(results, evaluations, args.report)
@@ -79,6 +79,10 @@ def command_evaluate(args: argparse.Namespace) -> int:
         headline.append(f'mIoU {100 * results["semantic"]["miou"]:.1f}%')
     if 'instances_cityscapes_official' in results:
         headline.append(f'AP {100 * results["instances_cityscapes_official"]["ap"]:.1f}%')
+    if 'panoptic' in results:
+        headline.append(f'PQ {panoptic_quality(results)}')
+    if 'tracking' in results:
+        headline.append(f'HOTA {hota(results)}')
     cameras = f' from {len(results["cameras"])} cameras' if 'cameras' in results else ''
     print(f'{results["frames"]["replayed"]} frames{cameras}; {", ".join(headline) or "no ground truth"}; '
           f'report: {report}')
@@ -170,6 +174,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     replay.add_argument('--storage', default='mcap', choices=tuple(STORAGE_PLUGINS))
     replay.add_argument('--start-pipeline', action='store_true',
                         help='start the driving pipeline\'s nodes (config/driving.yaml, use_sim_time) for the replay')
+    replay.add_argument('--panoptic', action='store_true',
+                        help='with --start-pipeline: also start the panoptic node and record segmentation/panoptic '
+                             '(seg_bag evaluate then scores PQ on it instead of fusing the two predictions)')
     add_pipeline_arguments(replay)
     replay.set_defaults(run=command_replay)
 

@@ -177,9 +177,8 @@ class Evaluation:
             raise BagError(f'result bag {bag} lacks {" or ".join(camera.predictions)} (made by `seg_bag replay`?); '
                            f'it has:\n{topic_listing(available)}')
         self.camera_topic = camera.camera
-        # The panoptic node's output beside the semantic one, where the bag recorded it.
-        panoptic = camera.semantic_prediction.rsplit('/', 1)[0] + '/panoptic'
-        self.panoptic_topic = panoptic if panoptic in available else None
+        # The panoptic node's output, where the bag recorded it (replay --panoptic).
+        self.panoptic_topic = camera.panoptic_prediction if camera.panoptic_prediction in available else None
         # What a frame needs before its panoptic quality and tracking are scored (see _score_scenes).
         self.scene_parts_needed = {'semantic_truth', 'instance_truth', 'instances'} | (
             {'panoptic'} if self.panoptic_topic else {'semantic'} if camera.semantic_prediction in available else set())

@@ -30,7 +30,7 @@ from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag
 from seg_perception.evaluation.evaluate import panoptic_tracking_results
 from seg_perception.evaluation.fleet_worker import FleetModel, Predictor, evaluate_bag, use_own_ros_domain
 from seg_models.bench.metrics import instance_scores_from_matches, pooled_matches, scores_from_confusion
-from seg_perception.evaluation.report import panoptic_tracking_lines, percent, untrained_note
+from seg_perception.evaluation.report import hota, panoptic_quality, panoptic_tracking_lines, percent, untrained_note
 
 CACHE_FORMAT = 3  # bump when a cached per-bag result changes meaning
 # A file path: the first worker to find it missing creates it and dies, so the restart and the
@@ -270,19 +270,8 @@ def write_fleet_report(report: dict, folder: Path) -> Path:
     return folder / 'report.md'
 
 
-def panoptic_quality(figures: dict) -> str:
-    """PQ over all classes of a report entry, n/a where not scored."""
-    return percent(figures.get('panoptic', {}).get('all', {}).get('pq'))
-
-
-def hota(figures: dict) -> str:
-    """HOTA of a report entry (TrackEval's percent), n/a where not scored."""
-    value = figures.get('tracking', {}).get('HOTA')
-    return 'n/a' if value is None else f'{value:.1f}%'
-
-
 def headline(figures: dict) -> str:
-    """The scores of a report entry in a few words: mIoU (and pixel accuracy), AP."""
+    """The scores of a report entry in a few words: mIoU (and pixel accuracy), AP, PQ, HOTA."""
     words = []
     if figures.get('miou') is not None:
         words.append(f'mIoU {percent(figures["miou"])}, pixel accuracy {percent(figures["pixel_accuracy"])}')

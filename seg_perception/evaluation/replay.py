@@ -36,7 +36,7 @@ from std_msgs.msg import String
 from tqdm import tqdm
 
 from seg_models.checkpoints.named import absolute_checkpoint
-from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE, TASKS, pipeline_nodes
+from seg_perception.bringup.driving_pipeline import DRIVING_PIPELINE, PANOPTIC_FUSION, TASKS, pipeline_nodes
 from seg_perception.bringup.processes import node_command, spin_until
 from seg_perception.evaluation.bag_io import BagWriter, cameras_in_bag, message_class, read_raw, require_topics
 from seg_perception.messages.topics import (CLOCK, COMPRESSED_SUFFIX, DIAGNOSTICS, LABEL_INFO_QOS, LABEL_INFO_SUFFIX,
@@ -108,14 +108,21 @@ class Recorder(Node):
             self.received[topic].add(stamp_key(header))
 
 
+def camera_outputs(camera: CameraBagTopics, started_outputs: Optional[Sequence[str]]) -> list[str]:
+    """The outputs a camera's frames may wait for: the nodes' predictions, and the panoptic node's
+    where it was started; with ``started_outputs`` None (nodes started elsewhere) the predictions."""
+    candidates = list(camera.predictions) + ([camera.panoptic_prediction] if started_outputs else [])
+    return [topic for topic in candidates
+            if started_outputs is None or any(topic.endswith('/' + output) for output in started_outputs)]
+
+
 def _wait_for_nodes(recorder: Recorder, settings: ReplaySettings, cameras: Sequence[CameraBagTopics],
                     started_outputs: Optional[Sequence[str]], check_alive) -> dict[str, list[str]]:
     """Per camera, the outputs its frames wait for: those published. With ``started_outputs`` (the
     outputs of the nodes this process started, e.g. segmentation/semantic) each of those for every
     camera, else whichever appear first. Recording starts before the camera check: lazy nodes
     subscribe to a camera only once someone listens to its outputs."""
-    expected = [topic for camera in cameras for topic in camera.predictions
-                if started_outputs is None or any(topic.endswith('/' + output) for output in started_outputs)]
+    expected = [topic for camera in cameras for topic in camera_outputs(camera, started_outputs)]
 
     def published() -> list[str]:
         return [topic for topic in expected if recorder.count_publishers(topic)]
@@ -130,10 +137,11 @@ def _wait_for_nodes(recorder: Recorder, settings: ReplaySettings, cameras: Seque
                            f'cameras:=[...] for several cameras) or pass --start-pipeline')
     labels = [topic + LABEL_INFO_SUFFIX for topic in waited]
     recorder.record(list(dict.fromkeys(list(settings.record) + waited + labels)))
-    outputs = {camera.camera: [topic for topic in camera.predictions if topic in waited] for camera in cameras}
-    for camera in cameras:
+    outputs = {camera.camera: [topic for topic in camera_outputs(camera, started_outputs) if topic in waited]
+               for camera in cameras}
+    for camera in cameras:  # the nodes that subscribe to the camera (the panoptic node reads their outputs)
         nodes = {(info.node_namespace, info.node_name) for topic in outputs[camera.camera]
-                 for info in recorder.get_publishers_info_by_topic(topic)}
+                 if topic in camera.predictions for info in recorder.get_publishers_info_by_topic(topic)}
         publisher = recorder.cameras[camera.camera]
         if not spin_until(recorder, lambda: publisher.get_subscription_count() >= len(nodes),
                           settings.startup_timeout_sec, check_alive):
@@ -236,7 +244,7 @@ def _publish_frames(recorder: Recorder, settings: ReplaySettings, waited: dict[s
 def scoped_overrides(overrides: Sequence[str]) -> dict[str, list[str]]:
     """Per pipeline node, its ``NAME:=VALUE`` overrides: ``NAME:=VALUE`` goes to every node,
     ``NODE:NAME:=VALUE`` to that node only; a malformed override or unknown node is refused."""
-    scoped: dict[str, list[str]] = {node.name: [] for node in DRIVING_PIPELINE}
+    scoped: dict[str, list[str]] = {node.name: [] for node in DRIVING_PIPELINE + (PANOPTIC_FUSION,)}
     for override in overrides:
         name, separator, value = override.partition(':=')
         node, _, parameter = name.rpartition(':')
@@ -251,12 +259,16 @@ def scoped_overrides(overrides: Sequence[str]) -> dict[str, list[str]]:
 
 
 def start_pipeline_commands(config: Path, cameras: Sequence[CameraBagTopics], overrides: list[str],
-                            checkpoints: dict[str, str], tasks: Sequence[str] = TASKS) -> list[list[str]]:
+                            checkpoints: dict[str, str], tasks: Sequence[str] = TASKS,
+                            panoptic: bool = False) -> list[list[str]]:
     """The commands of the pipeline's nodes for ``tasks`` replaying ``cameras``: sim time, reliable
     input, the bag's camera transport; one camera as the default camera (remapped), several as the
     cameras parameter. ``checkpoints`` maps launch-style arguments (semantic_checkpoint ...) to
     weights. An override ``NAME:=VALUE`` goes to every node, ``NODE:NAME:=VALUE`` to that node only
-    (e.g. semantic_segmentation:input_height:=256)."""
+    (e.g. semantic_segmentation:input_height:=256). ``panoptic`` adds the fusion node (both tasks
+    needed); it takes the cameras and sim time, and ignores what it does not declare."""
+    if panoptic and set(TASKS) - set(tasks):
+        raise ValueError('the panoptic node fuses the semantic and instance results: replay both tasks')
     # replay waits for every node's answer before the next frame: a node answered before a slower one
     # is paced, not facing a silent camera
     settings = ['use_sim_time:=true', 'input_reliability:=reliable',
@@ -268,11 +280,11 @@ def start_pipeline_commands(config: Path, cameras: Sequence[CameraBagTopics], ov
     else:
         camera_topic = cameras[0].camera
         settings.append(f'cameras:=[{", ".join(camera.camera for camera in cameras)}]')
-    nodes = pipeline_nodes(tasks)
+    nodes = pipeline_nodes(tasks) + ([PANOPTIC_FUSION] if panoptic else [])
     scoped = scoped_overrides(overrides)
     commands = []
     for node in nodes:
-        checkpoint = checkpoints.get(node.checkpoint_argument)
+        checkpoint = checkpoints.get(node.checkpoint_argument) if node in DRIVING_PIPELINE else None
         node_settings = settings + scoped[node.name] + ([f'checkpoint:={absolute_checkpoint(checkpoint)}']
                                                         if checkpoint else [])
         commands.append(node_command(node, camera_topic, config, node_settings))

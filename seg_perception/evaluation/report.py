@@ -29,6 +29,17 @@ def percent(value: Optional[float]) -> str:
     return 'n/a' if value is None else f'{100 * value:.1f}%'
 
 
+def panoptic_quality(figures: dict) -> str:
+    """PQ over all classes of a report entry, n/a where not scored."""
+    return percent(figures.get('panoptic', {}).get('all', {}).get('pq'))
+
+
+def hota(figures: dict) -> str:
+    """HOTA of a report entry (TrackEval's percent), n/a where not scored."""
+    value = figures.get('tracking', {}).get('HOTA')
+    return 'n/a' if value is None else f'{value:.1f}%'
+
+
 def _plot_per_class_iou(per_class: dict[str, Optional[float]], path: Path, title: str) -> None:
     names = [name for name, value in per_class.items() if value is not None]
     values = [100 * per_class[name] for name in names]

@@ -101,6 +101,7 @@ class CameraBagTopics:
     semantic_prediction: str
     instance_prediction: str
     frame_prefix: str  # names this camera's frames in reports and Cityscapes files (no underscore)
+    panoptic_prediction: str = ''  # the panoptic node's output, where it ran (replay --panoptic)
 
     @property
     def predictions(self) -> tuple[str, str]:
@@ -118,11 +119,13 @@ def camera_bag_topics(camera: str, index: Optional[int] = None) -> CameraBagTopi
     camera_info = output_in_namespace(namespace, '', CAMERA_INFO_NAME)
     if index is None:
         return CameraBagTopics(camera, camera_info, GROUND_TRUTH_SEMANTIC, GROUND_TRUTH_INSTANCES,
-                               in_root_namespace(SEMANTIC_OUTPUT), in_root_namespace(INSTANCE_OUTPUT), 'frame')
+                               in_root_namespace(SEMANTIC_OUTPUT), in_root_namespace(INSTANCE_OUTPUT), 'frame',
+                               in_root_namespace(PANOPTIC_OUTPUT))
     ground_truth = output_in_namespace(namespace, '', GROUND_TRUTH)
     return CameraBagTopics(camera, camera_info, f'{ground_truth}/semantic', f'{ground_truth}/instances',
                            output_in_namespace(namespace, '', SEMANTIC_OUTPUT),
-                           output_in_namespace(namespace, '', INSTANCE_OUTPUT), f'camera{index}')
+                           output_in_namespace(namespace, '', INSTANCE_OUTPUT), f'camera{index}',
+                           output_in_namespace(namespace, '', PANOPTIC_OUTPUT))
 
 
 SEMANTIC_PREDICTION = in_root_namespace(SEMANTIC_OUTPUT)  # what replay records from the nodes
