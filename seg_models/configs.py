@@ -65,7 +65,7 @@ class TrackerSettings:
     low_match_iou: float = 0.5  # least IoU of a second-stage match (ByteTrack: 0.5)
     max_age: int = 30  # frames a track survives unmatched
     min_hits: int = 2  # matched frames before a track's id is published (0 until then)
-    max_gap: float = 1.0  # seconds between frames beyond which a camera's tracks are reset
+    max_gap: float = 1.0  # seconds between frames (and 3 x the usual interval) beyond which tracks are reset
     motion: bool = True  # constant-velocity prediction of a track's box before matching
 
 

@@ -83,3 +83,14 @@ def test_driving_yaml_writes_out_the_panoptic_nodes_defaults():
     values = configured(PANOPTIC_NODE)
     assert set(values) == set(specs)
     assert {name: value for name, value in values.items() if value != specs[name].default} == {}
+
+
+def test_tracker_parameters_build_the_tracker_settings_and_refuse_an_inverted_score_band():
+    from seg_models.configs import TrackerSettings
+    from seg_perception.nodes.instance_segmentation import tracker_settings_from_parameters
+    from seg_perception.runtime.parameters import ParameterValueError
+
+    values = {name: spec.default for name, spec in declared(INSTANCE_NODE).items()}
+    assert tracker_settings_from_parameters(values) == TrackerSettings()
+    with pytest.raises(ParameterValueError, match='track_low_score 0.7 is above track_high_score 0.6'):
+        tracker_settings_from_parameters({**values, 'track_low_score': 0.7})

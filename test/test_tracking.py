@@ -21,11 +21,12 @@ def disc(x: int, y: int, radius: int = 12, class_id: int = DISC, score: float = 
     return instance_from_frame_mask(mask.astype(bool), class_id, score)
 
 
-def track_ids(tracker: MaskTracker, frames: list[list[Instance]], first_stamp: float = 0.0) -> list[list[int]]:
-    """Each frame's track ids, in the order of its instances (frames FRAME_PERIOD apart)."""
+def track_ids(tracker: MaskTracker, frames: list[list[Instance]], first_stamp: float = 0.0,
+              interval: float = FRAME_PERIOD) -> list[list[int]]:
+    """Each frame's track ids, in the order of its instances (frames ``interval`` seconds apart)."""
     ids = []
     for index, instances in enumerate(frames):
-        assert tracker.update(instances, first_stamp + index * FRAME_PERIOD) == ''
+        assert tracker.update(instances, first_stamp + index * interval) == ''
         ids.append([instance.track_id for instance in instances])
     return ids
 
@@ -103,10 +104,25 @@ def test_a_stamp_going_back_or_a_gap_resets_the_tracks_and_ids_are_never_given_a
     assert same_place[0].track_id == 0  # a new track, not confirmed yet
     assert track_ids(tracker, [same_place] * 2, first_stamp=0.1) == [[2], [2]]
     assert tracker.update(same_place, 1.1) == ''  # 0.9 s: within max_gap
-    assert tracker.update(same_place, 3.6) == 'no frame for 2.50 s (more than max_gap 1.0 s): tracks reset'
+    assert tracker.update(same_place, 3.6) == ('no frame for 2.50 s (more than max_gap 1.0 s and 3 times the usual '
+                                               '0.26 s): tracks reset')
     assert track_ids(tracker, [same_place] * 2, first_stamp=3.7) == [[3], [3]]
     tracker.reset()
     assert track_ids(tracker, [same_place] * 2, first_stamp=0.0) == [[0], [4]]
+
+
+def test_a_node_slower_than_max_gap_keeps_its_tracks_and_a_long_pause_still_resets_them():
+    """A CPU Mask R-CNN answering every 2 s: each interval is over max_gap, none is a gap."""
+    tracker = MaskTracker(TrackerSettings(min_hits=2, max_gap=1.0))
+    same_place = [disc(100, 100)]
+    assert track_ids(tracker, [same_place] * 4, first_stamp=0.0, interval=2.0) == [[0], [1], [1], [1]]
+    assert tracker.update(same_place, 16.0).startswith('no frame for 10.00 s')  # > 3 x the usual 2 s
+    assert tracker.ids_given == 1 and same_place[0].track_id == 0
+
+
+def test_a_low_score_above_the_high_score_is_refused():
+    with pytest.raises(ValueError, match='low_score 0.7 is above high_score 0.6'):
+        MaskTracker(TrackerSettings(low_score=0.7))
 
 
 def test_mask_iou_matrix_equals_a_full_frame_computation_on_random_masks():

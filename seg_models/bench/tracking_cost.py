@@ -89,7 +89,7 @@ def time_per_frame(settings: TrackerSettings, count: int, image_size: tuple[int,
         tracker.update(instances, index / FRAME_RATE)
         if index >= WARMUP_FRAMES:
             timings.append(time.perf_counter() - started)
-    return timings, max(track.track_id for track in tracker.tracks)
+    return timings, tracker.ids_given
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

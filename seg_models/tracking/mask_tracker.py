@@ -33,6 +33,12 @@ SIMILARITIES = ('mask', 'box')
 VELOCITY_MATCHES = 3
 # Assignment cost of a pair that may not match: far above any sum of allowed costs (each at most 1).
 FORBIDDEN_COST = 1e6
+# A gap resets the tracks only when it is also this many times the camera's usual interval between
+# the frames the tracker sees: a node slower than max_gap (a CPU Mask R-CNN at 2 s a frame) keeps
+# its tracks, while a camera that stops and comes back still starts afresh.
+GAP_INTERVALS = 3.0
+# Weight of the newest interval in the usual interval (an exponential average).
+INTERVAL_WEIGHT = 0.2
 
 
 def _window_overlaps(rois_a: np.ndarray, rois_b: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -165,11 +171,19 @@ class MaskTracker:
     def __init__(self, settings: TrackerSettings) -> None:
         if settings.similarity not in SIMILARITIES:
             raise ValueError(f'unknown tracker similarity {settings.similarity!r}; known: {", ".join(SIMILARITIES)}')
+        if settings.low_score > settings.high_score:
+            raise ValueError(f'tracker low_score {settings.low_score} is above high_score {settings.high_score}')
         self.settings = settings
         self.tracks: list[Track] = []
         self._last_id = 0
         self._frame = 0
         self._last_stamp: Optional[float] = None
+        self._usual_interval: Optional[float] = None  # seconds between frames, kept across resets
+
+    @property
+    def ids_given(self) -> int:
+        """How many track ids this tracker has given (the last one)."""
+        return self._last_id
 
     def reset(self) -> None:
         """Forget every track (ids keep counting up from the last one given)."""
@@ -184,6 +198,10 @@ class MaskTracker:
         reason = self._reset_reason(stamp)
         if reason:
             self.reset()
+        elif self._last_stamp is not None:
+            interval = stamp - self._last_stamp
+            self._usual_interval = interval if self._usual_interval is None else \
+                (1 - INTERVAL_WEIGHT) * self._usual_interval + INTERVAL_WEIGHT * interval
         self._last_stamp = stamp
         self._frame += 1
         for instance in instances:
@@ -197,9 +215,12 @@ class MaskTracker:
             return ''
         if stamp < self._last_stamp:
             return f'the stamp went back from {self._last_stamp:.3f} s to {stamp:.3f} s: tracks reset'
-        if stamp - self._last_stamp > self.settings.max_gap:
-            return (f'no frame for {stamp - self._last_stamp:.2f} s (more than max_gap {self.settings.max_gap} s): '
-                    'tracks reset')
+        gap = stamp - self._last_stamp
+        if self._usual_interval is None:  # the first interval sets the usual one: a slow node is not a gap
+            return ''
+        if gap > max(self.settings.max_gap, GAP_INTERVALS * self._usual_interval):
+            return (f'no frame for {gap:.2f} s (more than max_gap {self.settings.max_gap} s and '
+                    f'{GAP_INTERVALS:g} times the usual {self._usual_interval:.2f} s): tracks reset')
         return ''
 
     def _associate(self, detections: list[Instance]) -> None:

@@ -207,7 +207,7 @@ class Evaluation:
         contents, topics = self.contents, self.topics
         wanted = [GROUND_TRUTH_INFO, REPLAY_SUMMARY, DIAGNOSTICS, topics.camera, *topics.ground_truths,
                   *topics.predictions, *(prediction + LABEL_INFO_SUFFIX for prediction in topics.predictions),
-                  *([self.panoptic_topic] if self.panoptic_topic else [])]
+                  *([self.panoptic_topic, self.panoptic_topic + LABEL_INFO_SUFFIX] if self.panoptic_topic else [])]
         for topic, timestamp, msg in tqdm(read_messages(self.bag, wanted), desc=f'evaluating {topics.camera}',
                                           unit='msg'):
             if topic == GROUND_TRUTH_INFO:
@@ -279,7 +279,7 @@ class Evaluation:
             lookup = label_set_lookup(self._prediction_label_set(set_topic), self.scene.label_set)
             prediction = panoptic_in_label_set(parts['panoptic'], lookup, self.scene.label_set.num_classes)
             self.scene.source = f'recorded {self.panoptic_topic}'
-        elif 'semantic' in parts:
+        elif 'semantic' in parts and not self.panoptic_topic:  # a recorded panoptic output is never mixed with fusion
             lookup = label_set_lookup(self._prediction_label_set(self.topics.semantic_prediction), self.scene.label_set)
             prediction = self.scene.fused(lookup[parts['semantic']], parts['instances'])
         if prediction is not None:

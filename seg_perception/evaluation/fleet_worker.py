@@ -38,13 +38,13 @@ from seg_models.data.datasets import GroundTruthInfo
 from seg_perception.evaluation.evaluate import Evaluation, PanopticTrackingScores, frame_name
 from seg_perception.evaluation.ground_truth import (class_ids_of_ground_truth, ground_truth_label_set,
                                                     has_cityscapes_instances, instances_of)
-from seg_models.configs import TrackerSettings
 from seg_models.tracking.mask_tracker import MaskTracker
 from seg_models.bench.metrics import CityscapesFiles, confusion_matrix
 from seg_perception.evaluation.replay import ReplaySettings, replay, scoped_overrides, start_pipeline_commands
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb, output_msg_to_array
-from seg_perception.messages.topics import COMPRESSED_SUFFIX, GROUND_TRUTH_INFO, CameraBagTopics, stamp_key
+from seg_perception.messages.topics import (COMPRESSED_SUFFIX, GROUND_TRUTH_INFO, CameraBagTopics, stamp_key,
+                                            stamp_seconds)
 
 PREDICTORS = ('model', 'ground_truth_echo')
 Progress = Callable[[int], None]  # told the number of camera frames just evaluated
@@ -76,6 +76,16 @@ class FleetModel:
         from seg_perception.package_share import data_path
 
         return Path(self.config) if self.config else Path(data_path(CONFIG_PATH))
+
+    def tracker(self) -> Optional[MaskTracker]:
+        """A tracker for one camera as the instance node would run it (its track_* parameters); None
+        with tracking off, or for the ground-truth echo, whose instances carry the true ids."""
+        from seg_perception.nodes.instance_segmentation import tracker_settings_from_parameters
+
+        if self.predictor != 'model':
+            return None
+        settings = tracker_settings_from_parameters(self.node_parameters('instance'))
+        return MaskTracker(settings) if settings.enabled else None
 
     def node_parameters(self, task: str) -> dict:
         """The parameter values the node of ``task`` would run with: its declared defaults, the
@@ -241,11 +251,6 @@ def ground_truth_info(bag: Path, available: dict) -> GroundTruthInfo:
     return infos[0]
 
 
-def frame_seconds(key: tuple[int, int]) -> float:
-    """A frame's stamp in seconds, as the tracker takes it."""
-    return key[0] + key[1] * 1e-9
-
-
 def evaluate_directly(bag: Path, predictor: Predictor, progress: Progress) -> tuple[GroundTruthInfo, dict]:
     """Per-camera scores of ``predictor``'s answers to the bag's frames."""
     available = bag_topics(bag)
@@ -262,7 +267,7 @@ def evaluate_directly(bag: Path, predictor: Predictor, progress: Progress) -> tu
         for camera in cameras_in_bag(available):
             scores = CameraScores()
             scene = PanopticTrackingScores(info, predictor.instance_label_set) if instances else None
-            tracker = MaskTracker(TrackerSettings()) if predictor.model.predictor == 'model' else None
+            tracker = predictor.model.tracker() if instances else None
             for batch in camera_batches(bag, camera, info, predictor.model.batch_size):
                 semantic_ids = predictor.semantic_in_ground_truth_classes(batch, info.label_set) if semantic else None
                 if semantic:
@@ -290,7 +295,7 @@ def score_scene(scene: PanopticTrackingScores, tracker: Optional[MaskTracker], f
     """One frame's panoptic statistics (semantic ids in the ground truth's classes fused with the
     instances) and tracks (``tracker``'s ids; None: the instances carry theirs)."""
     if tracker is not None and scene.info.instance_ids_persist:
-        tracker.update(instances.instances, frame_seconds(frame.key))
+        tracker.update(instances.instances, stamp_seconds(frame.key))
     scene.add_tracks(frame.key, frame.instances, instances)
     if semantic_ids is not None and frame.semantic is not None:
         fused = scene.fused(semantic_ids, instances)

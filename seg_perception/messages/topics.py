@@ -163,6 +163,11 @@ def stamp_key(header) -> tuple[int, int]:
     return header.stamp.sec, header.stamp.nanosec
 
 
+def stamp_seconds(key: tuple[int, int]) -> float:
+    """A ``stamp_key`` in seconds, as the tracker takes a frame's stamp."""
+    return key[0] + key[1] * 1e-9
+
+
 # An image stamp further from the node's clock than this is not a latency but another clock (a camera
 # stamping time since boot, an unsynchronised host, a stamp past 2038 wrapped): no latency figure.
 PLAUSIBLE_STAMP_PAST_SEC = 3600.0

@@ -32,7 +32,7 @@ from seg_models.segmenters.instance_postprocess import InstanceResult
 from seg_models.tracking import MaskTracker
 from seg_perception.messages.images import array_to_image_msg
 from seg_perception.messages.instances import instances_to_msg
-from seg_perception.messages.topics import INSTANCE_NODE, INSTANCE_OUTPUT, OVERLAY_OUTPUT
+from seg_perception.messages.topics import INSTANCE_NODE, INSTANCE_OUTPUT, OVERLAY_OUTPUT, stamp_key, stamp_seconds
 from seg_perception.nodes.segmentation_node import SegmentationNode, SegmenterProcessor
 from seg_perception.runtime.camera_channel import OutputPublishers
 from seg_perception.runtime.camera_input import CameraFrame
@@ -61,8 +61,9 @@ TRACKER_PARAMETERS = (
     tracker_parameter('max_age', 'Frames a track survives without a match.', value_range=(0, 10000)),
     tracker_parameter('min_hits', 'Matched frames before a track\'s id is published (track_id 0 until then).',
                       value_range=(1, 1000)),
-    tracker_parameter('max_gap', 'Seconds between two frames of a camera beyond which its tracks are reset (a '
-                                 'stamp going back, a bag looping, resets them too).', value_range=(0.0, 3600.0)),
+    tracker_parameter('max_gap', 'Seconds between two frames of a camera beyond which its tracks are reset, when '
+                                 'also three times its usual interval (a stamp going back, a bag looping, resets '
+                                 'them too).', value_range=(0.0, 3600.0)),
     tracker_parameter('motion', 'Predict each track\'s box at constant velocity before matching.'),
 )
 
@@ -100,8 +101,12 @@ INSTANCE_PARAMETERS = (
 
 
 def tracker_settings_from_parameters(values: dict[str, Any]) -> TrackerSettings:
-    return TrackerSettings(**{field: values['tracking' if field == 'enabled' else f'track_{field}']
-                              for field in TrackerSettings.__dataclass_fields__})
+    settings = TrackerSettings(**{field: values['tracking' if field == 'enabled' else f'track_{field}']
+                                  for field in TrackerSettings.__dataclass_fields__})
+    if settings.low_score > settings.high_score:
+        raise ParameterValueError(f'track_low_score {settings.low_score} is above track_high_score '
+                                  f'{settings.high_score}: the second stage would take nothing')
+    return settings
 
 
 def class_filter_ids(names: tuple[str, ...], label_set_name: str) -> tuple[int, ...]:
@@ -146,20 +151,21 @@ class InstanceProcessor(SegmenterProcessor):
                          self.config.output_filter.score_threshold)
         self._overlay_alpha = values['overlay_alpha']
         self._tracker_settings = tracker_settings_from_parameters(values)
+        self._trackers: dict[str, MaskTracker] = {}  # camera input topic -> its tracker
 
     def create_segmenter(self) -> InstanceSegmenter:
         return create_instance_segmenter(self.config)
 
     def create_outputs(self, outputs: OutputPublishers) -> InstancePublishers:
+        tracker = None
+        if self._tracker_settings.enabled:  # kept across cleanup and configure: ids are never given twice
+            tracker = self._trackers.setdefault(outputs.topics.input_topic, MaskTracker(self._tracker_settings))
         return InstancePublishers(instances=outputs.create(InstanceMaskArray, INSTANCE_OUTPUT),
-                                  overlay=outputs.create(Image, OVERLAY_OUTPUT),
-                                  tracker=MaskTracker(self._tracker_settings) if self._tracker_settings.enabled
-                                  else None)
+                                  overlay=outputs.create(Image, OVERLAY_OUTPUT), tracker=tracker)
 
     def publish_result(self, publishers: InstancePublishers, frame: CameraFrame, result: InstanceResult) -> None:
         if publishers.tracker is not None:
-            stamp = frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9
-            reset = publishers.tracker.update(result.instances, stamp)
+            reset = publishers.tracker.update(result.instances, stamp_seconds(stamp_key(frame.header)))
             if reset:
                 self._node.get_logger().warning(f'{frame.camera}: {reset}')
         publishers.instances.publish(instances_to_msg(result, frame.header, self.label_set.name))

@@ -51,6 +51,7 @@ from seg_perception.messages.topics import (COLOR_OUTPUT, DIAGNOSTICS, DIAGNOSTI
 from seg_perception.runtime.camera_channel import CameraTopics, OutputPublishers, camera_topics
 from seg_perception.runtime.camera_settings import CameraInputSettings
 from seg_perception.runtime.camera_statistics import CameraStatistics
+from seg_perception.runtime.diagnostics import format_ms
 from seg_perception.runtime.node_main import main_for
 from seg_perception.runtime.parameters import ParameterSpec, declare_parameters
 from seg_perception.runtime.throttled_log import ThrottledErrorLog
@@ -295,13 +296,14 @@ class PanopticCamera:
                                                  self._instance_label_set)
             converted = time.perf_counter()
             result = fuse_panoptic(class_ids, instances, self._thing_map, self._semantic_label_set, self._settings)
+            answer = panoptic_to_msg(result, header, self._semantic_label_set)  # refuses ids beyond mono16
         except (ImageConversionError, ValueError) as error:
             kind = error.kind if isinstance(error, ImageConversionError) else 'fusion'
             self._refuse(kind, f'{self.name}: frame {header.stamp.sec}.{header.stamp.nanosec:09d} (frame_id '
                                f'{header.frame_id!r}) not fused: {error}')
             return
         fused = time.perf_counter()
-        self._panoptic.publish(panoptic_to_msg(result, header, self._semantic_label_set))
+        self._panoptic.publish(answer)
         if self._color.get_subscription_count():
             self._color.publish(array_to_image_msg(panoptic_colors(result, self._semantic_label_set), 'rgb8', header))
         published = time.perf_counter()
@@ -344,9 +346,9 @@ class PanopticCamera:
             'semantic input': self.input_topics[SEMANTIC],
             'instance input': self.input_topics[INSTANCES],
             'output rate (Hz)': f'{snapshot.output_rate_hz:.2f}',
-            'latency p50 (ms)': _format_ms(snapshot.latency_p50_ms),
-            'latency p95 (ms)': _format_ms(snapshot.latency_p95_ms),
-            'processing p50 (ms)': _format_ms(snapshot.processing_p50_ms),
+            'latency p50 (ms)': format_ms(snapshot.latency_p50_ms),
+            'latency p95 (ms)': format_ms(snapshot.latency_p95_ms),
+            'processing p50 (ms)': format_ms(snapshot.processing_p50_ms),
             'pairs received': str(snapshot.frames_received),
             'frames published': str(snapshot.frames_published),
             'semantic frames dropped unpaired': str(self.pairing.unpaired[SEMANTIC]),
@@ -369,10 +371,6 @@ class PanopticCamera:
             self._node.destroy_publisher(self._label_info_publisher)
             self._label_info_publisher = None
         self.outputs.destroy()
-
-
-def _format_ms(value: Optional[float]) -> str:
-    return '' if value is None else f'{value:.1f}'
 
 
 class PanopticSegmentationNode(Node):

@@ -64,7 +64,8 @@ def silence_report(input_topic: str, silence: float, settings, publishers: int, 
     return silence, warning, None
 
 
-def _format_ms(value: Optional[float]) -> str:
+def format_ms(value: Optional[float]) -> str:
+    """A milliseconds figure for a /diagnostics value ('' where there is none yet)."""
     return '' if value is None else f'{value:.1f}'
 
 
@@ -103,9 +104,9 @@ def camera_input_status(name: str, hardware_id: str, snapshot: StatisticsSnapsho
         'input topic': state.input_topic,
         'input rate (Hz)': f'{snapshot.input_rate_hz:.2f}',
         'output rate (Hz)': f'{snapshot.output_rate_hz:.2f}',
-        'latency p50 (ms)': _format_ms(snapshot.latency_p50_ms),
-        'latency p95 (ms)': _format_ms(snapshot.latency_p95_ms),
-        'processing p50 (ms)': _format_ms(snapshot.processing_p50_ms),
+        'latency p50 (ms)': format_ms(snapshot.latency_p50_ms),
+        'latency p95 (ms)': format_ms(snapshot.latency_p95_ms),
+        'processing p50 (ms)': format_ms(snapshot.processing_p50_ms),
         'frames received': str(snapshot.frames_received),
         'frames published': str(snapshot.frames_published),
         'frames dropped': str(snapshot.frames_dropped),
