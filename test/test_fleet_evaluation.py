@@ -186,3 +186,18 @@ def test_ray_data_over_frames_gives_the_same_matrix_as_a_task_per_bag(drives):
                   for bag in bags)
     assert frames == 6
     np.testing.assert_array_equal(matrix, per_bag)
+
+
+def test_the_fleet_starts_the_panoptic_node_only_through_the_nodes():
+    """--panoptic with --through-nodes: the fusion node beside both nodes, its output awaited and
+    recorded (the replay path test_rosbag_evaluation runs with --panoptic); directly it is refused."""
+    from seg_perception.evaluation.fleet_worker import FleetModel
+    from seg_perception.messages.topics import camera_bag_topics
+
+    with pytest.raises(ValueError, match='with --through-nodes'):
+        FleetModel(panoptic=True)
+    model = FleetModel(through_nodes=True, panoptic=True)
+    commands, outputs = model.pipeline_commands([camera_bag_topics('/camera/image_raw')])
+    assert len(commands) == 3 and 'seg_perception.nodes.panoptic_segmentation' in commands[2]
+    assert outputs == ['segmentation/semantic', 'segmentation/instances', 'segmentation/panoptic']
+    assert model.cache_key()['panoptic'] and not FleetModel(through_nodes=True).cache_key()['panoptic']

@@ -102,7 +102,8 @@ def command_evaluate_fleet(args: argparse.Namespace) -> int:
     checkpoints = {'semantic_checkpoint': args.semantic_checkpoint, 'instance_checkpoint': args.instance_checkpoint}
     model = FleetModel(tasks=tuple(args.tasks), config=args.config, overrides=tuple(args.param),
                        checkpoints=tuple((name, path) for name, path in checkpoints.items() if path),
-                       predictor=args.predictor, through_nodes=args.through_nodes, batch_size=args.batch_size)
+                       predictor=args.predictor, through_nodes=args.through_nodes, batch_size=args.batch_size,
+                       panoptic=args.panoptic)
     settings = FleetSettings(model=model, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                              address=args.address, cache_dir=args.cache_dir or args.report / 'bag_results',
                              domain_id_base=args.domain_id_base)
@@ -201,6 +202,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     fleet.add_argument('--through-nodes', action='store_true',
                        help='replay each bag through the pipeline\'s nodes (real DDS, one ROS domain id per worker) '
                             'instead of running the models directly')
+    fleet.add_argument('--panoptic', action='store_true',
+                       help='with --through-nodes: also start the panoptic node and score its output (PQ); '
+                            'directly, the two results are always fused and scored')
     fleet.add_argument('--domain-id-base', type=int, default=100,
                        help='--through-nodes: worker i uses ROS domain id BASE + i (default 100)')
     fleet.add_argument('--predictor', default='model',

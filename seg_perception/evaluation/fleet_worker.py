@@ -32,7 +32,7 @@ from seg_models.data.labels import LabelSet, cityscapes_things, label_set_lookup
 from seg_models.checkpoints.named import absolute_checkpoint, checkpoint_identity
 from seg_models.segmenters.instance_postprocess import InstanceResult
 from seg_models.tasks import get_task
-from seg_perception.bringup.driving_pipeline import CONFIG_PATH, TASKS, pipeline_node, pipeline_nodes
+from seg_perception.bringup.driving_pipeline import CONFIG_PATH, PANOPTIC_FUSION, TASKS, pipeline_node, pipeline_nodes
 from seg_perception.evaluation.bag_io import bag_topics, cameras_in_bag, read_messages
 from seg_models.data.datasets import GroundTruthInfo
 from seg_perception.evaluation.evaluate import Evaluation, PanopticTrackingScores, frame_name
@@ -62,12 +62,16 @@ class FleetModel:
     predictor: str = 'model'  # or ground_truth_echo: answers with the ground truth (direct mode only)
     through_nodes: bool = False
     batch_size: int = 4  # frames per model call (direct mode)
+    panoptic: bool = False  # through the nodes: start the panoptic node too and score its output
 
     def __post_init__(self) -> None:
         if self.predictor not in PREDICTORS:
             raise ValueError(f'unknown predictor {self.predictor!r}; one of {", ".join(PREDICTORS)}')
         if self.through_nodes and self.predictor != 'model':
             raise ValueError('--through-nodes replays into the pipeline\'s nodes: it takes no --predictor')
+        if self.panoptic and not self.through_nodes:
+            raise ValueError('--panoptic starts the panoptic node: with --through-nodes (directly, the two results '
+                             'are fused without it)')
         pipeline_nodes(self.tasks)  # unknown tasks are refused here
         scoped_overrides(list(self.overrides))  # and malformed overrides
 
@@ -76,6 +80,13 @@ class FleetModel:
         from seg_perception.package_share import data_path
 
         return Path(self.config) if self.config else Path(data_path(CONFIG_PATH))
+
+    def pipeline_commands(self, cameras: Sequence[CameraBagTopics]) -> tuple[list[list[str]], list[str]]:
+        """The node commands replaying ``cameras`` through the pipeline, and the outputs to await."""
+        commands = start_pipeline_commands(self.config_file, cameras, list(self.overrides), dict(self.checkpoints),
+                                           self.tasks, self.panoptic)
+        nodes = pipeline_nodes(self.tasks) + ([PANOPTIC_FUSION] if self.panoptic else [])
+        return commands, [node.output for node in nodes]
 
     def tracker(self) -> Optional[MaskTracker]:
         """A tracker for one camera as the instance node would run it (its track_* parameters); None
@@ -124,7 +135,8 @@ class FleetModel:
     def cache_key(self) -> dict:
         """What a bag's result depends on besides the bag: mode, predictor and, per task, the node's
         parameters and its checkpoint's bytes."""
-        key = {'through_nodes': self.through_nodes, 'predictor': self.predictor, 'tasks': sorted(self.tasks)}
+        key = {'through_nodes': self.through_nodes, 'predictor': self.predictor, 'tasks': sorted(self.tasks),
+               'panoptic': self.panoptic}
         if self.predictor == 'model':
             for task in self.tasks:
                 values = self.node_parameters(task)
@@ -310,13 +322,11 @@ def evaluate_through_nodes(bag: Path, model: FleetModel, progress: Progress) -> 
     available = bag_topics(bag)
     info = ground_truth_info(bag, available)
     cameras = cameras_in_bag(available)
-    commands = start_pipeline_commands(model.config_file, cameras, list(model.overrides), dict(model.checkpoints),
-                                       model.tasks)
+    commands, outputs = model.pipeline_commands(cameras)
     with tempfile.TemporaryDirectory(prefix='seg_fleet_') as work:
         result_bag = Path(work) / 'result.bag'
         with NodeProcesses(commands) as processes:
-            replay(ReplaySettings(bag=bag, output=result_bag), processes.check_alive,
-                   started_outputs=[node.output for node in pipeline_nodes(model.tasks)],
+            replay(ReplaySettings(bag=bag, output=result_bag), processes.check_alive, started_outputs=outputs,
                    on_frame=lambda: progress(1))
         files = CityscapesFiles(Path(work) / 'cityscapes')
         scores = {}
