@@ -24,10 +24,15 @@ def announce_label_set(node: Node, output_topic: str, label_set: LabelSet, thres
     """Publish ``label_set`` once on ``<output_topic>/label_info``, stamped now; the publisher is
     returned so the node keeps it (transient local: late subscribers get the message from it)."""
     publisher = node.create_publisher(LabelSetMsg, output_topic + LABEL_INFO_SUFFIX, LABEL_INFO_QOS)
+    publish_label_set(node, publisher, label_set, threshold)
+    return publisher
+
+
+def publish_label_set(node: Node, publisher: Publisher, label_set: LabelSet, threshold: float = 0.0) -> None:
+    """``label_set`` on a label_info ``publisher``, stamped now (again, where it changed)."""
     msg = label_set_to_msg(label_set, threshold)
     msg.header.stamp = node.get_clock().now().to_msg()
     publisher.publish(msg)
-    return publisher
 
 
 def label_set_from_msg(msg: LabelSetMsg) -> LabelSet:

@@ -42,10 +42,13 @@ from seg_perception.runtime.parameters import (ParameterSpec, ParameterValueErro
 NATIVE_INPUT_SIZE = (1024, 2048)  # input_height/width 0: Cityscapes frames as Mask R-CNN was trained on
 
 
+def tracker_parameter_name(field: str) -> str:
+    """The node's parameter for TrackerSettings' ``field``: ``tracking`` for ``enabled``, else ``track_<field>``."""
+    return 'tracking' if field == 'enabled' else f'track_{field}'
+
+
 def tracker_parameter(field: str, description: str, **options: Any) -> ParameterSpec:
-    """The parameter for TrackerSettings' ``field``: ``tracking`` for ``enabled``, else ``track_<field>``."""
-    name = 'tracking' if field == 'enabled' else f'track_{field}'
-    return ParameterSpec(name, field_default(TrackerSettings, field), description, **options)
+    return ParameterSpec(tracker_parameter_name(field), field_default(TrackerSettings, field), description, **options)
 
 
 TRACKER_PARAMETERS = (
@@ -101,7 +104,7 @@ INSTANCE_PARAMETERS = (
 
 
 def tracker_settings_from_parameters(values: dict[str, Any]) -> TrackerSettings:
-    settings = TrackerSettings(**{field: values['tracking' if field == 'enabled' else f'track_{field}']
+    settings = TrackerSettings(**{field: values[tracker_parameter_name(field)]
                                   for field in TrackerSettings.__dataclass_fields__})
     if settings.low_score > settings.high_score:
         raise ParameterValueError(f'track_low_score {settings.low_score} is above track_high_score '

@@ -42,7 +42,7 @@ from seg_models.configs import PanopticSettings, build_config
 from seg_models.data.labels import LabelSet
 from seg_models.panoptic.fusion import PanopticResult, fuse_panoptic, thing_class_map
 from seg_perception.messages.images import ImageConversionError, array_to_image_msg, check_header
-from seg_perception.messages.label_info import announce_label_set, label_set_from_msg, label_set_to_msg
+from seg_perception.messages.label_info import announce_label_set, label_set_from_msg, publish_label_set
 from seg_perception.messages.panoptic import fusion_inputs, panoptic_to_msg
 from seg_perception.messages.topics import (COLOR_OUTPUT, DIAGNOSTICS, DIAGNOSTICS_QOS, INSTANCE_OUTPUT,
                                             LABEL_INFO_QOS, LABEL_INFO_SUFFIX, OUTPUT_QOS, PANOPTIC_NODE,
@@ -253,9 +253,7 @@ class PanopticCamera:
             self._label_info_publisher = announce_label_set(self._node, self.outputs.topic(PANOPTIC_OUTPUT),
                                                             self._semantic_label_set, threshold)
             return
-        msg = label_set_to_msg(self._semantic_label_set, threshold)
-        msg.header.stamp = self._node.get_clock().now().to_msg()
-        self._label_info_publisher.publish(msg)
+        publish_label_set(self._node, self._label_info_publisher, self._semantic_label_set, threshold)
 
     def _on_result(self, side: str, msg: Any) -> None:
         now = time.monotonic()
