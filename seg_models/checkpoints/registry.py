@@ -4,27 +4,67 @@ Each entry pins a file its upstream publishes (URL and the sha256 prefix in its 
 torchvision checks it), the settings it runs with, its licence and the metrics its upstream
 reports. ``checkpoint: NAME`` wherever a checkpoint path is accepted fetches it once into the
 cache (seg_models.checkpoints.fetch); a local path is never looked up here and never downloads.
+An entry's ``url`` may be ``hf://owner/repo@COMMIT/path/in/repo``: a file on the Hugging Face Hub,
+pinned to a commit.
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
+
+HUB_SCHEME = 'hf://'
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """Where an ``hf://owner/repo@COMMIT/path`` entry lives: ``hf_hub_download``'s arguments."""
+    repo_id: str
+    revision: str
+    filename: str
+
+
+def hub_file(url: str) -> Optional[HubFile]:
+    """The Hub file an ``hf://`` URL names, None for any other URL. The revision must be a full
+    commit sha: the registry pins a file, and a branch or tag can move."""
+    if not url.startswith(HUB_SCHEME):
+        return None
+    match = re.fullmatch(r'hf://([^/@]+/[^/@]+)@([^/]+)/(.+)', url)
+    if match is None:
+        raise ValueError(f'{url} is not hf://owner/repo@COMMIT/path/in/repo')
+    if re.fullmatch(r'[0-9a-f]{40}', match.group(2)) is None:
+        raise ValueError(f'{url}: revision {match.group(2)} is not a commit sha (40 hex digits); the registry pins a '
+                         f'file and a branch or tag can move: give the commit it points to')
+    return HubFile(*match.groups())
 
 
 @dataclass(frozen=True)
 class NamedCheckpoint:
     name: str
     task: str
-    url: str  # the upstream's own address; $SEG_MODELS_WEIGHTS_MIRROR serves the same file name
+    url: str  # the upstream's own address ($SEG_MODELS_WEIGHTS_MIRROR serves the same file name) or hf://
     sha256_prefix: str  # the hash prefix in the upstream's file name
     settings: dict = field(default_factory=dict)  # config fields the weights run with
     licence: str = ''
     upstream: str = ''  # where it comes from and what its upstream measured
 
+    def __post_init__(self) -> None:
+        hub_file(self.url)  # an hf:// URL that pins no commit is refused when the entry is made
+
+    @property
+    def hub(self) -> Optional[HubFile]:
+        return hub_file(self.url)
+
     @property
     def file_name(self) -> str:
-        return self.url.rsplit('/', 1)[-1]
+        """The cached file's name: the URL's last part; for a Hub file, repository, commit and path
+        too (Hub files are often all called model.safetensors)."""
+        hub = self.hub
+        if hub is None:
+            return self.url.rsplit('/', 1)[-1]
+        return '--'.join((hub.repo_id.replace('/', '--'), hub.revision[:12], hub.filename.replace('/', '--')))
 
 
 _TORCHVISION = 'https://download.pytorch.org/models/'
@@ -88,6 +128,8 @@ def named_checkpoints() -> dict[str, NamedCheckpoint]:
         extra = {entry['name']: NamedCheckpoint(**entry) for entry in entries}
     except (OSError, yaml.YAMLError, TypeError, KeyError) as error:
         raise ValueError(f'{REGISTRY_ENV}={path}: not a list of named checkpoints ({error})') from None
+    except ValueError as error:  # an entry's own check (an hf:// URL pinning no commit)
+        raise ValueError(f'{REGISTRY_ENV}={path}: {error}') from None
     return {**NAMED_CHECKPOINTS, **extra}
 
 
