@@ -2,12 +2,17 @@
 
     python -m seg_perception.tools.benchmarks versus semantic --seconds 60 --source ../shared/data/camvid_seq05vd/images
     python -m seg_perception.tools.benchmarks versus instance --seconds 60 --source ../shared/data/camvid_seq05vd/images
+    python -m seg_perception.tools.benchmarks versus yolo --seconds 60 --source ../shared/data/camvid_seq05vd/images
 
 The plain node (seg_perception/tools/plain_node.py) is what community nodes do: the model in the
 subscription callback, PyTorch eager, rclpy's default depth-10 queue, full-frame mask images for
-instances. Each node runs alone in its own process (one after the other, so neither takes the
-other's cores), fed by a camera in this process (reliable, depth 10, which both subscriptions
-accept) at the frames' size. Printed for each, and the ratios:
+instances. ``yolo`` puts our instance node, running a YOLO-seg ONNX through ``model_metadata``,
+against a yolo_ros-style node on the same ONNX file (test/yolo_ros_style_node.py: Ultralytics'
+``predict`` in the callback, a best-effort depth-1 subscription, masks as polygons; it lives in
+test/ because Ultralytics, AGPL-3.0, is a test-only dependency, so it needs the checkout and
+Ultralytics installed). Each node runs alone in its own process (one after the other, so neither
+takes the other's cores), fed by a camera in this process (reliable, depth 10, which every
+subscription accepts) at the frames' size. Printed for each, and the ratios:
 
 * one frame, end to end: image published -> answer received, one frame at a time (median);
 * a 30 Hz camera for ``--seconds``: answers per second, latency (image stamp -> answer received)
@@ -21,10 +26,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import numpy as np
 import rclpy
@@ -33,12 +41,14 @@ from rclpy.qos import QoSProfile
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
+from visualization_msgs.msg import Marker, MarkerArray
 
 from seg_perception.bringup.driving_pipeline import TASKS, pipeline_node
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import array_to_image_msg
 from seg_perception.messages.topics import in_root_namespace, stamp_key, stamp_latency_ms
+from seg_perception.package_share import SOURCE_ROOT
 from seg_perception.tools.benchmarks.common import (CAMERA_RATE_HZ, add_frame_arguments, add_input_size_argument,
                                                     camera_frames, rss_mb)
 
@@ -49,6 +59,15 @@ ANSWER_TIMEOUT_SEC = 120.0
 WINDOW_SEC = 10.0  # the first and the last seconds of the stream whose latencies are compared
 DRAIN_QUIET_SEC = 10.0  # after the camera stops: answers are awaited until none came for this long
 ONE_FRAME_REPEATS = 5
+FIRST_FRAME_RESEND_SEC = 2.0
+YOLO = 'yolo'  # our instance node on a YOLO-seg ONNX against the yolo_ros-style node
+YOLO_ROS_STYLE_NODE = SOURCE_ROOT / 'test' / 'yolo_ros_style_node.py'
+YOLO_ROS_DETECTIONS = '/detections'
+# yolo_ros's launch defaults (yolo_bringup/launch/yolo.launch.py): threshold 0.5, iou 0.7 (the
+# metadata's nms_iou, our default too), max_det 300; imgsz is the export's, 640x640 by default
+YOLO_ROS_THRESHOLD = 0.5
+YOLO_ROS_MAX_DET = 300
+YOLO_EXPORT_SIZE = (640, 640)
 
 
 @dataclass(frozen=True)
@@ -65,10 +84,35 @@ class Measurement:
     instances_per_answer: float  # median (instance task; 0 for semantic)
 
 
+def instances_in(msg) -> int:
+    return len(getattr(msg, 'instances', ()))
+
+
+def detections_in(answer: MarkerArray) -> int:
+    """The yolo_ros-style node's detections: its LINE_STRIP markers (the first, DELETEALL, only clears)."""
+    return sum(marker.action == Marker.ADD for marker in answer.markers)
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One side of the comparison: its command line, and where and in what it answers."""
+
+    command: list[str]
+    output: str  # its answer topic, in the root namespace
+    answer_type: type
+    header_of: Callable[[Any], Header] = lambda msg: msg.header  # the answer's copy of the image header
+    instances_of: Callable[[Any], int] = instances_in
+
+
+def yolo_ros_style(command: list[str]) -> Contender:
+    """A MarkerArray has no header of its own: its first (DELETEALL) marker carries the image's."""
+    return Contender(command, YOLO_ROS_DETECTIONS, MarkerArray, lambda msg: msg.markers[0].header, detections_in)
+
+
 class Camera(Node):
     """Publishes frames and records every answer: when it came, its latency, its size."""
 
-    def __init__(self, frames: list[np.ndarray], output: str, answer_type: type) -> None:
+    def __init__(self, frames: list[np.ndarray], contender: Contender) -> None:
         super().__init__('versus_camera')
         self.messages = [array_to_image_msg(frame, 'rgb8', Header(frame_id='camera')) for frame in frames]
         self.publisher = self.create_publisher(Image, CAMERA, CAMERA_QOS)
@@ -76,7 +120,8 @@ class Camera(Node):
         self.answered: set[tuple[int, int]] = set()
         self.answer_bytes: list[int] = []
         self.instance_counts: list[int] = []
-        self.create_subscription(answer_type, output, self._on_answer, CAMERA_QOS)
+        self._header_of, self._instances_of = contender.header_of, contender.instances_of
+        self.create_subscription(contender.answer_type, contender.output, self._on_answer, CAMERA_QOS)
         self._next = 0
 
     def publish_next(self) -> tuple[int, int]:
@@ -87,11 +132,12 @@ class Camera(Node):
         return stamp_key(msg.header)
 
     def _on_answer(self, msg) -> None:
-        self.answers.append((time.monotonic(), stamp_latency_ms(self.get_clock().now().nanoseconds, msg.header.stamp)))
-        self.answered.add(stamp_key(msg.header))
+        header = self._header_of(msg)
+        self.answers.append((time.monotonic(), stamp_latency_ms(self.get_clock().now().nanoseconds, header.stamp)))
+        self.answered.add(stamp_key(header))
         if len(self.answer_bytes) < 20:
             self.answer_bytes.append(len(serialize_message(msg)))
-        self.instance_counts.append(len(getattr(msg, 'instances', ())))
+        self.instance_counts.append(self._instances_of(msg))
 
 
 def _percentiles(latencies: list[float]) -> tuple[float, float]:
@@ -100,10 +146,10 @@ def _percentiles(latencies: list[float]) -> tuple[float, float]:
     return float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95))
 
 
-def measure(command: list[str], frames: list[np.ndarray], task: str, seconds: float) -> Measurement:
-    """Start the node of ``command``, and measure it as the module docstring says."""
-    node = pipeline_node(task)
-    camera = Camera(frames, in_root_namespace(node.output), node.node_type().processor_type.answer_type)
+def measure(contender: Contender, frames: list[np.ndarray], seconds: float) -> Measurement:
+    """Start the node of ``contender``, and measure it as the module docstring says."""
+    command = contender.command
+    camera = Camera(frames, contender)
     try:
         with NodeProcesses([command]) as processes:
             check = processes.check_alive
@@ -118,8 +164,16 @@ def measure(command: list[str], frames: list[np.ndarray], task: str, seconds: fl
                     raise TimeoutError(f'no answer within {ANSWER_TIMEOUT_SEC:.0f} s: {" ".join(command)}')
                 return (time.monotonic() - started) * 1e3
 
-            for _ in range(2):  # warm-up: first calls allocate
-                one_frame()
+            # Warm-up (first calls allocate). The first frame goes again until one is answered: a
+            # best-effort subscription (yolo_ros's) drops frames sent before its own side of the match
+            # is made, which the camera cannot see. A frame still queued then is answered in the second.
+            deadline = time.monotonic() + ANSWER_TIMEOUT_SEC
+            camera.publish_next()
+            while not spin_until(camera, lambda: bool(camera.answered), FIRST_FRAME_RESEND_SEC, check):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f'no answer within {ANSWER_TIMEOUT_SEC:.0f} s: {" ".join(command)}')
+                camera.publish_next()
+            one_frame()
             one_frame_ms = statistics.median(one_frame() for _ in range(ONE_FRAME_REPEATS))
             camera.answers.clear()
             started = time.monotonic()
@@ -147,70 +201,123 @@ def measure(command: list[str], frames: list[np.ndarray], task: str, seconds: fl
                        float(statistics.median(camera.instance_counts)))
 
 
+def our_node(task: str, overrides: list[str]) -> Contender:
+    """Our node of ``task`` as the driving pipeline starts it."""
+    node = pipeline_node(task)
+    return Contender(node_command(node, CAMERA, overrides=overrides), in_root_namespace(node.output),
+                     node.node_type().processor_type.answer_type)
+
+
 def commands(task: str, checkpoint: str, input_size: tuple[int, int], score_threshold: Optional[float] = None
-             ) -> dict[str, list[str]]:
-    """Our node (as the driving pipeline starts it) and the plain node, with the same weights, input
-    size and (instances) score threshold."""
+             ) -> dict[str, Contender]:
+    """Our node and the plain node, with the same weights, input size and (instances) score threshold."""
     shared = [f'input_height:={input_size[0]}', f'input_width:={input_size[1]}'] + (
         [f'checkpoint:={checkpoint}'] if checkpoint else []) + (
         [f'score_threshold:={score_threshold}'] if task == 'instance' and score_threshold is not None else [])
     plain = [sys.executable, '-m', 'seg_perception.tools.plain_node', '--ros-args', '-r', f'image:={CAMERA}',
              '-p', f'task:={task}'] + [arg for value in shared for arg in ('-p', value)]
-    return {'ours': node_command(pipeline_node(task), CAMERA, overrides=shared), 'plain': plain}
+    mine = our_node(task, shared)
+    return {'ours': mine, 'plain': Contender(plain, mine.output, mine.answer_type)}
+
+
+def yolo_commands(model_metadata: Path, score_threshold: Optional[float]) -> dict[str, Contender]:
+    """Our instance node on ``model_metadata`` and the yolo_ros-style node on the ONNX file it names,
+    with the same score threshold, NMS IoU (the metadata's), input size (the export's) and at most
+    yolo_ros's max_det detections."""
+    from seg_models.segmenters.external_instance import load_instance_model
+
+    spec = load_instance_model(model_metadata)
+    threshold = YOLO_ROS_THRESHOLD if score_threshold is None else score_threshold
+    yolo_ros = [sys.executable, str(YOLO_ROS_STYLE_NODE), '--ros-args', '-r', f'image_raw:={CAMERA}',
+                '-r', f'detections:={YOLO_ROS_DETECTIONS}'] + [arg for value in (
+                    f'model:={spec.onnx}', f'threshold:={threshold}', f'iou:={spec.nms_iou}',
+                    f'imgsz_height:={spec.input_size[0]}', f'imgsz_width:={spec.input_size[1]}',
+                    f'max_det:={YOLO_ROS_MAX_DET}') for arg in ('-p', value)]
+    return {'ours': our_node('instance', [f'model_metadata:={model_metadata}', f'score_threshold:={threshold}',
+                                      f'max_instances:={YOLO_ROS_MAX_DET}']),
+            'yolo_ros': yolo_ros_style(yolo_ros)}
+
+
+def exported_yolo(folder: str) -> Path:
+    """The fitted YOLO11n-seg of the tests exported by Ultralytics at yolo_ros's 640x640 into
+    ``folder``: its metadata (Ultralytics only ever runs in that child process)."""
+    done = subprocess.run([sys.executable, str(YOLO_ROS_STYLE_NODE), 'export', *map(str, YOLO_EXPORT_SIZE), folder],
+                          capture_output=True, text=True, check=True)
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def _size_ratio(ours_bytes: float, theirs_bytes: float) -> tuple[float, str]:
+    if theirs_bytes >= ours_bytes:
+        return theirs_bytes / max(ours_bytes, 1), 'x smaller'
+    return ours_bytes / max(theirs_bytes, 1), 'x larger'
 
 
 def report(task: str, results: dict[str, Measurement], frame_size: tuple[int, int], seconds: float) -> None:
-    ours, plain = results['ours'], results['plain']
+    (_, ours), (name, theirs) = results.items()
     height, width = frame_size
-    print(f'\n{task}: our node vs a plain callback node, {width}x{height} rgb8 frames, {seconds:.0f} s at '
+    against = 'a yolo_ros-style node (Ultralytics predict in the callback)' if task == YOLO else \
+        'a plain callback node'
+    print(f'\n{task}: our node vs {against}, {width}x{height} rgb8 frames, {seconds:.0f} s at '
           f'{CAMERA_RATE_HZ:.0f} Hz, {os.cpu_count()} CPU cores')
     rows = [
-        ('one frame, end to end (ms)', ours.one_frame_ms, plain.one_frame_ms, plain.one_frame_ms / ours.one_frame_ms,
+        ('one frame, end to end (ms)', ours.one_frame_ms, theirs.one_frame_ms, theirs.one_frame_ms / ours.one_frame_ms,
          'x faster'),
-        ('answers per second', ours.answers_per_sec, plain.answers_per_sec,
-         ours.answers_per_sec / plain.answers_per_sec, 'x throughput'),
-        (f'latency p50, first {WINDOW_SEC:.0f} s (ms)', ours.first_latency_ms[0], plain.first_latency_ms[0], None, ''),
-        (f'latency p95, first {WINDOW_SEC:.0f} s (ms)', ours.first_latency_ms[1], plain.first_latency_ms[1], None, ''),
-        (f'latency p50, last {WINDOW_SEC:.0f} s (ms)', ours.last_latency_ms[0], plain.last_latency_ms[0],
-         plain.last_latency_ms[0] / ours.last_latency_ms[0], 'x lower'),
-        (f'latency p95, last {WINDOW_SEC:.0f} s (ms)', ours.last_latency_ms[1], plain.last_latency_ms[1],
-         plain.last_latency_ms[1] / ours.last_latency_ms[1], 'x lower'),
-        ('answers after the camera stopped', ours.late_answers, plain.late_answers, None, ''),
-        ('last of them, after the stop (ms)', ours.last_late_ms, plain.last_late_ms, None, ''),
-        ('resident memory, median (MB)', ours.rss_mb, plain.rss_mb, ours.rss_mb / plain.rss_mb, 'x (ours / plain)'),
-        ('resident memory, peak (MB)', ours.peak_rss_mb, plain.peak_rss_mb, ours.peak_rss_mb / plain.peak_rss_mb,
-         'x (ours / plain)'),
-        ('bytes per answer', ours.answer_bytes, plain.answer_bytes, plain.answer_bytes / max(ours.answer_bytes, 1),
-         'x smaller'),
-    ] + ([('instances per answer (median)', ours.instances_per_answer, plain.instances_per_answer, None, '')]
-         if task == 'instance' else [])
-    print(f'  {"":<36} {"ours":>10} {"plain":>10}')
-    for label, mine, theirs, ratio, words in rows:
+        ('answers per second', ours.answers_per_sec, theirs.answers_per_sec,
+         ours.answers_per_sec / theirs.answers_per_sec, 'x throughput'),
+        (f'latency p50, first {WINDOW_SEC:.0f} s (ms)', ours.first_latency_ms[0], theirs.first_latency_ms[0], None, ''),
+        (f'latency p95, first {WINDOW_SEC:.0f} s (ms)', ours.first_latency_ms[1], theirs.first_latency_ms[1], None, ''),
+        (f'latency p50, last {WINDOW_SEC:.0f} s (ms)', ours.last_latency_ms[0], theirs.last_latency_ms[0],
+         theirs.last_latency_ms[0] / ours.last_latency_ms[0], 'x lower'),
+        (f'latency p95, last {WINDOW_SEC:.0f} s (ms)', ours.last_latency_ms[1], theirs.last_latency_ms[1],
+         theirs.last_latency_ms[1] / ours.last_latency_ms[1], 'x lower'),
+        ('answers after the camera stopped', ours.late_answers, theirs.late_answers, None, ''),
+        ('last of them, after the stop (ms)', ours.last_late_ms, theirs.last_late_ms, None, ''),
+        ('resident memory, median (MB)', ours.rss_mb, theirs.rss_mb, ours.rss_mb / theirs.rss_mb, f'x (ours / {name})'),
+        ('resident memory, peak (MB)', ours.peak_rss_mb, theirs.peak_rss_mb, ours.peak_rss_mb / theirs.peak_rss_mb,
+         f'x (ours / {name})'),
+        ('bytes per answer', ours.answer_bytes, theirs.answer_bytes,
+         *_size_ratio(ours.answer_bytes, theirs.answer_bytes)),
+    ] + ([('instances per answer (median)', ours.instances_per_answer, theirs.instances_per_answer, None, '')]
+         if task != 'semantic' else [])
+    print(f'  {"":<36} {"ours":>10} {name:>10}')
+    for label, mine, other, ratio, words in rows:
         ratio_text = f'  ours {ratio:.2f}{words}' if ratio is not None else ''
-        print(f'  {label:<36} {mine:10.1f} {theirs:10.1f}{ratio_text}')
+        print(f'  {label:<36} {mine:10.1f} {other:10.1f}{ratio_text}')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('task', choices=TASKS)
+    parser.add_argument('task', choices=TASKS + (YOLO,),
+                        help=f'{", ".join(TASKS)}: against the plain node; {YOLO}: our instance node against the '
+                             'yolo_ros-style node, on one YOLO-seg ONNX')
     add_frame_arguments(parser)
     add_input_size_argument(parser)
     parser.add_argument('--seconds', type=float, default=60.0, help='length of the 30 Hz stream')
     parser.add_argument('--frames', type=int, default=10, help='distinct camera frames, sent in turn')
     parser.add_argument('--checkpoint', default='', help='weights for both nodes (default: the same untrained ones)')
     parser.add_argument('--score-threshold', type=float, default=None,
-                        help='instance: both nodes publish detections at or above this score (default: their 0.5); '
-                             'untrained weights score nearly every box high, so this sets how many instances a '
-                             'frame has')
+                        help='instance, yolo: both nodes publish detections at or above this score (default: their '
+                             '0.5); untrained weights score nearly every box high, so this sets how many instances '
+                             'a frame has')
+    parser.add_argument('--model-metadata', type=Path, default=None,
+                        help='yolo: the metadata .yaml of an Ultralytics YOLO-seg ONNX export (format: '
+                             'ultralytics_seg); both nodes run its ONNX at its input size (--input-size is not '
+                             'used) and NMS IoU (nms_iou, default 0.7). Default: the fitted YOLO11n-seg of the '
+                             'tests, exported at 640x640 into a temporary folder')
 
 
 def run(args: argparse.Namespace) -> None:
     use_large_images_profile(os.environ, LOCALHOST_PROFILE)
+    # Every node process runs the checkout's packages, also the yolo_ros-style node started as a file.
+    os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), os.environ.get('PYTHONPATH')]))
     frames = camera_frames(args.source, args.frames, *args.size)
-    rclpy.init()
-    try:
-        results = {name: measure(command, frames, args.task, args.seconds)
-                   for name, command in commands(args.task, args.checkpoint, tuple(args.input_size),
-                                                 args.score_threshold).items()}
-    finally:
-        rclpy.try_shutdown()
+    with tempfile.TemporaryDirectory(prefix='versus_') as folder:
+        if args.task == YOLO:
+            contenders = yolo_commands(args.model_metadata or exported_yolo(folder), args.score_threshold)
+        else:
+            contenders = commands(args.task, args.checkpoint, tuple(args.input_size), args.score_threshold)
+        rclpy.init()
+        try:
+            results = {name: measure(contender, frames, args.seconds) for name, contender in contenders.items()}
+        finally:
+            rclpy.try_shutdown()
     report(args.task, results, tuple(args.size), args.seconds)
