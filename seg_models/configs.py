@@ -50,6 +50,18 @@ class InstanceFilter:
     mask_threshold: float = 0.5
     max_instances: int = 100
     class_ids: tuple[int, ...] = ()  # empty: every class
+    # Detections from this score up to score_threshold are kept apart (InstanceResult.low_score_instances)
+    # for a tracker's second stage (ByteTrack), which publishes those that continue a track; None: not
+    # kept. The default is TrackerSettings.low_score: the instance node tracks by default, and
+    # `seg-models build` must build the graph that node loads.
+    track_low_score: Optional[float] = 0.1
+
+    @property
+    def lowest_kept_score(self) -> float:
+        """The least score the segmenter keeps: the graph's threshold."""
+        if self.track_low_score is None:
+            return self.score_threshold
+        return min(self.score_threshold, self.track_low_score)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,16 @@ def test_seg_models_cli_builds_what_the_driving_yaml_node_loads(node_name):
     assert cli_config == config_from_parameters(values)
 
 
+def test_the_instance_graph_keeps_low_scores_for_the_tracker_only_while_tracking():
+    values = {name: spec.default for name, spec in declared(INSTANCE_NODE).items()}
+    tracking = instance_config_from_parameters({**values, 'track_low_score': 0.2}).output_filter
+    assert (tracking.track_low_score, tracking.lowest_kept_score) == (0.2, 0.2)
+    untracked = instance_config_from_parameters({**values, 'tracking': False, 'track_low_score': 0.2}).output_filter
+    assert (untracked.track_low_score, untracked.lowest_kept_score) == (None, values['score_threshold'])
+    higher = instance_config_from_parameters({**values, 'track_low_score': 0.55, 'track_high_score': 0.7})
+    assert higher.output_filter.lowest_kept_score == values['score_threshold']  # nothing below the published score
+
+
 def test_every_driving_pipeline_node_has_a_config_section():
     assert {node.name for node in DRIVING_PIPELINE + (PANOPTIC_FUSION,)} == set(CONFIG) == set(NODES) | {PANOPTIC_NODE}
 

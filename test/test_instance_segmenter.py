@@ -128,6 +128,28 @@ def test_score_threshold_class_filter_and_empty_frames(maskrcnn_checkpoint):
     assert nothing.instances == [] and nothing.full_frame_masks().shape == (0, *frame.shape[:2])
 
 
+def test_detections_down_to_the_track_low_score_are_kept_apart_for_the_tracker(maskrcnn_checkpoint):
+    """With track_low_score under the score threshold the graph keeps detections down to it; the
+    published instances are those of the graph without it, the others come apart, in the same
+    order, for the tracker's second stage (ByteTrack)."""
+    frame = driving_frames(1)[0]
+    scores = sorted(i.score for i in create_instance_segmenter(config(maskrcnn_checkpoint)).segment(
+        [frame])[0].instances)
+    low, cutoff = scores[len(scores) // 4], scores[len(scores) // 2]
+    plain = create_instance_segmenter(config(maskrcnn_checkpoint, output_filter=InstanceFilter(
+        score_threshold=cutoff, track_low_score=None))).segment([frame])[0]
+    kept = create_instance_segmenter(config(maskrcnn_checkpoint, output_filter=InstanceFilter(
+        score_threshold=cutoff, track_low_score=low))).segment([frame])[0]
+    assert plain.low_score_instances == [] and kept.low_score_instances
+    assert [(i.class_id, i.score, i.roi) for i in kept.instances] == [(i.class_id, i.score, i.roi)
+                                                                       for i in plain.instances]
+    for got, want in zip(kept.instances, plain.instances):
+        np.testing.assert_array_equal(got.mask, want.mask)
+    low_scores = [i.score for i in kept.low_score_instances]
+    assert all(low <= score < cutoff for score in low_scores) and low_scores == sorted(low_scores, reverse=True)
+    assert len(low_scores) == sum(low <= score < cutoff for score in scores)
+
+
 def test_the_graph_computes_masks_only_for_what_is_published(maskrcnn_checkpoint):
     """Score threshold, class filter and max_instances act inside the graph, before the mask head,
     and publish the same instances as filtering torchvision's wider output on the host."""

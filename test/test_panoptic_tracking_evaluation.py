@@ -22,6 +22,7 @@ from seg_perception.evaluation.fleet import merged
 from seg_perception.evaluation.fleet_worker import BagFrame, score_scene
 from seg_perception.evaluation.ground_truth import class_ids_of_ground_truth, instances_of
 from seg_perception.evaluation.report import write_report
+from seg_perception.messages.topics import stamp_seconds
 
 PERFECT = {'pq': 1.0, 'sq': 1.0, 'rq': 1.0}
 
@@ -103,7 +104,9 @@ def test_panoptic_and_tracking_statistics_of_bags_merge_to_those_of_all_frames_a
         scene, tracker = PanopticTrackingScores(info, cityscapes_things()), MaskTracker(TrackerSettings())
         for frame in part:  # the real tracker gives the track ids, as in the fleet's direct path
             semantic_ids = class_ids_of_ground_truth(frame.semantic, info.label_set)
-            score_scene(scene, tracker, frame, imperfect_detections(frame, frame.key[0]), semantic_ids)
+            detections = imperfect_detections(frame, frame.key[0])
+            tracker.track(detections, stamp_seconds(frame.key))
+            score_scene(scene, frame, detections, semantic_ids)
         return scene
 
     whole, bags = scored(frames), [scored(frames[:4]), scored(frames[4:])]

@@ -8,7 +8,7 @@ import pytest
 from seg_models.configs import TrackerSettings
 from seg_models.data.moving_shapes import (BACK_BAR, BAR, DISC, FRONT_BAR, instance_from_frame_mask, meeting_frame,
                                            moving_shapes)
-from seg_models.segmenters.instance_postprocess import Instance
+from seg_models.segmenters.instance_postprocess import Instance, InstanceResult
 from seg_models.tracking import MaskTracker, box_iou_matrix, mask_iou_matrix
 
 IMAGE_SIZE = (200, 300)
@@ -83,6 +83,37 @@ def test_a_less_sure_detection_keeps_a_track_alive_but_never_starts_one():
     # under low_score a detection does not count at all: the track ends after max_age frames
     assert track_ids(tracker, [[disc(100, 100, score=0.05)]] * 3 + [[disc(100, 100)]], first_stamp=1.3) == \
         [[0]] * 3 + [[2]]
+
+
+def test_below_the_published_score_only_detections_continuing_a_confirmed_track_are_published():
+    """ByteTrack's output: the segmenter keeps detections down to track_low_score apart
+    (InstanceResult.low_score_instances); ``track`` publishes those its second stage matched to a
+    confirmed track, with that track's id, after the published ones, and drops the rest."""
+    tracker = MaskTracker(TrackerSettings(min_hits=2, high_score=0.6, low_score=0.1, motion=False))
+    published_score = 0.5
+
+    def frame(*instances: Instance) -> InstanceResult:
+        return InstanceResult.split_by_score(IMAGE_SIZE, sorted(instances, key=lambda i: -i.score), published_score)
+
+    for index in range(2):  # confirmed in the second frame
+        result = frame(disc(150, 100, score=0.9))
+        tracker.track(result, index * FRAME_PERIOD)
+    assert [(i.score, i.track_id) for i in result.instances] == [(0.9, 1)]
+    occluded = frame(disc(150, 100, score=0.3), disc(250, 160, score=0.4))
+    assert occluded.instances == [] and len(occluded.low_score_instances) == 2
+    assert tracker.track(occluded, 2 * FRAME_PERIOD) == ''
+    # the tracked object stays published with its id; the new one, below the published score, is dropped
+    assert [(i.score, i.track_id, i.roi) for i in occluded.instances] == [(0.3, 1, disc(150, 100).roi)]
+    assert occluded.low_score_instances == []
+    # above track_high_score but below the published score (a node's score_threshold 0.9): never starts a track
+    unpublished = InstanceResult.split_by_score(IMAGE_SIZE, [disc(60, 60, score=0.8)], 0.9)
+    for index in range(3):
+        tracker.track(unpublished, (3 + index) * FRAME_PERIOD)
+        assert unpublished.instances == [] and unpublished.low_score_instances == []
+        unpublished.low_score_instances = [disc(60, 60, score=0.8)]
+    mixed = frame(disc(150, 100, score=0.45), disc(250, 160, score=0.8))
+    tracker.track(mixed, 6 * FRAME_PERIOD)
+    assert [(i.score, i.track_id) for i in mixed.instances] == [(0.8, 0), (0.45, 1)]
 
 
 def test_a_less_sure_detection_needs_the_second_stage_iou():

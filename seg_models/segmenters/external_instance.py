@@ -332,10 +332,10 @@ class ExternalInstanceSegmenter:
             mask = self._mask(outputs, position, int(candidates.rows[index]), letterbox, tuple(roi), box)
             instances.append(Instance(class_id, self.label_set.names[class_id], float(candidates.scores[index]),
                                       tuple(float(v) for v in box), tuple(roi), mask))
-        return InstanceResult(letterbox.camera_size, instances)
+        return InstanceResult.split_by_score(letterbox.camera_size, instances, self.output_filter.score_threshold)
 
     def _candidates(self, outputs: dict[str, np.ndarray], position: int) -> Candidates:
-        names, threshold = self.spec.output_names, self.output_filter.score_threshold
+        names, threshold = self.spec.output_names, self.output_filter.lowest_kept_score
         if self.spec.format == 'ultralytics_seg':
             rows = outputs[names[0]][position].T  # (N, 4 + nc + 32)
             class_scores = rows[:, 4:-MASK_COEFFICIENTS]

@@ -134,7 +134,7 @@ class InstanceSegmenter:
                 pipeline.mark('download')
             for index, image_detections in zip(indices, detections):
                 results[index] = instance_result(size, image_detections, [next(masks) for _ in image_detections],
-                                                 self.label_set.names)
+                                                 self.label_set.names, self.output_filter.score_threshold)
         return results
 
 
@@ -145,7 +145,7 @@ def published_detections(output_filter: InstanceFilter, max_detections: int,
     wanted = classes >= 0
     if output_filter.class_ids:
         wanted &= np.isin(classes, output_filter.class_ids)
-    return PublishedDetections(output_filter.score_threshold, min(max_detections, output_filter.max_instances),
+    return PublishedDetections(output_filter.lowest_kept_score, min(max_detections, output_filter.max_instances),
                                tuple(int(index) for index in np.flatnonzero(wanted)))
 
 

@@ -38,6 +38,17 @@ class InstanceResult:
 
     image_size: tuple[int, int]  # (height, width)
     instances: list[Instance] = field(default_factory=list)
+    # Below the published score, at or above InstanceFilter.track_low_score: for a tracker's second
+    # stage only (MaskTracker.track publishes those that continue a track); never published as they are.
+    low_score_instances: list[Instance] = field(default_factory=list)
+
+    @classmethod
+    def split_by_score(cls, image_size: tuple[int, int], instances: list[Instance],
+                       score_threshold: float) -> 'InstanceResult':
+        """The result of ``instances`` (highest score first): those at or above ``score_threshold``
+        published, the others kept for tracking."""
+        return cls(image_size, [instance for instance in instances if instance.score >= score_threshold],
+                   [instance for instance in instances if instance.score < score_threshold])
 
     def full_frame_masks(self) -> np.ndarray:
         """(M, H, W) bool masks at image size, e.g. for evaluation or drawing."""
@@ -89,7 +100,7 @@ def published(outputs: dict[str, np.ndarray], position: int, box_scale: np.ndarr
     scores = outputs['scores'][position, :count]
     labels = outputs['labels'][position, :count].astype(np.int64)
     class_ids = class_map[labels]
-    keep = (scores >= output_filter.score_threshold) & (class_ids >= 0)
+    keep = (scores >= output_filter.lowest_kept_score) & (class_ids >= 0)
     if output_filter.class_ids:
         keep &= np.isin(class_ids, output_filter.class_ids)
     kept = np.flatnonzero(keep)
@@ -193,12 +204,12 @@ def paste_masks_gathered(padded: torch.Tensor, expanded: torch.Tensor, detection
 
 
 def instance_result(image_size: tuple[int, int], detections: list[Detection], masks: list[np.ndarray],
-                    class_names: list[str]) -> InstanceResult:
-    """Detections and their roi masks as one image's result."""
-    return InstanceResult(image_size, [
+                    class_names: list[str], score_threshold: float) -> InstanceResult:
+    """Detections and their roi masks as one image's result (``InstanceResult.split_by_score``)."""
+    return InstanceResult.split_by_score(image_size, [
         Instance(class_id=detection.class_id, class_name=class_names[detection.class_id], score=detection.score,
                  box=tuple(float(v) for v in detection.box), roi=detection.roi, mask=mask)
-        for detection, mask in zip(detections, masks)])
+        for detection, mask in zip(detections, masks)], score_threshold)
 
 
 def instances_from_outputs(outputs: dict[str, np.ndarray], position: int, box_scale: np.ndarray,
@@ -209,4 +220,5 @@ def instances_from_outputs(outputs: dict[str, np.ndarray], position: int, box_sc
     detections = published(outputs, position, box_scale, image_size, class_map, output_filter)
     crops = paste_masks_in_rois(torch.from_numpy(np.ascontiguousarray(outputs['mask_probs'][position])),
                                 detections, output_filter.mask_threshold)
-    return instance_result(image_size, detections, [crop.numpy() for crop in crops], class_names)
+    return instance_result(image_size, detections, [crop.numpy() for crop in crops], class_names,
+                           output_filter.score_threshold)

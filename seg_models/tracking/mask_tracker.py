@@ -6,7 +6,11 @@ detections (score >= high_score) first, against every live track; then the less 
 (low_score <= score < high_score) against the tracks left, with a stricter IoU, so that a briefly
 doubtful detection keeps its object's track alive without ever starting one of its own. Each stage
 is an optimal assignment (``scipy.optimize.linear_sum_assignment``) between detections and tracks
-of the same class.
+of the same class. The less sure detections reach the tracker below the published score too (down
+to ``InstanceFilter.track_low_score``: the segmenter keeps them apart in
+``InstanceResult.low_score_instances``); they are matched in the second stage only and never
+start a track, whatever their score, and ``track`` publishes those that continue a confirmed
+track, as ByteTrack outputs every track its second stage kept, and drops the others.
 
 The similarity is the IoU of the two masks, each placed at its integer window (``Instance.roi``)
 in camera pixels and compared only where the windows overlap: two objects whose boxes cross keep
@@ -25,7 +29,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from seg_models.configs import TrackerSettings
-from seg_models.segmenters.instance_postprocess import Instance
+from seg_models.segmenters.instance_postprocess import Instance, InstanceResult
 
 SIMILARITIES = ('mask', 'box')
 # How many of a track's last matched boxes its velocity is estimated from: more than two steadies
@@ -190,11 +194,21 @@ class MaskTracker:
         self.tracks = []
         self._last_stamp = None
 
-    def update(self, instances: Sequence[Instance], stamp: float) -> str:
+    def track(self, result: InstanceResult, stamp: float) -> str:
+        """``update`` with the result's published and low-score instances; then the low-score ones
+        that continue a confirmed track join the published ones (after them: they score lower) and
+        the rest are dropped. Returns ``update``'s reset reason."""
+        reason = self.update(result.instances, stamp, followers=result.low_score_instances)
+        result.instances.extend(instance for instance in result.low_score_instances if instance.track_id)
+        result.low_score_instances = []
+        return reason
+
+    def update(self, instances: Sequence[Instance], stamp: float, followers: Sequence[Instance] = ()) -> str:
         """Associate one frame's ``instances`` (stamped ``stamp`` seconds) with the tracks and set each
-        one's ``track_id`` in place. Returns '' or, where the tracks were reset before this frame
-        (a stamp that went back, a bag looping; or a gap longer than max_gap), why: for the caller
-        to log once."""
+        one's ``track_id`` in place; ``followers`` (unpublished detections) may only continue tracks,
+        in the second stage, whatever their score. Returns '' or, where the tracks were reset
+        before this frame (a stamp that went back, a bag looping; or a gap longer than max_gap),
+        why: for the caller to log once."""
         reason = self._reset_reason(stamp)
         if reason:
             self.reset()
@@ -204,10 +218,12 @@ class MaskTracker:
                 (1 - INTERVAL_WEIGHT) * self._usual_interval + INTERVAL_WEIGHT * interval
         self._last_stamp = stamp
         self._frame += 1
-        for instance in instances:
+        for instance in (*instances, *followers):
             instance.track_id = 0
         if self.settings.enabled:
-            self._associate([instance for instance in instances if instance.score >= self.settings.low_score])
+            least = self.settings.low_score
+            self._associate([instance for instance in instances if instance.score >= least],
+                            [instance for instance in followers if instance.score >= least])
         return reason
 
     def _reset_reason(self, stamp: float) -> str:
@@ -223,11 +239,13 @@ class MaskTracker:
                     f'{GAP_INTERVALS:g} times the usual {self._usual_interval:.2f} s): tracks reset')
         return ''
 
-    def _associate(self, detections: list[Instance]) -> None:
+    def _associate(self, detections: list[Instance], followers: list[Instance]) -> None:
         settings, frame = self.settings, self._frame
+        sure = np.array([detection.score >= settings.high_score for detection in detections]
+                        + [False] * len(followers), bool)
+        detections = detections + followers
         counts_areas = settings.similarity == 'mask'
         areas = [int(np.count_nonzero(detection.mask)) if counts_areas else 0 for detection in detections]
-        sure = np.array([detection.score >= settings.high_score for detection in detections], bool)
         similarity = self._similarity(detections, areas, np.where(sure, settings.match_iou, settings.low_match_iou))
         track_matched = np.zeros(len(self.tracks), bool)
         followed_by: list[Optional[Track]] = [None] * len(detections)  # each detection's track

@@ -288,10 +288,12 @@ def evaluate_directly(bag: Path, predictor: Predictor, progress: Progress) -> tu
                 if instances:
                     for index, (frame, result) in enumerate(zip(batch, predictor.instances(
                             batch, info.instance_ids_persist))):
+                        if tracker is not None:  # what the node publishes: its ids, and the tracks' low scores
+                            tracker.track(result, stamp_seconds(frame.key))
                         name = frame_name(camera.frame_prefix, frame.key)
                         files.add_ground_truth(name, instance_ids=frame.instances)
                         files.add_instances(name, result, predictor.instance_label_set)
-                        score_scene(scene, tracker, frame, result, semantic_ids[index] if semantic else None)
+                        score_scene(scene, frame, result, semantic_ids[index] if semantic else None)
                     scores.instance_frames += len(batch)
                 scores.frames += len(batch)
                 progress(len(batch))
@@ -302,12 +304,10 @@ def evaluate_directly(bag: Path, predictor: Predictor, progress: Progress) -> tu
     return info, cameras
 
 
-def score_scene(scene: PanopticTrackingScores, tracker: Optional[MaskTracker], frame: BagFrame,
-                instances: InstanceResult, semantic_ids: Optional[np.ndarray]) -> None:
+def score_scene(scene: PanopticTrackingScores, frame: BagFrame, instances: InstanceResult,
+                semantic_ids: Optional[np.ndarray]) -> None:
     """One frame's panoptic statistics (semantic ids in the ground truth's classes fused with the
-    instances) and tracks (``tracker``'s ids; None: the instances carry theirs)."""
-    if tracker is not None and scene.info.instance_ids_persist:
-        tracker.update(instances.instances, stamp_seconds(frame.key))
+    instances) and tracks (the instances' track ids)."""
     scene.add_tracks(frame.key, frame.instances, instances)
     if semantic_ids is not None and frame.semantic is not None:
         fused = scene.fused(semantic_ids, instances)

@@ -57,8 +57,9 @@ TRACKER_PARAMETERS = (
                                     'for boxes that overlap) or box (IoU of the boxes).', choices=('mask', 'box')),
     tracker_parameter('high_score', 'Detections at least this sure are matched first and may start tracks '
                                     '(ByteTrack).', value_range=(0.0, 1.0)),
-    tracker_parameter('low_score', 'Detections between this (or score_threshold, if higher) and track_high_score '
-                                   'only keep existing tracks alive (second stage).', value_range=(0.0, 1.0)),
+    tracker_parameter('low_score', 'Detections between this and track_high_score only keep existing tracks alive '
+                                   '(second stage); those below score_threshold are published only while they '
+                                   'continue a track.', value_range=(0.0, 1.0)),
     tracker_parameter('match_iou', 'Least IoU of a first-stage match.', value_range=(0.0, 1.0)),
     tracker_parameter('low_match_iou', 'Least IoU of a second-stage match.', value_range=(0.0, 1.0)),
     tracker_parameter('max_age', 'Frames a track survives without a match.', value_range=(0, 10000)),
@@ -126,7 +127,9 @@ def instance_config_from_parameters(values: dict[str, Any]) -> InstanceModelConf
     """Model configuration from the node's declared parameter values."""
     output_label_set = values['output_label_set'] or values['label_set']
     output_filter = build_config(InstanceFilter, values,
-                                 class_ids=class_filter_ids(values['class_filter'], output_label_set))
+                                 class_ids=class_filter_ids(values['class_filter'], output_label_set),
+                                 track_low_score=values[tracker_parameter_name('low_score')]
+                                 if values[tracker_parameter_name('enabled')] else None)
     defaults = InstanceModelConfig()
     return build_config(InstanceModelConfig, values, output_filter=output_filter,
                         input_size=input_size_from_parameters(values) or NATIVE_INPUT_SIZE,
@@ -168,7 +171,7 @@ class InstanceProcessor(SegmenterProcessor):
 
     def publish_result(self, publishers: InstancePublishers, frame: CameraFrame, result: InstanceResult) -> None:
         if publishers.tracker is not None:
-            reset = publishers.tracker.update(result.instances, stamp_seconds(stamp_key(frame.header)))
+            reset = publishers.tracker.track(result, stamp_seconds(stamp_key(frame.header)))
             if reset:
                 self._node.get_logger().warning(f'{frame.camera}: {reset}')
         publishers.instances.publish(instances_to_msg(result, frame.header, self.label_set.name))
