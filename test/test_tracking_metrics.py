@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from seg_models.bench.tracking_metrics import (TrackedObject, merge_tracking_stats, sequence_tracking_stats,
-                                               tracking_scores)
+from seg_models.bench.tracking_metrics import (TrackedObject, encoded_mask, merge_tracking_stats,
+                                               sequence_tracking_stats, tracking_scores)
 
 HEIGHT, WIDTH, FRAMES = 60, 80, 10
 PEDESTRIAN, CAR = 2, 1  # MOTS Challenge's pedestrian class id; KITTI MOTS adds car
@@ -138,6 +138,18 @@ def test_swapped_ids_lower_association_but_not_detection():
     assert scores['AssA'] < 100 and scores['IDF1'] < 100 and scores['HOTA'] < 100
     assert scores['IDSW'] == 2
     assert scores['MOTSA'] == pytest.approx(100 * (3 * FRAMES - 2) / (3 * FRAMES))
+
+
+def test_masks_kept_as_rle_score_as_the_full_frame_masks():
+    """What a long bag keeps in memory (a few KB an object, not H x W bytes) scores the same."""
+    def encoded(frames):
+        return [[TrackedObject(o.track_id, o.class_id, encoded_mask(o.mask)) for o in frame] for frame in frames]
+
+    swapped = with_ids_swapped_from(ground_truth(), 5)
+    full = sequence_tracking_stats(ground_truth(), swapped)
+    assert sequence_tracking_stats(encoded(ground_truth()), encoded(swapped)) == full
+    assert sequence_tracking_stats(ground_truth(), encoded(swapped)) == full
+    assert tracking_scores(full)['HOTA'] < 100
 
 
 def test_a_missed_object_lowers_detection():

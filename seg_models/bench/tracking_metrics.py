@@ -14,17 +14,25 @@ fleet can cache them and merge them later exactly as TrackEval combines sequence
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
 
 class TrackedObject(NamedTuple):
     """One object in one frame: its track id (> 0; in predictions 0 means untracked), its class
-    and its full-frame (H, W) bool mask."""
+    and its full-frame (H, W) bool mask, or that mask as pycocotools' RLE (``encoded_mask``: what
+    a long sequence keeps in memory, a few KB an object instead of H x W bytes)."""
     track_id: int
     class_id: int
-    mask: np.ndarray
+    mask: Union[np.ndarray, dict]
+
+
+def encoded_mask(mask: np.ndarray) -> dict:
+    """A full-frame (H, W) mask as pycocotools' RLE, the form TrackEval's MOTS data holds."""
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
 
 
 Frame = Sequence[TrackedObject]
@@ -59,7 +67,7 @@ def _encoded_frames(frames: Sequence[Frame], is_ground_truth: bool) -> dict:
                 continue
             frame_ids.append(int(track_id))
             frame_classes.append(int(class_id))
-            frame_masks.append(mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8))))
+            frame_masks.append(mask if isinstance(mask, dict) else encoded_mask(mask))
         ids.append(np.asarray(frame_ids, dtype=int))
         classes.append(np.asarray(frame_classes, dtype=int))
         masks.append(frame_masks)

@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from seg_models.bench.panoptic_quality import (frame_statistics, merge, panoptic_ground_truth, panoptic_scores,
                                                statistics_from_dict, statistics_to_dict)
-from seg_models.bench.tracking_metrics import (TrackedObject, merge_tracking_stats, sequence_tracking_stats,
-                                               tracking_scores)
+from seg_models.bench.tracking_metrics import (TrackedObject, encoded_mask, merge_tracking_stats,
+                                               sequence_tracking_stats, tracking_scores)
 from seg_models.data.labels import LabelSet, get_label_set, label_set_lookup
 from seg_models.panoptic.fusion import PanopticResult, fuse_panoptic, thing_class_map
 from seg_models.segmenters.instance_postprocess import InstanceResult
@@ -67,8 +67,9 @@ class BagContents:
 
 
 def tracked_objects(result: InstanceResult) -> list[TrackedObject]:
-    """``result``'s instances as TrackEval's objects: track id, class id, full-frame mask."""
-    return [TrackedObject(instance.track_id, instance.class_id, mask)
+    """``result``'s instances as TrackEval's objects: track id, class id, full-frame mask as RLE
+    (a bag's whole sequence waits in memory until it is scored)."""
+    return [TrackedObject(instance.track_id, instance.class_id, encoded_mask(mask))
             for instance, mask in zip(result.instances, result.full_frame_masks())]
 
 
