@@ -18,6 +18,7 @@ from std_msgs.msg import Header
 from ros_helpers import CameraProbe, NodeProcess
 from seg_models.configs import PanopticSettings
 from seg_models.data.labels import camvid, cityscapes, cityscapes_things
+from seg_models.data.visualize import panoptic_colors
 from seg_models.panoptic.fusion import PanopticResult, PanopticSegment, fuse_panoptic, thing_class_map
 from seg_models.segmenters.instance_postprocess import Instance, InstanceResult
 from seg_perception.messages.images import ImageConversionError, class_ids_to_image_msg, output_msg_to_array
@@ -25,7 +26,7 @@ from seg_perception.messages.instances import instances_from_msg, instances_to_m
 from seg_perception.messages.label_info import label_set_to_msg
 from seg_perception.messages.panoptic import fusion_inputs, panoptic_from_msg, panoptic_to_msg
 from seg_perception.messages.topics import LABEL_INFO_QOS
-from seg_perception.nodes.panoptic_segmentation import INSTANCES, SEMANTIC, StampPairing, panoptic_colors
+from seg_perception.nodes.panoptic_segmentation import INSTANCES, SEMANTIC, StampPairing
 from seg_perception.runtime.diagnostics import status_values
 
 pytestmark = pytest.mark.ros

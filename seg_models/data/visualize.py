@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from seg_models.data.labels import LabelSet
+from seg_models.panoptic.fusion import PanopticResult
 from seg_models.segmenters.instance_postprocess import Instance
 
 
@@ -37,3 +38,22 @@ def draw_instances(rgb: np.ndarray, instances: Sequence[Instance], label_set: La
         cv2.putText(canvas, f'{instance.class_name} {instance.score:.2f}', (x, max(y - 4, 10)),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.45, tuple(int(c) for c in color), 1, cv2.LINE_AA)
     return canvas
+
+
+# Per-channel steps that shade an object's class colour by its track (or segment) id.
+THING_SHADE_STEPS = np.array([37, 59, 83])
+THING_SHADE_RANGE = 97  # shades in [-48, 48] per channel
+
+
+def panoptic_colors(result: PanopticResult, label_set: LabelSet) -> np.ndarray:
+    """RGB view (H, W, 3): stuff in its class colour, each object in a shade of its class colour
+    given by its track id (so it keeps it across frames) or, untracked, its segment id; void black."""
+    palette = label_set.palette().astype(np.int64)
+    table = np.zeros((max((segment.id for segment in result.segments), default=0) + 1, 3), np.uint8)
+    for segment in result.segments:
+        color = palette[segment.class_id]
+        if segment.is_thing:
+            shade = (segment.track_id or segment.id) * THING_SHADE_STEPS % THING_SHADE_RANGE - THING_SHADE_RANGE // 2
+            color = np.clip(color + shade, 0, 255)
+        table[segment.id] = color
+    return table[result.segment_ids]

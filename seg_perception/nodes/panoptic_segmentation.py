@@ -40,7 +40,8 @@ from sensor_msgs.msg import Image
 
 from seg_models.configs import PanopticSettings, build_config
 from seg_models.data.labels import LabelSet
-from seg_models.panoptic.fusion import PanopticResult, fuse_panoptic, thing_class_map
+from seg_models.data.visualize import panoptic_colors
+from seg_models.panoptic.fusion import fuse_panoptic, thing_class_map
 from seg_perception.messages.images import ImageConversionError, array_to_image_msg, check_header
 from seg_perception.messages.label_info import announce_label_set, label_set_from_msg, publish_label_set
 from seg_perception.messages.panoptic import fusion_inputs, panoptic_to_msg
@@ -151,25 +152,6 @@ class StampPairing:
         for key in keys:
             del self._pending[side][key]
         self.unpaired[side] += len(keys)
-
-
-# Per-channel steps that shade an object's class colour by its track (or segment) id.
-THING_SHADE_STEPS = np.array([37, 59, 83])
-THING_SHADE_RANGE = 97  # shades in [-48, 48] per channel
-
-
-def panoptic_colors(result: PanopticResult, label_set: LabelSet) -> np.ndarray:
-    """RGB view (H, W, 3): stuff in its class colour, each object in a shade of its class colour
-    given by its track id (so it keeps it across frames) or, untracked, its segment id; void black."""
-    palette = label_set.palette().astype(np.int64)
-    table = np.zeros((max((segment.id for segment in result.segments), default=0) + 1, 3), np.uint8)
-    for segment in result.segments:
-        color = palette[segment.class_id]
-        if segment.is_thing:
-            shade = (segment.track_id or segment.id) * THING_SHADE_STEPS % THING_SHADE_RANGE - THING_SHADE_RANGE // 2
-            color = np.clip(color + shade, 0, 255)
-        table[segment.id] = color
-    return table[result.segment_ids]
 
 
 class PanopticCamera:
