@@ -5,11 +5,16 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import rclpy
 import yaml
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
 from ros_helpers import REPO_ROOT
 from seg_models.data.frame_sources import synthetic_frames
 from seg_models.data.labels import cityscapes
+from seg_perception.bringup.processes import NodeProcesses, spin_until
+from seg_perception.bringup.runner import OutputCollector, _wait, runner_cameras
+from seg_perception.messages.topics import CAMERA_INPUT, DIAGNOSTICS, DIAGNOSTICS_QOS
 
 pytestmark = pytest.mark.ros
 
@@ -77,3 +82,38 @@ def test_runner_reports_a_missing_source_clearly(tmp_path):
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert 'is neither a folder, a video file nor "synthetic"' in result.stderr
+
+
+def test_a_wait_that_times_out_names_what_the_nodes_report_as_errors(tmp_path):
+    """A pipeline that never answers (the panoptic node with label sets it cannot fuse) ends in a
+    line naming the error its /diagnostics reports, not only 'no output'; an error gone is not named."""
+    problem = 'cannot fuse: camvid has no thing class person'
+    rclpy.init()
+    try:
+        collector = OutputCollector(runner_cameras([CAMERA_INPUT], '/runner_wait/image', tmp_path), panoptic=True)
+        reporter = rclpy.create_node('runner_wait_reporter')
+        publisher = reporter.create_publisher(DiagnosticArray, DIAGNOSTICS, DIAGNOSTICS_QOS)
+
+        def report(level: int, message: str) -> None:
+            publisher.publish(DiagnosticArray(status=[
+                DiagnosticStatus(level=level, name='panoptic_segmentation: camera pipeline', message=message),
+                DiagnosticStatus(level=DiagnosticStatus.OK, name='semantic_segmentation: inference', message='ok')]))
+
+        def reported(condition) -> bool:
+            return spin_until(collector, condition, 10.0, check=lambda: rclpy.spin_once(reporter, timeout_sec=0))
+
+        report(DiagnosticStatus.ERROR, problem)
+        assert reported(lambda: collector.errors or report(DiagnosticStatus.ERROR, problem))
+        with NodeProcesses([]) as processes:
+            with pytest.raises(TimeoutError) as timed_out:
+                _wait(collector, processes, lambda: False, 0.5, 'output for frame f000')
+            assert str(timed_out.value) == (f'no output for frame f000 within 0 s (/diagnostics: '
+                                            f'panoptic_segmentation: camera pipeline: {problem})')
+            assert reported(lambda: not collector.errors or report(DiagnosticStatus.OK, 'fusing'))
+            with pytest.raises(TimeoutError) as timed_out:
+                _wait(collector, processes, lambda: False, 0.5, 'output for frame f000')
+            assert str(timed_out.value) == 'no output for frame f000 within 0 s'
+        reporter.destroy_node()
+        collector.destroy_node()
+    finally:
+        rclpy.try_shutdown()

@@ -30,7 +30,7 @@ import numpy as np
 import rclpy
 import yaml
 from rclpy.node import Node
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from seg_perception_msgs.msg import InstanceMaskArray
 from seg_perception_msgs.msg import LabelSet as LabelSetMsg
 from sensor_msgs.msg import Image
@@ -111,6 +111,7 @@ class OutputCollector(Node):
         self.images = [{folder: {} for folder in outputs} for _ in cameras]
         self.instance_counts: list[dict[tuple[int, int], int]] = [{} for _ in cameras]
         self.weights: dict[str, str] = {}  # node -> its weights, as its /diagnostics status says them
+        self.errors: dict[str, str] = {}  # status name -> its latest message, while /diagnostics reports an error
         self.create_subscription(DiagnosticArray, DIAGNOSTICS, self._on_diagnostics, DIAGNOSTICS_QOS)
         for camera, images, counts in zip(cameras, self.images, self.instance_counts):
             for node in self.nodes:
@@ -144,6 +145,10 @@ class OutputCollector(Node):
             values = status_values(status)
             if 'weights' in values:
                 self.weights[status.name.split(':')[0]] = values['weights']
+            if status.level == DiagnosticStatus.ERROR:
+                self.errors[status.name] = status.message
+            else:
+                self.errors.pop(status.name, None)
 
 
 STARTUP_NOTE = ('the first start exports each model to ONNX and times the backends, about 2 minutes on a '
@@ -164,7 +169,8 @@ def _wait(collector: OutputCollector, processes: NodeProcesses, condition, timeo
             print(f'run_pipeline: waiting for the {what}: {last - started:.0f} s ({note})', flush=True)
 
     if not spin_until(collector, condition, timeout, check):
-        raise TimeoutError(f'no {what} within {timeout:.0f} s')
+        errors = '; '.join(f'{name}: {message}' for name, message in sorted(collector.errors.items()))
+        raise TimeoutError(f'no {what} within {timeout:.0f} s' + (f' (/diagnostics: {errors})' if errors else ''))
 
 
 def run(sources: Sequence[str], output: Path, config: Path, cameras: Sequence[RunnerCamera],
