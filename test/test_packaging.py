@@ -81,6 +81,8 @@ DEPENDENCIES: dict[str, Source] = {
     'onnx': pip_only('onnx', 'no key in rosdep'),
     'onnxslim': pip_only('onnxslim', 'no key in rosdep'),
     'safetensors': pip_only('safetensors', 'no key in rosdep'),
+    'huggingface_hub': pip_only('huggingface-hub', 'no key in rosdep; hf:// named checkpoints'),
+    'httpx2': pip_only('httpx2', "no key in rosdep; huggingface_hub's HTTP library, whose errors the fetch catches"),
     'cityscapesscripts': pip_only('cityscapesscripts', 'no key in rosdep'),
     'trackeval': pip_only('trackeval', 'no key in rosdep; installed without its dependencies'),
     'pycocotools': pip_only('pycocotools', "no key in rosdep; the RLE masks of TrackEval's MOTS evaluation"),
