@@ -36,7 +36,8 @@ def semantic_segmenter(checkpoint, device='cpu', precision='fp32', device_side=T
                        options=DeviceOptions(), label_set='camvid'):
     config = build_config(SemanticModelConfig, dict(checkpoint=str(checkpoint) if checkpoint else '',
                                                      label_set=label_set, input_size=input_size))
-    graph, labels, source = semantic_deployment(config)
+    # the graph TensorRT and ONNX Runtime run on a GPU (class ids), also for the host path here
+    graph, labels, source = semantic_deployment(config, logits_on_host=False)
     backend = PyTorchBackend(graph.module, graph.output_names, device, precision, device_side=device_side,
                              options=options)
     return SemanticSegmenter(backend, labels, input_size, source)

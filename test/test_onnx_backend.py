@@ -32,13 +32,20 @@ def test_onnxruntime_matches_pytorch_on_driving_frames(deeplabv3plus_checkpoint)
         assert np.abs(got.confidence - want.confidence).max() < 1e-3
 
 
-def test_exported_graph_takes_any_batch_and_size(deeplabv3plus_checkpoint):
+@pytest.mark.parametrize('with_confidence', [False, True])
+def test_exported_graph_takes_any_batch_and_size(deeplabv3plus_checkpoint, with_confidence):
+    """On the CPU the graph ends at quarter-resolution logits; with a confidence output, at class ids."""
     segmenter = create_semantic_segmenter(build_config(SemanticModelConfig, dict(
-        checkpoint=str(deeplabv3plus_checkpoint), backend='onnxruntime', input_size=(64, 96))))
+        checkpoint=str(deeplabv3plus_checkpoint), backend='onnxruntime', input_size=(64, 96),
+        with_confidence=with_confidence)))
     backend = segmenter.backend
     for shape in ((1, 3, 64, 96), (3, 3, 72, 128)):
         outputs = backend.infer(np.zeros(shape, np.uint8))
-        assert outputs['class_ids'].shape == (shape[0], *shape[2:]) and outputs['class_ids'].dtype == np.uint8
+        if with_confidence:
+            assert outputs['class_ids'].shape == (shape[0], *shape[2:]) and outputs['class_ids'].dtype == np.uint8
+        else:
+            assert outputs['logits'].shape == (shape[0], 19, shape[2] // 4, shape[3] // 4)
+            assert outputs['logits'].dtype == np.float32
 
 
 def test_corrupt_onnx_file_gives_a_clear_error(tmp_path):

@@ -1,14 +1,17 @@
 """SemanticSegmenter: batches of any camera size in, class ids at each camera's resolution out."""
+import dataclasses
 import json
 import re
 import time
+
 import numpy as np
 import pytest
 import torch
 
-from seg_models.models.semantic_graph import IMAGENET_MEAN, IMAGENET_STD
+from seg_models.models.semantic_graph import IMAGENET_MEAN, IMAGENET_STD, SemanticInference
 from seg_models.configs import SemanticModelConfig, build_config
 from seg_models.segmenters.semantic import build_semantic_network, create_semantic_segmenter
+from seg_models.segmenters.transform import CameraTransform
 from seg_models.data.labels import cityscapes
 
 
@@ -39,6 +42,40 @@ def test_class_ids_are_the_argmax_of_the_network_on_normalised_pixels(segmenter)
     with torch.no_grad():
         expected = network(normalised).argmax(1)[0].numpy().astype(np.uint8)
     np.testing.assert_array_equal(segmenter.segment([image])[0].class_ids, expected)
+
+
+@pytest.mark.parametrize('image_size', [(90, 120), (333, 500), (40, 52)])  # up by 4x and 1.4x, down
+def test_argmax_at_image_size_is_the_argmax_of_torch_bilinear_logits(image_size):
+    rng = np.random.default_rng(2)
+    logits = torch.nn.functional.avg_pool2d(torch.from_numpy(rng.normal(size=(1, 19, 28, 36)).astype(np.float32)),
+                                            3, 1, 1)[0]
+    logits[:, :8, :8] = 0.0  # equal maxima: the first class wins, as torch's argmax picks it
+    expected = torch.nn.functional.interpolate(logits[None], size=image_size, mode='bilinear',
+                                               align_corners=False)[0].argmax(0).numpy()
+    got = CameraTransform.argmax_at_image_size(logits.numpy(), image_size, np.uint8)
+    assert got.dtype == np.uint8 and got.shape == image_size
+    assert np.mean(got == expected) > 0.9999, np.mean(got == expected)  # float rounding at near-ties only
+    assert (got[:6 * image_size[0] // 28, :6 * image_size[1] // 36] == 0).all()
+
+
+@pytest.mark.parametrize('backend', ['pytorch', 'onnxruntime'])
+def test_on_the_cpu_ids_are_the_gpu_paths_answer_from_the_graphs_quarter_logits(backend, tmp_path):
+    """The CPU graph ends at the head's quarter-resolution logits; the host upsamples them straight
+    to the camera's size before the argmax: the class ids of the device pipeline's camera_forward."""
+    torch.manual_seed(0)
+    config = build_config(SemanticModelConfig, dict(input_size=(64, 96), backend=backend, device='cpu',
+                                                    engine_dir=str(tmp_path)))
+    cpu = create_semantic_segmenter(config)
+    assert cpu.backend.output_names == ('logits',)
+    image = np.random.default_rng(3).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    graph = SemanticInference(create_semantic_segmenter(dataclasses.replace(config, deployment=dataclasses.replace(
+        config.deployment, backend='pytorch'))).backend.module.network)  # the same weights, as a GPU runs them
+    with torch.no_grad():
+        expected = graph.camera_forward(torch.from_numpy(image)[None], (64, 96))[0][0].numpy()
+    got = cpu.segment([image])[0].class_ids
+    assert got.shape == (150, 200) and np.mean(got == expected) > 0.9999, np.mean(got == expected)
+    with_confidence = create_semantic_segmenter(dataclasses.replace(config, with_confidence=True))
+    assert with_confidence.backend.output_names == ('class_ids', 'confidence')  # ids and confidence from the graph
 
 
 def test_without_input_size_each_image_runs_at_its_own_size_grouped_by_size():

@@ -145,13 +145,15 @@ def read_onnx_metadata(path: str | Path) -> dict[str, object]:
 
 def export_semantic_onnx(graph: SemanticInference, path: str | Path, label_set: str,
                          input_size: tuple[int, int] = DEFAULT_INPUT_SIZE) -> Path:
-    """Input uint8 ``images`` (N, 3, H, W); outputs ``class_ids`` (N, H, W) [and ``confidence``];
-    every N/H/W dynamic."""
-    spatial = {0: 'batch', 1: 'height', 2: 'width'}
-    dynamic_axes = {INPUT_NAME: {0: 'batch', 2: 'height', 3: 'width'}}
-    dynamic_axes.update({name: spatial for name in graph.output_names})
+    """Input uint8 ``images`` (N, 3, H, W); outputs ``class_ids`` (N, H, W) [and ``confidence``], or
+    (``logits_on_host``) ``logits`` (N, C, H/4, W/4); every N/H/W dynamic."""
+    images = {0: 'batch', 2: 'height', 3: 'width'}
+    dynamic_axes = {INPUT_NAME: images}
+    dynamic_axes.update({name: images if graph.logits_on_host else {0: 'batch', 1: 'height', 2: 'width'}
+                         for name in graph.output_names})
     return export_onnx(graph, path, torch.zeros((1, 3, *input_size), dtype=torch.uint8), graph.output_names,
-                       dynamic_axes, {'kind': 'semantic', 'label_set': label_set, 'output_kind': 'class_ids',
+                       dynamic_axes, {'kind': 'semantic', 'label_set': label_set,
+                                      'output_kind': 'logits' if graph.logits_on_host else 'class_ids',
                                       'input_size': None})
 
 

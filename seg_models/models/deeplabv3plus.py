@@ -146,10 +146,13 @@ class DeepLabV3Plus(nn.Module):
     def forward(self, images: torch.Tensor, output_size: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """Logits at ``output_size`` (default: the input's): the head's quarter-resolution logits
         upsampled bilinearly once, straight to a camera's size where it differs from the input."""
-        features = self.backbone(images)
-        logits = self.head(features['low'], features['out'])
-        return F.interpolate(logits, size=tuple(output_size or images.shape[-2:]), mode='bilinear',
+        return F.interpolate(self.head_logits(images), size=tuple(output_size or images.shape[-2:]), mode='bilinear',
                              align_corners=False)
+
+    def head_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The head's own logits, at a quarter of the input's resolution."""
+        features = self.backbone(images)
+        return self.head(features['low'], features['out'])
 
 
 def deeplabv3plus(backbone: str, num_classes: int, output_stride: int = 16, layout: str = 'paper') -> DeepLabV3Plus:

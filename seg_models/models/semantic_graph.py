@@ -5,6 +5,11 @@ exactly the same computation, and only uint8 ids (not float logits) leave the ac
 ``camera_forward`` is the same computation for camera frames already on a GPU
 (seg_models.backends.device_pipeline): resized there, and the logits upsampled bilinearly to the camera's
 size before the argmax, which gives better edges than upsampling ids.
+
+On the CPU (``logits_on_host``) the graph ends at the head's quarter-resolution logits instead:
+nothing leaves an accelerator there, and the host upsamples them bilinearly straight to the
+camera's size before the argmax (``CameraTransform.argmax_at_image_size``), the GPU path's answer,
+for less time than the graph's own upsampling to the network size took (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -32,24 +37,35 @@ class SemanticInference(nn.Module):
     """
 
     def __init__(self, network: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 class_id_dtype: torch.dtype = torch.uint8, with_confidence: bool = False) -> None:
+                 class_id_dtype: torch.dtype = torch.uint8, with_confidence: bool = False,
+                 logits_on_host: bool = False) -> None:
         super().__init__()
+        if logits_on_host and with_confidence:
+            raise ValueError('a graph with a confidence output computes its class ids itself')
         self.network = network
         self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.class_id_dtype = class_id_dtype
         self.with_confidence = with_confidence
+        self.logits_on_host = logits_on_host
 
     @property
     def output_names(self) -> tuple[str, ...]:
+        if self.logits_on_host:
+            return ('logits',)
         return ('class_ids', 'confidence') if self.with_confidence else ('class_ids',)
 
     def forward(self, images: torch.Tensor):
-        return self.answer(self.network(self.network_input(images.float())))
+        images = self.network_input(images.float())
+        if self.logits_on_host:  # (N, C, H/4, W/4) float32
+            return (self.network.head_logits(images).float(),)
+        return self.answer(self.network(images))
 
     def camera_forward(self, frames: torch.Tensor, input_size: Size, mark: Callable[[str], None] = no_mark):
         """uint8 camera frames (N, H, W, 3) on the device -> the outputs at camera size (N, H, W);
         ``mark`` is called after each stage (preprocess, model, postprocess) for timing."""
+        if self.logits_on_host:
+            raise ValueError('a graph ending at quarter-resolution logits is for the host path, not a device')
         images = self.network_input(frames_at_input_size(frames, input_size))
         mark('preprocess')
         logits = self.network(images, output_size=tuple(frames.shape[1:3]))

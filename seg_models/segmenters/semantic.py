@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from seg_models.backends.availability import resolved_device
 from seg_models.backends.base import Backend, CallTime, release_host_memory
 from seg_models.backends.factory import create_backend
 from seg_models.checkpoints.formats import import_deeplabv3plus
@@ -123,10 +124,15 @@ class SemanticSegmenter:
 
     def _result_at_camera_size(self, outputs: dict[str, np.ndarray], position: int,
                                size: tuple[int, int]) -> SemanticResult:
-        class_ids = outputs['class_ids'][position].astype(self.label_set.class_id_dtype, copy=False)
+        if 'logits' in outputs:  # the CPU graph: upsampled here, straight to the camera's size
+            class_ids = self.transform.argmax_at_image_size(outputs['logits'][position], size,
+                                                            self.label_set.class_id_dtype)
+        else:
+            class_ids = self.transform.map_to_image(
+                outputs['class_ids'][position].astype(self.label_set.class_id_dtype, copy=False), size, nearest=True)
         confidence = outputs.get('confidence')
         return SemanticResult(
-            class_ids=self.transform.map_to_image(class_ids, size, nearest=True),
+            class_ids=class_ids,
             confidence=None if confidence is None else self.transform.map_to_image(confidence[position], size,
                                                                                    nearest=False))
 
@@ -155,15 +161,21 @@ def build_semantic_network(config: SemanticModelConfig, label_set: LabelSet) -> 
     return network, config.checkpoint
 
 
-def semantic_deployment(config: SemanticModelConfig) -> tuple[DeploymentGraph, LabelSet, str]:
+def semantic_deployment(config: SemanticModelConfig, logits_on_host: Optional[bool] = None
+                        ) -> tuple[DeploymentGraph, LabelSet, str]:
     """(the deployment graph, its label set, the weights source) for ``config``: what a backend is
     created from, and what ``seg-models build --onnx-only`` converts without creating one. Settings
-    the weights' model card fixes are taken from it (the demo model without a checkpoint)."""
+    the weights' model card fixes are taken from it (the demo model without a checkpoint).
+    ``logits_on_host`` (default: on the CPU, without a confidence output): the graph ends at the
+    quarter-resolution logits, upsampled by the host to each camera's size (semantic_graph)."""
     config = resolved_semantic_config(config)
     label_set = get_label_set(config.label_set)
     network, weights_source = build_semantic_network(config, label_set)
     class_id_dtype = torch.uint8 if label_set.class_id_dtype == np.uint8 else torch.int32
-    graph = SemanticInference(network, class_id_dtype=class_id_dtype, with_confidence=config.with_confidence)
+    if logits_on_host is None:
+        logits_on_host = not config.with_confidence and resolved_device(config.deployment.device) == 'cpu'
+    graph = SemanticInference(network, class_id_dtype=class_id_dtype, with_confidence=config.with_confidence,
+                              logits_on_host=logits_on_host)
     return semantic_deployment_graph(config, graph, label_set), label_set, weights_source
 
 
@@ -187,7 +199,7 @@ def semantic_deployment_graph(config: SemanticModelConfig, graph: SemanticInfere
     """How the semantic graph is exported and what its cached artifacts depend on."""
     input_size = config.input_size or DEFAULT_INPUT_SIZE
     # The name tells graph variants apart, so nodes building different ones at once never share a file.
-    variant = '_confidence' if graph.with_confidence else ''
+    variant = '_confidence' if graph.with_confidence else '_logits' if graph.logits_on_host else ''
     return DeploymentGraph(
         name=f'{config.architecture}_os{config.output_stride}_{label_set.name}{variant}',
         output_names=graph.output_names, module=graph, input_size=config.input_size,
