@@ -9,7 +9,7 @@ size before the argmax, which gives better edges than upsampling ids.
 On the CPU (``logits_on_host``) the graph ends at the head's quarter-resolution logits instead:
 nothing leaves an accelerator there, and the host upsamples them bilinearly straight to the
 camera's size before the argmax (``CameraTransform.argmax_at_image_size``), the GPU path's answer,
-for less time than the graph's own upsampling to the network size took (docs/benchmarks.md).
+for 1.4% more time a frame at 512x1024 (docs/benchmarks.md).
 """
 from __future__ import annotations
 
