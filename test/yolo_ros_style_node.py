@@ -17,21 +17,24 @@ yolo_bringup/launch/yolo.launch.py):
   buffer and one cvtColor, as cv_bridge does), then ``YOLO(model).predict(source=bgr, verbose=False,
   stream=False, conf=threshold, iou=iou, imgsz=(imgsz_height, imgsz_width), half=False, max_det,
   augment=False, agnostic_nms=False, retina_masks, device)`` and ``results[0].cpu()``;
-* per detection: class id, class name, score, the box as centre and size (``boxes.xywh``) and the
-  mask as polygon vertices (``masks.xy``, float64 x, y in camera pixels), with the image's header.
+* per detection, as its parse_hypothesis, parse_boxes and parse_masks walk the results: class id,
+  class name, score, the box and the mask as polygon vertices (each ``mask.xy[0]`` of
+  ``results.masks``, float64 x, y in camera pixels), with the image's header.
   Defaults as its launch file: threshold 0.5, iou 0.7, max_det 300, retina_masks false; imgsz is
   the ONNX export's fixed size (the node declares 640x640, the launch file 480x640).
 
-yolo_msgs (its DetectionArray) is not installable here, so the same numbers go out in a
-``visualization_msgs/MarkerArray``: first a DELETEALL marker carrying the image's header (RViz clears
-the previous answer; an answer without detections still has its stamp, as DetectionArray's header
-has), then one LINE_STRIP marker a detection: ``ns`` the class name, ``id`` its index, ``text`` the
-class id, ``pose.position`` x, y the box centre, ``scale`` x, y the box size, ``color.a`` the score,
-``points`` the polygon. On the wire that is heavier than yolo_msgs: a geometry_msgs/Point is 24
-bytes a vertex against Point2D's 16, a Marker about 240 bytes besides its points against about 210
-for a Detection (its header, strings, colour, mesh and texture fields against bbox3d and keypoints),
-and the DELETEALL marker adds about 240 bytes an answer. DetectionArray's bytes are therefore about
-``marker_bytes - 8 * vertices - 30 * detections - 240``; the benchmark prints the MarkerArray's.
+yolo_msgs (its DetectionArray) is not installable here, nor is vision_msgs; a visualization_msgs
+MarkerArray would be, but package.xml does not declare it, and its geometry_msgs/Point vertices are
+24 bytes against Point2D's 16. So the same numbers go out in the package's
+own ``seg_perception_msgs/InstanceMaskArray`` (the image's header), one InstanceMask a detection:
+``class_id``, ``class_name``, ``score``, ``box`` (the box's pixels, as a RegionOfInterest: whole
+pixels where yolo_msgs has float centre and size) and the polygon as the ``mask`` Image, encoding
+64FC2, one pixel a vertex: float64 x, y pairs, 16 bytes a vertex as yolo_msgs' Point2D (one array
+where yolo_ros builds a Point2D object a vertex, which only spares this side work). The
+vertices, the bulk of an answer, cost what they cost in yolo_msgs; a DetectionArray would carry
+about 90 bytes more a detection (its float64 box and score, an empty bbox3d, id and keypoints) and
+about 25 bytes less an answer (by their CDR layouts: 28 bytes + about 185 a detection + 16 a vertex,
+against 52 + about 92 + 16 here).
 """
 from __future__ import annotations
 
@@ -39,14 +42,14 @@ import sys
 from pathlib import Path
 
 import cv2
-from geometry_msgs.msg import Point
+import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
-from sensor_msgs.msg import Image
-from visualization_msgs.msg import Marker, MarkerArray
+from seg_perception_msgs.msg import InstanceMask, InstanceMaskArray
+from sensor_msgs.msg import Image, RegionOfInterest
 
 from fitted_yolo import export_yolo_onnx, fitted_yolo, ultralytics_offline
-from seg_perception.messages.images import image_msg_pixels
+from seg_perception.messages.images import array_to_image_msg, image_msg_pixels
 from seg_perception.runtime.node_main import main_for
 from seg_perception.runtime.parameters import ParameterSpec, declare_parameters
 
@@ -77,7 +80,7 @@ class YoloRosStyleNode(Node):
         self.yolo = YOLO(self.settings['model'], task='segment')
         image_qos = QoSProfile(reliability=QoSReliabilityPolicy(self.settings['image_reliability']),
                                history=QoSHistoryPolicy.KEEP_LAST, durability=QoSDurabilityPolicy.VOLATILE, depth=1)
-        self.publisher = self.create_publisher(MarkerArray, DETECTIONS, PUBLISHER_DEPTH)
+        self.publisher = self.create_publisher(InstanceMaskArray, DETECTIONS, PUBLISHER_DEPTH)
         self.create_subscription(Image, 'image_raw', self.image_cb, image_qos)
 
     def image_cb(self, msg: Image) -> None:
@@ -88,19 +91,18 @@ class YoloRosStyleNode(Node):
             imgsz=(self.settings['imgsz_height'], self.settings['imgsz_width']), half=False,
             max_det=self.settings['max_det'], augment=False, agnostic_nms=False,
             retina_masks=self.settings['retina_masks'], device=self.settings['device'])[0].cpu()
-        answer = MarkerArray(markers=[Marker(header=msg.header, action=Marker.DELETEALL)])
-        polygons = results.masks.xy if results.masks is not None else []
+        answer = InstanceMaskArray(header=msg.header, image_height=msg.height, image_width=msg.width)
+        polygons = [mask.xy[0] for mask in results.masks] if results.masks is not None else []
         for index, (box, polygon) in enumerate(zip(results.boxes, polygons)):
             class_id = int(box.cls)
-            center_x, center_y, width, height = (float(value) for value in box.xywh[0])
-            marker = Marker(header=msg.header, ns=self.yolo.names[class_id], id=index, type=Marker.LINE_STRIP,
-                            action=Marker.ADD, text=str(class_id),
-                            points=[Point(x=float(x), y=float(y)) for x, y in polygon.tolist()])
-            marker.pose.position.x, marker.pose.position.y = center_x, center_y
-            marker.pose.orientation.w = 1.0
-            marker.scale.x, marker.scale.y = width, height
-            marker.color.a = float(box.conf)
-            answer.markers.append(marker)
+            x1, y1, x2, y2 = (float(value) for value in box.xyxy[0])
+            left, top = int(np.floor(x1)), int(np.floor(y1))
+            vertices = np.asarray(polygon, np.float64).reshape(1, -1, 2)  # masks.xy: float32 (N, 2)
+            answer.instances.append(InstanceMask(
+                instance_id=index, class_id=class_id, class_name=self.yolo.names[class_id], score=float(box.conf),
+                box=RegionOfInterest(x_offset=left, y_offset=top, width=int(np.ceil(x2)) - left,
+                                     height=int(np.ceil(y2)) - top),
+                mask=array_to_image_msg(vertices, '64FC2', msg.header)))
         self.publisher.publish(answer)
 
 

@@ -32,16 +32,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.serialization import serialize_message
+from seg_perception_msgs.msg import InstanceMaskArray
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
-from visualization_msgs.msg import Marker, MarkerArray
 
 from seg_perception.bringup.driving_pipeline import TASKS, pipeline_node
 from seg_perception.bringup.processes import NodeProcesses, node_command, spin_until
@@ -84,15 +84,6 @@ class Measurement:
     instances_per_answer: float  # median (instance task; 0 for semantic)
 
 
-def instances_in(msg) -> int:
-    return len(getattr(msg, 'instances', ()))
-
-
-def detections_in(answer: MarkerArray) -> int:
-    """The yolo_ros-style node's detections: its LINE_STRIP markers (the first, DELETEALL, only clears)."""
-    return sum(marker.action == Marker.ADD for marker in answer.markers)
-
-
 @dataclass(frozen=True)
 class Contender:
     """One side of the comparison: its command line, and where and in what it answers."""
@@ -100,13 +91,6 @@ class Contender:
     command: list[str]
     output: str  # its answer topic, in the root namespace
     answer_type: type
-    header_of: Callable[[Any], Header] = lambda msg: msg.header  # the answer's copy of the image header
-    instances_of: Callable[[Any], int] = instances_in
-
-
-def yolo_ros_style(command: list[str]) -> Contender:
-    """A MarkerArray has no header of its own: its first (DELETEALL) marker carries the image's."""
-    return Contender(command, YOLO_ROS_DETECTIONS, MarkerArray, lambda msg: msg.markers[0].header, detections_in)
 
 
 class Camera(Node):
@@ -120,7 +104,6 @@ class Camera(Node):
         self.answered: set[tuple[int, int]] = set()
         self.answer_bytes: list[int] = []
         self.instance_counts: list[int] = []
-        self._header_of, self._instances_of = contender.header_of, contender.instances_of
         self.create_subscription(contender.answer_type, contender.output, self._on_answer, CAMERA_QOS)
         self._next = 0
 
@@ -132,12 +115,11 @@ class Camera(Node):
         return stamp_key(msg.header)
 
     def _on_answer(self, msg) -> None:
-        header = self._header_of(msg)
-        self.answers.append((time.monotonic(), stamp_latency_ms(self.get_clock().now().nanoseconds, header.stamp)))
-        self.answered.add(stamp_key(header))
+        self.answers.append((time.monotonic(), stamp_latency_ms(self.get_clock().now().nanoseconds, msg.header.stamp)))
+        self.answered.add(stamp_key(msg.header))
         if len(self.answer_bytes) < 20:
             self.answer_bytes.append(len(serialize_message(msg)))
-        self.instance_counts.append(self._instances_of(msg))
+        self.instance_counts.append(len(getattr(msg, 'instances', ())))
 
 
 def _percentiles(latencies: list[float]) -> tuple[float, float]:
@@ -235,7 +217,7 @@ def yolo_commands(model_metadata: Path, score_threshold: Optional[float]) -> dic
                     f'max_det:={YOLO_ROS_MAX_DET}') for arg in ('-p', value)]
     return {'ours': our_node('instance', [f'model_metadata:={model_metadata}', f'score_threshold:={threshold}',
                                       f'max_instances:={YOLO_ROS_MAX_DET}']),
-            'yolo_ros': yolo_ros_style(yolo_ros)}
+            'yolo_ros': Contender(yolo_ros, YOLO_ROS_DETECTIONS, InstanceMaskArray)}
 
 
 def exported_yolo(folder: str) -> Path:
