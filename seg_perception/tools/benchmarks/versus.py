@@ -210,7 +210,10 @@ def yolo_commands(model_metadata: Path, score_threshold: Optional[float]) -> dic
 
     spec = load_instance_model(model_metadata)
     threshold = YOLO_ROS_THRESHOLD if score_threshold is None else score_threshold
-    yolo_ros = [sys.executable, str(YOLO_ROS_STYLE_NODE), '--ros-args', '-r', f'image_raw:={CAMERA}',
+    # NumPy's own BLAS threads, as yolo_ros runs (importing seg_perception for its parameter table
+    # would give it our one-thread setting)
+    yolo_ros = ['env', f'OPENBLAS_NUM_THREADS={os.cpu_count()}', sys.executable, str(YOLO_ROS_STYLE_NODE),
+                '--ros-args', '-r', f'image_raw:={CAMERA}',
                 '-r', f'detections:={YOLO_ROS_DETECTIONS}'] + [arg for value in (
                     f'model:={spec.onnx}', f'threshold:={threshold}', f'iou:={spec.nms_iou}',
                     f'imgsz_height:={spec.input_size[0]}', f'imgsz_width:={spec.input_size[1]}',
