@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of docs/backends_and_gpu.md, "The GPU path", on a machine with a CUDA GPU and PyTorch (no ROS needed):
-# the device-pipeline tests (CUDA against the CPU reference, device paste, steady-state memory)
+# the device-pipeline tests (CUDA against the CPU reference, device paste, steady-state memory), the
+# external instance models' NMS and mask assembly on the GPU against the CPU (needs onnx and onnxruntime)
 # and the GPU benchmark (ours against torchvision's eager models). Logs go to $1 (default gpu_checks/).
 # Shared CamVid frames: ../shared/data, or SEG_PERCEPTION_SHARED_DATA.
 set -uo pipefail
@@ -19,5 +20,8 @@ bench=$?
 timeout "${TEST_TIMEOUT:-240}" "$python" -m pytest test/test_device_pipeline.py -v -rs -p no:cacheprovider 2>&1 \
   | tee "$out/tests.txt"
 tests=$?
-echo "bench exit $bench, tests exit $tests"
-[ "$bench" -eq 0 ] && [ "$tests" -eq 0 ]
+timeout "${TEST_TIMEOUT:-240}" "$python" -m pytest test/test_external_instance.py -m gpu -v -rs -p no:cacheprovider \
+  2>&1 | tee "$out/tests_external_instance.txt"
+external=$?
+echo "bench exit $bench, tests exit $tests, external instance tests exit $external"
+[ "$bench" -eq 0 ] && [ "$tests" -eq 0 ] && [ "$external" -eq 0 ]

@@ -208,3 +208,58 @@ def test_mmdeploy_layout_of_mask_rcnn_publishes_what_our_own_graph_does(maskrcnn
     print('mask IoU with our own graph: min', min(ious), 'median', np.median(ious))
     # ONNX's Resize in the exported paste against PyTorch's: pixels at the edge of thin masks differ
     assert min(ious) >= 0.95 and np.median(ious) >= 0.99
+
+
+def yolo_rows_and_prototypes(seed: int = 0, candidates: int = 400) -> dict[str, np.ndarray]:
+    """YOLOv8/11 outputs of many overlapping, random candidates over random prototypes: NMS, the
+    class filter and mask assembly all have work to do."""
+    rng = np.random.default_rng(seed)
+    rows = np.zeros((1, 4 + 80 + 32, candidates), np.float32)
+    rows[0, 0] = rng.uniform(20, INPUT_SIZE[1] - 20, candidates)  # centre x
+    rows[0, 1] = rng.uniform(20, INPUT_SIZE[0] - 20, candidates)  # centre y
+    rows[0, 2:4] = rng.uniform(8, 120, (2, candidates))
+    rows[0, 4:84] = rng.uniform(0, 0.5, (80, candidates)) ** 3
+    rows[0, 84:] = rng.normal(0, 1, (32, candidates))
+    prototypes = rng.normal(0, 2, (1, 32, INPUT_SIZE[0] // PROTOTYPE_STRIDE, INPUT_SIZE[1] // PROTOTYPE_STRIDE))
+    return {'output0': rows, 'output1': prototypes.astype(np.float32)}
+
+
+def test_onnx_runtime_hands_its_outputs_over_as_tensors_unchanged(tmp_path):
+    """The I/O binding the device path runs on (the input read from the tensor, the outputs handed
+    over by DLPack) gives ONNX Runtime's plain outputs; on the CPU here, on the CUDA provider alike."""
+    outputs = yolo_rows_and_prototypes()
+    model = constant_model(tmp_path / 'yolo11n-seg.onnx', outputs)
+    found = segmenter(metadata(tmp_path, model, format='ultralytics_seg')).backend
+    images = torch.rand(1, 3, *INPUT_SIZE)
+    tensors = found.infer_tensors(images)
+    plain = found.infer(images.numpy())
+    assert set(tensors) == set(plain) == {'output0', 'output1'}
+    for name, value in tensors.items():
+        assert isinstance(value, torch.Tensor) and value.device.type == 'cpu'
+        np.testing.assert_array_equal(value.numpy(), plain[name])
+        np.testing.assert_array_equal(value.numpy(), outputs[name])
+
+
+def post_processed_on(device: str, metadata_path: Path, frames: list[np.ndarray]):
+    from seg_models.segmenters.external_instance import ExternalInstanceSegmenter
+
+    cpu = segmenter(metadata_path, score_threshold=0.05, max_instances=40)
+    return ExternalInstanceSegmenter(cpu.backend, cpu.spec, cpu.label_set, cpu.class_map, cpu.output_filter,
+                                     device=device).segment(frames)
+
+
+@pytest.mark.gpu
+def test_on_a_cuda_device_nms_and_mask_assembly_give_the_cpu_results(tmp_path):
+    """The post-processing's tensors on the GPU (scripts/gpu_checks.sh): the same detections, boxes
+    and (box-cropped) masks as on the CPU, up to the GPU's float rounding at the mask threshold."""
+    model = constant_model(tmp_path / 'yolo11n-seg.onnx', yolo_rows_and_prototypes())
+    path = metadata(tmp_path, model, format='ultralytics_seg')
+    frames = [np.zeros((360, 640, 3), np.uint8), np.zeros((512, 640, 3), np.uint8)]
+    on_cpu, on_gpu = (post_processed_on(device, path, frames) for device in ('cpu', 'cuda'))
+    for cpu, gpu in zip(on_cpu, on_gpu):
+        assert len(cpu.instances) > 5
+        assert [(i.class_id, i.roi) for i in cpu.instances] == [(i.class_id, i.roi) for i in gpu.instances]
+        np.testing.assert_allclose([i.score for i in cpu.instances], [i.score for i in gpu.instances], atol=1e-6)
+        np.testing.assert_allclose([i.box for i in cpu.instances], [i.box for i in gpu.instances], atol=1e-3)
+        for one, other in zip(cpu.instances, gpu.instances):
+            assert (one.mask != other.mask).mean() < 0.01

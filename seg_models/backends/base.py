@@ -39,6 +39,15 @@ class Backend(abc.ABC):
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Run one batch; ``images`` is C-contiguous uint8 (N, 3, H, W)."""
 
+    def infer_tensors(self, images):
+        """``infer`` for a torch tensor, giving torch tensors: on the backend's CUDA device where it
+        runs on one and can keep its outputs there (post-processing then runs on the device), else
+        on the CPU. This default goes through ``infer``'s host arrays."""
+        import torch
+
+        outputs = self.infer(np.ascontiguousarray(images.cpu().numpy()))
+        return {name: torch.from_numpy(value) for name, value in outputs.items()}
+
     def describe(self) -> str:
         """One line for logs and diagnostics."""
         return f'{self.name} on {self.device} ({self.precision})'

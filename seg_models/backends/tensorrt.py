@@ -181,8 +181,13 @@ class TensorRTBackend(Backend):
         super().__init__(tuple(name for name in names if name != self.input_name), str(self.torch_device), precision)
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.infer_tensors(torch.from_numpy(images))
+        return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
+
+    def infer_tensors(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The engine's outputs as tensors on its device, finished (the stream synchronised)."""
         with torch.cuda.stream(self.stream):
-            batch = torch.from_numpy(images).to(self.torch_device, non_blocking=True)
+            batch = images.to(self.torch_device, non_blocking=True).contiguous()
             if not self.context.set_input_shape(self.input_name, tuple(batch.shape)):
                 raise BackendError(f'input shape {tuple(batch.shape)} is outside the engine\'s profile')
             self.context.set_tensor_address(self.input_name, batch.data_ptr())
@@ -193,6 +198,5 @@ class TensorRTBackend(Backend):
                 self.context.set_tensor_address(name, outputs[name].data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise BackendError('TensorRT execution failed')
-            host = {name: tensor.cpu() for name, tensor in outputs.items()}
         self.stream.synchronize()
-        return {name: tensor.numpy() for name, tensor in host.items()}
+        return outputs

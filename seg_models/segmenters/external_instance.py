@@ -31,11 +31,12 @@ the box, so no full-frame mask is ever made.
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -251,39 +252,54 @@ def bilinear_weights(positions: np.ndarray, size: int) -> tuple[np.ndarray, int]
 
 
 def mask_in_roi(cell_values, letterbox: Letterbox, roi: tuple[int, int, int, int], box: Optional[np.ndarray],
-                map_size: tuple[int, int], stride: float, threshold: float) -> np.ndarray:
-    """A (roi height, roi width) bool mask: the map ``cell_values(rows, columns)`` (its values on a
-    window of cells) sampled bilinearly at the roi's camera pixels, above ``threshold``; with a
-    ``box``, only the pixels whose index lies in [x1, x2) x [y1, y2) of it (Ultralytics' crop)."""
+                map_size: tuple[int, int], stride: float, threshold: float) -> torch.Tensor:
+    """A (roi height, roi width) bool mask on the map's device: the map ``cell_values(rows,
+    columns)`` (its values on a window of cells, a tensor) sampled bilinearly at the roi's camera
+    pixels, above ``threshold``; with a ``box``, only the pixels whose index lies in [x1, x2) x
+    [y1, y2) of it (Ultralytics' crop). The interpolation matrices are a few kilobytes, made on the
+    host; the sampling runs where the map is."""
     x, y, width, height = roi
     row_weights, first_row = bilinear_weights(letterbox.sample_positions(y, height, 0, stride), map_size[0])
     column_weights, first_column = bilinear_weights(letterbox.sample_positions(x, width, 1, stride), map_size[1])
     window = cell_values(slice(first_row, first_row + row_weights.shape[1]),
                          slice(first_column, first_column + column_weights.shape[1]))
+    row_weights, column_weights = (torch.from_numpy(weights).to(window.device, non_blocking=True)
+                                   for weights in (row_weights, column_weights))
     mask = row_weights @ window @ column_weights.T > threshold
-    if box is None:
-        return mask
-    columns, rows = np.arange(x, x + width), np.arange(y, y + height)
-    mask &= ((rows >= box[1]) & (rows < box[3]))[:, None] & ((columns >= box[0]) & (columns < box[2]))[None, :]
+    if box is not None:  # a pixel index i is inside [b1, b2) when ceil(b1) <= i < ceil(b2)
+        first_y, end_y = math.ceil(box[1]) - y, math.ceil(box[3]) - y
+        first_x, end_x = math.ceil(box[0]) - x, math.ceil(box[2]) - x
+        mask[:max(first_y, 0)] = False
+        mask[max(end_y, 0):] = False
+        mask[:, :max(first_x, 0)] = False
+        mask[:, max(end_x, 0):] = False
     return mask
 
 
 @dataclass
 class Candidates:
-    """One image's detections in network terms, before the camera mapping."""
+    """One image's detections in network terms, before the camera mapping: tensors on the device
+    the model's outputs are on."""
 
-    boxes: np.ndarray  # (K, 4) x1y1x2y2 network pixels
-    scores: np.ndarray  # (K,)
-    classes: np.ndarray  # (K,) network class index
-    rows: np.ndarray  # (K,) row of each in the model's outputs (mask coefficients or masks)
+    boxes: torch.Tensor  # (K, 4) x1y1x2y2 network pixels
+    scores: torch.Tensor  # (K,)
+    classes: torch.Tensor  # (K,) network class index
+    rows: torch.Tensor  # (K,) row of each in the model's outputs (mask coefficients or masks)
 
 
 class ExternalInstanceSegmenter:
     """A foreign instance model behind the same interface as ``InstanceSegmenter``: ``segment(images)``
-    gives InstanceResults at each camera's resolution, filtered by ``output_filter``."""
+    gives InstanceResults at each camera's resolution, filtered by ``output_filter``.
+
+    Only the letterbox resize runs on the host. Normalisation, the network, candidate selection,
+    NMS and mask assembly run with torch where the backend keeps its outputs: on its CUDA device
+    for ONNX Runtime's CUDA provider and TensorRT, so a frame's prototypes never leave the GPU and
+    only boxes and box-sized masks come back (one transfer each); on the CPU elsewhere, the same code.
+    """
 
     def __init__(self, backend: Backend, spec: InstanceModelSpec, label_set: LabelSet, class_map: np.ndarray,
-                 output_filter: InstanceFilter) -> None:
+                 output_filter: InstanceFilter, device: Optional[str] = None) -> None:
+        """``device``: where post-processing runs; default: the backend's CUDA device, else the CPU."""
         self.backend = backend
         self.backend_time = CallTime()
         self.spec = spec
@@ -291,75 +307,84 @@ class ExternalInstanceSegmenter:
         self.class_map = class_map  # network class index -> published id, -1: not published
         self.output_filter = output_filter
         self.weights_source = str(spec.onnx)
-        self.mean = np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
-        self.scale = 1.0 / np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
+        self.device = torch.device(device or (backend.device if backend.device.startswith('cuda') else 'cpu'))
+        self.mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1)
+        self.scale = 1.0 / torch.tensor(spec.std, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1)
+        self.published_ids = torch.from_numpy(np.asarray(class_map, np.int64)).to(self.device)
+        self.wanted_ids = torch.tensor(list(output_filter.class_ids or ()), dtype=torch.int64, device=self.device)
 
     is_trained = True
 
     def segment(self, images: Sequence[np.ndarray]) -> list[InstanceResult]:
         self.backend_time.reset()
         letterboxes = [Letterbox.fit(image.shape[:2], self.spec.input_size, self.spec.resize) for image in images]
-        outputs = self.infer_raw(images, letterboxes)
-        return [self._result(outputs, position, letterbox) for position, letterbox in enumerate(letterboxes)]
+        with torch.inference_mode(), one_torch_thread(self.device.type == 'cpu'):
+            outputs = self.infer_raw(images, letterboxes)
+            return [self._result(outputs, position, letterbox) for position, letterbox in enumerate(letterboxes)]
 
-    def infer_raw(self, images: Sequence[np.ndarray], letterboxes: Sequence[Letterbox]) -> dict[str, np.ndarray]:
-        """The model's outputs for ``images`` (RGB uint8), in the batches its ONNX input takes."""
+    def infer_raw(self, images: Sequence[np.ndarray], letterboxes: Sequence[Letterbox]) -> dict[str, torch.Tensor]:
+        """The model's outputs for ``images`` (RGB uint8), in the batches its ONNX input takes, as
+        tensors where the backend keeps them."""
         batch = np.stack([letterbox.image(image, self.spec.pad_value) for image, letterbox in zip(images, letterboxes)])
-        pixels = batch.transpose(0, 3, 1, 2)
+        pixels = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         if self.spec.channel_order == 'bgr':
-            pixels = pixels[:, ::-1]
-        normalised = np.ascontiguousarray((pixels.astype(np.float32) - self.mean) * self.scale)
+            pixels = pixels.flip(1)
+        normalised = ((pixels.float() - self.mean) * self.scale).contiguous()
         step = self.spec.batch_size or len(normalised)
         chunks = []
         for start in range(0, len(normalised), step):
             with self.backend_time.timing():
-                chunks.append(self.backend.infer(normalised[start:start + step]))
-        return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
+                chunks.append(self.backend.infer_tensors(normalised[start:start + step]))
+        return {name: (torch.cat([chunk[name] for chunk in chunks]) if len(chunks) > 1 else chunks[0][name]
+                       ).to(self.device, non_blocking=True) for name in chunks[0]}
 
-    def _result(self, outputs: dict[str, np.ndarray], position: int, letterbox: Letterbox) -> InstanceResult:
+    def _published(self, classes: torch.Tensor) -> torch.Tensor:
+        """Whether detections of these network classes are published (mapped, and in the class filter)."""
+        published = self.published_ids[classes]
+        wanted = published >= 0
+        if len(self.wanted_ids):
+            wanted &= torch.isin(published, self.wanted_ids)
+        return wanted
+
+    def _result(self, outputs: dict[str, torch.Tensor], position: int, letterbox: Letterbox) -> InstanceResult:
         candidates = self._candidates(outputs, position)
-        published_ids = self.class_map[candidates.classes]
-        keep = published_ids >= 0
-        if self.output_filter.class_ids:
-            keep &= np.isin(published_ids, self.output_filter.class_ids)
-        order = np.flatnonzero(keep)
-        order = order[np.argsort(-candidates.scores[order], kind='stable')][:self.output_filter.max_instances]
-        boxes = letterbox.boxes_to_camera(candidates.boxes[order])
-        rois = box_rois(boxes, letterbox.camera_size)
-        instances = []
-        for index, box, roi in zip(order, boxes, rois.tolist()):
-            class_id = int(published_ids[index])
-            mask = self._mask(outputs, position, int(candidates.rows[index]), letterbox, tuple(roi), box)
-            instances.append(Instance(class_id, self.label_set.names[class_id], float(candidates.scores[index]),
-                                      tuple(float(v) for v in box), tuple(roi), mask))
+        order = torch.nonzero(self._published(candidates.classes)).flatten()
+        order = order[torch.argsort(-candidates.scores[order], stable=True)][:self.output_filter.max_instances]
+        # the few numbers per detection come back in one transfer
+        found = torch.cat([candidates.boxes[order].double(), candidates.scores[order, None].double(),
+                           self.published_ids[candidates.classes[order], None].double(),
+                           candidates.rows[order, None].double()], dim=1).cpu().numpy()
+        boxes = letterbox.boxes_to_camera(found[:, :4].astype(np.float32))
+        rois = box_rois(boxes, letterbox.camera_size).tolist()
+        masks = [self._mask(outputs, position, int(row), letterbox, tuple(roi), box)
+                 for row, box, roi in zip(found[:, 6], boxes, rois)]
+        instances = [Instance(int(class_id), self.label_set.names[int(class_id)], float(np.float32(score)),
+                              tuple(float(v) for v in box), tuple(roi), mask)
+                     for class_id, score, box, roi, mask in zip(found[:, 5], found[:, 4], boxes, rois,
+                                                                 download_masks(masks))]
         return InstanceResult.split_by_score(letterbox.camera_size, instances, self.output_filter.score_threshold)
 
-    def _candidates(self, outputs: dict[str, np.ndarray], position: int) -> Candidates:
+    def _candidates(self, outputs: dict[str, torch.Tensor], position: int) -> Candidates:
         names, threshold = self.spec.output_names, self.output_filter.lowest_kept_score
         if self.spec.format == 'ultralytics_seg':
             rows = outputs[names[0]][position].T  # (N, 4 + nc + 32)
-            class_scores = rows[:, 4:-MASK_COEFFICIENTS]
-            classes, scores = class_scores.argmax(axis=1), class_scores.max(axis=1)
-            wanted = self.class_map[classes] >= 0
-            if self.output_filter.class_ids:
-                wanted &= np.isin(self.class_map[classes], self.output_filter.class_ids)
-            index = np.flatnonzero((scores >= threshold) & wanted)
-            index = index[np.argsort(-scores[index], kind='stable')][:ULTRALYTICS_MAX_CANDIDATES]
+            scores, classes = rows[:, 4:-MASK_COEFFICIENTS].max(dim=1)
+            index = torch.nonzero((scores >= threshold) & self._published(classes)).flatten()
+            index = index[torch.argsort(-scores[index], stable=True)][:ULTRALYTICS_MAX_CANDIDATES]
             centre, size = rows[index, :2], rows[index, 2:4]
-            boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
-            kept = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores[index]),
-                               torch.from_numpy(classes[index]), self.spec.nms_iou).numpy()
+            boxes = torch.cat([centre - size / 2, centre + size / 2], dim=1)
+            kept = batched_nms(boxes, scores[index], classes[index], self.spec.nms_iou)
             return Candidates(boxes[kept], scores[index][kept], classes[index][kept], index[kept])
         if self.spec.format == 'ultralytics_seg_end2end':
             rows = outputs[names[0]][position]  # (K, 6 + 32)
-            index = np.flatnonzero(rows[:, 4] >= threshold)
-            return Candidates(rows[index, :4], rows[index, 4], rows[index, 5].astype(np.int64), index)
-        dets, labels = outputs[names[0]][position], outputs[names[1]][position].astype(np.int64)
-        index = np.flatnonzero(dets[:, 4] >= threshold)
+            index = torch.nonzero(rows[:, 4] >= threshold).flatten()
+            return Candidates(rows[index, :4], rows[index, 4], rows[index, 5].long(), index)
+        dets, labels = outputs[names[0]][position], outputs[names[1]][position].long()
+        index = torch.nonzero(dets[:, 4] >= threshold).flatten()
         return Candidates(dets[index, :4], dets[index, 4], labels[index], index)
 
-    def _mask(self, outputs: dict[str, np.ndarray], position: int, row: int, letterbox: Letterbox,
-              roi: tuple[int, int, int, int], box: np.ndarray) -> np.ndarray:
+    def _mask(self, outputs: dict[str, torch.Tensor], position: int, row: int, letterbox: Letterbox,
+              roi: tuple[int, int, int, int], box: np.ndarray) -> torch.Tensor:
         threshold = self.output_filter.mask_threshold
         if self.spec.format.startswith('ultralytics'):
             names = self.spec.output_names
@@ -369,15 +394,39 @@ class ExternalInstanceSegmenter:
             prototypes = outputs[names[1]][position]  # (32, h, w)
             stride = self.spec.input_size[1] / prototypes.shape[2]
 
-            def logits(rows: slice, columns: slice) -> np.ndarray:
-                window = prototypes[:, rows, columns]
-                return np.tensordot(coefficients, window, axes=1)
+            def logits(rows: slice, columns: slice) -> torch.Tensor:
+                return torch.tensordot(coefficients, prototypes[:, rows, columns], dims=1)
 
             # sigmoid(logit) > t  <=>  logit > log(t / (1 - t))
             threshold = min(max(threshold, 1e-6), 1 - 1e-6)
-            return mask_in_roi(logits, letterbox, roi, box, prototypes.shape[1:], stride,
+            return mask_in_roi(logits, letterbox, roi, box, tuple(prototypes.shape[1:]), stride,
                                math.log(threshold / (1 - threshold)))
         # (H, W) probabilities at the input, pasted by the model: no crop of ours
         masks = outputs[self.spec.output_names[2]][position, row]
-        return mask_in_roi(lambda rows, columns: masks[rows, columns], letterbox, roi, None, masks.shape, 1.0,
+        return mask_in_roi(lambda rows, columns: masks[rows, columns], letterbox, roi, None, tuple(masks.shape), 1.0,
                            threshold)
+
+
+@contextlib.contextmanager
+def one_torch_thread(on_cpu: bool) -> Iterator[None]:
+    """torch on one thread while the post-processing runs on the CPU: its operations there are small
+    (a few hundred kilobytes), and torch's OpenMP workers, waiting spun between them, took the cores
+    ONNX Runtime needs for the next frame (1.5-3x slower post-processing on a busy 2-core CPU)."""
+    if not on_cpu:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def download_masks(masks: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Box-sized bool masks to host arrays of their own, in one transfer from their device."""
+    if not masks:
+        return []
+    flat = torch.cat([mask.reshape(-1) for mask in masks]).cpu().numpy()
+    ends = np.cumsum([mask.numel() for mask in masks])[:-1]
+    return [part.reshape(tuple(mask.shape)) for part, mask in zip(np.split(flat, ends), masks)]
