@@ -52,12 +52,20 @@ class InstanceResult:
 
     def full_frame_masks(self) -> np.ndarray:
         """(M, H, W) bool masks at image size, e.g. for evaluation or drawing."""
-        height, width = self.image_size
-        masks = np.zeros((len(self.instances), height, width), dtype=bool)
+        masks = np.zeros((len(self.instances), *self.image_size), dtype=bool)
         for index, instance in enumerate(self.instances):
-            x, y, roi_width, roi_height = instance.roi
-            masks[index, y:y + roi_height, x:x + roi_width] = instance.mask
+            self.paste(instance, masks[index])
         return masks
+
+    def full_frame_mask(self, instance: Instance) -> np.ndarray:
+        """One instance's (H, W) bool mask at image size: one at a time where a frame's would not fit."""
+        return self.paste(instance, np.zeros(self.image_size, dtype=bool))
+
+    @staticmethod
+    def paste(instance: Instance, frame_mask: np.ndarray) -> np.ndarray:
+        x, y, roi_width, roi_height = instance.roi
+        frame_mask[y:y + roi_height, x:x + roi_width] = instance.mask
+        return frame_mask
 
 
 def box_rois(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:

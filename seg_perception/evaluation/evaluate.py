@@ -69,8 +69,8 @@ class BagContents:
 def tracked_objects(result: InstanceResult) -> list[TrackedObject]:
     """``result``'s instances as TrackEval's objects: track id, class id, full-frame mask as RLE
     (a bag's whole sequence waits in memory until it is scored)."""
-    return [TrackedObject(instance.track_id, instance.class_id, encoded_mask(mask))
-            for instance, mask in zip(result.instances, result.full_frame_masks())]
+    return [TrackedObject(instance.track_id, instance.class_id, encoded_mask(result.full_frame_mask(instance)))
+            for instance in result.instances]
 
 
 def panoptic_in_label_set(result: PanopticResult, lookup: np.ndarray, num_classes: int) -> PanopticResult:
