@@ -1,6 +1,7 @@
 """seg_models.data.frame_sources: image folders, videos and generated frames as frame sequences."""
 import cv2
 import numpy as np
+import pytest
 
 from seg_models.data.frame_sources import open_frames, synthetic_frames
 
@@ -18,3 +19,9 @@ def test_frame_sources_read_folders_videos_and_generate_frames(tmp_path):
     assert [f.name for f in from_video] == [f'frame_{i:06d}' for i in range(4)]
     assert len(list(open_frames(str(video), max_frames=2))) == 2
     assert len(list(open_frames('synthetic', max_frames=5))) == 5
+
+
+def test_a_source_that_is_not_there_is_refused_when_opened_not_at_its_first_frame(tmp_path):
+    """The runner and the image source node check their sources before they start anything."""
+    with pytest.raises(FileNotFoundError, match='is neither a folder, a video file nor "synthetic"'):
+        open_frames(str(tmp_path / 'absent'))

@@ -81,7 +81,8 @@ def synthetic_frames(count: int, width: int = 640, height: int = 360) -> Iterato
 
 
 def open_frames(source: str, max_frames: int = 0) -> Iterator[Frame]:
-    """Frames of ``source``: a folder of images, a video file, or "synthetic" (``max_frames`` or 30)."""
+    """Frames of ``source``: a folder of images, a video file, or "synthetic" (``max_frames`` or 30).
+    A source that is none of these is refused here, before anything waits on its frames."""
     if source == SYNTHETIC:
         frames = synthetic_frames(max_frames or 30)
     else:
@@ -92,6 +93,11 @@ def open_frames(source: str, max_frames: int = 0) -> Iterator[Frame]:
             frames = video_frames(path)
         else:
             raise FileNotFoundError(f'frame source {source!r} is neither a folder, a video file nor "synthetic"')
+    return _at_most(frames, max_frames)
+
+
+def _at_most(frames: Iterator[Frame], max_frames: int) -> Iterator[Frame]:
+    """The first ``max_frames`` of ``frames`` (all of them at 0)."""
     for count, frame in enumerate(frames, start=1):
         yield frame
         if count == max_frames:
