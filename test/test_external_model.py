@@ -1,4 +1,5 @@
 """Bring your own model: a foreign ONNX file + metadata runs through our segmenter and our node."""
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -190,9 +191,9 @@ def test_segformer_logits_at_a_quarter_are_upsampled_bilinearly_before_the_argma
         f'mean: [123.675, 116.28, 103.53]\nstd: [58.395, 57.12, 57.375]\noutput: logits\n')
     segmenter = create_semantic_segmenter(SemanticModelConfig(model_metadata=str(tmp_path / 'segformer.yaml')))
     frame = driving_frames(1, size=size)[0]
-    normalised = (torch.from_numpy(frame).permute(2, 0, 1)[None].float()
-                  - torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)) / torch.tensor(
-        [58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    normalised = (torch.from_numpy(frame).permute(2, 0, 1)[None].float() - mean) / std
     with torch.no_grad():
         logits = segformer(pixel_values=normalised).logits
     assert logits.shape[-2:] == (size[0] // 4, size[1] // 4)
@@ -201,3 +202,17 @@ def test_segformer_logits_at_a_quarter_are_upsampled_bilinearly_before_the_argma
     ours = segmenter.segment([frame])[0].class_ids
     assert np.mean(ours == upstream) >= 0.999
     assert np.mean(nearest_ids == upstream) < 0.99  # upsampling the ids instead would show
+    # A camera larger than the input: the logits go straight to the camera's size, as upstream's
+    # post_process_semantic_segmentation(target_sizes=...) takes them, not through the input's size.
+    camera = driving_frames(1, size=(2 * size[0], 2 * size[1]))[0]
+    network_input = cv2.resize(camera, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    with torch.no_grad():
+        logits = segformer(pixel_values=(torch.from_numpy(network_input).permute(2, 0, 1)[None].float()
+                                         - mean) / std).logits
+    upstream = F.interpolate(logits, size=camera.shape[:2], mode='bilinear', align_corners=False).argmax(1)[0].numpy()
+    through_the_input = F.interpolate(F.interpolate(logits, size=size, mode='bilinear', align_corners=False).argmax(
+        1, keepdim=True).float(), size=camera.shape[:2], mode='nearest')[0, 0].numpy()
+    ours = segmenter.segment([camera])[0].class_ids
+    assert ours.shape == camera.shape[:2]
+    assert np.mean(ours == upstream) >= 0.999
+    assert np.mean(through_the_input == upstream) < np.mean(ours == upstream)

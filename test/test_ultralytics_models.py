@@ -112,6 +112,7 @@ def test_our_segmenter_agrees_with_ultralytics_predict_on_real_frames(yolo_expor
 
 
 @pytest.mark.ros
+@pytest.mark.parametrize('yolo_export', ['non-square'], indirect=True)  # the replay below runs the square one
 def test_the_instance_node_publishes_what_the_segmenter_finds_with_the_export(yolo_export, tmp_path_factory):
     """``model_metadata:=`` on the instance node: the Ultralytics export, COCO classes published as
     Cityscapes things, the message equal to the segmenter's result."""

@@ -176,7 +176,10 @@ def _checked_against_graph(spec: ExternalModelSpec, graph, num_classes: int) -> 
 
 class ExternalSemanticBackend(Backend):
     """Wraps the backend running a foreign ONNX file so it honours our interface: uint8 RGB
-    (N, 3, H, W) in, ``class_ids`` [and ``confidence``] out."""
+    (N, 3, H, W) in, ``class_ids`` [and ``confidence``] out, or, from a model that outputs logits
+    without a confidence asked, the ``logits`` in label-set order (a void class last), which the
+    segmenter upsamples bilinearly straight to each camera's size before the argmax, as upstreams
+    do (SegFormer's ``post_process_semantic_segmentation`` to the target size)."""
 
     def __init__(self, inner: Backend, spec: ExternalModelSpec, label_set: LabelSet,
                  with_confidence: bool = False) -> None:
@@ -188,7 +191,10 @@ class ExternalSemanticBackend(Backend):
         self.name = f'{inner.name} (external model)'
         self.mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, 3, 1, 1)
         self.scale = 1.0 / np.asarray(spec.std, dtype=np.float32).reshape(1, 3, 1, 1)
-        outputs = ('class_ids', 'confidence') if with_confidence else ('class_ids',)
+        if spec.output == 'logits' and not with_confidence:
+            outputs = ('logits',)
+        else:
+            outputs = ('class_ids', 'confidence') if with_confidence else ('class_ids',)
         super().__init__(outputs, inner.device, inner.precision)
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -199,6 +205,8 @@ class ExternalSemanticBackend(Backend):
                               for start in range(0, len(normalised), step)])
         if self.spec.output == 'class_ids':
             return {'class_ids': self._in_label_set(raw.astype(np.int64))}
+        if self.output_names == ('logits',):
+            return {'logits': self._void_last(raw)}
         if raw.shape[-2:] != images.shape[-2:]:  # e.g. SegFormer's 1/4: logits upsampled before the argmax
             raw = F.interpolate(torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)),
                                 size=images.shape[-2:], mode='bilinear', align_corners=False).numpy()
@@ -207,6 +215,15 @@ class ExternalSemanticBackend(Backend):
             shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
             outputs['confidence'] = (1.0 / shifted.sum(axis=1)).astype(np.float32)
         return outputs
+
+    def _void_last(self, logits: np.ndarray) -> np.ndarray:
+        """(N, C, h, w) logits with the void class's channel moved last: channel k is label-set class
+        k, and the void class's argmax (index num_classes) is outside the label set."""
+        void = self.spec.void_class
+        if void is None:
+            return logits
+        order = [channel for channel in range(logits.shape[1]) if channel != void] + [void]
+        return logits[:, order]
 
     def _in_label_set(self, ids: np.ndarray) -> np.ndarray:
         """Model class ids as label-set ids: the void class and anything outside the set (a class_ids
