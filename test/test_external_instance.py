@@ -263,3 +263,24 @@ def test_on_a_cuda_device_nms_and_mask_assembly_give_the_cpu_results(tmp_path):
         np.testing.assert_allclose([i.box for i in cpu.instances], [i.box for i in gpu.instances], atol=1e-3)
         for one, other in zip(cpu.instances, gpu.instances):
             assert (one.mask != other.mask).mean() < 0.01
+
+
+def test_torch_keeps_one_thread_while_any_caller_post_processes_and_gets_its_threads_back():
+    """one_torch_thread is process-wide: overlapping callers (two segmenters in one process) leave
+    torch on one thread until the last one is out, then restore the count from before the first."""
+    from seg_models.segmenters.external_instance import one_torch_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first, second = one_torch_thread(True), one_torch_thread(True)
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert torch.get_num_threads() == 1
+        second.__exit__(None, None, None)
+        assert torch.get_num_threads() == 2
+        with one_torch_thread(False):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

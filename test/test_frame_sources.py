@@ -25,3 +25,9 @@ def test_a_source_that_is_not_there_is_refused_when_opened_not_at_its_first_fram
     """The runner and the image source node check their sources before they start anything."""
     with pytest.raises(FileNotFoundError, match='is neither a folder, a video file nor "synthetic"'):
         open_frames(str(tmp_path / 'absent'))
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match='no images'):
+        open_frames(str(tmp_path / 'empty'))
+    (tmp_path / 'clip.mp4').write_bytes(b'not a video')
+    with pytest.raises(ValueError, match='cannot open video'):
+        open_frames(str(tmp_path / 'clip.mp4'))

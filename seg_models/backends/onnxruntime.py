@@ -23,7 +23,8 @@ class OnnxRuntimeBackend(Backend):
         if device.startswith('cuda'):
             if 'CUDAExecutionProvider' not in available:
                 raise BackendError(f'device {device!r} asked for, but ONNX Runtime has only {available}')
-            providers = ['CUDAExecutionProvider', 'CPUExecutionProvider']
+            index = int(device.partition(':')[2] or 0)
+            providers = [('CUDAExecutionProvider', {'device_id': index}), 'CPUExecutionProvider']
         else:
             providers = ['CPUExecutionProvider']
         try:

@@ -185,9 +185,13 @@ class TensorRTBackend(Backend):
         return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
 
     def infer_tensors(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The engine's outputs as tensors on its device, finished (the stream synchronised)."""
+        """The engine's outputs as tensors on its device, finished (the stream synchronised). The
+        engine's stream first waits for the caller's, which may still be writing ``images``."""
+        caller = torch.cuda.current_stream(self.torch_device)
+        self.stream.wait_stream(caller)
         with torch.cuda.stream(self.stream):
             batch = images.to(self.torch_device, non_blocking=True).contiguous()
+            batch.record_stream(self.stream)
             if not self.context.set_input_shape(self.input_name, tuple(batch.shape)):
                 raise BackendError(f'input shape {tuple(batch.shape)} is outside the engine\'s profile')
             self.context.set_tensor_address(self.input_name, batch.data_ptr())
@@ -199,4 +203,6 @@ class TensorRTBackend(Backend):
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise BackendError('TensorRT execution failed')
         self.stream.synchronize()
+        for tensor in outputs.values():  # made on the engine's stream, used on the caller's
+            tensor.record_stream(caller)
         return outputs

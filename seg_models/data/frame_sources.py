@@ -37,17 +37,22 @@ class Frame:
 
 
 def folder_frames(folder: Path) -> Iterator[Frame]:
+    """The folder's images in name order; a folder without images is refused here, not at its first frame."""
     paths = image_files(folder)
     if not paths:
         raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {folder}')
-    for path in paths:
-        yield Frame(path.stem, read_rgb(path))
+    return (Frame(path.stem, read_rgb(path)) for path in paths)
 
 
 def video_frames(path: Path) -> Iterator[Frame]:
+    """The video's frames; a file OpenCV cannot open is refused here, not at its first frame."""
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ValueError(f'cannot open video {path}')
+    return _decoded(capture, path)
+
+
+def _decoded(capture: cv2.VideoCapture, path: Path) -> Iterator[Frame]:
     try:
         index = 0
         while True:

@@ -34,6 +34,7 @@ import ast
 import contextlib
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -318,9 +319,10 @@ class ExternalInstanceSegmenter:
     def segment(self, images: Sequence[np.ndarray]) -> list[InstanceResult]:
         self.backend_time.reset()
         letterboxes = [Letterbox.fit(image.shape[:2], self.spec.input_size, self.spec.resize) for image in images]
-        with torch.inference_mode(), one_torch_thread(self.device.type == 'cpu'):
+        with torch.inference_mode():
             outputs = self.infer_raw(images, letterboxes)
-            return [self._result(outputs, position, letterbox) for position, letterbox in enumerate(letterboxes)]
+            with one_torch_thread(self.device.type == 'cpu'):
+                return [self._result(outputs, position, letterbox) for position, letterbox in enumerate(letterboxes)]
 
     def infer_raw(self, images: Sequence[np.ndarray], letterboxes: Sequence[Letterbox]) -> dict[str, torch.Tensor]:
         """The model's outputs for ``images`` (RGB uint8), in the batches its ONNX input takes, as
@@ -335,8 +337,9 @@ class ExternalInstanceSegmenter:
         for start in range(0, len(normalised), step):
             with self.backend_time.timing():
                 chunks.append(self.backend.infer_tensors(normalised[start:start + step]))
+        # non_blocking only towards a GPU: a copy to the host must have landed before the CPU reads it
         return {name: (torch.cat([chunk[name] for chunk in chunks]) if len(chunks) > 1 else chunks[0][name]
-                       ).to(self.device, non_blocking=True) for name in chunks[0]}
+                       ).to(self.device, non_blocking=self.device.type == 'cuda') for name in chunks[0]}
 
     def _published(self, classes: torch.Tensor) -> torch.Tensor:
         """Whether detections of these network classes are published (mapped, and in the class filter)."""
@@ -407,20 +410,31 @@ class ExternalInstanceSegmenter:
                            threshold)
 
 
+_ONE_THREAD_LOCK = threading.Lock()
+_one_thread = {'users': 0, 'threads': 1}  # callers inside one_torch_thread, and torch's threads before the first
+
+
 @contextlib.contextmanager
 def one_torch_thread(on_cpu: bool) -> Iterator[None]:
     """torch on one thread while the post-processing runs on the CPU: its operations there are small
     (a few hundred kilobytes), and torch's OpenMP workers, waiting spun between them, took the cores
-    ONNX Runtime needs for the next frame (1.5-3x slower post-processing on a busy 2-core CPU)."""
+    ONNX Runtime needs for the next frame (2-3x slower post-processing on a busy 2-core CPU). The
+    thread count is process-wide: the first caller in sets it, the last one out restores it."""
     if not on_cpu:
         yield
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    with _ONE_THREAD_LOCK:
+        if _one_thread['users'] == 0:
+            _one_thread['threads'] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _one_thread['users'] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        with _ONE_THREAD_LOCK:
+            _one_thread['users'] -= 1
+            if _one_thread['users'] == 0:
+                torch.set_num_threads(_one_thread['threads'])
 
 
 def download_masks(masks: Sequence[torch.Tensor]) -> list[np.ndarray]:

@@ -125,9 +125,11 @@ class SemanticSegmenter:
     def _result_at_camera_size(self, outputs: dict[str, np.ndarray], position: int,
                                size: tuple[int, int]) -> SemanticResult:
         if 'logits' in outputs:  # the CPU graph, external models: upsampled here, straight to the camera's size
-            class_ids = self.transform.argmax_at_image_size(outputs['logits'][position], size,
-                                                            self.label_set.class_id_dtype)
+            logits, dtype = outputs['logits'][position], self.label_set.class_id_dtype
+            wide = len(logits) > np.iinfo(dtype).max  # an external model with more channels than the ids hold
+            class_ids = self.transform.argmax_at_image_size(logits, size, np.int64 if wide else dtype)
             class_ids[class_ids >= self.label_set.num_classes] = self.label_set.ignore_id  # a void channel
+            class_ids = class_ids.astype(dtype, copy=False)
         else:
             class_ids = self.transform.map_to_image(
                 outputs['class_ids'][position].astype(self.label_set.class_id_dtype, copy=False), size, nearest=True)
