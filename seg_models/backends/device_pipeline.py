@@ -19,7 +19,7 @@ import copy
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -125,12 +125,8 @@ class DevicePipeline:
         return [host.numpy().copy() for host in hosts]
 
     def download_flat(self, pieces: Sequence[torch.Tensor]) -> list[np.ndarray]:
-        """Many small device tensors (mask crops) in one transfer, each back in its shape."""
-        if not pieces:
-            return []
-        flat, = self.download([torch.cat([piece.reshape(-1) for piece in pieces])])
-        ends = np.cumsum([piece.numel() for piece in pieces])
-        return [part.reshape(piece.shape) for part, piece in zip(np.split(flat, ends[:-1]), pieces)]
+        """Many small device tensors (mask crops) in one transfer through the pinned buffers."""
+        return download_in_one_transfer(pieces, lambda flat: self.download([flat])[0])
 
     def run(self, frames: torch.Tensor, input_size: tuple[int, int], static: bool) -> tuple[torch.Tensor, ...]:
         """``module.camera_forward`` on uploaded frames: replayed from a CUDA graph where
@@ -172,6 +168,18 @@ class DevicePipeline:
                 buffer = torch.empty(shape, dtype=dtype, device=self.device)
             self._buffers[key] = buffer
         return buffer
+
+
+def download_in_one_transfer(pieces: Sequence[torch.Tensor],
+                             download: Callable[[torch.Tensor], np.ndarray] = lambda flat: flat.cpu().numpy()
+                             ) -> list[np.ndarray]:
+    """Many small tensors of one device (mask crops) as host arrays, each back in its shape, through
+    one ``download`` (flat tensor -> host array) of them all concatenated."""
+    if not pieces:
+        return []
+    flat = download(torch.cat([piece.reshape(-1) for piece in pieces]))
+    ends = np.cumsum([piece.numel() for piece in pieces])
+    return [part.reshape(tuple(piece.shape)) for part, piece in zip(np.split(flat, ends[:-1]), pieces)]
 
 
 def prepared_module(module: nn.Module, device: torch.device, precision: str,

@@ -45,6 +45,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from seg_models.backends.base import Backend, CallTime
+from seg_models.backends.device_pipeline import download_in_one_transfer
 from seg_models.configs import InstanceFilter
 from seg_models.data.labels import LabelSet, get_label_set
 from seg_models.segmenters.instance_postprocess import Instance, InstanceResult, box_rois
@@ -364,7 +365,7 @@ class ExternalInstanceSegmenter:
         instances = [Instance(int(class_id), self.label_set.names[int(class_id)], float(np.float32(score)),
                               tuple(float(v) for v in box), tuple(roi), mask)
                      for class_id, score, box, roi, mask in zip(found[:, 5], found[:, 4], boxes, rois,
-                                                                 download_masks(masks))]
+                                                                 download_in_one_transfer(masks))]
         return InstanceResult.split_by_score(letterbox.camera_size, instances, self.output_filter.score_threshold)
 
     def _candidates(self, outputs: dict[str, torch.Tensor], position: int) -> Candidates:
@@ -435,12 +436,3 @@ def one_torch_thread(on_cpu: bool) -> Iterator[None]:
             _one_thread['users'] -= 1
             if _one_thread['users'] == 0:
                 torch.set_num_threads(_one_thread['threads'])
-
-
-def download_masks(masks: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """Box-sized bool masks to host arrays of their own, in one transfer from their device."""
-    if not masks:
-        return []
-    flat = torch.cat([mask.reshape(-1) for mask in masks]).cpu().numpy()
-    ends = np.cumsum([mask.numel() for mask in masks])[:-1]
-    return [part.reshape(tuple(mask.shape)) for part, mask in zip(np.split(flat, ends), masks)]
