@@ -16,7 +16,7 @@ from dataset_folders import write_cityscapes_folder
 from ros_helpers import CAMVID_IMAGES, REPO_ROOT
 from seg_models.segmenters.instance_postprocess import InstanceResult
 from seg_models.data.labels import cityscapes_things
-from seg_perception.evaluation.fleet import KILL_ONCE_ENV, fleet_bags
+from seg_perception.evaluation.fleet import KILL_ONCE_ENV, fleet_bags, merged, write_fleet_report
 from seg_perception.evaluation.fleet_worker import FleetModel, Predictor, evaluate_bag
 from seg_perception.evaluation.ground_truth import instances_of
 from seg_models.bench.metrics import CityscapesFiles, instance_scores_from_matches, pooled_matches
@@ -27,8 +27,13 @@ SMALL_SEMANTIC = ('-p', 'input_height:=64', '-p', 'input_width:=128', '-p', 'sem
 
 
 def seg_bag(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, '-m', 'seg_perception.evaluation', *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
+    try:
+        return subprocess.run([sys.executable, '-m', 'seg_perception.evaluation', *map(str, args)], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired as expired:  # what it printed, not pytest's truncated repr
+        output = expired.stderr.decode(errors='replace') if isinstance(expired.stderr, bytes) else expired.stderr
+        pytest.fail(f'seg_bag {args[0]} ran over {expired.timeout:.0f} s; its output ended with:\n'
+                    f'{(output or "")[-4000:]}')
 
 
 @pytest.fixture(scope='module')
@@ -143,6 +148,16 @@ def test_instance_matches_pooled_over_bags_give_the_ap_of_all_frames_evaluated_t
     assert pooled['per_class'] == joint['per_class']
     mean_of_bags = np.mean([instance_scores_from_matches(matches)['ap'] for matches in per_half])
     assert abs(pooled['ap'] - mean_of_bags) > 0.01, (pooled['ap'], mean_of_bags)
+
+
+def test_a_replay_run_again_is_noted_under_its_bag_in_the_report(tmp_path):
+    stall = ('replay: the child process said nothing for 105 s; killed it and its processes, stuck in spin_once '
+             '(processes.py:80); ran it again')
+    report = merged([{'bag': 'a.bag', 'cameras': {}, 'seconds': 1.0, 'notes': [stall]},
+                     {'bag': 'b.bag', 'cameras': {}, 'seconds': 2.0, 'cached': True}])  # cached before notes
+    assert [row['notes'] for row in report['bags']] == [[stall], []]
+    markdown = write_fleet_report(report, tmp_path).read_text()
+    assert f'## Notes\n\n- a.bag: {stall}\n' in markdown and 'b.bag: replay' not in markdown
 
 
 @pytest.mark.slow

@@ -234,7 +234,7 @@ def merged(results: Sequence[dict]) -> dict:
             for scores in (bag, overall, cameras.setdefault(topic, PooledScores())):
                 scores.add(camera, f'{result["bag"]}{topic}')
         report['bags'].append({'bag': result['bag'], 'cached': result.get('cached', False),
-                               'seconds': result['seconds'], **bag.figures(classes)})
+                               'seconds': result['seconds'], 'notes': result.get('notes', []), **bag.figures(classes)})
     report['cameras'] = {topic: scores.figures(classes) for topic, scores in cameras.items()}
     if good:
         report['overall'] = {'label_set': label_sets[0] if label_sets else None, **overall.figures(classes)}
@@ -263,6 +263,9 @@ def write_fleet_report(report: dict, folder: Path) -> Path:
               for topic, entry in report['cameras'].items()]
     if 'overall' in report:
         lines += [''] + panoptic_tracking_lines(report['overall'])
+    notes = [f'- {row["bag"]}: {note}' for row in report['bags'] for note in row['notes']]
+    if notes:
+        lines += ['', '## Notes', ''] + notes
     if report['errors']:
         lines += ['', '## Bags not evaluated', '']
         lines += [f'- {error["bag"]}: {error["error"]}' for error in report['errors']]

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -40,7 +42,9 @@ from seg_perception.evaluation.ground_truth import (class_ids_of_ground_truth, g
                                                     has_cityscapes_instances, instances_of)
 from seg_models.tracking.mask_tracker import MaskTracker
 from seg_models.bench.metrics import CityscapesFiles, confusion_matrix
+from seg_perception.bringup.processes import STOP_TIMEOUT_SEC
 from seg_perception.evaluation.replay import ReplaySettings, replay, scoped_overrides, start_pipeline_commands
+from seg_perception.evaluation.watched_process import Patience, Voice, run_watched
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb, output_msg_to_array
 from seg_perception.messages.topics import (COMPRESSED_SUFFIX, GROUND_TRUTH_INFO, CameraBagTopics, stamp_key,
@@ -48,6 +52,7 @@ from seg_perception.messages.topics import (COMPRESSED_SUFFIX, GROUND_TRUTH_INFO
 
 PREDICTORS = ('model', 'ground_truth_echo')
 Progress = Callable[[int], None]  # told the number of camera frames just evaluated
+WATCH_MARGIN_SEC = 60.0  # a replay child silent this long besides its nodes' stop is stuck
 
 
 @dataclass(frozen=True)
@@ -315,19 +320,18 @@ def score_scene(scene: PanopticTrackingScores, frame: BagFrame, instances: Insta
             scene.add_panoptic(frame.semantic, frame.instances, fused)
 
 
-def evaluate_through_nodes(bag: Path, model: FleetModel, progress: Progress) -> tuple[GroundTruthInfo, dict]:
-    """Per-camera scores of the pipeline's nodes, replayed into on this process's ROS domain."""
-    from seg_perception.bringup.processes import NodeProcesses
-
+def evaluate_through_nodes(bag: Path, model: FleetModel, progress: Progress) -> tuple[GroundTruthInfo, dict, list[str]]:
+    """Per-camera scores of the pipeline's nodes, replayed into on this process's ROS domain by a
+    watched child process (``replay_with_nodes``), and the replay's stalls survived."""
     available = bag_topics(bag)
     info = ground_truth_info(bag, available)
     cameras = cameras_in_bag(available)
     commands, outputs = model.pipeline_commands(cameras)
     with tempfile.TemporaryDirectory(prefix='seg_fleet_') as work:
         result_bag = Path(work) / 'result.bag'
-        with NodeProcesses(commands) as processes:
-            replay(ReplaySettings(bag=bag, output=result_bag), processes.check_alive, started_outputs=outputs,
-                   on_frame=lambda: progress(1))
+        settings = ReplaySettings(bag=bag, output=result_bag)
+        stalls = run_watched(partial(replay_with_nodes, settings, commands, outputs), replay_patience(len(commands)),
+                             on_progress=lambda: progress(1))
         files = CityscapesFiles(Path(work) / 'cityscapes')
         scores = {}
         for camera in cameras_in_bag(bag_topics(result_bag)):
@@ -339,20 +343,43 @@ def evaluate_through_nodes(bag: Path, model: FleetModel, progress: Progress) -> 
             if camera_scores.instance_frames:
                 camera_scores.matches = files.select(camera.frame_prefix).instance_matches()
             scores[camera.camera] = camera_scores
-    return info, scores
+    return info, scores, [f'replay: {stall}' for stall in stalls]
+
+
+def replay_with_nodes(settings: ReplaySettings, commands: list[list[str]], outputs: list[str], voice: Voice) -> None:
+    """Start the nodes, replay ``settings.bag`` into them, stop them: the work of a watched child
+    process (``run_watched``), alive while the replay spins, progressing with each frame. A stalled
+    attempt's result bag is replaced."""
+    from seg_perception.bringup.processes import NodeProcesses
+
+    shutil.rmtree(settings.output, ignore_errors=True)
+    with NodeProcesses(commands) as processes:
+        def check_alive() -> None:
+            voice.alive()
+            processes.check_alive()
+
+        replay(settings, check_alive, started_outputs=outputs, on_frame=voice.progress)
+
+
+def replay_patience(nodes: int) -> Patience:
+    """How long a replay child may stay silent: the replay says it is alive between its spins, so
+    only its start (imports), the nodes' stop (each given ``STOP_TIMEOUT_SEC``) and a stuck
+    process are silent."""
+    return Patience(silence_sec=STOP_TIMEOUT_SEC * (nodes + 1) + WATCH_MARGIN_SEC, exit_sec=STOP_TIMEOUT_SEC)
 
 
 def evaluate_bag(bag: Path, model: FleetModel, predictor: Predictor, progress: Progress = lambda frames: None) -> dict:
     """A bag's result for the fleet: per camera its scores (see ``CameraScores``), the semantic
-    ground truth's label set; ``{'bag', 'error'}`` when the bag cannot be evaluated."""
+    ground truth's label set, the replay's stalls survived (``notes``); ``{'bag', 'error'}`` when the
+    bag cannot be evaluated."""
     started = time.perf_counter()
     try:
-        info, cameras = evaluate_through_nodes(bag, model, progress) if model.through_nodes else \
-            evaluate_directly(bag, predictor, progress)
+        info, cameras, notes = evaluate_through_nodes(bag, model, progress) if model.through_nodes else \
+            (*evaluate_directly(bag, predictor, progress), [])
     except Exception as error:  # any bag that cannot be evaluated is reported, never aborts the fleet
         return {'bag': str(bag), 'error': f'{type(error).__name__}: {error}'.splitlines()[0]}
     result = {'bag': str(bag), 'cameras': {topic: scores.as_json() for topic, scores in cameras.items()},
-              'seconds': time.perf_counter() - started}
+              'seconds': time.perf_counter() - started, 'notes': notes}
     if any(scores.confusion is not None for scores in cameras.values()):
         target = ground_truth_label_set(info.label_set)
         result.update(label_set=target.name, classes=target.names)
