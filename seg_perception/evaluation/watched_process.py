@@ -99,7 +99,8 @@ def run_watched(work: Work, patience: Patience, on_progress: Callable[[], None] 
 
 def _run_once(work: Work, patience: Patience, on_progress: Callable[[], None]) -> None:
     read_end, write_end = os.pipe()
-    with tempfile.NamedTemporaryFile(prefix='seg_watched_stacks_', suffix='.txt') as stacks:
+    with os.fdopen(read_end, 'rb', buffering=0) as words, \
+            tempfile.NamedTemporaryFile(prefix='seg_watched_stacks_', suffix='.txt') as stacks:
         try:
             child = subprocess.Popen([sys.executable, '-m', __name__, str(write_end), stacks.name],
                                      stdin=subprocess.PIPE, pass_fds=(write_end,), start_new_session=True,
@@ -109,8 +110,7 @@ def _run_once(work: Work, patience: Patience, on_progress: Callable[[], None]) -
         try:
             child.stdin.write(pickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL))
             child.stdin.close()
-            with os.fdopen(read_end, 'rb', buffering=0) as words:
-                _listen(child, words, patience.silence_sec, on_progress, Path(stacks.name))
+            _listen(child, words, patience.silence_sec, on_progress, Path(stacks.name))
             _wait_or_kill(child, patience.exit_sec)
         finally:
             _kill_group(child)
