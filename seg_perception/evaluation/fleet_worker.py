@@ -42,7 +42,7 @@ from seg_perception.evaluation.ground_truth import (class_ids_of_ground_truth, g
                                                     has_cityscapes_instances, instances_of)
 from seg_models.tracking.mask_tracker import MaskTracker
 from seg_models.bench.metrics import CityscapesFiles, confusion_matrix
-from seg_perception.bringup.processes import STOP_TIMEOUT_SEC
+from seg_perception.bringup.processes import STOP_TIMEOUT_SEC, NodeProcesses
 from seg_perception.evaluation.replay import ReplaySettings, replay, scoped_overrides, start_pipeline_commands
 from seg_perception.evaluation.watched_process import Patience, Voice, run_watched
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
@@ -350,8 +350,6 @@ def replay_with_nodes(settings: ReplaySettings, commands: list[list[str]], outpu
     """Start the nodes, replay ``settings.bag`` into them, stop them: the work of a watched child
     process (``run_watched``), alive while the replay spins, progressing with each frame. A stalled
     attempt's result bag is replaced."""
-    from seg_perception.bringup.processes import NodeProcesses
-
     shutil.rmtree(settings.output, ignore_errors=True)
     with NodeProcesses(commands) as processes:
         def check_alive() -> None:
