@@ -1,8 +1,12 @@
 """``run_watched``: work in a child process that goes silent (as a replay stuck in a Fast DDS
-deadlock does) is killed with everything it started and run again; a failure is reported, not
-retried; a child that finished but cannot exit is killed without a retry. Real child processes."""
+deadlock does) or is killed by a signal is killed with everything it started and run again; a
+failure is reported, not retried; a child that finished but cannot exit is killed without a retry;
+a child whose parent dies kills itself and what it started. Real child processes."""
 import logging
+import os
+import signal
 import subprocess
+import sys
 import threading
 import time
 from functools import partial
@@ -10,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from seg_perception.evaluation.watched_process import Patience, Stalled, Voice, run_watched
+from seg_perception.evaluation.watched_process import Patience, Stalled, Voice, WorkFailed, run_watched
 
-QUICK = Patience(silence_sec=3.0, exit_sec=2.0)
+QUICK = Patience(silence_sec=5.0, exit_sec=2.0)  # for the stall tests
+PATIENT = Patience(silence_sec=60.0, exit_sec=2.0)  # for the others: a slow start is never a stall
 
 
 def attempt_number(folder: Path) -> int:
@@ -46,6 +51,25 @@ def stalls_the_first_time(folder: Path, voice: Voice) -> None:
 def always_stalls(folder: Path, voice: Voice) -> None:
     attempt_number(folder)
     deadlocked_call()
+
+
+def killed_by_a_signal_the_first_time(folder: Path, voice: Voice) -> None:
+    number = attempt_number(folder)
+    voice.progress()
+    if number == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # as a segfault inside DDS would end it
+
+
+def stalls_quietly_for_ever(folder: Path, voice: Voice) -> None:
+    start_sleeper(folder, attempt_number(folder))
+    voice.progress()
+    deadlocked_call()
+
+
+def watch_for_ever(folder: Path) -> None:
+    """The parent of a child that never finishes (run by a test as a process of its own, then killed)."""
+    run_watched(partial(stalls_quietly_for_ever, folder), Patience(silence_sec=600.0, exit_sec=2.0),
+                lambda: (folder / 'progressed').touch())
 
 
 def fails(folder: Path, voice: Voice) -> None:
@@ -95,15 +119,15 @@ def test_a_silent_child_is_killed_with_what_it_started_and_its_work_runs_again(t
 
 
 def test_a_child_that_stays_silent_every_time_raises_stalled(tmp_path):
-    with pytest.raises(Stalled, match=r'said nothing for 3 s; killed it .* stuck in deadlocked_call'):
+    with pytest.raises(Stalled, match=r'said nothing for 5 s; killed it .* stuck in deadlocked_call'):
         run_watched(partial(always_stalls, tmp_path), QUICK, attempts=2)
     assert len(list(tmp_path.glob('attempt_*'))) == 2
 
 
 def test_a_failing_work_is_reported_in_one_line_and_not_run_again(tmp_path):
     heard, on_progress = progress_counter()
-    with pytest.raises(RuntimeError, match=r'^the bag is broken$'):
-        run_watched(partial(fails, tmp_path), QUICK, on_progress)
+    with pytest.raises(WorkFailed, match=r'^ValueError: the bag is broken$'):
+        run_watched(partial(fails, tmp_path), PATIENT, on_progress)
     assert len(list(tmp_path.glob('attempt_*'))) == 1 and len(heard) == 1
 
 
@@ -111,7 +135,34 @@ def test_a_child_that_finished_but_cannot_exit_is_killed_without_running_again(t
     heard, on_progress = progress_counter()
     started = time.monotonic()
     with caplog.at_level(logging.WARNING):
-        assert run_watched(partial(cannot_exit, tmp_path), QUICK, on_progress) == []
+        assert run_watched(partial(cannot_exit, tmp_path), PATIENT, on_progress) == []
     assert time.monotonic() - started < 15
     assert len(list(tmp_path.glob('attempt_*'))) == 1 and len(heard) == 1
-    assert any('did not exit within 2 s: killed it' in record.getMessage() for record in caplog.records)
+    assert any('did not exit within 2 s: killing it' in record.getMessage() for record in caplog.records)
+
+
+def test_a_child_killed_by_a_signal_runs_again(tmp_path):
+    heard, on_progress = progress_counter()
+    stalls = run_watched(partial(killed_by_a_signal_the_first_time, tmp_path), PATIENT, on_progress)
+    assert stalls == ['the child process died of SIGKILL without finishing its work; ran it again']
+    assert len(list(tmp_path.glob('attempt_*'))) == 2 and len(heard) == 1
+
+
+def test_a_child_whose_parent_dies_kills_itself_and_what_it_started(tmp_path):
+    parent = subprocess.Popen([sys.executable, '-c', f'from test_watched_process import watch_for_ever; '
+                               f'from pathlib import Path; watch_for_ever(Path({str(tmp_path)!r}))'],
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, sys.path))))
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / 'progressed').exists() and time.monotonic() < deadline:
+            assert parent.poll() is None, 'the watching process ended early'
+            time.sleep(0.1)
+        sleeper = int((tmp_path / 'sleeper_1').read_text())
+        assert running(sleeper)
+    finally:
+        parent.kill()  # as a Ray worker is killed
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while running(sleeper) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(sleeper)

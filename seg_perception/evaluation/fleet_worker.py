@@ -44,7 +44,7 @@ from seg_models.tracking.mask_tracker import MaskTracker
 from seg_models.bench.metrics import CityscapesFiles, confusion_matrix
 from seg_perception.bringup.processes import STOP_TIMEOUT_SEC, NodeProcesses
 from seg_perception.evaluation.replay import ReplaySettings, replay, scoped_overrides, start_pipeline_commands
-from seg_perception.evaluation.watched_process import Patience, Voice, run_watched
+from seg_perception.evaluation.watched_process import Patience, Voice, WorkFailed, run_watched
 from seg_perception.messages.dds_profile import LOCALHOST_PROFILE, use_large_images_profile
 from seg_perception.messages.images import compressed_msg_to_rgb, image_msg_to_rgb, output_msg_to_array
 from seg_perception.messages.topics import (COMPRESSED_SUFFIX, GROUND_TRUTH_INFO, CameraBagTopics, stamp_key,
@@ -375,7 +375,8 @@ def evaluate_bag(bag: Path, model: FleetModel, predictor: Predictor, progress: P
         info, cameras, notes = evaluate_through_nodes(bag, model, progress) if model.through_nodes else \
             (*evaluate_directly(bag, predictor, progress), [])
     except Exception as error:  # any bag that cannot be evaluated is reported, never aborts the fleet
-        return {'bag': str(bag), 'error': f'{type(error).__name__}: {error}'.splitlines()[0]}
+        reason = str(error) if isinstance(error, WorkFailed) else f'{type(error).__name__}: {error}'  # typed there
+        return {'bag': str(bag), 'error': reason.splitlines()[0]}
     result = {'bag': str(bag), 'cameras': {topic: scores.as_json() for topic, scores in cameras.items()},
               'seconds': time.perf_counter() - started, 'notes': notes}
     if any(scores.confusion is not None for scores in cameras.values()):
